@@ -1,0 +1,1 @@
+//! The signature engine; see the next commit.

@@ -1,0 +1,351 @@
+//! The YAML configuration of DESIGN.md: read, checked and reported with file, line and column.
+//!
+//! Loading is all-or-nothing: [`load`] returns a complete, validated [`Config`] or the first
+//! error, so a running instance can try a reload and keep what it has when the new files are bad.
+
+mod context;
+pub mod peers;
+pub mod routes;
+pub mod units;
+pub mod values;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+pub use peers::{Allow, Peer, PeerList, PeerUrl};
+pub use routes::{Access, PathPattern, Route};
+pub use units::{ByteSize, HumanDuration};
+pub use values::{
+    ExistingFile, HostName, HostPort, IdentityHeaderName, KeyFile, ListenAddr, Scheme,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    pub app: App,
+    #[serde(default)]
+    pub signatures: Signatures,
+    #[serde(default)]
+    pub identity_headers: IdentityHeaders,
+    #[serde(default = "routes::default_routes")]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub peers_file: Option<ExistingFile>,
+    /// Inline peers, then (after load) those of `peers_file`.
+    #[serde(default)]
+    pub peers: PeerList,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    pub key_file: KeyFile,
+    /// Shown to peers; defaults to the first of `hosts`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub hosts: NonEmpty<HostName>,
+    #[serde(default)]
+    pub scheme: Scheme,
+    #[serde(default)]
+    pub profile: Option<ExistingFile>,
+}
+
+impl IdentitySection {
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) if !name.trim().is_empty() => name.trim().to_string(),
+            _ => self
+                .hosts
+                .0
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub inbound: ListenAddr,
+    pub outbound: ListenAddr,
+    pub admin: ListenAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let addr = |ip: [u8; 4], port| ListenAddr(std::net::SocketAddr::from((ip, port)));
+        Listen {
+            inbound: addr([0, 0, 0, 0], 8443),
+            outbound: addr([127, 0, 0, 1], 8480),
+            admin: addr([127, 0, 0, 1], 9464),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: ExistingFile,
+    pub key_file: ExistingFile,
+    #[serde(default)]
+    pub peer_ca_file: Option<ExistingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub upstream: HostPort,
+    /// How long to wait for a connection to the app (then 504).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// How long the app may take to answer, and to send each piece of its answer (then 504).
+    #[serde(default = "default_app_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_app_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signatures {
+    pub lifetime: HumanDuration,
+    pub max_age: HumanDuration,
+    pub clock_skew: HumanDuration,
+    pub require_nonce: bool,
+    pub max_body: ByteSize,
+    /// Most (key id, nonce) pairs remembered at once; past it new signatures are refused
+    /// (503 `replay_cache_full`) rather than old nonces forgotten.
+    pub replay_cache_size: usize,
+}
+
+impl Default for Signatures {
+    fn default() -> Self {
+        Signatures {
+            lifetime: HumanDuration(Duration::from_secs(60)),
+            max_age: HumanDuration(Duration::from_secs(300)),
+            clock_skew: HumanDuration(Duration::from_secs(30)),
+            require_nonce: true,
+            max_body: ByteSize(16 << 20),
+            replay_cache_size: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, try_from = "RawIdentityHeaders")]
+pub struct IdentityHeaders {
+    pub id: IdentityHeaderName,
+    pub name: IdentityHeaderName,
+    pub key_id: IdentityHeaderName,
+}
+
+impl IdentityHeaders {
+    pub fn all(&self) -> [&IdentityHeaderName; 3] {
+        [&self.id, &self.name, &self.key_id]
+    }
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        let name = |s: &'static str| IdentityHeaderName(http::HeaderName::from_static(s));
+        IdentityHeaders {
+            id: name("x-peer-id"),
+            name: name("x-peer-name"),
+            key_id: name("x-peer-key-id"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityHeaders {
+    #[serde(default)]
+    id: Option<IdentityHeaderName>,
+    #[serde(default)]
+    name: Option<IdentityHeaderName>,
+    #[serde(default)]
+    key_id: Option<IdentityHeaderName>,
+}
+
+impl TryFrom<RawIdentityHeaders> for IdentityHeaders {
+    type Error = String;
+    fn try_from(raw: RawIdentityHeaders) -> Result<Self, String> {
+        let d = IdentityHeaders::default();
+        let h = IdentityHeaders {
+            id: raw.id.unwrap_or(d.id),
+            name: raw.name.unwrap_or(d.name),
+            key_id: raw.key_id.unwrap_or(d.key_id),
+        };
+        let [a, b, c] = h.all().map(IdentityHeaderName::folded);
+        if a == b || a == c || b == c {
+            return Err(
+                "identity_headers: id, name and key_id must be three different headers".into(),
+            );
+        }
+        Ok(h)
+    }
+}
+
+/// A list that must have at least one element.
+#[derive(Debug, Clone)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NonEmpty<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list with at least one entry")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                if items.is_empty() {
+                    return Err(de::Error::custom(
+                        "the list is empty; it needs at least one entry",
+                    ));
+                }
+                Ok(NonEmpty(items))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<NonEmpty<T>, E> {
+                Err(E::custom("the list is empty; it needs at least one entry"))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A configuration problem, located as precisely as the YAML allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column of the offending value, when known.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.file.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn from_yaml(file: &Path, err: &serde_yaml::Error) -> Self {
+        let position = err.location().map(|l| (l.line(), l.column()));
+        let mut message = err.to_string();
+        if let Some((line, column)) = position {
+            let suffix = format!(" at line {line} column {column}");
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_string();
+            }
+        }
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            message,
+        }
+    }
+
+    fn plain(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            position: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded configuration plus what the operator should hear about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+fn parse_file<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    scope: &context::LoadScope,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::plain(path, format!("cannot read: {e}")))?;
+    if text.trim().is_empty() {
+        return Err(ConfigError::plain(path, "the file is empty"));
+    }
+    scope.reading(path);
+    serde_yaml::from_str(&text).map_err(|e| ConfigError::from_yaml(path, &e))
+}
+
+/// Reads and validates the configuration at `path` and the peers file it names.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let scope = context::LoadScope::begin();
+    let mut config: Config = parse_file(path, &scope)?;
+    if let Some(file) = &config.peers_file {
+        let from_file: peers::PeersFile = parse_file(&file.0, &scope)?;
+        config.peers.0.extend(from_file.peers.0);
+    }
+    drop(scope);
+    if config.signatures.replay_cache_size == 0 {
+        return Err(ConfigError::plain(
+            path,
+            "signatures.replay_cache_size must be at least 1 (it bounds how many nonces are remembered)",
+        ));
+    }
+
+    let mut warnings = config.identity.key_file.warnings.clone();
+    for peer in &config.peers.0 {
+        if let Some(url) = peer.url.as_ref().filter(|u| !u.https) {
+            warnings.push(format!(
+                "peer {:?} is reached over plain http ({url}): requests to it are signed but not encrypted",
+                peer.name
+            ));
+        }
+    }
+    if config.tls.is_none() && config.identity.scheme == Scheme::Https {
+        warnings.push(format!(
+            "no tls: section, so the inbound listener {} speaks plain HTTP; that is right only when TLS ends in front of peergate",
+            config.listen.inbound
+        ));
+    }
+    if config.signatures.lifetime > config.signatures.max_age {
+        warnings.push(format!(
+            "signatures.lifetime ({}) is longer than signatures.max_age ({}): peers with our defaults refuse signatures older than their max_age anyway",
+            config.signatures.lifetime, config.signatures.max_age
+        ));
+    }
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        warnings,
+    })
+}

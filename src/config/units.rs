@@ -1,0 +1,197 @@
+//! Durations (`500ms`, `60s`, `5m`, `1h`) and sizes (`64KiB`, `16MiB`), as people write them.
+//!
+//! A bare number is refused: `lifetime: 60` could mean seconds or milliseconds, and guessing
+//! wrong is a security bug, so the error asks for the unit.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("{text:?} has no unit; write it with one of ms, s, m, h (e.g. \"{text}s\")")
+        })?;
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a duration; expected a whole number and a unit, e.g. \"60s\"")
+        })?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            other => {
+                return Err(format!(
+                    "{text:?} has unknown unit {other:?}; durations take ms, s, m or h"
+                ))
+            }
+        };
+        Ok(HumanDuration(duration))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"60s\", \"5m\" or \"1h\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                HumanDuration::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "{n} has no unit; write it with one of ms, s, m, h (e.g. \"{n}s\")"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "{n} is not a duration; durations are positive with a unit, e.g. \"60s\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a size; expected a whole number and a unit, e.g. \"16MiB\"")
+        })?;
+        let factor: u64 =
+            match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "KB" | "kB" | "MB" | "GB" | "K" | "M" | "G" | "k" | "m" | "g" => {
+                    return Err(format!(
+                    "{text:?}: write sizes in binary units, B, KiB, MiB or GiB (e.g. \"{n}{}iB\")",
+                    unit.trim().chars().next().unwrap_or('M').to_ascii_uppercase()
+                ))
+                }
+                other => {
+                    return Err(format!(
+                        "{text:?} has unknown unit {other:?}; sizes take B, KiB, MiB or GiB"
+                    ))
+                }
+            };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (factor, unit) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+            if n >= factor && n % factor == 0 {
+                return write!(f, "{}{unit}", n / factor);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"64KiB\" or \"16MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{n} is not a size; sizes are not negative")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            HumanDuration::parse("60s").unwrap().0,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            HumanDuration::parse("5m").unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h").unwrap().0,
+            Duration::from_secs(3600)
+        );
+        assert!(HumanDuration::parse("60").unwrap_err().contains("no unit"));
+        assert!(HumanDuration::parse("60 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(HumanDuration::parse("s")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert_eq!(HumanDuration::parse("300s").unwrap().to_string(), "5m");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("16MiB").unwrap().0, 16 << 20);
+        assert_eq!(ByteSize::parse("64KiB").unwrap().0, 64 << 10);
+        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
+        assert!(ByteSize::parse("16MB").unwrap_err().contains("16MiB"));
+        assert!(ByteSize::parse("99999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
+        assert_eq!(ByteSize(16 << 20).to_string(), "16MiB");
+    }
+}

@@ -1,0 +1,356 @@
+//! The typed values of the configuration (addresses, host names, header names, files, the
+//! identity key). Each one is checked while serde visits it, so a bad value is reported at its
+//! own line and column.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::context;
+use crate::identity::{self, Identity};
+
+/// Deserializes a string through `parse`; the error lands on the string's own position.
+pub(crate) fn parse_str<'de, D, T, F>(
+    d: D,
+    expecting: &'static str,
+    parse: F,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct V<T, F>(F, &'static str, PhantomData<T>);
+    impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for V<T, F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.0)(s).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(parse, expecting, PhantomData))
+}
+
+/// A socket address to listen on: an IP and a port (`0.0.0.0:8443`, `[::1]:9464`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "an address to listen on, e.g. \"127.0.0.1:8480\"", |s| {
+            s.trim().parse().map(ListenAddr).map_err(|_| {
+                format!("{s:?} is not an address to listen on; expected IP:port, e.g. \"0.0.0.0:8443\" or \"[::]:8443\"")
+            })
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `host:port`, where host is a DNS name or an IP (IPv6 in brackets). Resolved at run time,
+/// asynchronously, never at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (host, port) = split_host_port(s).ok_or_else(|| {
+            format!("{s:?} is not host:port; expected e.g. \"127.0.0.1:3000\" or \"app:3000\"")
+        })?;
+        let port = port.ok_or_else(|| {
+            format!("{s:?} has no port; expected host:port, e.g. \"127.0.0.1:3000\"")
+        })?;
+        Ok(HostPort { host, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "host:port", HostPort::parse)
+    }
+}
+
+/// One of the names peers use for us: a host with an optional port. Without a port it matches
+/// that host on any port; with one, only that port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostName {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{host}:{port}"),
+            None => f.write_str(&host),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a host name, optionally with :port", |s| {
+            let (host, port) = split_host_port(s.trim()).ok_or_else(|| {
+                format!("{s:?} is not a host name; expected e.g. \"alice.example.org\" or \"alice.example.org:8443\"")
+            })?;
+            Ok(HostName { host, port })
+        })
+    }
+}
+
+/// Splits `host[:port]`, lowercasing the host; `None` when the host is not a DNS name or IP.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse().ok()?),
+        };
+        (v6.to_string(), port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
+            None => (s.to_string(), None),
+        }
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && (host.contains(':')
+            || host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }));
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// The scheme peers use to reach us, for `@scheme` and `@target-uri`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Https,
+    Http,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        }
+    }
+}
+
+/// A file named in the config, resolved against the directory of the file that names it, and
+/// checked to exist so a typo is caught by `peergate check`, not at the first request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingFile(pub PathBuf);
+
+impl<'de> Deserialize<'de> for ExistingFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a file path", |s| {
+            let path = context::resolve_path(s);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => Ok(ExistingFile(path)),
+                Ok(_) => Err(format!("{} is not a regular file", path.display())),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            }
+        })
+    }
+}
+
+/// `identity.key_file`: loaded while it is read, so a bad key is reported at this line.
+#[derive(Clone)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub identity: Arc<Identity>,
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("path", &self.path)
+            .field("identity", self.identity.public())
+            .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "the path of a PKCS#8 PEM Ed25519 key", |s| {
+            let path = context::resolve_path(s);
+            match identity::load_key(&path) {
+                Ok(loaded) => Ok(KeyFile {
+                    path,
+                    identity: Arc::new(loaded.identity),
+                    warnings: loaded.warnings,
+                }),
+                Err(identity::IdentityError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Err(format!(
+                        "{} does not exist; create it with `peergate keygen -o {}`",
+                        path.display(),
+                        path.display()
+                    ))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+/// An HTTP header name for the identity headers; refuses names that would let the identity
+/// header clobber framing, routing or the signature itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeaderName(pub http::HeaderName);
+
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "signature",
+    "signature-input",
+    "content-digest",
+    "accept-signature",
+    "authorization",
+    "cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
+impl IdentityHeaderName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let name = http::HeaderName::from_bytes(s.trim().as_bytes())
+            .map_err(|_| format!("{s:?} is not a valid HTTP header name"))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(format!(
+                "{s:?} is a header the proxy itself relies on; pick another name for an identity header"
+            ));
+        }
+        Ok(IdentityHeaderName(name))
+    }
+
+    /// The form in which two header names are "the same" for stripping: lowercase, `_` = `-`.
+    pub fn folded(&self) -> String {
+        self.0.as_str().replace('_', "-")
+    }
+}
+
+impl<'de> Deserialize<'de> for IdentityHeaderName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "an HTTP header name", IdentityHeaderName::parse)
+    }
+}
+
+/// An HTTP method token, uppercased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodName(pub http::Method);
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "an HTTP method such as GET or POST", |s| {
+            let upper = s.trim().to_ascii_uppercase();
+            if upper.is_empty() || !upper.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+                return Err(format!("{s:?} is not an HTTP method"));
+            }
+            http::Method::from_bytes(upper.as_bytes())
+                .map(MethodName)
+                .map_err(|_| format!("{s:?} is not an HTTP method"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(
+            split_host_port("Alice.Example.org"),
+            Some(("alice.example.org".into(), None))
+        );
+        assert_eq!(
+            split_host_port("alice.example.org:8443"),
+            Some(("alice.example.org".into(), Some(8443)))
+        );
+        assert_eq!(
+            split_host_port("[::1]:8443"),
+            Some(("::1".into(), Some(8443)))
+        );
+        assert_eq!(
+            split_host_port("127.0.0.1"),
+            Some(("127.0.0.1".into(), None))
+        );
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "a:99999",
+            "a:",
+            "[::1",
+            "[zz]:1",
+            "https://x",
+        ] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_names() {
+        assert!(IdentityHeaderName::parse("X-Ptl-Client-Id").is_ok());
+        assert!(IdentityHeaderName::parse("Host")
+            .unwrap_err()
+            .contains("relies on"));
+        assert!(IdentityHeaderName::parse("X Peer")
+            .unwrap_err()
+            .contains("not a valid"));
+        assert_eq!(
+            IdentityHeaderName::parse("X_Peer_Id").unwrap().folded(),
+            "x-peer-id"
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! This installation's Ed25519 identity, and the three names a public key goes by.
+//!
+//! - the **key id** (RFC 7638 JWK thumbprint) is what travels as `keyid` on the wire and the only
+//!   thing authorization ever looks up;
+//! - the **peer ID** (Portal's handle: SHA-512 of the SubjectPublicKeyInfo, base-32) and its first
+//!   six characters, the **short ID**, are for people: they are shown, typed and put in URLs, but
+//!   never used to decide who may do what.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256, Sha512};
+
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
+/// 1.3.101.112 }, BIT STRING (0 unused bits) }, followed by the 32 key bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The peer-ID alphabet: 32 symbols without the look-alikes `i`, `m`, `o`, `u`.
+const PEER_ID_ALPHABET: &[u8; 32] = b"abcdefghjklnpqrstvwxyz0123456789";
+
+/// How many characters of the peer ID people see.
+pub const SHORT_ID_LEN: usize = 6;
+
+/// Everything that can go wrong with a key, in words that say what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; pass --force to overwrite it (the old identity is lost)")]
+    Exists { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadPrivateKey { path: PathBuf, reason: String },
+    #[error("{0}")]
+    BadPublicKey(String),
+}
+
+/// The private key and everything derived from it. Derived names are computed once at load,
+/// because they are read on every request (identity headers, metrics labels).
+pub struct Identity {
+    signing_key: SigningKey,
+    public: PublicIdentity,
+}
+
+impl Identity {
+    pub fn from_signing_key(signing_key: SigningKey) -> Self {
+        let public = PublicIdentity::new(signing_key.verifying_key());
+        Identity {
+            signing_key,
+            public,
+        }
+    }
+
+    pub fn generate() -> Self {
+        Self::from_signing_key(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    pub fn public(&self) -> &PublicIdentity {
+        &self.public
+    }
+
+    pub fn to_pkcs8_pem(&self) -> Result<String, IdentityError> {
+        self.signing_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| IdentityError::BadPrivateKey {
+                path: PathBuf::new(),
+                reason: format!("cannot encode key as PKCS#8: {e}"),
+            })
+    }
+}
+
+/// A public key with its key id, peer ID and short ID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicIdentity {
+    key: VerifyingKey,
+    key_id: String,
+    peer_id: String,
+}
+
+impl fmt::Debug for PublicIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicIdentity")
+            .field("key_id", &self.key_id)
+            .field("short_id", &self.short_id())
+            .finish()
+    }
+}
+
+impl PublicIdentity {
+    pub fn new(key: VerifyingKey) -> Self {
+        let key_id = key_id(&key);
+        let peer_id = peer_id(&key);
+        PublicIdentity {
+            key,
+            key_id,
+            peer_id,
+        }
+    }
+
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    pub fn short_id(&self) -> &str {
+        // The peer ID is ASCII from PEER_ID_ALPHABET and always 103 characters long.
+        self.peer_id.get(..SHORT_ID_LEN).unwrap_or(&self.peer_id)
+    }
+
+    /// The SubjectPublicKeyInfo DER, the form the peer ID is computed over.
+    pub fn spki_der(&self) -> [u8; 44] {
+        spki_der(&self.key)
+    }
+
+    /// SPKI base64 (a PEM body on one line): the form people paste into `public_key:`.
+    pub fn spki_base64(&self) -> String {
+        STANDARD.encode(self.spki_der())
+    }
+
+    pub fn public_key_pem(&self) -> String {
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            self.spki_base64()
+        )
+    }
+
+    /// The raw 32 bytes, base64url without padding: the JWK `x` member.
+    pub fn raw_base64url(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.key.as_bytes())
+    }
+
+    /// Parses a peer's public key in any form DESIGN.md allows: SPKI base64 (a PEM body), a
+    /// whole PEM block, or the 32 raw bytes in base64url (or standard base64). Small-order
+    /// ("weak") keys are refused: anyone can forge signatures that verify under them.
+    pub fn parse(text: &str) -> Result<Self, IdentityError> {
+        let text = text.trim();
+        let body: String = if text.starts_with("-----BEGIN") {
+            pem_body(text, "PUBLIC KEY").map_err(IdentityError::BadPublicKey)?
+        } else {
+            text.chars().filter(|c| !c.is_whitespace()).collect()
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(&body))
+            .map_err(|_| {
+                IdentityError::BadPublicKey(
+                    "public key is not base64: expected SPKI base64 (\"MCowBQYDK2VwAyEA…\"), a PEM block, or 32 raw bytes in base64url".into(),
+                )
+            })?;
+        let raw: [u8; 32] = match bytes.len() {
+            32 => bytes.as_slice().try_into().map_err(|_| length_error(32))?,
+            44 => {
+                let (prefix, key) = bytes.split_at(ED25519_SPKI_PREFIX.len());
+                if prefix != ED25519_SPKI_PREFIX {
+                    return Err(IdentityError::BadPublicKey(
+                        "public key is a 44-byte SubjectPublicKeyInfo but not for Ed25519 (OID 1.3.101.112)".into(),
+                    ));
+                }
+                key.try_into().map_err(|_| length_error(44))?
+            }
+            n => return Err(length_error(n)),
+        };
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| {
+            IdentityError::BadPublicKey("public key is not a valid Ed25519 point".into())
+        })?;
+        if key.is_weak() {
+            return Err(IdentityError::BadPublicKey(
+                "public key is a weak (small-order) Ed25519 key: signatures under it can be forged, so it is refused".into(),
+            ));
+        }
+        Ok(PublicIdentity::new(key))
+    }
+}
+
+fn length_error(n: usize) -> IdentityError {
+    IdentityError::BadPublicKey(format!(
+        "public key decodes to {n} bytes; an Ed25519 key is 32 raw bytes or a 44-byte SubjectPublicKeyInfo"
+    ))
+}
+
+/// Extracts the base64 body of a PEM block with the given label.
+fn pem_body(text: &str, label: &str) -> Result<String, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin).ok_or_else(|| {
+        let found = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_matches('-')
+            .trim_start_matches("BEGIN ");
+        format!("expected a PEM block \"{label}\", found \"{found}\"")
+    })?;
+    let rest = text.get(start + begin.len()..).unwrap_or_default();
+    let stop = rest
+        .find(&end)
+        .ok_or_else(|| format!("PEM block \"{label}\" has no END line"))?;
+    Ok(rest
+        .get(..stop)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect())
+}
+
+pub fn spki_der(key: &VerifyingKey) -> [u8; 44] {
+    let mut der = [0u8; 44];
+    let (prefix, raw) = der.split_at_mut(ED25519_SPKI_PREFIX.len());
+    prefix.copy_from_slice(&ED25519_SPKI_PREFIX);
+    raw.copy_from_slice(key.as_bytes());
+    der
+}
+
+/// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order, with no
+/// whitespace, base64url without padding.
+pub fn key_id(key: &VerifyingKey) -> String {
+    let jwk = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(key.as_bytes())
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.as_bytes()))
+}
+
+/// Portal's peer ID: SHA-512 over the SPKI DER, 5 bits a character, most significant first, the
+/// last group padded with zero bits.
+pub fn peer_id(key: &VerifyingKey) -> String {
+    let digest = Sha512::digest(spki_der(key));
+    base32_msb(&digest)
+}
+
+fn base32_msb(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(symbol(acc >> bits));
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(symbol(acc << (5 - bits)));
+    }
+    out
+}
+
+fn symbol(index: u32) -> char {
+    char::from(PEER_ID_ALPHABET[(index & 31) as usize])
+}
+
+/// Writes a new identity to `path` as PKCS#8 PEM, readable by the owner only. Refuses to
+/// replace an existing file unless `force`, because overwriting a key silently changes who
+/// this installation is to every peer.
+pub fn write_new_key(path: &Path, force: bool) -> Result<Identity, IdentityError> {
+    let identity = Identity::generate();
+    let pem = identity.to_pkcs8_pem()?;
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !force && path.exists() {
+        return Err(IdentityError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    // Write beside the target and rename, so a crash never leaves a half-written key and an
+    // existing key is replaced only by a complete one.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("identity.pem");
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut file = create_private_file(&tmp).map_err(io)?;
+    let written = file
+        .write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    let renamed = if force {
+        fs::rename(&tmp, path)
+    } else {
+        // hard_link fails if the target appeared meanwhile: never clobber without --force.
+        fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
+    };
+    if let Err(e) = renamed {
+        let _ = fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(IdentityError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        return Err(io(e));
+    }
+    Ok(identity)
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// A loaded key and what the operator should hear about it.
+pub struct LoadedIdentity {
+    pub identity: Identity,
+    pub warnings: Vec<String>,
+}
+
+/// Loads the private key. Errors name the file and say what it holds instead of an Ed25519
+/// PKCS#8 key; a key readable by group or others loads, with a warning.
+pub fn load_key(path: &Path) -> Result<LoadedIdentity, IdentityError> {
+    let bad = |reason: String| IdentityError::BadPrivateKey {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::InvalidData => bad(
+            "not a text file; expected a PKCS#8 PEM \"-----BEGIN PRIVATE KEY-----\" block".into(),
+        ),
+        _ => IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let label = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")))
+        .ok_or_else(|| bad("no PEM block found; expected \"-----BEGIN PRIVATE KEY-----\" (run `peergate keygen -o FILE` to make one)".into()))?;
+    match label {
+        "PRIVATE KEY" => {}
+        "ENCRYPTED PRIVATE KEY" => {
+            return Err(bad(
+                "the key is encrypted; peergate needs an unencrypted PKCS#8 key (protect the file with permissions instead)".into(),
+            ))
+        }
+        "OPENSSH PRIVATE KEY" => {
+            return Err(bad(
+                "this is an OpenSSH key; peergate needs PKCS#8 PEM (`peergate keygen -o FILE` makes one)".into(),
+            ))
+        }
+        "PUBLIC KEY" => return Err(bad("this is a public key; the identity needs the private key".into())),
+        other => {
+            return Err(bad(format!(
+                "found a \"{other}\" PEM block; expected an Ed25519 \"PRIVATE KEY\" (PKCS#8)"
+            )))
+        }
+    }
+    let signing_key = SigningKey::from_pkcs8_pem(&text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("OID") || msg.contains("algorithm") {
+            bad(format!(
+                "not an Ed25519 key ({msg}); peergate identities are Ed25519"
+            ))
+        } else {
+            bad(format!("cannot decode the PKCS#8 key: {msg}"))
+        }
+    })?;
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "{} is readable by group or others (mode {mode:04o}); anyone who can read it can act as this peer: chmod 600 {}",
+                    path.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(LoadedIdentity {
+        identity: Identity::from_signing_key(signing_key),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9421 B.1.4 `test-key-ed25519`.
+    const RFC9421_PUBLIC: &str = "MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=";
+    const RFC9421_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn rfc8037_thumbprint_vector() {
+        // RFC 8037 A.3: x = 11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
+        let key = PublicIdentity::parse("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        assert_eq!(key.key_id(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn rfc9421_key_vectors() {
+        let key = PublicIdentity::parse(RFC9421_PUBLIC).unwrap();
+        assert_eq!(
+            key.raw_base64url(),
+            "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"
+        );
+        assert_eq!(key.key_id(), "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
+        assert_eq!(
+            key.peer_id(),
+            "1tkrc7cdb8lyp4qb3a0fc1wlzp8356xqa8z5weekadhlpl58d0nkrvxgy8b0hs18rnjaqtasb9x6lzx4xk3ayhcgq36dqpl1q1rgjy2"
+        );
+        assert_eq!(key.peer_id().len(), 103);
+        assert_eq!(key.short_id(), "1tkrc7");
+    }
+
+    #[test]
+    fn every_public_key_form_gives_the_same_identity() {
+        let spki = PublicIdentity::parse(RFC9421_PUBLIC).unwrap();
+        let pem = PublicIdentity::parse(&spki.public_key_pem()).unwrap();
+        let raw = PublicIdentity::parse(&spki.raw_base64url()).unwrap();
+        let raw_std =
+            PublicIdentity::parse(&STANDARD.encode(spki.verifying_key().as_bytes())).unwrap();
+        for other in [&pem, &raw, &raw_std] {
+            assert_eq!(other.key_id(), spki.key_id());
+        }
+    }
+
+    #[test]
+    fn private_key_derives_the_rfc_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        fs::write(&path, RFC9421_PRIVATE_PEM).unwrap();
+        let loaded = load_key(&path).unwrap();
+        assert_eq!(
+            loaded.identity.public().key_id(),
+            "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"
+        );
+    }
+
+    #[test]
+    fn bad_public_keys_are_refused_with_a_reason() {
+        let cases = [
+            ("not base64 at all!", "not base64"),
+            ("AAAA", "decodes to 3 bytes"),
+            // identity point (0,1): small order
+            ("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "weak"),
+            // SPKI of an X25519 key (OID 1.3.101.110)
+            (
+                "MCowBQYDK2VuAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs=",
+                "not for Ed25519",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+                "PUBLIC KEY",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = PublicIdentity::parse(input).unwrap_err().to_string();
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn base32_pads_the_last_group_with_zero_bits() {
+        // 0xff -> 11111 111(00) -> "9" (31) then "6" (28: 11100)
+        assert_eq!(base32_msb(&[0xff]), "96");
+        assert_eq!(base32_msb(&[0x00, 0x00]), "aaaa");
+    }
+}

@@ -1,0 +1,10 @@
+//! peergate: a reverse-proxy sidecar that gives any unmodified HTTP app peer-to-peer identity.
+//!
+//! The signature engine lives in its own crate, `peergate-signature`, so it builds, fuzzes and
+//! benchmarks without the proxy; this crate holds the identity, the configuration, the command
+//! line and the proxy services around it.
+
+pub mod cli;
+pub mod config;
+pub mod identity;
+

@@ -1,0 +1,203 @@
+//! The command line as a person uses it: the real binary, real files.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn peergate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peergate"))
+        .args(args)
+        .output()
+        .expect("run peergate")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keygen_then_id_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let key_s = key.to_str().unwrap();
+    let out = peergate(&["keygen", "-o", key_s]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let keygen_key_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key id"))
+        .map(|s| s.trim().to_string())
+        .expect("keygen prints the key id");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key must be readable by its owner only");
+    }
+    assert!(fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+
+    let out = peergate(&["id", "-k", key_s]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "a 0600 key loads without warnings: {stderr}"
+    );
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|s| s.split_whitespace().next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("id prints {name}: {stdout}"))
+    };
+    assert_eq!(field("key id"), keygen_key_id);
+    let peer_id = field("peer ID");
+    assert_eq!(peer_id.len(), 103);
+    assert_eq!(field("short ID"), peer_id[..6]);
+    // What a peer pastes must parse back to the same identity.
+    let spki = field("public key");
+    let parsed = peergate::identity::PublicIdentity::parse(&spki).unwrap();
+    assert_eq!(parsed.key_id(), keygen_key_id);
+    assert!(stdout.contains("-----BEGIN PUBLIC KEY-----"));
+    assert!(stdout.contains(&format!("public_key: \"{spki}\"")));
+}
+
+#[test]
+fn keygen_never_overwrites_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let key_s = key.to_str().unwrap();
+    assert!(peergate(&["keygen", "-o", key_s]).status.success());
+    let before = fs::read(&key).unwrap();
+    let out = peergate(&["keygen", "-o", key_s]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--force"), "{}", text(&out).1);
+    assert_eq!(fs::read(&key).unwrap(), before, "the old key is untouched");
+    assert!(peergate(&["keygen", "-o", key_s, "--force"])
+        .status
+        .success());
+    assert_ne!(fs::read(&key).unwrap(), before);
+    // No temporary files are left behind.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn id_warns_about_a_readable_key_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let key_s = key.to_str().unwrap();
+    assert!(peergate(&["keygen", "-o", key_s]).status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = peergate(&["id", "-k", key_s]);
+        assert!(out.status.success());
+        assert!(text(&out).1.contains("chmod 600"), "{}", text(&out).1);
+    }
+    let cases = [
+        ("missing.pem", None, "No such file"),
+        ("garbage.pem", Some("hello"), "no PEM block"),
+        (
+            "rsa.pem",
+            Some("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"),
+            "RSA PRIVATE KEY",
+        ),
+        (
+            "p256.pem",
+            // A PKCS#8 P-256 key: right format, wrong key type.
+            Some("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2\nOF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r\n1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB4QdbAd0E7oH50VpuZ1P087G\n-----END PRIVATE KEY-----\n"),
+            "not an Ed25519 key",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let path = dir.path().join(name);
+        if let Some(content) = content {
+            fs::write(&path, content).unwrap();
+        }
+        let out = peergate(&["id", "-k", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{name} was accepted");
+        let stderr = text(&out).1;
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains(name), "the error names the file: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn check_passes_on_the_example_config() {
+    let out = peergate(&["check", "-c", "config/peergate.yaml"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for expected in [
+        "OK",
+        "1tkrc7",
+        "inbound",
+        "outbound",
+        "admin",
+        "/public/*",
+        "Bob",
+        "Carol's NAS",
+        "allow GET,POST /api/*",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_a_typo_with_key_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = fs::read_to_string("config/peergate.yaml").unwrap();
+    let broken = example.replacen("  clock_skew: 30s", "  clock_skwe: 30s", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("clock_skwe"))
+        .unwrap()
+        + 1;
+    let cfg = dir.path().join("peergate.yaml");
+    fs::write(&cfg, broken).unwrap();
+    for f in ["example-identity.pem", "peers.yaml"] {
+        fs::copy(Path::new("config").join(f), dir.path().join(f)).unwrap();
+    }
+    let out = peergate(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out).1;
+    let expected = format!(
+        "{}:{line}:3: signatures: unknown field `clock_skwe`",
+        cfg.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in {stderr}"
+    );
+}
+
+#[test]
+fn run_without_a_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_peergate"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out).1;
+    assert!(stderr.contains("peergate.yaml: cannot read"), "{stderr}");
+}
+
+#[test]
+fn help_lists_the_verbs() {
+    let out = peergate(&["--help"]);
+    let stdout = text(&out).0;
+    for verb in ["run", "keygen", "id", "check"] {
+        assert!(stdout.contains(verb), "{stdout}");
+    }
+}

@@ -1,0 +1,344 @@
+//! Every kind of bad configuration is refused with the file, line and column of the value at
+//! fault, and a message that names what is wrong.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use peergate::config::{self, Access, ConfigError};
+
+/// RFC 9421's test key, as our own identity.
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+const BOB: &str = "MCowBQYDK2VwAyEAdY32uFUJ8Srv+Aqzc+7DCkhitAMAFN7usLv8M1KN4wM=";
+const CAROL: &str = "MCowBQYDK2VwAyEAHM9zcYTHhtwnAiAk/3Uwezx0wPElEqLdA/gYdI0BZIA=";
+/// Two different keys whose short IDs are both `sfvk63` (found by
+/// `cargo run --release --example find_short_id_collision`).
+const CLASH_A: &str = "ngqH4zhGD9_slL5j1W8f5bQJrGuoKuEp9kq50QVqFvA";
+const CLASH_B: &str = "hdHp_f17AT0K3abOUJz5CKZ_GbJNOvQ00tsnbCKfetc";
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        let dir = Dir(tempfile::tempdir().unwrap());
+        dir.write("id.pem", KEY_PEM);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path("id.pem"), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        dir
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn minimal(extra: &str) -> String {
+    format!(
+        "identity:\n  key_file: id.pem\n  hosts: [\"alice.example.org\"]\napp:\n  upstream: \"127.0.0.1:3000\"\n{extra}"
+    )
+}
+
+fn load_err(dir: &Dir, text: &str) -> ConfigError {
+    let path = dir.write("peergate.yaml", text);
+    match config::load(&path) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[track_caller]
+fn assert_err(err: &ConfigError, file: &Path, line: usize, column: usize, needle: &str) {
+    assert_eq!(err.file, file, "{err}");
+    assert_eq!(err.position, Some((line, column)), "{err}");
+    assert!(
+        err.message.contains(needle),
+        "expected {needle:?} in: {err}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!("{}:{line}:{column}: ", file.display())),
+        "{shown}"
+    );
+}
+
+#[test]
+fn minimal_config_loads_with_defaults() {
+    let dir = Dir::new();
+    let path = dir.write("peergate.yaml", &minimal(""));
+    let loaded = config::load(&path).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.listen.inbound.to_string(), "0.0.0.0:8443");
+    assert_eq!(c.listen.outbound.to_string(), "127.0.0.1:8480");
+    assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9464");
+    assert_eq!(c.signatures.lifetime.to_string(), "1m");
+    assert_eq!(c.signatures.max_age.to_string(), "5m");
+    assert_eq!(c.signatures.clock_skew.to_string(), "30s");
+    assert!(c.signatures.require_nonce);
+    assert_eq!(c.signatures.max_body.0, 16 << 20);
+    assert_eq!(c.identity_headers.id.0.as_str(), "x-peer-id");
+    assert_eq!(c.identity.scheme.as_str(), "https");
+    assert_eq!(c.identity.display_name(), "alice.example.org");
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(
+        config::routes::access_for(&c.routes, "/anything"),
+        Access::Peers
+    );
+    assert!(c.peers.0.is_empty());
+    assert_eq!(c.identity.key_file.identity.public().short_id(), "1tkrc7");
+}
+
+#[test]
+fn the_shipped_example_config_passes() {
+    let loaded = config::load(Path::new("config/peergate.yaml")).unwrap();
+    assert_eq!(loaded.config.peers.0.len(), 2);
+}
+
+#[test]
+fn unknown_key_names_the_key_line_and_column() {
+    let dir = Dir::new();
+    let err = load_err(&dir, &minimal("signatures:\n  max_agee: 300s\n"));
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        7,
+        3,
+        "unknown field `max_agee`",
+    );
+    let err = load_err(&dir, &minimal("listn:\n  inbound: \"0.0.0.0:8443\"\n"));
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        6,
+        1,
+        "unknown field `listn`",
+    );
+}
+
+#[test]
+fn bad_address() {
+    let dir = Dir::new();
+    let err = load_err(&dir, &minimal("listen:\n  inbound: \"0.0.0.0:84430\"\n"));
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        7,
+        12,
+        "not an address to listen on",
+    );
+    let text = "identity:\n  key_file: id.pem\n  hosts: [\"alice.example.org\"]\napp:\n  upstream: \"localhost\"\n";
+    let err = load_err(&dir, text);
+    assert_err(&err, &dir.path("peergate.yaml"), 5, 13, "has no port");
+}
+
+#[test]
+fn bad_duration_and_size() {
+    let dir = Dir::new();
+    let err = load_err(&dir, &minimal("signatures:\n  lifetime: 60\n"));
+    assert_err(&err, &dir.path("peergate.yaml"), 7, 13, "no unit");
+    let err = load_err(&dir, &minimal("signatures:\n  max_age: 5 fortnights\n"));
+    assert_err(&err, &dir.path("peergate.yaml"), 7, 12, "unknown unit");
+    let err = load_err(&dir, &minimal("signatures:\n  max_body: 16MB\n"));
+    assert_err(&err, &dir.path("peergate.yaml"), 7, 13, "16MiB");
+}
+
+#[test]
+fn peer_key_that_does_not_parse() {
+    let dir = Dir::new();
+    let err = load_err(
+        &dir,
+        &minimal("peers:\n  - name: Bob\n    public_key: \"not a key\"\n"),
+    );
+    assert_err(&err, &dir.path("peergate.yaml"), 8, 17, "not base64");
+}
+
+#[test]
+fn weak_key_is_refused() {
+    let dir = Dir::new();
+    // The identity point: small order, signatures under it can be forged.
+    let err = load_err(
+        &dir,
+        &minimal("peers:\n  - name: Bob\n    public_key: \"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"),
+    );
+    assert_err(&err, &dir.path("peergate.yaml"), 8, 17, "weak");
+}
+
+#[test]
+fn two_peers_with_one_key() {
+    let dir = Dir::new();
+    let peers = format!(
+        "peers:\n  - name: Bob\n    public_key: \"{BOB}\"\n  - name: Bobby\n    public_key: \"{BOB}\"\n"
+    );
+    let err = load_err(&dir, &minimal(&peers));
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        10,
+        17,
+        "already used by peers[0]",
+    );
+}
+
+#[test]
+fn two_peers_with_one_short_id() {
+    let dir = Dir::new();
+    let peers = format!(
+        "peers:\n  - name: A\n    public_key: \"{CLASH_A}\"\n  - name: B\n    public_key: \"{CLASH_B}\"\n"
+    );
+    let err = load_err(&dir, &minimal(&peers));
+    assert_err(&err, &dir.path("peergate.yaml"), 10, 17, "short ID sfvk63");
+}
+
+#[test]
+fn duplicates_are_found_across_the_config_and_the_peers_file() {
+    let dir = Dir::new();
+    let peers_file = dir.write(
+        "peers.yaml",
+        &format!("peers:\n  - name: Carol\n    public_key: \"{CAROL}\"\n  - name: bob\n    public_key: \"{BOB}\"\n"),
+    );
+    let inline =
+        format!("peers_file: peers.yaml\npeers:\n  - name: Bob\n    public_key: \"{BOB}\"\n");
+    let err = load_err(&dir, &minimal(&inline));
+    // The first duplicate met in the peers file is the name "bob" (names ignore case).
+    assert_err(&err, &peers_file, 4, 11, "already used by peers[0]");
+    assert!(err.message.contains("peergate.yaml"), "{err}");
+}
+
+#[test]
+fn route_pattern_that_does_not_parse() {
+    let dir = Dir::new();
+    let err = load_err(
+        &dir,
+        &minimal("routes:\n  - { path: \"/api/*/x\", access: peers }\n"),
+    );
+    assert_err(&err, &dir.path("peergate.yaml"), 7, 13, "trailing /*");
+    let err = load_err(
+        &dir,
+        &minimal("routes:\n  - { path: \"/x\", access: everyone }\n"),
+    );
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        7,
+        27,
+        "unknown variant `everyone`",
+    );
+}
+
+#[test]
+fn empty_hosts() {
+    let dir = Dir::new();
+    let text = "identity:\n  key_file: id.pem\n  hosts: []\napp:\n  upstream: \"127.0.0.1:3000\"\n";
+    let err = load_err(&dir, text);
+    assert_err(&err, &dir.path("peergate.yaml"), 3, 10, "list is empty");
+    let text = "identity:\n  key_file: id.pem\n  hosts:\napp:\n  upstream: \"127.0.0.1:3000\"\n";
+    let err = load_err(&dir, text);
+    assert!(err.message.contains("list is empty"), "{err}");
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let dir = Dir::new();
+    let err = load_err(
+        &dir,
+        "identity:\n  key_file: id.pem\napp:\n  upstream: \"127.0.0.1:3000\"\n",
+    );
+    assert!(err.message.contains("missing field `hosts`"), "{err}");
+    assert!(err.position.is_some(), "{err}");
+    let err = load_err(
+        &dir,
+        "identity:\n  key_file: id.pem\n  hosts: [a.example]\n",
+    );
+    assert!(err.message.contains("missing field `app`"), "{err}");
+}
+
+#[test]
+fn key_file_problems_point_at_key_file() {
+    let dir = Dir::new();
+    let text = "identity:\n  key_file: nope.pem\n  hosts: [a.example]\napp:\n  upstream: \"127.0.0.1:3000\"\n";
+    let err = load_err(&dir, text);
+    assert_err(&err, &dir.path("peergate.yaml"), 2, 13, "peergate keygen");
+    dir.write(
+        "pub.pem",
+        &format!("-----BEGIN PUBLIC KEY-----\n{BOB}\n-----END PUBLIC KEY-----\n"),
+    );
+    let text = text.replace("nope.pem", "pub.pem");
+    let err = load_err(&dir, &text);
+    assert_err(&err, &dir.path("peergate.yaml"), 2, 13, "public key");
+}
+
+#[test]
+fn peer_without_key_and_bad_url_and_bad_method() {
+    let dir = Dir::new();
+    let err = load_err(
+        &dir,
+        &minimal("peers:\n  - name: Bob\n    url: https://bob.example.org\n"),
+    );
+    assert!(err.message.contains("no public_key"), "{err}");
+    let err = load_err(
+        &dir,
+        &minimal(&format!(
+            "peers:\n  - name: Bob\n    public_key: \"{BOB}\"\n    url: ftp://bob\n"
+        )),
+    );
+    assert_err(&err, &dir.path("peergate.yaml"), 9, 10, "https://");
+    let err = load_err(
+        &dir,
+        &minimal(&format!(
+            "peers:\n  - name: Bob\n    public_key: \"{BOB}\"\n    allow: {{ methods: [\"GET POST\"] }}\n"
+        )),
+    );
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        9,
+        24,
+        "not an HTTP method",
+    );
+}
+
+#[test]
+fn identity_headers_must_be_distinct_and_not_reserved() {
+    let dir = Dir::new();
+    let err = load_err(
+        &dir,
+        &minimal("identity_headers:\n  id: X_Peer\n  name: x-peer\n"),
+    );
+    assert!(err.message.contains("three different headers"), "{err}");
+    let err = load_err(&dir, &minimal("identity_headers:\n  id: Content-Length\n"));
+    assert_err(&err, &dir.path("peergate.yaml"), 7, 7, "relies on");
+}
+
+#[test]
+fn renamed_identity_headers_and_inline_peers_load() {
+    let dir = Dir::new();
+    let text = minimal(&format!(
+        "identity_headers: {{ id: X-Ptl-Client-Id, name: X-Ptl-Client-Name }}\npeers:\n  - name: Bob\n    public_keys: [\"{BOB}\", \"{CAROL}\"]\n    allow: {{ methods: [get], paths: [\"/api/*\"] }}\n"
+    ));
+    let path = dir.write("peergate.yaml", &text);
+    let loaded = config::load(&path).unwrap();
+    let c = loaded.config;
+    assert_eq!(c.identity_headers.id.0.as_str(), "x-ptl-client-id");
+    assert_eq!(c.identity_headers.key_id.0.as_str(), "x-peer-key-id");
+    let bob = &c.peers.0[0];
+    assert_eq!(bob.keys().count(), 2);
+    assert!(bob.allow.permits(&http::Method::GET, "/api/x"));
+    assert!(!bob.allow.permits(&http::Method::POST, "/api/x"));
+    assert!(!bob.allow.permits(&http::Method::GET, "/admin"));
+}
+
+#[test]
+fn empty_and_unreadable_files() {
+    let dir = Dir::new();
+    let err = load_err(&dir, "   \n");
+    assert!(err.message.contains("empty"), "{err}");
+    let err = config::load(&dir.path("missing.yaml")).unwrap_err();
+    assert!(err.message.contains("cannot read"), "{err}");
+    let err = load_err(&dir, "identity: [unclosed\n");
+    assert!(err.position.is_some(), "{err}");
+}
