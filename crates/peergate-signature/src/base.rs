@@ -1,0 +1,145 @@
+//! The signature base (RFC 9421 §2.5): the exact bytes that are signed and verified.
+//!
+//! One line per covered component, `"<identifier>": <value>`, joined by LF, then the
+//! `"@signature-params"` line whose value is the serialized inner list of the
+//! `Signature-Input` member, with no trailing newline. The base is built as bytes, not text,
+//! because field values may carry obs-text (bytes above 0x7F) that a signer signed as they are.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use sfv::{Item, KeyRef, ListSerializer, Parameters, RefBareItem};
+
+use crate::components::{push_params, ComponentError, ComponentId, FieldOverride, MessageView};
+
+/// Refuses a covered list that names the same component twice (§2.5).
+pub fn check_duplicates(components: &[ComponentId]) -> Result<(), ComponentError> {
+    for (i, c) in components.iter().enumerate() {
+        if components
+            .iter()
+            .take(i)
+            .any(|earlier| earlier.same_component(c))
+        {
+            return Err(ComponentError::Duplicate {
+                id: crate::components::echo(c.as_serialized()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `@signature-params` value: the inner list of component identifiers with the signature
+/// parameters, in the given order, serialized as a structured field (RFC 8941 §4.1.1.1).
+///
+/// For verification, pass the items and parameters as parsed from `Signature-Input`: order and
+/// unknown parameters are kept, and the value is the canonical serialization, as §2.3 asks.
+pub fn serialize_inner_list<'i>(
+    items: impl IntoIterator<Item = &'i Item>,
+    params: &Parameters,
+) -> String {
+    let mut out = String::with_capacity(256);
+    let mut ser = ListSerializer::with_buffer(&mut out);
+    {
+        let mut inner = ser.inner_list();
+        inner.items(items);
+        let _ = inner.finish().parameters(params);
+    }
+    let _ = ser.finish();
+    out
+}
+
+/// [`serialize_inner_list`] for parsed identifiers: reuses their serialized form instead of
+/// serializing every name again (this runs on every verified request).
+pub fn serialize_components<'p>(
+    components: &[ComponentId],
+    params: impl IntoIterator<Item = (&'p KeyRef, RefBareItem<'p>)>,
+) -> String {
+    let len: usize = components.iter().map(|c| c.as_serialized().len() + 1).sum();
+    let mut out = String::with_capacity(len + 2 + 160);
+    out.push('(');
+    for (i, c) in components.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(c.as_serialized());
+    }
+    out.push(')');
+    push_params(&mut out, params);
+    out
+}
+
+/// Builds the signature base for `components` over `msg`.
+///
+/// `signature_params` is the `@signature-params` value (see [`serialize_inner_list`]).
+/// `overrides` replaces fields of `msg` (the signer's new `Content-Digest`).
+///
+/// Errors: a duplicate identifier, a covered component missing from the message, a value that
+/// cannot be signed (line break, unparsable structured field, ...), an identifier that does not
+/// apply to this message (`@status` on a request, `req` on a request, ...).
+pub fn signature_base(
+    msg: MessageView<'_>,
+    components: &[ComponentId],
+    signature_params: &str,
+    overrides: &[FieldOverride<'_>],
+) -> Result<Vec<u8>, ComponentError> {
+    check_duplicates(components)?;
+    let mut out = Vec::with_capacity(64 * (components.len() + 1) + signature_params.len());
+    for c in components {
+        c.write_lines(msg, overrides, &mut out)?;
+    }
+    out.extend_from_slice(b"\"@signature-params\": ");
+    out.extend_from_slice(signature_params.as_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use sfv::Parser;
+
+    #[test]
+    fn inner_list_serialization_keeps_order_and_unknown_params() {
+        let dict: sfv::Dictionary = Parser::new(
+            r#"s=( "b"   "a";req;sf );zz=1;created=2;keyid="k";flag;f=?0;d=1.50;b=:AA==:;t=tok"#,
+        )
+        .parse()
+        .unwrap();
+        let Some(sfv::ListEntry::InnerList(inner)) = dict.get("s") else {
+            panic!("not an inner list")
+        };
+        assert_eq!(
+            serialize_inner_list(&inner.items, &inner.params),
+            r#"("b" "a";req;sf);zz=1;created=2;keyid="k";flag;f=?0;d=1.5;b=:AA==:;t=tok"#
+        );
+        let empty = serialize_inner_list(&[], &Parameters::new());
+        assert_eq!(empty, "()");
+        // The fast path gives the same text.
+        let ids: Vec<ComponentId> = inner
+            .items
+            .iter()
+            .map(|i| ComponentId::from_item(i).unwrap())
+            .collect();
+        let params = || inner.params.iter().map(|(k, v)| (k.as_ref(), v.into()));
+        assert_eq!(
+            serialize_components(&ids, params()),
+            serialize_inner_list(&inner.items, &inner.params)
+        );
+        assert_eq!(serialize_components(&[], []), "()");
+    }
+
+    #[test]
+    fn duplicates_refused() {
+        let a = ComponentId::parse("\"a\";sf;req").unwrap();
+        let b = ComponentId::parse("\"a\";req;sf").unwrap();
+        assert!(check_duplicates(std::slice::from_ref(&a)).is_ok());
+        assert!(matches!(
+            check_duplicates(&[a, b]),
+            Err(ComponentError::Duplicate { .. })
+        ));
+    }
+}

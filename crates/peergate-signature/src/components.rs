@@ -1,0 +1,1259 @@
+//! Component identifiers (RFC 9421 §2) and the values they take in a message.
+//!
+//! A signature covers a list of *components*: HTTP fields (`"content-type"`) and derived
+//! components (`"@method"`, `"@authority"`, ...), each optionally with parameters (`;sf`,
+//! `;key="a"`, `;bs`, `;req`, `;name="q"`). This module parses identifiers from the items of a
+//! `Signature-Input` inner list, keeping their parameters in the order received, and derives
+//! each component's value from a [`RequestView`] or [`ResponseView`].
+//!
+//! Everything here works on message data that an attacker controls, so nothing panics: every
+//! problem is a [`ComponentError`]. A covered component that is absent from the message is
+//! an error, never an empty value (§2.5); a field that is present but empty has the empty value.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sfv::{FieldType as _, Item, KeyRef, ListEntry, Parser, RefBareItem};
+
+/// The request a signature is made or checked over: borrowed parts of an HTTP request.
+///
+/// `scheme` is the scheme peers use to reach the server (`identity.scheme`), never something
+/// a client supplied; it feeds `@scheme`, `@target-uri` and the default port of `@authority`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request target as received (origin-form, or absolute-form / HTTP/2 with authority).
+    pub uri: &'a Uri,
+    /// The request's header fields.
+    pub headers: &'a HeaderMap,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    /// A view over borrowed request parts.
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap, scheme: &'a str) -> Self {
+        RequestView {
+            method,
+            uri,
+            headers,
+            scheme,
+        }
+    }
+
+    /// A view over the parts of an `http::Request`.
+    pub fn from_parts(parts: &'a http::request::Parts, scheme: &'a str) -> Self {
+        RequestView::new(&parts.method, &parts.uri, &parts.headers, scheme)
+    }
+}
+
+/// A response, optionally with the request it answers (needed for `;req` components).
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseView<'a> {
+    /// The response status (`@status`).
+    pub status: StatusCode,
+    /// The response's header fields.
+    pub headers: &'a HeaderMap,
+    /// The request this response answers, for components with the `req` parameter.
+    pub request: Option<&'a RequestView<'a>>,
+}
+
+/// The message a signature base is built from.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageView<'a> {
+    /// A request.
+    Request(&'a RequestView<'a>),
+    /// A response.
+    Response(&'a ResponseView<'a>),
+}
+
+impl<'a> MessageView<'a> {
+    fn headers(&self) -> &'a HeaderMap {
+        match self {
+            MessageView::Request(r) => r.headers,
+            MessageView::Response(r) => r.headers,
+        }
+    }
+}
+
+/// A header field value to use instead of the message's own, while building a base.
+///
+/// The signer covers the `Content-Digest` it is about to add: the base must read as if that
+/// field were already in the headers (and any old one were gone), without copying the map.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldOverride<'a> {
+    /// Lowercase field name.
+    pub name: &'a str,
+    /// The single field line value to use.
+    pub value: &'a [u8],
+}
+
+/// Why a component identifier or its value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentError {
+    /// The identifier itself is invalid: unknown derived component, unknown or conflicting
+    /// parameter, name that is not a lowercase field name, ...
+    #[error("invalid component identifier {id}: {why}")]
+    InvalidIdentifier {
+        /// The identifier as serialized (bounded in length).
+        id: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The message lacks a covered component (§2.5: an error, never an empty value).
+    #[error("the message has no {id} ({why})")]
+    Missing {
+        /// The identifier as serialized.
+        id: String,
+        /// What was looked for.
+        why: String,
+    },
+    /// The component is there but its value cannot go into a signature base.
+    #[error("the value of {id} cannot be signed: {why}")]
+    InvalidValue {
+        /// The identifier as serialized.
+        id: String,
+        /// What is wrong with the value.
+        why: String,
+    },
+    /// The same identifier (name and parameters) is listed twice (§2.5).
+    #[error("component {id} is covered more than once")]
+    Duplicate {
+        /// The identifier as serialized.
+        id: String,
+    },
+}
+
+/// Longest piece of request-supplied text echoed back in an error message.
+const MAX_ECHO: usize = 100;
+
+/// `s` cut to [`MAX_ECHO`] bytes on a character boundary, so errors stay bounded.
+pub(crate) fn echo(s: &str) -> String {
+    if s.len() <= MAX_ECHO {
+        return s.to_owned();
+    }
+    let mut end = MAX_ECHO;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = s.get(..end).unwrap_or_default().to_owned();
+    out.push_str("...");
+    out
+}
+
+/// The derived components of RFC 9421 §2.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Derived {
+    /// `@method`
+    Method,
+    /// `@target-uri`
+    TargetUri,
+    /// `@authority`
+    Authority,
+    /// `@scheme`
+    Scheme,
+    /// `@request-target`
+    RequestTarget,
+    /// `@path`
+    Path,
+    /// `@query`
+    Query,
+    /// `@query-param` (needs the `name` parameter)
+    QueryParam,
+    /// `@status` (responses only)
+    Status,
+}
+
+impl Derived {
+    /// Every derived component.
+    pub const ALL: [Derived; 9] = [
+        Derived::Method,
+        Derived::TargetUri,
+        Derived::Authority,
+        Derived::Scheme,
+        Derived::RequestTarget,
+        Derived::Path,
+        Derived::Query,
+        Derived::QueryParam,
+        Derived::Status,
+    ];
+
+    /// The component name, with its `@`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Derived::Method => "@method",
+            Derived::TargetUri => "@target-uri",
+            Derived::Authority => "@authority",
+            Derived::Scheme => "@scheme",
+            Derived::RequestTarget => "@request-target",
+            Derived::Path => "@path",
+            Derived::Query => "@query",
+            Derived::QueryParam => "@query-param",
+            Derived::Status => "@status",
+        }
+    }
+
+    /// The derived component with this name, if it is one.
+    pub fn from_name(name: &str) -> Option<Derived> {
+        Derived::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+/// What a component identifier refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind {
+    /// A derived component.
+    Derived(Derived),
+    /// An HTTP field; the name is [`ComponentId::name`].
+    Field,
+}
+
+/// A component identifier: a name plus parameters, in the order received.
+///
+/// Equality ([`ComponentId::same_component`]) is by meaning: same name and same parameters,
+/// whatever their order (`"x";sf;req` and `"x";req;sf` name the same component).
+#[derive(Debug, Clone)]
+pub struct ComponentId {
+    /// The identifier as it appears in a signature base, e.g. `"example-dict";key="a"`.
+    /// The name is `serialized[1..=name_len]`: valid names need no escaping.
+    serialized: String,
+    name_len: usize,
+    kind: ComponentKind,
+    has_params: bool,
+    sf: bool,
+    bs: bool,
+    req: bool,
+    key: Option<String>,
+    /// For `@query-param`: the `name` parameter, decoded and re-encoded (§2.2.8).
+    query_name: Option<String>,
+}
+
+impl PartialEq for ComponentId {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_component(other)
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.serialized)
+    }
+}
+
+fn invalid_id(id: &str, why: impl Into<String>) -> ComponentError {
+    ComponentError::InvalidIdentifier {
+        id: echo(id),
+        why: why.into(),
+    }
+}
+
+/// True for a lowercase HTTP field name (RFC 9110 token, no uppercase letters).
+fn is_lowercase_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Appends an RFC 8941 String (`"..."`, with `"` and `\` escaped).
+fn push_sf_string(out: &mut String, s: &str) {
+    out.push('"');
+    if s.contains(['"', '\\']) {
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    } else {
+        out.push_str(s);
+    }
+    out.push('"');
+}
+
+/// Appends serialized parameters (RFC 8941 §4.1.1.2): `;key`, plus `=value` unless the
+/// value is Boolean true.
+pub(crate) fn push_params<'p>(
+    out: &mut String,
+    params: impl IntoIterator<Item = (&'p KeyRef, RefBareItem<'p>)>,
+) {
+    for (key, value) in params {
+        out.push(';');
+        out.push_str(key.as_str());
+        if value != RefBareItem::Boolean(true) {
+            out.push('=');
+            let _ = sfv::ItemSerializer::with_buffer(out).bare_item(value);
+        }
+    }
+}
+
+impl ComponentId {
+    /// Builds an identifier from its name and parameters (already de-duplicated, in order).
+    ///
+    /// Refuses what RFC 9421 says to refuse: an unknown derived component,
+    /// `@signature-params`, an unknown parameter (§2.5: "not understood"), `tr` (trailers
+    /// are not supported), `sf`/`key`/`bs` on a derived component, `name` anywhere but on
+    /// `@query-param`, flags with a value other than true, and the combinations `sf`+`bs`
+    /// and `key`+`bs`.
+    pub fn from_parts<'p>(
+        name: &str,
+        params: &[(&'p KeyRef, RefBareItem<'p>)],
+    ) -> Result<ComponentId, ComponentError> {
+        let mut serialized = String::with_capacity(name.len() + 2 + 16 * params.len());
+        push_sf_string(&mut serialized, name);
+        push_params(&mut serialized, params.iter().copied());
+
+        let kind = if name.starts_with('@') {
+            match Derived::from_name(name) {
+                Some(d) => ComponentKind::Derived(d),
+                None if name == "@signature-params" => {
+                    return Err(invalid_id(
+                        &serialized,
+                        "@signature-params cannot be covered, it is always the last line",
+                    ))
+                }
+                None => return Err(invalid_id(&serialized, "unknown derived component")),
+            }
+        } else if is_lowercase_field_name(name) {
+            ComponentKind::Field
+        } else {
+            return Err(invalid_id(
+                &serialized,
+                "a field component name must be the lowercase field name",
+            ));
+        };
+
+        let is_field = kind == ComponentKind::Field;
+        let (mut sf, mut bs, mut req) = (false, false, false);
+        let mut key = None;
+        let mut query_name = None;
+        for (param, value) in params {
+            let flag = || match value {
+                RefBareItem::Boolean(true) => Ok(true),
+                _ => Err(invalid_id(
+                    &serialized,
+                    format!("parameter {} must be a bare flag", param.as_str()),
+                )),
+            };
+            match param.as_str() {
+                "sf" | "bs" | "key" if !is_field => {
+                    return Err(invalid_id(
+                        &serialized,
+                        format!("parameter {} applies to fields only", param.as_str()),
+                    ))
+                }
+                "sf" => sf = flag()?,
+                "bs" => bs = flag()?,
+                "req" => req = flag()?,
+                "key" => match value {
+                    RefBareItem::String(k) => key = Some(k.as_str().to_owned()),
+                    _ => return Err(invalid_id(&serialized, "parameter key must be a string")),
+                },
+                "name" if kind == ComponentKind::Derived(Derived::QueryParam) => match value {
+                    RefBareItem::String(n) => query_name = Some(form_reencode(n.as_str())),
+                    _ => return Err(invalid_id(&serialized, "parameter name must be a string")),
+                },
+                "tr" => {
+                    return Err(invalid_id(
+                        &serialized,
+                        "trailer fields (tr) are not supported",
+                    ))
+                }
+                other => {
+                    return Err(invalid_id(
+                        &serialized,
+                        format!("parameter {} is not understood here", echo(other)),
+                    ))
+                }
+            }
+        }
+        if bs && (sf || key.is_some()) {
+            return Err(invalid_id(
+                &serialized,
+                "bs cannot be combined with sf or key",
+            ));
+        }
+        if kind == ComponentKind::Derived(Derived::QueryParam) && query_name.is_none() {
+            return Err(invalid_id(
+                &serialized,
+                "@query-param needs a name parameter",
+            ));
+        }
+        Ok(ComponentId {
+            name_len: name.len(),
+            serialized,
+            kind,
+            has_params: !params.is_empty(),
+            sf,
+            bs,
+            req,
+            key,
+            query_name,
+        })
+    }
+
+    /// Parses an identifier from a structured-field item (an item of a `Signature-Input`
+    /// inner list). The item must be a String.
+    pub fn from_item(item: &Item) -> Result<ComponentId, ComponentError> {
+        let Some(name) = item.bare_item.as_string() else {
+            return Err(invalid_id(
+                &item.serialize(),
+                "component identifiers must be quoted strings",
+            ));
+        };
+        let params: Vec<(&KeyRef, RefBareItem<'_>)> = item
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_ref(), RefBareItem::from(v)))
+            .collect();
+        ComponentId::from_parts(name.as_str(), &params)
+    }
+
+    /// Parses an identifier written as a structured-field item, e.g. `"example-dict";key="a"`.
+    pub fn parse(text: &str) -> Result<ComponentId, ComponentError> {
+        let item: Item = Parser::new(text)
+            .parse()
+            .map_err(|e| invalid_id(text, format!("not a structured-field item: {e}")))?;
+        ComponentId::from_item(&item)
+    }
+
+    /// The identifier of a derived component without parameters (`@query-param` needs a
+    /// name: use [`ComponentId::query_param`]).
+    pub fn derived(d: Derived) -> Result<ComponentId, ComponentError> {
+        ComponentId::new(d.name())
+    }
+
+    /// `"@query-param";name="<name>"`.
+    pub fn query_param(name: &str) -> Result<ComponentId, ComponentError> {
+        let value = sfv::StringRef::from_str(name)
+            .map_err(|e| invalid_id(name, format!("not a valid string: {e}")))?;
+        ComponentId::from_parts(
+            Derived::QueryParam.name(),
+            &[(sfv::key_ref("name"), RefBareItem::String(value))],
+        )
+    }
+
+    /// The identifier with this name and no parameters, e.g. `@method` or `content-type`.
+    pub fn new(name: &str) -> Result<ComponentId, ComponentError> {
+        let s = sfv::StringRef::from_str(name)
+            .map_err(|e| invalid_id(name, format!("not a valid string: {e}")))?;
+        ComponentId::from_parts(s.as_str(), &[])
+    }
+
+    /// The component name (`@method`, `content-digest`, ...).
+    pub fn name(&self) -> &str {
+        self.serialized.get(1..=self.name_len).unwrap_or_default()
+    }
+
+    /// Derived component or field.
+    pub fn kind(&self) -> ComponentKind {
+        self.kind
+    }
+
+    /// True when the identifier has no parameters.
+    pub fn is_plain(&self) -> bool {
+        !self.has_params
+    }
+
+    /// The `key` parameter, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Whether the `req` parameter is set.
+    pub fn is_req(&self) -> bool {
+        self.req
+    }
+
+    /// True for this derived component without parameters.
+    pub fn is_plain_derived(&self, d: Derived) -> bool {
+        self.kind == ComponentKind::Derived(d) && self.is_plain()
+    }
+
+    /// True for this field (by lowercase name) without parameters.
+    pub fn is_plain_field(&self, name: &str) -> bool {
+        self.kind == ComponentKind::Field && self.name() == name && self.is_plain()
+    }
+
+    /// The identifier as written in a signature base, e.g. `"@query-param";name="a"`.
+    pub fn as_serialized(&self) -> &str {
+        &self.serialized
+    }
+
+    /// Same name and same parameters, whatever their order.
+    pub fn same_component(&self, other: &ComponentId) -> bool {
+        self.name() == other.name()
+            && self.sf == other.sf
+            && self.bs == other.bs
+            && self.req == other.req
+            && self.key == other.key
+            && self.query_name == other.query_name
+    }
+
+    /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
+    ///
+    /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
+    pub(crate) fn write_lines(
+        &self,
+        msg: MessageView<'_>,
+        overrides: &[FieldOverride<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ComponentError> {
+        // `req`: the value comes from the request the response answers; field overrides
+        // belong to the message being signed, not to that request.
+        let (target, overrides) = if self.req {
+            match msg {
+                MessageView::Request(_) => {
+                    return Err(invalid_id(
+                        &self.serialized,
+                        "req is only meaningful when signing or checking a response",
+                    ))
+                }
+                MessageView::Response(resp) => match resp.request {
+                    Some(req) => (MessageView::Request(req), &[][..]),
+                    None => {
+                        return Err(ComponentError::Missing {
+                            id: echo(&self.serialized),
+                            why: "the request this response answers is not available".into(),
+                        })
+                    }
+                },
+            }
+        } else {
+            (msg, overrides)
+        };
+
+        match self.kind {
+            ComponentKind::Field => {
+                let start = self.begin_line(out);
+                self.write_field(target, overrides, out)?;
+                self.end_line(out, start)
+            }
+            ComponentKind::Derived(Derived::QueryParam) => self.write_query_params(target, out),
+            ComponentKind::Derived(d) => {
+                let start = self.begin_line(out);
+                self.write_derived(d, target, out)?;
+                self.end_line(out, start)
+            }
+        }
+    }
+
+    fn begin_line(&self, out: &mut Vec<u8>) -> usize {
+        out.extend_from_slice(self.serialized.as_bytes());
+        out.extend_from_slice(b": ");
+        out.len()
+    }
+
+    /// Refuses values that would break the line structure of the base, then ends the line.
+    fn end_line(&self, out: &mut Vec<u8>, value_start: usize) -> Result<(), ComponentError> {
+        let value = out.get(value_start..).unwrap_or_default();
+        if value.iter().any(|&b| b == b'\n' || b == b'\r') {
+            return Err(ComponentError::InvalidValue {
+                id: echo(&self.serialized),
+                why: "the value contains a line break".into(),
+            });
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
+    fn missing(&self, why: impl Into<String>) -> ComponentError {
+        ComponentError::Missing {
+            id: echo(&self.serialized),
+            why: why.into(),
+        }
+    }
+
+    fn bad_value(&self, why: impl Into<String>) -> ComponentError {
+        ComponentError::InvalidValue {
+            id: echo(&self.serialized),
+            why: why.into(),
+        }
+    }
+
+    fn write_field(
+        &self,
+        msg: MessageView<'_>,
+        overrides: &[FieldOverride<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ComponentError> {
+        let over = overrides
+            .iter()
+            .find(|o| o.name == self.name())
+            .map(|o| o.value);
+        let headers = msg.headers();
+        let from_map = headers.get_all(self.name());
+        let lines = over.into_iter().chain(
+            from_map
+                .iter()
+                .filter(|_| over.is_none())
+                .map(|v| v.as_bytes()),
+        );
+
+        if self.bs {
+            // §2.1.3: each field line on its own, trimmed, as a Byte Sequence.
+            let mut any = false;
+            for line in lines {
+                if any {
+                    out.extend_from_slice(b", ");
+                }
+                any = true;
+                out.push(b':');
+                let mut b64 = String::new();
+                STANDARD.encode_string(trim_ows(line), &mut b64);
+                out.extend_from_slice(b64.as_bytes());
+                out.push(b':');
+            }
+            if !any {
+                return Err(self.missing(format!("no {} field", self.name())));
+            }
+            return Ok(());
+        }
+
+        if !self.sf && self.key.is_none() {
+            if !write_combined(lines, out) {
+                return Err(self.missing(format!("no {} field", self.name())));
+            }
+            return Ok(());
+        }
+
+        let mut combined = Vec::new();
+        if !write_combined(lines, &mut combined) {
+            return Err(self.missing(format!("no {} field", self.name())));
+        }
+        if let Some(key) = &self.key {
+            // §2.1.2: the field as a Dictionary, the member's serialized value.
+            let dict: sfv::Dictionary = Parser::new(&combined).parse().map_err(|e| {
+                self.bad_value(format!(
+                    "{} is not a structured dictionary: {e}",
+                    self.name()
+                ))
+            })?;
+            let member = dict.get(key.as_str()).ok_or_else(|| {
+                self.missing(format!(
+                    "the {} dictionary has no member {}",
+                    self.name(),
+                    echo(key)
+                ))
+            })?;
+            out.extend_from_slice(serialize_entry(member).as_bytes());
+        } else {
+            let value = reserialize_structured(self.name(), &combined).ok_or_else(|| {
+                self.bad_value(format!(
+                    "{} is not a valid structured field (needed for sf)",
+                    self.name()
+                ))
+            })?;
+            out.extend_from_slice(value.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn write_derived(
+        &self,
+        d: Derived,
+        msg: MessageView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ComponentError> {
+        if d == Derived::Status {
+            return match msg {
+                MessageView::Response(resp) => {
+                    out.extend_from_slice(resp.status.as_str().as_bytes());
+                    Ok(())
+                }
+                MessageView::Request(_) => Err(self.bad_value(if self.req {
+                    "a request has no @status"
+                } else {
+                    "@status is only defined for responses"
+                })),
+            };
+        }
+        let MessageView::Request(req) = msg else {
+            return Err(self.bad_value(format!(
+                "{} is a request component; on a response use it with ;req",
+                d.name()
+            )));
+        };
+        match d {
+            Derived::Method => out.extend_from_slice(req.method.as_str().as_bytes()),
+            Derived::Authority => {
+                let auth = self.authority_of(req)?;
+                auth.write(req.scheme, out);
+            }
+            Derived::Scheme => {
+                out.extend(req.scheme.bytes().map(|b| b.to_ascii_lowercase()));
+            }
+            Derived::TargetUri => {
+                let auth = self.authority_of(req)?;
+                out.extend(req.scheme.bytes().map(|b| b.to_ascii_lowercase()));
+                out.extend_from_slice(b"://");
+                auth.write(req.scheme, out);
+                write_path(req.uri, out);
+                if let Some(q) = req.uri.query() {
+                    out.push(b'?');
+                    out.extend_from_slice(q.as_bytes());
+                }
+            }
+            Derived::RequestTarget => {
+                write_path(req.uri, out);
+                if let Some(q) = req.uri.query() {
+                    out.push(b'?');
+                    out.extend_from_slice(q.as_bytes());
+                }
+            }
+            Derived::Path => write_path(req.uri, out),
+            Derived::Query => {
+                out.push(b'?');
+                if let Some(q) = req.uri.query() {
+                    out.extend_from_slice(q.as_bytes());
+                }
+            }
+            // Handled above / in write_query_params.
+            Derived::Status | Derived::QueryParam => {
+                return Err(self.bad_value("internal: unexpected derived component"))
+            }
+        }
+        Ok(())
+    }
+
+    fn authority_of(&self, req: &RequestView<'_>) -> Result<Authority, ComponentError> {
+        Authority::of_request(req).map_err(|e| match e {
+            AuthorityError::Missing => {
+                self.missing("the request has no Host header and no authority in its target")
+            }
+            AuthorityError::Invalid(why) => self.bad_value(why),
+        })
+    }
+
+    fn write_query_params(
+        &self,
+        msg: MessageView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ComponentError> {
+        let MessageView::Request(req) = msg else {
+            return Err(self
+                .bad_value("@query-param is a request component; on a response use it with ;req"));
+        };
+        let wanted = self.query_name.as_deref().unwrap_or_default();
+        let mut found = false;
+        for (name, value) in form_pairs(req.uri.query().unwrap_or_default()) {
+            if form_reencode(name) != wanted {
+                continue;
+            }
+            found = true;
+            let start = self.begin_line(out);
+            out.extend_from_slice(form_reencode(value).as_bytes());
+            self.end_line(out, start)?;
+        }
+        if !found {
+            return Err(self.missing(format!("the query has no parameter named {}", echo(wanted))));
+        }
+        Ok(())
+    }
+}
+
+/// Serializes a Dictionary member's value: an Item with its parameters, or an Inner List.
+fn serialize_entry(entry: &ListEntry) -> String {
+    match entry {
+        ListEntry::Item(item) => item.serialize(),
+        ListEntry::InnerList(_) => {
+            let list: sfv::List = vec![entry.clone()];
+            list.serialize().unwrap_or_default()
+        }
+    }
+}
+
+/// Structured-field types of fields we know; anything else is tried as Dictionary, List,
+/// then Item.
+#[derive(Clone, Copy)]
+enum SfType {
+    Dictionary,
+    List,
+    Unknown,
+}
+
+fn sf_type(name: &str) -> SfType {
+    match name {
+        "signature-input"
+        | "signature"
+        | "accept-signature"
+        | "content-digest"
+        | "repr-digest"
+        | "want-content-digest"
+        | "want-repr-digest"
+        | "priority"
+        | "cdn-cache-control" => SfType::Dictionary,
+        "cache-status" | "proxy-status" | "accept-ch" => SfType::List,
+        _ => SfType::Unknown,
+    }
+}
+
+/// §2.1.1: the field value parsed as a structured field and serialized again.
+fn reserialize_structured(name: &str, value: &[u8]) -> Option<String> {
+    let dict = || {
+        Parser::new(value)
+            .parse::<sfv::Dictionary>()
+            .ok()
+            .map(|d| d.serialize().unwrap_or_default())
+    };
+    let list = || {
+        Parser::new(value)
+            .parse::<sfv::List>()
+            .ok()
+            .map(|l| l.serialize().unwrap_or_default())
+    };
+    let item = || {
+        Parser::new(value)
+            .parse::<Item>()
+            .ok()
+            .map(|i| i.serialize())
+    };
+    match sf_type(name) {
+        SfType::Dictionary => dict(),
+        SfType::List => list(),
+        SfType::Unknown => dict().or_else(list).or_else(item),
+    }
+}
+
+/// Strips leading and trailing optional whitespace (SP, HTAB).
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !is_ws(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !is_ws(b)).map_or(start, |i| i + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// Appends one field line as RFC 9421 §2.1 wants it: trimmed, obsolete line folding
+/// (`OWS CRLF 1*(SP / HTAB)`) replaced by one space. A line break that is not folding is
+/// kept, and then refused by the caller.
+pub fn push_canonical_line(out: &mut Vec<u8>, line: &[u8]) {
+    let line = trim_ows(line);
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        if b == b'\r' || b == b'\n' {
+            let mut j = i;
+            if line.get(j) == Some(&b'\r') {
+                j += 1;
+            }
+            if line.get(j) == Some(&b'\n') {
+                j += 1;
+            }
+            let ws_start = j;
+            while matches!(line.get(j), Some(b' ' | b'\t')) {
+                j += 1;
+            }
+            if j > ws_start && j > i {
+                // Folding: drop whitespace before the break too, then one space.
+                while matches!(out.last(), Some(b' ' | b'\t')) {
+                    out.pop();
+                }
+                out.push(b' ');
+                i = j;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+}
+
+/// Field lines joined with `", "`, each canonicalized. Returns false when there was none.
+fn write_combined<'v>(lines: impl Iterator<Item = &'v [u8]>, out: &mut Vec<u8>) -> bool {
+    let mut any = false;
+    for line in lines {
+        if any {
+            out.extend_from_slice(b", ");
+        }
+        any = true;
+        push_canonical_line(out, line);
+    }
+    any
+}
+
+/// The canonical value of field lines (§2.1), e.g. for tests and diagnostics.
+pub fn canonical_field_value<'v>(lines: impl IntoIterator<Item = &'v [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_combined(lines.into_iter(), &mut out);
+    out
+}
+
+fn write_path(uri: &Uri, out: &mut Vec<u8>) {
+    let path = uri.path();
+    if path.is_empty() {
+        out.push(b'/');
+    } else {
+        out.extend_from_slice(path.as_bytes());
+    }
+}
+
+/// What `application/x-www-form-urlencoded` leaves unencoded: ASCII alphanumerics and `*-._`.
+const FORM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+/// The name/value pairs of a query, undecoded, as the URL standard's form parser splits them.
+fn form_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split_once('=').unwrap_or((s, "")))
+}
+
+/// Decodes a form-encoded string (`+` is a space, `%XX` a byte) and percent-encodes the bytes
+/// again (§2.2.8). Decoded bytes that are not UTF-8 are encoded as they are, not replaced by
+/// U+FFFD, so two different values never share an encoding.
+fn form_reencode(s: &str) -> String {
+    let plus_free: std::borrow::Cow<'_, str> = if s.contains('+') {
+        s.replace('+', " ").into()
+    } else {
+        s.into()
+    };
+    let bytes: Vec<u8> = percent_decode(plus_free.as_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len());
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => out.extend(utf8_percent_encode(text, FORM_ENCODE)),
+        Err(_) => out.extend(percent_encoding::percent_encode(&bytes, FORM_ENCODE)),
+    }
+    out
+}
+
+/// The default port of a scheme, dropped from `@authority` (§2.2.3).
+pub fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else {
+        None
+    }
+}
+
+/// A request's authority: lowercase host and explicit port, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// Lowercase host name, IPv4 address or bracketed IPv6 literal.
+    pub host: String,
+    /// The explicit port, if one was given.
+    pub port: Option<u16>,
+}
+
+/// Why no authority could be read from a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorityError {
+    /// No authority in the URI and no Host header.
+    Missing,
+    /// An authority that is not `host[:port]`.
+    Invalid(String),
+}
+
+impl std::error::Error for AuthorityError {}
+
+impl fmt::Display for AuthorityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthorityError::Missing => {
+                f.write_str("the request has no Host header and no authority in its target")
+            }
+            AuthorityError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Authority {
+    /// The authority of a request: the URI's, when it has one (HTTP/2 `:authority`,
+    /// absolute-form), else the one Host header.
+    pub fn of_request(req: &RequestView<'_>) -> Result<Authority, AuthorityError> {
+        if let Some(a) = req.uri.authority() {
+            return Authority::parse(a.as_str());
+        }
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host = hosts.next().ok_or(AuthorityError::Missing)?;
+        if hosts.next().is_some() {
+            return Err(AuthorityError::Invalid(
+                "the request has more than one Host header".into(),
+            ));
+        }
+        let text = host
+            .to_str()
+            .map_err(|_| AuthorityError::Invalid("the Host header is not visible ASCII".into()))?;
+        Authority::parse(text)
+    }
+
+    /// Parses `host[:port]`; the host is lowercased. Refuses user info, empty hosts, characters
+    /// that cannot appear in a host, and ports that are not a number up to 65535.
+    pub fn parse(text: &str) -> Result<Authority, AuthorityError> {
+        let text = std::str::from_utf8(trim_ows(text.as_bytes())).unwrap_or_default();
+        let bad = |why: &str| AuthorityError::Invalid(format!("authority {}: {why}", echo(text)));
+        if text.contains('@') {
+            return Err(bad("user information is not allowed"));
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (inside, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("unterminated IPv6 literal"))?;
+            if inside.is_empty()
+                || !inside
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err(bad("invalid IPv6 literal"));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("unexpected text after the IPv6 literal"))?,
+                ),
+            };
+            (text.get(..inside.len() + 2).unwrap_or_default(), port)
+        } else {
+            match text.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (text, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        if !host.starts_with('[')
+            && !host.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            })
+        {
+            return Err(bad("invalid character in host"));
+        }
+        let port = match port {
+            None | Some("") => None,
+            Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(p.parse::<u16>().map_err(|_| bad("port out of range"))?)
+            }
+            Some(_) => return Err(bad("the port is not a number")),
+        };
+        Ok(Authority {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The port in effect: the explicit one, else the scheme's default.
+    pub fn effective_port(&self, scheme: &str) -> Option<u16> {
+        self.port.or_else(|| default_port(scheme))
+    }
+
+    /// The `@authority` value: host, then `:port` unless it is the scheme's default.
+    pub fn to_component(&self, scheme: &str) -> String {
+        let mut out = Vec::new();
+        self.write(scheme, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn write(&self, scheme: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.host.as_bytes());
+        if let Some(p) = self.port {
+            if Some(p) != default_port(scheme) {
+                out.push(b':');
+                out.extend_from_slice(p.to_string().as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, req: &RequestView<'_>) -> Result<String, ComponentError> {
+        let id = ComponentId::parse(id)?;
+        let mut out = Vec::new();
+        id.write_lines(MessageView::Request(req), &[], &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn authority_parsing() {
+        let a = Authority::parse("Example.COM:443").unwrap();
+        assert_eq!(a.host, "example.com");
+        assert_eq!(a.port, Some(443));
+        assert_eq!(a.to_component("https"), "example.com");
+        assert_eq!(a.to_component("http"), "example.com:443");
+        assert_eq!(
+            Authority::parse("[::1]:8080")
+                .unwrap()
+                .to_component("https"),
+            "[::1]:8080"
+        );
+        assert_eq!(
+            Authority::parse("example.com:")
+                .unwrap()
+                .to_component("https"),
+            "example.com"
+        );
+        for bad in [
+            "",
+            ":80",
+            "user@host",
+            "host:abc",
+            "host:99999",
+            "ho st",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "a:b:c",
+        ] {
+            assert!(Authority::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn obs_fold_and_trim() {
+        let v = canonical_field_value([&b"Obsolete\r\n    line folding."[..]]);
+        assert_eq!(v, b"Obsolete line folding.");
+        let v = canonical_field_value([&b"  a  \t"[..], &b"b"[..]]);
+        assert_eq!(v, b"a, b");
+        let v = canonical_field_value([&b"a \n\tb"[..]]);
+        assert_eq!(v, b"a b");
+        // A break without folding whitespace stays and is refused later.
+        let v = canonical_field_value([&b"a\nb"[..]]);
+        assert_eq!(v, b"a\nb");
+    }
+
+    #[test]
+    fn identifier_validation() {
+        for bad in [
+            "@foo",
+            "\"@foo\"",
+            "\"@signature-params\"",
+            "\"Content-Type\"",
+            "\"x\";sf;bs",
+            "\"x\";key=\"a\";bs",
+            "\"@method\";sf",
+            "\"@query-param\"",
+            "\"@query-param\";name=1",
+            "\"x\";name=\"a\"",
+            "\"x\";tr",
+            "\"x\";sf=?0",
+            "\"x\";key=1",
+            "\"x\";unknown",
+            "\"\"",
+        ] {
+            assert!(ComponentId::parse(bad).is_err(), "{bad} accepted");
+        }
+        let id = ComponentId::parse("\"x\";req;sf").unwrap();
+        assert!(id.same_component(&ComponentId::parse("\"x\";sf;req").unwrap()));
+        assert!(!id.same_component(&ComponentId::parse("\"x\";sf").unwrap()));
+        assert_eq!(id.as_serialized(), "\"x\";req;sf");
+    }
+
+    #[test]
+    fn request_only_and_response_only() {
+        let m = Method::GET;
+        let u: Uri = "/a".parse().unwrap();
+        let h = HeaderMap::new();
+        let req = RequestView::new(&m, &u, &h, "https");
+        assert!(matches!(
+            line("\"@status\"", &req),
+            Err(ComponentError::InvalidValue { .. })
+        ));
+        assert!(line("\"@method\";req", &req).is_err());
+        let resp = ResponseView {
+            status: StatusCode::OK,
+            headers: &h,
+            request: None,
+        };
+        let mut out = Vec::new();
+        let status = ComponentId::parse("\"@status\"").unwrap();
+        status
+            .write_lines(MessageView::Response(&resp), &[], &mut out)
+            .unwrap();
+        assert_eq!(out, b"\"@status\": 200\n");
+        let method = ComponentId::parse("\"@method\"").unwrap();
+        assert!(method
+            .write_lines(MessageView::Response(&resp), &[], &mut Vec::new())
+            .is_err());
+        let method_req = ComponentId::parse("\"@method\";req").unwrap();
+        assert!(matches!(
+            method_req.write_lines(MessageView::Response(&resp), &[], &mut Vec::new()),
+            Err(ComponentError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn serialization_matches_sfv() {
+        for text in [
+            r#""a""#,
+            r#""x";sf;req"#,
+            r#""@query-param";name="a \"b\" \\c""#,
+            r#""x";key="k\"";bs"#,
+        ] {
+            let item: Item = Parser::new(text).parse().unwrap();
+            let mut out = String::new();
+            push_sf_string(&mut out, item.bare_item.as_string().unwrap().as_str());
+            push_params(
+                &mut out,
+                item.params.iter().map(|(k, v)| (k.as_ref(), v.into())),
+            );
+            assert_eq!(out, item.serialize(), "{text}");
+        }
+        let id = ComponentId::parse(r#""@query-param";name="a \"b\"""#).unwrap();
+        assert_eq!(id.name(), "@query-param");
+        assert_eq!(id.as_serialized(), r#""@query-param";name="a \"b\"""#);
+    }
+
+    #[test]
+    fn query_param_reencoding() {
+        assert_eq!(form_reencode("a+b%20c"), "a%20b%20c");
+        assert_eq!(form_reencode("%FF"), "%FF");
+        assert_eq!(form_reencode("%zz"), "%25zz");
+        assert_eq!(form_reencode("~"), "%7E");
+    }
+}

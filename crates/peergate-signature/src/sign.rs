@@ -1,0 +1,282 @@
+//! Signing requests the way peergate does (label `peer`, DESIGN.md "Wire format"), and a
+//! general [`sign_message`] for any covered components and parameters.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::RngCore as _;
+
+use crate::base::signature_base;
+use crate::components::{
+    ComponentError, ComponentId, Derived, FieldOverride, MessageView, RequestView,
+};
+use crate::digest::{content_digest, DigestAlgorithm};
+use crate::input::{
+    signature_input_member, signature_member, signature_params_value, InputError, SignatureParams,
+    SIGNATURE, SIGNATURE_INPUT,
+};
+
+/// The label peergate signs with.
+pub const LABEL: &str = "peer";
+/// The `tag` peergate signs with, and looks for by default.
+pub const TAG: &str = "peergate";
+/// The `alg` value peergate writes.
+pub const ALG: &str = "ed25519";
+/// Random bytes in a nonce from [`Signer::nonce`] (128 bits).
+pub const NONCE_BYTES: usize = 16;
+
+/// Field name of `Content-Digest`.
+pub const CONTENT_DIGEST: &str = "content-digest";
+
+/// Why a message could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// A covered component is missing or cannot be signed (e.g. no Host header).
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    /// A label or parameter does not fit the structured-field syntax.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A field value could not be turned into an HTTP header value.
+    #[error("cannot build the {0} header value")]
+    HeaderValue(&'static str),
+}
+
+/// The header fields to set on a signed request (each replaces any field of that name).
+#[derive(Debug, Clone)]
+pub struct SignatureHeaders {
+    /// `Content-Digest`, when the body was signed.
+    pub content_digest: Option<HeaderValue>,
+    /// `Signature-Input`.
+    pub signature_input: HeaderValue,
+    /// `Signature`.
+    pub signature: HeaderValue,
+}
+
+impl SignatureHeaders {
+    /// Sets the fields on `headers`, replacing earlier `Signature-Input`, `Signature` and (when
+    /// the body was signed) `Content-Digest` fields.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(cd) = &self.content_digest {
+            headers.insert(HeaderName::from_static(CONTENT_DIGEST), cd.clone());
+        }
+        headers.insert(
+            HeaderName::from_static(SIGNATURE_INPUT),
+            self.signature_input.clone(),
+        );
+        headers.insert(HeaderName::from_static(SIGNATURE), self.signature.clone());
+    }
+}
+
+/// The result of [`sign_message`]: everything a caller or a test may want to look at.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The label.
+    pub label: String,
+    /// The signature base that was signed.
+    pub base: Vec<u8>,
+    /// The Ed25519 signature.
+    pub signature: [u8; 64],
+    /// The `Signature-Input` member (`label=(...);params`).
+    pub signature_input: String,
+    /// The `Signature` member (`label=:base64:`).
+    pub signature_field: String,
+}
+
+/// Signs a signature base with Ed25519 (RFC 8032, deterministic).
+pub fn sign_base(key: &SigningKey, base: &[u8]) -> [u8; 64] {
+    key.sign(base).to_bytes()
+}
+
+/// Signs `msg` over `components` with `params`, under `label`.
+///
+/// `overrides` replaces header fields of `msg` while the base is built (the signer's new
+/// `Content-Digest`). Errors when a component is missing or listed twice, or the label or a
+/// parameter does not fit the structured-field syntax.
+pub fn sign_message(
+    key: &SigningKey,
+    msg: MessageView<'_>,
+    label: &str,
+    components: &[ComponentId],
+    params: &SignatureParams,
+    overrides: &[FieldOverride<'_>],
+) -> Result<Signed, SignError> {
+    let params_value = signature_params_value(components, params);
+    let signature_input = signature_input_member(label, &params_value)?;
+    let base = signature_base(msg, components, &params_value, overrides)?;
+    let signature = sign_base(key, &base);
+    let signature_field = signature_member(label, &signature)?;
+    Ok(Signed {
+        label: label.to_owned(),
+        base,
+        signature,
+        signature_input,
+        signature_field,
+    })
+}
+
+/// Signs outgoing requests as peergate does.
+#[derive(Clone)]
+pub struct Signer {
+    key: SigningKey,
+    key_id: String,
+    lifetime: Duration,
+    digest: DigestAlgorithm,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer with `key`, announced as `key_id`; signatures expire `lifetime` after creation.
+    pub fn new(key: SigningKey, key_id: String, lifetime: Duration) -> Self {
+        Signer {
+            key,
+            key_id,
+            lifetime,
+            digest: DigestAlgorithm::Sha256,
+        }
+    }
+
+    /// The key id written as `keyid`.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public half of the key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The signature lifetime (`expires - created`).
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// A fresh random nonce: 128 bits from the thread-local CSPRNG, base64url without padding.
+    pub fn nonce() -> String {
+        let mut bytes = [0u8; NONCE_BYTES];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The components peergate covers for this request: `@method @authority @path @query`, and
+    /// with a non-empty body `content-digest`, plus `content-type` and `content-length` when
+    /// the request has them.
+    pub fn components_for(req: &RequestView<'_>, has_body: bool) -> Vec<ComponentId> {
+        let mut out: Vec<ComponentId> = [
+            Derived::Method,
+            Derived::Authority,
+            Derived::Path,
+            Derived::Query,
+        ]
+        .into_iter()
+        .filter_map(|d| ComponentId::derived(d).ok())
+        .collect();
+        if has_body {
+            out.extend(ComponentId::new(CONTENT_DIGEST).ok());
+            if req.headers.contains_key(CONTENT_TYPE) {
+                out.extend(ComponentId::new(CONTENT_TYPE.as_str()).ok());
+            }
+            if req.headers.contains_key(CONTENT_LENGTH) {
+                out.extend(ComponentId::new(CONTENT_LENGTH.as_str()).ok());
+            }
+        }
+        out
+    }
+
+    /// The parameters peergate writes, in this order: `created`, `expires`, `nonce`, `keyid`,
+    /// `alg="ed25519"`, `tag="peergate"`.
+    pub fn params_for(&self, now: u64, nonce: &str) -> Result<SignatureParams, InputError> {
+        let mut p = SignatureParams::new();
+        p.push_integer("created", now)?;
+        p.push_integer("expires", now.saturating_add(self.lifetime.as_secs()))?;
+        p.push_string("nonce", nonce)?;
+        p.push_string("keyid", &self.key_id)?;
+        p.push_string("alg", ALG)?;
+        p.push_string("tag", TAG)?;
+        Ok(p)
+    }
+
+    /// Signs `req` (label `peer`) at time `now` (unix seconds) with `nonce`.
+    ///
+    /// With a non-empty `body`, a `Content-Digest` (sha-256) is computed and covered; the base
+    /// is built as if it were already in the headers, whatever `Content-Digest` the request
+    /// carried before. Set the returned fields with [`SignatureHeaders::apply`].
+    pub fn sign(
+        &self,
+        req: &RequestView<'_>,
+        body: Option<&[u8]>,
+        now: u64,
+        nonce: &str,
+    ) -> Result<SignatureHeaders, SignError> {
+        let body = body.filter(|b| !b.is_empty());
+        let digest = body.map(|b| content_digest(self.digest, b));
+        let components = Signer::components_for(req, digest.is_some());
+        let params = self.params_for(now, nonce)?;
+        let overrides: Vec<FieldOverride<'_>> = digest
+            .as_deref()
+            .map(|d| FieldOverride {
+                name: CONTENT_DIGEST,
+                value: d.as_bytes(),
+            })
+            .into_iter()
+            .collect();
+        let signed = sign_message(
+            &self.key,
+            MessageView::Request(req),
+            LABEL,
+            &components,
+            &params,
+            &overrides,
+        )?;
+        let content_digest = match digest {
+            Some(d) => Some(
+                HeaderValue::try_from(d).map_err(|_| SignError::HeaderValue("Content-Digest"))?,
+            ),
+            None => None,
+        };
+        Ok(SignatureHeaders {
+            content_digest,
+            signature_input: HeaderValue::try_from(signed.signature_input)
+                .map_err(|_| SignError::HeaderValue("Signature-Input"))?,
+            signature: HeaderValue::try_from(signed.signature_field)
+                .map_err(|_| SignError::HeaderValue("Signature"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_128_bit_base64url() {
+        let a = Signer::nonce();
+        let b = Signer::nonce();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), NONCE_BYTES);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}

@@ -1,0 +1,654 @@
+//! Checking a signed request against peergate's policy (DESIGN.md, "What the inbound side
+//! accepts"), cheap checks first, every failure a distinct [`Reason`] with a detail a person
+//! can act on.
+//!
+//! The check is split in two because the proxy decides on the headers before it reads a body
+//! of up to `max_body`: [`verify_headers`] checks everything but the body and returns
+//! [`Verified`]; [`Verified::body_checker`] then hashes the body as it streams and
+//! [`BodyCheck::finish`] compares it with the signed `Content-Digest`.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::HeaderMap;
+use sfv::{DictSerializer, KeyRef, StringRef};
+
+use crate::base::{check_duplicates, signature_base};
+use crate::components::{
+    echo, trim_ows, Authority, AuthorityError, ComponentError, ComponentId, ComponentKind, Derived,
+    MessageView, RequestView,
+};
+use crate::digest::DigestVerifier;
+use crate::input::{
+    joined_field, signature_params_value, InputError, SignatureEntry, SignatureFields,
+    SignatureParams,
+};
+use crate::reason::{Reason, Refusal};
+use crate::replay::{ReplayCache, ReplayError};
+use crate::sign::{ALG, CONTENT_DIGEST, LABEL, TAG};
+
+/// One entry of `identity.hosts`: a host, with or without a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostRule {
+    /// `"alice.example.org"` matches that host on any port; `"alice.example.org:8443"` only on
+    /// port 8443 (explicit, or the scheme's default). Hosts compare case-insensitively.
+    pub fn parse(text: &str) -> Result<HostRule, AuthorityError> {
+        let a = Authority::parse(text)?;
+        Ok(HostRule {
+            host: a.host,
+            port: a.port,
+        })
+    }
+
+    /// The lowercase host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, when the rule is limited to one.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Whether a request for `authority` over `scheme` is for this host.
+    pub fn matches(&self, authority: &Authority, scheme: &str) -> bool {
+        authority.host == self.host
+            && match self.port {
+                None => true,
+                Some(p) => authority.effective_port(scheme) == Some(p),
+            }
+    }
+}
+
+impl fmt::Display for HostRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{p}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+/// What the inbound side accepts (`signatures:` and `identity.hosts` of the configuration).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Oldest acceptable `created`, relative to now.
+    pub max_age: Duration,
+    /// How far `created` may lie in the future.
+    pub clock_skew: Duration,
+    /// Refuse signatures without a `nonce`.
+    pub require_nonce: bool,
+    /// The hosts requests must be signed for (`@authority`). Empty: every request is refused.
+    pub hosts: Vec<HostRule>,
+    /// The `tag` that picks our signature among several (`None`: exactly one signature).
+    pub tag: Option<String>,
+}
+
+impl Default for Policy {
+    /// DESIGN.md defaults: `max_age` 300 s, `clock_skew` 30 s, nonce required, tag
+    /// `peergate`, and no hosts (configure them: without any, everything is refused).
+    fn default() -> Self {
+        Policy {
+            max_age: Duration::from_secs(300),
+            clock_skew: Duration::from_secs(30),
+            require_nonce: true,
+            hosts: Vec::new(),
+            tag: Some(TAG.to_owned()),
+        }
+    }
+}
+
+impl Policy {
+    /// The `Accept-Signature` value (RFC 9421 §5.1) for 401 answers, e.g.
+    /// `peer=("@method" "@authority" "@path" "@query" "content-digest");created;expires;nonce;alg="ed25519";tag="peergate"`.
+    pub fn accept_signature(&self) -> String {
+        let mut ser = DictSerializer::new();
+        {
+            let mut inner = ser.inner_list(sfv::key_ref(LABEL));
+            for name in ["@method", "@authority", "@path", "@query", CONTENT_DIGEST] {
+                let _ = inner.bare_item(sfv::string_ref(name));
+            }
+            let mut params = inner
+                .finish()
+                .parameter(sfv::key_ref("created"), true)
+                .parameter(sfv::key_ref("expires"), true);
+            if self.require_nonce {
+                params = params.parameter(sfv::key_ref("nonce"), true);
+            }
+            params = params.parameter(sfv::key_ref("alg"), sfv::string_ref(ALG));
+            if let Some(tag) = self.tag.as_deref() {
+                if let (Ok(k), Ok(v)) = (KeyRef::from_str("tag"), StringRef::from_str(tag)) {
+                    params = params.parameter(k, v);
+                }
+            }
+            let _ = params.finish();
+        }
+        ser.finish().unwrap_or_default()
+    }
+
+    /// Whether `authority` (requested over `scheme`) is one of our hosts.
+    pub fn allows_authority(&self, authority: &Authority, scheme: &str) -> bool {
+        self.hosts.iter().any(|h| h.matches(authority, scheme))
+    }
+}
+
+/// Which components a signature must cover, beyond what it chooses to.
+///
+/// [`verify_headers`] uses [`Coverage::REQUIRED`], the DESIGN.md rule. Relaxing it is for
+/// checking other implementations' examples (RFC 9421 B.2.6 covers neither `@query` nor
+/// `content-digest`), never for the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// `@method`, and `@target-uri` or all of `@authority`, `@path`, `@query`.
+    pub method_and_target: bool,
+    /// `content-digest` when the headers announce a body.
+    pub digest_with_body: bool,
+}
+
+impl Coverage {
+    /// What DESIGN.md requires.
+    pub const REQUIRED: Coverage = Coverage {
+        method_and_target: true,
+        digest_with_body: true,
+    };
+    /// Nothing beyond what the signature covers.
+    pub const NONE: Coverage = Coverage {
+        method_and_target: false,
+        digest_with_body: false,
+    };
+}
+
+impl Default for Coverage {
+    fn default() -> Self {
+        Coverage::REQUIRED
+    }
+}
+
+/// A request whose headers passed every check.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The `keyid` that signed.
+    pub key_id: String,
+    /// The label of the checked signature.
+    pub label: String,
+    /// `created` (unix seconds).
+    pub created: u64,
+    /// `expires`, if given.
+    pub expires: Option<u64>,
+    /// `nonce`, if given.
+    pub nonce: Option<String>,
+    /// `tag`, if given.
+    pub tag: Option<String>,
+    /// Whether the signature covers `content-digest` (then the body is checked against it).
+    pub covers_digest: bool,
+    digest: Option<DigestVerifier>,
+}
+
+impl Verified {
+    /// A checker for the body: feed it every chunk, then call [`BodyCheck::finish`].
+    pub fn body_checker(&self) -> BodyCheck {
+        BodyCheck {
+            digest: self.digest.clone(),
+            saw_body: false,
+        }
+    }
+}
+
+/// Checks the body of a verified request as it streams.
+///
+/// With `content-digest` covered, the body is hashed and compared with the signed
+/// `Content-Digest` ([`Reason::DigestMismatch`]). Without, any body byte at all is refused
+/// ([`Reason::MissingComponent`]): an unsigned body must not reach the app (HTTP/2 can carry
+/// one without announcing it in the headers).
+#[derive(Debug, Clone)]
+pub struct BodyCheck {
+    digest: Option<DigestVerifier>,
+    saw_body: bool,
+}
+
+fn unsigned_body() -> Refusal {
+    Refusal::new(
+        Reason::MissingComponent,
+        "the request has a body but the signature does not cover content-digest; \
+         add a Content-Digest field and cover it",
+    )
+}
+
+impl BodyCheck {
+    /// Feeds the next body chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.saw_body = true;
+        if let Some(d) = self.digest.as_mut() {
+            d.update(chunk);
+        }
+    }
+
+    /// A refusal known before the end of the body: body bytes arrived and the signature
+    /// covers no digest. Lets the proxy stop reading early.
+    pub fn refused(&self) -> Option<Refusal> {
+        (self.saw_body && self.digest.is_none()).then(unsigned_body)
+    }
+
+    /// The verdict after the last chunk.
+    pub fn finish(self) -> Result<(), Refusal> {
+        match self.digest {
+            Some(d) => d
+                .finish()
+                .map_err(|e| Refusal::new(Reason::DigestMismatch, e.to_string())),
+            None if self.saw_body => Err(unsigned_body()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether the headers announce a body: `Content-Length` other than 0, or any
+/// `Transfer-Encoding`. A `Content-Length` that is not a number counts as a body.
+pub fn body_announced(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| trim_ows(v.as_bytes()) != b"0")
+}
+
+fn input_refusal(e: InputError) -> Refusal {
+    match e {
+        InputError::Absent => Refusal::new(Reason::MissingSignature, e.to_string()),
+        InputError::Malformed(m) => Refusal::new(Reason::MalformedSignature, m),
+    }
+}
+
+fn component_refusal(e: ComponentError) -> Refusal {
+    let reason = match e {
+        ComponentError::Missing { .. } => Reason::MissingComponent,
+        ComponentError::InvalidIdentifier { .. }
+        | ComponentError::InvalidValue { .. }
+        | ComponentError::Duplicate { .. } => Reason::MalformedSignature,
+    };
+    Refusal::new(reason, e.to_string())
+}
+
+/// Builds the base of `entry` over `msg` and checks the Ed25519 signature with
+/// `verify_strict` (no policy: coverage, freshness, host and replay are the caller's).
+///
+/// Refusals: malformed identifiers or signature length ([`Reason::MalformedSignature`]), a
+/// covered component missing from the message ([`Reason::MissingComponent`]), a signature
+/// that does not verify ([`Reason::BadSignature`]).
+pub fn verify_signature(
+    msg: MessageView<'_>,
+    entry: &SignatureEntry,
+    key: &VerifyingKey,
+) -> Result<(), Refusal> {
+    let components = entry.components().map_err(component_refusal)?;
+    let signature = entry.ed25519_signature().map_err(input_refusal)?;
+    let params_value = signature_params_value(components, entry.params());
+    check_base_signature(
+        msg,
+        components,
+        &params_value,
+        key,
+        &signature,
+        entry.label(),
+        entry.params(),
+    )
+}
+
+fn check_base_signature(
+    msg: MessageView<'_>,
+    components: &[ComponentId],
+    params_value: &str,
+    key: &VerifyingKey,
+    signature: &ed25519_dalek::Signature,
+    label: &str,
+    params: &SignatureParams,
+) -> Result<(), Refusal> {
+    let base = signature_base(msg, components, params_value, &[]).map_err(component_refusal)?;
+    key.verify_strict(&base, signature).map_err(|_| {
+        Refusal::new(
+            Reason::BadSignature,
+            format!(
+                "signature {} does not verify with key {}: the covered components or \
+                 parameters differ from what was signed, or another key signed",
+                echo(label),
+                echo(params.keyid().ok().flatten().unwrap_or_default())
+            ),
+        )
+    })
+}
+
+/// What is missing from `components` under `coverage`, as words for the detail.
+fn missing_coverage(
+    components: &[ComponentId],
+    coverage: Coverage,
+    announced_body: bool,
+) -> Option<String> {
+    if coverage.method_and_target {
+        let has = |d: Derived| components.iter().any(|c| c.is_plain_derived(d));
+        if !has(Derived::Method) {
+            return Some("Signature-Input does not cover @method".to_owned());
+        }
+        if !has(Derived::TargetUri) {
+            let missing: Vec<&str> = [Derived::Authority, Derived::Path, Derived::Query]
+                .into_iter()
+                .filter(|d| !has(*d))
+                .map(Derived::name)
+                .collect();
+            if !missing.is_empty() {
+                return Some(format!(
+                    "Signature-Input covers neither @target-uri nor all of @authority, @path \
+                     and @query (missing: {})",
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    if coverage.digest_with_body && announced_body && !covers_digest(components) {
+        return Some(
+            "Signature-Input covers no content-digest but the request has a body".to_owned(),
+        );
+    }
+    None
+}
+
+/// A `content-digest` identifier that binds the whole field: no `key` (one member only) and
+/// no `req`.
+fn covers_digest(components: &[ComponentId]) -> bool {
+    components.iter().any(|c| {
+        c.kind() == ComponentKind::Field
+            && c.name() == CONTENT_DIGEST
+            && c.key().is_none()
+            && !c.is_req()
+    })
+}
+
+/// Checks the headers of a signed request against `policy` (DESIGN.md's table), with the
+/// coverage DESIGN.md requires. See [`verify_request`].
+pub fn verify_headers<'k>(
+    req: &RequestView<'_>,
+    policy: &Policy,
+    lookup: impl Fn(&str) -> Option<&'k VerifyingKey>,
+    replay: &ReplayCache,
+    now: u64,
+) -> Result<Verified, Refusal> {
+    verify_request(req, policy, Coverage::REQUIRED, lookup, replay, now)
+}
+
+/// Checks the headers of a signed request, cheap checks first:
+///
+/// 1. `Signature-Input` / `Signature` present (`missing_signature`), parsable, labels
+///    matching, one signature chosen by tag, identifiers and parameter types valid, 64-byte
+///    signature (`malformed_signature`);
+/// 2. `keyid` present and known to `lookup` (`unknown_key`);
+/// 3. `alg`, if present, is `ed25519` (`unsupported_alg`);
+/// 4. required components covered (`missing_component`);
+/// 5. `created` present and within `max_age` / `clock_skew`, `expires` not passed
+///    (`expired` / `not_yet_valid`);
+/// 6. a nonce when the policy requires one (`replayed`);
+/// 7. `@authority` one of `policy.hosts` (`wrong_authority`);
+/// 8. the signature base built (`missing_component` when a covered component is absent) and
+///    the Ed25519 signature verified strictly (`bad_signature`);
+/// 9. a covered `Content-Digest` usable (`digest_mismatch`);
+/// 10. the nonce recorded in `replay` until the signature can no longer be fresh
+///     (`replayed`, `replay_cache_full`).
+pub fn verify_request<'k>(
+    req: &RequestView<'_>,
+    policy: &Policy,
+    coverage: Coverage,
+    lookup: impl Fn(&str) -> Option<&'k VerifyingKey>,
+    replay: &ReplayCache,
+    now: u64,
+) -> Result<Verified, Refusal> {
+    // 1. Structure.
+    let fields = SignatureFields::from_headers(req.headers).map_err(input_refusal)?;
+    let entry = fields
+        .into_selected(policy.tag.as_deref())
+        .map_err(input_refusal)?;
+    let signature = entry.ed25519_signature().map_err(input_refusal)?;
+    let (label, components, params, _) = entry.into_parts();
+    let components = components.map_err(component_refusal)?;
+    check_duplicates(&components).map_err(component_refusal)?;
+    let created = params.created().map_err(input_refusal)?;
+    let expires = params.expires().map_err(input_refusal)?;
+    let nonce = params.nonce().map_err(input_refusal)?;
+    let key_id = params.keyid().map_err(input_refusal)?;
+    let alg = params.alg().map_err(input_refusal)?;
+    let tag = params.tag().map_err(input_refusal)?;
+
+    // 2. Key.
+    let Some(key_id) = key_id else {
+        return Err(Refusal::new(
+            Reason::UnknownKey,
+            "the signature has no keyid parameter; add keyid=\"<your key id>\"",
+        ));
+    };
+    let Some(key) = lookup(key_id) else {
+        return Err(Refusal::new(
+            Reason::UnknownKey,
+            format!(
+                "keyid \"{}\" is not a key of any allowlisted peer",
+                echo(key_id)
+            ),
+        ));
+    };
+
+    // 3. Algorithm: the key is Ed25519, so a stated alg must say so (§3.2 step 6).
+    if let Some(alg) = alg {
+        if alg != ALG {
+            return Err(Refusal::new(
+                Reason::UnsupportedAlg,
+                format!(
+                    "alg \"{}\" is not supported; sign with Ed25519 and alg=\"ed25519\" (or no alg)",
+                    echo(alg)
+                ),
+            ));
+        }
+    }
+
+    // 4. Coverage.
+    if let Some(detail) = missing_coverage(&components, coverage, body_announced(req.headers)) {
+        return Err(Refusal::new(Reason::MissingComponent, detail));
+    }
+
+    // 5. Freshness.
+    let Some(created) = created else {
+        return Err(Refusal::new(
+            Reason::Expired,
+            "signature has no created parameter; add created=<unix seconds>",
+        ));
+    };
+    let skew = policy.clock_skew.as_secs();
+    let max_age = policy.max_age.as_secs();
+    if created > now.saturating_add(skew) {
+        return Err(Refusal::new(
+            Reason::NotYetValid,
+            format!(
+                "signature created {} s in the future (allowed clock skew: {skew} s); check the \
+                 signer's clock",
+                created - now
+            ),
+        ));
+    }
+    if now.saturating_sub(created) > max_age {
+        return Err(Refusal::new(
+            Reason::Expired,
+            format!(
+                "signature created {} s ago; this gateway accepts signatures up to {max_age} s \
+                 old",
+                now - created
+            ),
+        ));
+    }
+    if let Some(expires) = expires {
+        if now > expires {
+            return Err(Refusal::new(
+                Reason::Expired,
+                format!("signature expired {} s ago", now - expires),
+            ));
+        }
+    }
+
+    // 6. Nonce presence (the cache is consulted only once the signature is known good).
+    if policy.require_nonce && nonce.is_none() {
+        return Err(Refusal::new(
+            Reason::Replayed,
+            "signature has no nonce; this gateway requires one",
+        ));
+    }
+
+    // 7. Authority.
+    let authority = Authority::of_request(req).map_err(|e| match e {
+        AuthorityError::Missing => Refusal::new(Reason::MissingComponent, e.to_string()),
+        AuthorityError::Invalid(why) => Refusal::new(Reason::WrongAuthority, why),
+    })?;
+    if !policy.allows_authority(&authority, req.scheme) {
+        return Err(Refusal::new(
+            Reason::WrongAuthority,
+            format!(
+                "the request is for {}, which is not a host of this gateway; sign requests for \
+                 the host you send them to",
+                echo(&authority.to_component(req.scheme))
+            ),
+        ));
+    }
+
+    // 8. Signature.
+    let params_value = signature_params_value(&components, &params);
+    check_base_signature(
+        MessageView::Request(req),
+        &components,
+        &params_value,
+        key,
+        &signature,
+        &label,
+        &params,
+    )?;
+
+    // 9. The signed Content-Digest, ready for the body.
+    let covers_digest = covers_digest(&components);
+    let digest = if covers_digest {
+        let field = joined_field(req.headers, CONTENT_DIGEST).ok_or_else(|| {
+            Refusal::new(
+                Reason::MissingComponent,
+                "the signature covers content-digest but the request has no Content-Digest",
+            )
+        })?;
+        let text = std::str::from_utf8(&field).map_err(|_| {
+            Refusal::new(
+                Reason::DigestMismatch,
+                "the Content-Digest field is not ASCII; send an RFC 9530 dictionary",
+            )
+        })?;
+        Some(
+            DigestVerifier::from_field(text)
+                .map_err(|e| Refusal::new(Reason::DigestMismatch, e.to_string()))?,
+        )
+    } else {
+        None
+    };
+
+    // 10. Replay.
+    if let Some(nonce) = nonce {
+        let fresh_until = created
+            .saturating_add(max_age)
+            .min(expires.unwrap_or(u64::MAX))
+            .saturating_add(skew);
+        replay
+            .check_and_insert(key_id, nonce, fresh_until, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => Refusal::new(
+                    Reason::Replayed,
+                    "this nonce was already used by a signature of this key; sign every \
+                     request with a fresh nonce",
+                ),
+                ReplayError::Full => Refusal::new(
+                    Reason::ReplayCacheFull,
+                    "the replay cache is full of live nonces; retry in a few seconds",
+                ),
+            })?;
+    }
+
+    Ok(Verified {
+        key_id: key_id.to_owned(),
+        label,
+        created,
+        expires,
+        nonce: nonce.map(str::to_owned),
+        tag: tag.map(str::to_owned),
+        covers_digest,
+        digest,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_signature_value() {
+        let p = Policy::default();
+        assert_eq!(
+            p.accept_signature(),
+            r#"peer=("@method" "@authority" "@path" "@query" "content-digest");created;expires;nonce;alg="ed25519";tag="peergate""#
+        );
+        let p = Policy {
+            require_nonce: false,
+            tag: None,
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.accept_signature(),
+            r#"peer=("@method" "@authority" "@path" "@query" "content-digest");created;expires;alg="ed25519""#
+        );
+    }
+
+    #[test]
+    fn host_rules() {
+        let any = HostRule::parse("Alice.Example.org").unwrap();
+        let port = HostRule::parse("alice.example.org:8443").unwrap();
+        let https443 = HostRule::parse("alice.example.org:443").unwrap();
+        let a = |s: &str| Authority::parse(s).unwrap();
+        assert!(any.matches(&a("alice.example.org"), "https"));
+        assert!(any.matches(&a("ALICE.example.org:9999"), "https"));
+        assert!(!any.matches(&a("bob.example.org"), "https"));
+        assert!(port.matches(&a("alice.example.org:8443"), "https"));
+        assert!(!port.matches(&a("alice.example.org"), "https"));
+        assert!(!port.matches(&a("alice.example.org:8444"), "https"));
+        assert!(https443.matches(&a("alice.example.org"), "https"));
+        assert!(!https443.matches(&a("alice.example.org"), "http"));
+        assert_eq!(port.to_string(), "alice.example.org:8443");
+        assert!(HostRule::parse("a b").is_err());
+    }
+
+    #[test]
+    fn body_announcement() {
+        let mut h = HeaderMap::new();
+        assert!(!body_announced(&h));
+        h.insert(CONTENT_LENGTH, "0".parse().unwrap());
+        assert!(!body_announced(&h));
+        h.insert(CONTENT_LENGTH, "12".parse().unwrap());
+        assert!(body_announced(&h));
+        h.insert(CONTENT_LENGTH, "x".parse().unwrap());
+        assert!(body_announced(&h));
+        h.remove(CONTENT_LENGTH);
+        h.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert!(body_announced(&h));
+    }
+}
