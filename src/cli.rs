@@ -117,12 +117,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     let loaded = load_config(config_path)?;
-    Err(CliError::Failed(format!(
-        "{} is valid, but the proxy listeners are not built into this version of peergate yet; \
-`peergate check -c {}` shows what it would run",
-        loaded.path.display(),
-        loaded.path.display()
-    )))
+    let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
+    let c = &loaded.config;
+    log::info!(
+        "peergate {} as {} ({}): inbound {}, admin {}, app {}, {} peers",
+        env!("CARGO_PKG_VERSION"),
+        c.identity.key_file.identity.public().short_id(),
+        c.identity.display_name(),
+        c.listen.inbound,
+        c.listen.admin,
+        c.app.upstream,
+        c.peers.0.len()
+    );
+    gateway.run_forever()
 }
 
 fn load_config(path: &Path) -> Result<config::Loaded, CliError> {

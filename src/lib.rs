@@ -4,7 +4,18 @@
 //! benchmarks without the proxy; this crate holds the identity, the configuration, the command
 //! line and the proxy services around it.
 
+pub mod admin;
+pub mod allowlist;
+pub mod app_request;
 pub mod cli;
 pub mod config;
+pub mod forward;
 pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod problem;
+pub mod request_path;
+pub mod server;
+pub mod state;
 
+pub use peergate_signature as signature;

@@ -1,0 +1,71 @@
+//! The request header the app receives: what peergate removes from what came in, and what it
+//! adds. Shared by the proxied path and the buffered-body path so both send the same thing.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+
+use crate::allowlist::{Caller, IdentityHeaderNames};
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and `Upgrade`: an upgraded connection would carry bytes
+/// the signature never covered, so it is not offered to the app.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes every copy of every identity header look-alike and every hop-by-hop field, then
+/// sets the forwarding headers and, for a verified caller, the identity headers.
+pub fn prepare(
+    req: &mut RequestHeader,
+    names: &IdentityHeaderNames,
+    caller: Option<&Caller>,
+    client_ip: Option<IpAddr>,
+    proto: &str,
+) -> pingora::Result<()> {
+    let mut doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| names.matches(name.as_str()) || HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for value in req.headers.get_all(http::header::CONNECTION) {
+        for token in value.to_str().unwrap_or_default().split(',') {
+            if let Ok(name) = http::HeaderName::from_bytes(token.trim().as_bytes()) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in doomed {
+        req.remove_header(&name);
+    }
+
+    if let Some(ip) = client_ip {
+        let earlier: Vec<&str> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let forwarded_for = if earlier.is_empty() {
+            ip.to_string()
+        } else {
+            format!("{}, {ip}", earlier.join(", "))
+        };
+        req.insert_header("x-forwarded-for", forwarded_for)?;
+    }
+    req.insert_header("x-forwarded-proto", proto)?;
+
+    if let Some(caller) = caller {
+        req.insert_header(names.id.clone(), caller.peer.id_header.clone())?;
+        req.insert_header(names.name.clone(), caller.peer.name_header.clone())?;
+        req.insert_header(names.key_id.clone(), caller.key_id_header.clone())?;
+    }
+    Ok(())
+}

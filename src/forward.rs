@@ -1,0 +1,230 @@
+//! Sends a request whose body peergate has already read, and streams the answer back.
+//!
+//! Pingora's proxy path sends the request head upstream before the first body byte is seen,
+//! and can replay at most 64 KiB of a body it has read. peergate must check a body (up to
+//! `signatures.max_body`) against its Content-Digest before anything reaches the upstream, and
+//! the outbound side must hash the body before it can sign the head. So every request with a
+//! body takes this path: the head and the whole body are sent on a pooled connection from
+//! Pingora's own connector, and the response is relayed chunk by chunk.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+
+use crate::metrics::UpstreamErrorKind;
+use crate::problem::Problem;
+
+/// How a forward ended when it did not end well.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Nothing was sent downstream yet: answer with this problem (502/504).
+    Upstream {
+        kind: UpstreamErrorKind,
+        problem: Problem,
+    },
+    /// The response had started, or the client went away: the connection is cut.
+    Aborted {
+        kind: Option<UpstreamErrorKind>,
+        detail: String,
+    },
+}
+
+/// Maps a Pingora error on the way to an upstream to the metric kind and the status a client
+/// should see: 504 when the upstream was too slow, 502 otherwise.
+pub fn classify(e: &Error, what: &str) -> (UpstreamErrorKind, Problem) {
+    use ErrorType::*;
+    let (kind, status) = match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            (UpstreamErrorKind::Timeout, 504)
+        }
+        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => {
+            (UpstreamErrorKind::Tls, 502)
+        }
+        ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => {
+            (UpstreamErrorKind::Connect, 502)
+        }
+        _ => (UpstreamErrorKind::Protocol, 502),
+    };
+    let detail = match kind {
+        UpstreamErrorKind::Timeout => {
+            format!("{what} did not answer in time ({})", e.etype().as_str())
+        }
+        UpstreamErrorKind::Tls => {
+            format!("the TLS handshake with {what} failed: {}", error_text(e))
+        }
+        UpstreamErrorKind::Connect => format!("{what} cannot be reached: {}", error_text(e)),
+        _ => format!("{what} broke off the exchange: {}", error_text(e)),
+    };
+    let problem = if status == 504 {
+        Problem::new(504, "upstream_timeout", "Upstream timed out", detail)
+    } else {
+        Problem::new(502, "upstream_unreachable", "Upstream failed", detail)
+    };
+    (kind, problem)
+}
+
+fn error_text(e: &Error) -> String {
+    match (&e.context, &e.cause) {
+        (_, Some(cause)) => format!("{} ({cause})", e.etype().as_str()),
+        (Some(ctx), None) => format!("{} ({})", e.etype().as_str(), ctx.as_str()),
+        _ => e.etype().as_str().to_string(),
+    }
+}
+
+pub struct Forwarder {
+    connector: Connector,
+    idle_timeout: Duration,
+}
+
+impl Forwarder {
+    pub fn new(options: Option<ConnectorOptions>) -> Self {
+        Forwarder {
+            connector: Connector::new(options),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Sends `req` with `body` to `peer`, lets `edit_response` adjust the answer's head, and
+    /// relays the answer to `session`. Returns the status the client got.
+    pub async fn forward(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        what: &str,
+        mut req: RequestHeader,
+        body: Bytes,
+        edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,
+    ) -> Result<u16, ForwardError> {
+        let upstream_failed = |e: Box<Error>| {
+            let (kind, problem) = classify(&e, what);
+            ForwardError::Upstream { kind, problem }
+        };
+        // The whole body is known: frame it with Content-Length, never chunked, and never
+        // ask the upstream for 100-continue (the client got its 100 from us already).
+        req.remove_header(&http::header::TRANSFER_ENCODING);
+        req.remove_header(&http::header::EXPECT);
+        if body.is_empty() && !method_expects_body(&req.method) {
+            req.remove_header(&http::header::CONTENT_LENGTH);
+        } else {
+            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+                .map_err(upstream_failed)?;
+        }
+        let head_request = req.method == http::Method::HEAD;
+
+        let (mut up, _reused) = self
+            .connector
+            .get_http_session(peer)
+            .await
+            .map_err(upstream_failed)?;
+        // Pooled sessions do not carry the peer's timeouts; a slow upstream must become a 504.
+        up.set_read_timeout(peer.options.read_timeout);
+        up.set_write_timeout(peer.options.write_timeout);
+        if up.as_http1().is_some() {
+            to_http1(&mut req).map_err(upstream_failed)?;
+        }
+        up.write_request_header(Box::new(req))
+            .await
+            .map_err(upstream_failed)?;
+        if !body.is_empty() {
+            up.write_request_body(body, true)
+                .await
+                .map_err(upstream_failed)?;
+        }
+        up.finish_request_body().await.map_err(upstream_failed)?;
+
+        // Skip informational answers (103 Early Hints and the like); 101 is never asked for.
+        let mut resp = loop {
+            up.read_response_header().await.map_err(upstream_failed)?;
+            let Some(head) = up.response_header() else {
+                return Err(upstream_failed(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "no response header",
+                )));
+            };
+            if !head.status.is_informational() {
+                break head.clone();
+            }
+        };
+        edit_response(&mut resp).map_err(upstream_failed)?;
+        let status = resp.status.as_u16();
+        let no_body = head_request || status == 204 || status == 304 || up.response_done();
+
+        let client_gone = |e: Box<Error>| ForwardError::Aborted {
+            kind: None,
+            detail: format!("the client went away: {e}"),
+        };
+        session
+            .write_response_header(Box::new(resp), no_body)
+            .await
+            .map_err(client_gone)?;
+        if no_body {
+            session
+                .write_response_body(None, true)
+                .await
+                .map_err(client_gone)?;
+        } else {
+            loop {
+                match up.read_response_body().await {
+                    Ok(Some(chunk)) => {
+                        let done = up.response_done();
+                        session
+                            .write_response_body(Some(chunk), done)
+                            .await
+                            .map_err(client_gone)?;
+                        if done {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        session
+                            .write_response_body(None, true)
+                            .await
+                            .map_err(client_gone)?;
+                        break;
+                    }
+                    Err(e) => {
+                        let (kind, _) = classify(&e, what);
+                        return Err(ForwardError::Aborted {
+                            kind: Some(kind),
+                            detail: format!("{what} broke off its answer: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+        self.connector
+            .release_http_session(up, peer, Some(self.idle_timeout))
+            .await;
+        Ok(status)
+    }
+}
+
+/// Rewrites a head that arrived over HTTP/2 (or in absolute form) for an HTTP/1.1 upstream:
+/// version 1.1, origin-form target, and the authority moved into `Host`.
+fn to_http1(req: &mut RequestHeader) -> pingora::Result<()> {
+    req.set_version(http::Version::HTTP_11);
+    if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) {
+        let origin = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+        let uri = http::Uri::try_from(origin)
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+        req.set_uri(uri);
+        req.insert_header(http::header::HOST, authority)?;
+    }
+    Ok(())
+}
+
+fn method_expects_body(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    )
+}

@@ -1,0 +1,538 @@
+//! The inbound gateway: the listener peers reach. Every request is routed, verified and
+//! authorized before anything of it reaches the app; the app gets it with the identity headers
+//! of the verified peer and nothing that merely looks like them.
+//!
+//! Pingora phases used, in the order they run for one request:
+//! - `request_filter`: route, verify the signature, authorize, read and digest-check the body.
+//!   Refusals are answered here. A request with a body is also forwarded from here (see
+//!   [`crate::forward`]) and never reaches the later phases.
+//! - `upstream_peer`: the app's address, resolved without blocking (bodiless requests only).
+//! - `upstream_request_filter`: strip look-alike identity and hop-by-hop headers, set ours.
+//! - `fail_to_connect` / `fail_to_proxy`: an unreachable or slow app becomes 502 / 504.
+//! - `logging`: one log line and the metrics, for every request however it ended.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use peergate_signature::{verify_headers, Reason, RequestView};
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::allowlist::{Caller, Snapshot};
+use crate::app_request;
+use crate::config::routes::access_for;
+use crate::config::{Access, HostPort};
+use crate::forward::{classify, ForwardError, Forwarder};
+use crate::metrics::{Direction, Outcome, UpstreamErrorKind, UNKNOWN_PEER};
+use crate::problem::Problem;
+use crate::request_path;
+use crate::state::Shared;
+
+/// Timeouts for the app, fixed at start.
+#[derive(Clone, Copy, Debug)]
+pub struct AppTimeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+pub struct Inbound {
+    shared: Arc<Shared>,
+    forwarder: Forwarder,
+    timeouts: AppTimeouts,
+    /// `X-Forwarded-Proto`: the scheme clients used to reach this listener.
+    proto: &'static str,
+}
+
+/// What one request went through, for the log line and the metrics.
+pub struct InboundCtx {
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    caller: Option<Caller>,
+    refused: Option<&'static str>,
+    upstream_error: Option<UpstreamErrorKind>,
+    /// Status sent by peergate itself (refusals, failures, buffered forwards).
+    status: Option<u16>,
+}
+
+/// Where an admitted request goes next.
+enum Admission {
+    /// No body (or a public route): Pingora proxies it.
+    Proxy,
+    /// A verified body, already read: peergate forwards it itself.
+    Forward(Bytes),
+}
+
+impl Inbound {
+    pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool) -> Self {
+        Inbound {
+            shared,
+            forwarder: Forwarder::new(None),
+            timeouts,
+            proto: if tls { "https" } else { "http" },
+        }
+    }
+
+    /// Routes, verifies and authorizes the request, and reads its body when it has one.
+    /// `Ok(Err(problem))` is a refusal to answer; `Err` a failure of the client connection.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        snap: &Snapshot,
+        ctx: &mut InboundCtx,
+    ) -> pingora::Result<Result<Admission, Problem>> {
+        let req = session.req_header();
+        // The app gets the raw target bytes; they must be exactly what is routed and verified.
+        let parsed = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if req.raw_path() != parsed.as_bytes() {
+            return Ok(Err(Problem::new(
+                400,
+                "bad_path",
+                "Ambiguous path",
+                "the request target must be in origin form (/path?query) and valid UTF-8",
+            )));
+        }
+        let path = match request_path::normalize(req.uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                return Ok(Err(Problem::new(
+                    400,
+                    "bad_path",
+                    "Ambiguous path",
+                    e.to_string(),
+                )))
+            }
+        };
+        if access_for(&snap.routes, &path) == Access::Public {
+            return Ok(Ok(Admission::Proxy));
+        }
+
+        let view = RequestView::new(&req.method, &req.uri, &req.headers, snap.scheme);
+        let verified = match verify_headers(
+            &view,
+            &snap.policy,
+            |k| snap.key(k),
+            &self.shared.replay,
+            unix_now(),
+        ) {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+        };
+        let Some(caller) = snap.caller(&verified.key_id) else {
+            return Ok(Err(Problem::from_reason(
+                Reason::UnknownKey,
+                "the signing key left the allowlist",
+            )));
+        };
+        let peer = caller.peer.clone();
+        ctx.caller = Some(caller);
+        if !peer.allow.permits(&req.method, &path) {
+            return Ok(Err(Problem::from_reason(
+                Reason::Forbidden,
+                format!(
+                    "peer {} ({}) may not {} {path}",
+                    peer.short_id, peer.name, req.method
+                ),
+            )));
+        }
+
+        let declared = match declared_length(req) {
+            Ok(n) => n,
+            Err(p) => return Ok(Err(p)),
+        };
+        if declared.is_some_and(|n| n > snap.max_body) {
+            return Ok(Err(too_large(snap.max_body)));
+        }
+        let mut check = verified.body_checker();
+        if session.is_body_empty() {
+            return Ok(check
+                .finish()
+                .map(|()| Admission::Proxy)
+                .map_err(|r| Problem::refusal(&r)));
+        }
+        if expects_continue(session.req_header()) {
+            let mut cont = ResponseHeader::build(100, Some(0))?;
+            cont.set_reason_phrase(Some("Continue"))?;
+            session.write_response_header(Box::new(cont), false).await?;
+        }
+        let limit = usize::try_from(snap.max_body).unwrap_or(usize::MAX);
+        let capacity = declared
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+            .min(limit);
+        let mut body = BytesMut::with_capacity(capacity);
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len().saturating_add(chunk.len()) > limit {
+                return Ok(Err(too_large(snap.max_body)));
+            }
+            check.update(&chunk);
+            if let Some(refusal) = check.refused() {
+                return Ok(Err(Problem::refusal(&refusal)));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if let Err(refusal) = check.finish() {
+            return Ok(Err(Problem::refusal(&refusal)));
+        }
+        Ok(Ok(if body.is_empty() {
+            Admission::Proxy
+        } else {
+            Admission::Forward(body.freeze())
+        }))
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut InboundCtx,
+        snap: &Snapshot,
+        problem: Problem,
+    ) {
+        ctx.refused = Some(problem.reason);
+        ctx.status = Some(problem.status);
+        if !session.is_body_done() {
+            // The rest of the body is never read: the connection cannot carry another request.
+            session.set_keepalive(None);
+        }
+        if let Err(e) = problem.send(session, Some(&snap.accept_signature)).await {
+            log::debug!("inbound: could not send the refusal: {e}");
+        }
+    }
+
+    async fn forward_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut InboundCtx,
+        snap: &Snapshot,
+        body: Bytes,
+    ) {
+        let failed = match self.app_peer(&snap.upstream).await {
+            Ok(peer) => {
+                let mut req = session.req_header().clone();
+                let prepared = app_request::prepare(
+                    &mut req,
+                    &snap.identity_headers,
+                    ctx.caller.as_ref(),
+                    client_ip(session),
+                    self.proto,
+                );
+                match prepared {
+                    Err(e) => Some(ForwardError::Upstream {
+                        kind: UpstreamErrorKind::Protocol,
+                        problem: Problem::new(
+                            500,
+                            "internal_error",
+                            "Internal error",
+                            e.to_string(),
+                        ),
+                    }),
+                    Ok(()) => match self
+                        .forwarder
+                        .forward(session, &peer, "the app", req, body, |_| Ok(()))
+                        .await
+                    {
+                        Ok(status) => {
+                            ctx.status = Some(status);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                }
+            }
+            Err(e) => {
+                let (kind, problem) = classify(&e, "the app");
+                Some(ForwardError::Upstream { kind, problem })
+            }
+        };
+        match failed {
+            None => {}
+            Some(ForwardError::Upstream { kind, problem }) => {
+                self.shared.metrics.upstream_error(Direction::Inbound, kind);
+                ctx.upstream_error = Some(kind);
+                ctx.status = Some(problem.status);
+                if let Err(e) = problem.send(session, None).await {
+                    log::debug!("inbound: could not send the failure: {e}");
+                }
+            }
+            Some(ForwardError::Aborted { kind, detail }) => {
+                log::warn!("inbound: {detail}");
+                if let Some(kind) = kind {
+                    self.shared.metrics.upstream_error(Direction::Inbound, kind);
+                    ctx.upstream_error = Some(kind);
+                }
+                session.set_keepalive(None);
+            }
+        }
+    }
+
+    async fn app_peer(&self, upstream: &HostPort) -> pingora::Result<HttpPeer> {
+        let addr = resolve(upstream).await?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.response);
+        peer.options.write_timeout = Some(self.timeouts.response);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
+    }
+}
+
+/// Resolves `host:port` without blocking a worker thread (Pingora's own resolution blocks,
+/// and panics when a name does not resolve).
+pub async fn resolve(target: &HostPort) -> pingora::Result<SocketAddr> {
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, target.port));
+    }
+    let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| {
+            Error::because(
+                ErrorType::ConnectNoRoute,
+                format!("cannot resolve {target}"),
+                e,
+            )
+        })?;
+    addrs.next().ok_or_else(|| {
+        Error::explain(
+            ErrorType::ConnectNoRoute,
+            format!("{target} resolves to no address"),
+        )
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn too_large(max: u64) -> Problem {
+    Problem::from_reason(
+        Reason::BodyTooLarge,
+        format!(
+            "the body is larger than this gateway accepts ({}); send less",
+            crate::config::ByteSize(max)
+        ),
+    )
+}
+
+/// The Content-Length the client declared; several different ones are refused.
+fn declared_length(req: &pingora::http::RequestHeader) -> Result<Option<u64>, Problem> {
+    let mut found: Option<u64> = None;
+    for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
+        let n = value
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    400,
+                    "bad_request",
+                    "Bad request",
+                    "Content-Length is not a number",
+                )
+            })?;
+        if found.is_some_and(|f| f != n) {
+            return Err(Problem::new(
+                400,
+                "bad_request",
+                "Bad request",
+                "conflicting Content-Length fields",
+            ));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Inbound {
+    type CTX = InboundCtx;
+
+    fn new_ctx(&self) -> InboundCtx {
+        InboundCtx {
+            start: Instant::now(),
+            snapshot: None,
+            caller: None,
+            refused: None,
+            upstream_error: None,
+            status: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut InboundCtx,
+    ) -> pingora::Result<bool> {
+        let snap = self.shared.snapshot();
+        ctx.snapshot = Some(snap.clone());
+        match self.admit(session, &snap, ctx).await? {
+            Ok(Admission::Proxy) => Ok(false),
+            Ok(Admission::Forward(body)) => {
+                self.forward_body(session, ctx, &snap, body).await;
+                Ok(true)
+            }
+            Err(problem) => {
+                self.refuse(session, ctx, &snap, problem).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut InboundCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let snap = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.snapshot());
+        self.app_peer(&snap.upstream)
+            .await
+            .map(Box::new)
+            .map_err(|mut e| {
+                e.esource = ErrorSource::Upstream;
+                e
+            })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut InboundCtx,
+    ) -> pingora::Result<()> {
+        let snap = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.snapshot());
+        app_request::prepare(
+            upstream_request,
+            &snap.identity_headers,
+            ctx.caller.as_ref(),
+            client_ip(session),
+            self.proto,
+        )
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut InboundCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // The app is one address: trying it again at once will not help.
+        e.set_retry(false);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut InboundCtx,
+    ) -> FailToProxy {
+        let from_upstream = matches!(e.esource(), ErrorSource::Upstream);
+        if !from_upstream {
+            // The client broke the exchange; there is no one to answer.
+            let code = match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            };
+            if code > 0 {
+                let problem = Problem::new(
+                    400,
+                    "bad_request",
+                    "Bad request",
+                    format!("the request could not be read: {}", e.etype().as_str()),
+                );
+                ctx.status = Some(400);
+                let _ = problem.send(session, None).await;
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let (kind, problem) = classify(e, "the app");
+        self.shared.metrics.upstream_error(Direction::Inbound, kind);
+        ctx.upstream_error = Some(kind);
+        ctx.status = Some(problem.status);
+        if let Err(err) = problem.send(session, None).await {
+            log::debug!("inbound: could not send the failure: {err}");
+        }
+        FailToProxy {
+            error_code: problem.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
+        let elapsed = ctx.start.elapsed();
+        let outcome = if ctx.refused.is_some() {
+            Outcome::Refused
+        } else if ctx.upstream_error.is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        let peer = ctx
+            .caller
+            .as_ref()
+            .map_or(UNKNOWN_PEER, |c| c.peer.short_id.as_str());
+        self.shared
+            .metrics
+            .request(Direction::Inbound, peer, outcome, ctx.refused, elapsed);
+        self.shared
+            .metrics
+            .replay_cache_entries
+            .set(i64::try_from(self.shared.replay.len()).unwrap_or(i64::MAX));
+        let status = ctx
+            .status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
+        let req = session.req_header();
+        let mut path = req.uri.path().to_string();
+        if path.len() > 200 {
+            let cut = (0..=200)
+                .rev()
+                .find(|&i| path.is_char_boundary(i))
+                .unwrap_or(0);
+            path.truncate(cut);
+            path.push('…');
+        }
+        log::info!(
+            "inbound {} {:?} peer={} outcome={} reason={} status={} duration_ms={:.3}",
+            req.method,
+            path,
+            if peer == UNKNOWN_PEER { "-" } else { peer },
+            outcome.as_str(),
+            ctx.refused
+                .or(ctx.upstream_error.map(|k| k.as_str()))
+                .unwrap_or("-"),
+            status,
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! The Prometheus metrics of DESIGN.md, in a registry of the gateway's own.
+//!
+//! Labels are bounded by construction: `peer` is a short ID from the allowlist or `unknown`,
+//! `reason` and `kind` come from fixed code lists, `direction` and `outcome` from enums here.
+//! Nothing taken from a request (path, host, key id) ever becomes a label value.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded, and an answer came back (whatever its status).
+    Ok,
+    /// Refused by peergate's policy (401/403/413/...).
+    Refused,
+    /// Accepted, but the upstream failed (502/504).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Why forwarding failed, for `peergate_upstream_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Tls,
+    Protocol,
+    Resolve,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Resolve => "resolve",
+        }
+    }
+}
+
+pub const UNKNOWN_PEER: &str = "unknown";
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    rejections: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    pub peers: IntGauge,
+    pub replay_cache_entries: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "peergate_requests_total",
+                "Requests handled, by direction, peer (short ID or unknown) and outcome.",
+            ),
+            &["direction", "peer", "outcome"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "peergate_rejections_total",
+                "Requests refused, by direction and refusal reason.",
+            ),
+            &["direction", "reason"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "peergate_request_duration_seconds",
+                "Time from request head to the end of the answer.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["direction"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "peergate_upstream_errors_total",
+                "Failures reaching the app (inbound) or a peer (outbound), by kind.",
+            ),
+            &["direction", "kind"],
+        )?;
+        let peers = IntGauge::new("peergate_peers", "Peers on the allowlist now.")?;
+        let replay_cache_entries = IntGauge::new(
+            "peergate_replay_cache_entries",
+            "Nonces remembered by the replay cache now.",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "peergate_config_reloads_total",
+                "Configuration reloads, by result (success or failure).",
+            ),
+            &["result"],
+        )?;
+        let config_last_reload_success = Gauge::new(
+            "peergate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that took effect.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "peergate_build_info",
+                "Always 1; the version label says which peergate runs.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejections.clone()),
+            Box::new(duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(peers.clone()),
+            Box::new(replay_cache_entries.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload_success.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(collector)?;
+        }
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            rejections,
+            duration,
+            upstream_errors,
+            peers,
+            replay_cache_entries,
+            config_reloads,
+            config_last_reload_success,
+        })
+    }
+
+    /// Records one finished request. `peer` must be a short ID from the allowlist or
+    /// [`UNKNOWN_PEER`]; `reason` a refusal code when the outcome is `Refused`.
+    pub fn request(
+        &self,
+        direction: Direction,
+        peer: &str,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+        elapsed: Duration,
+    ) {
+        let d = direction.as_str();
+        self.requests
+            .with_label_values(&[d, peer, outcome.as_str()])
+            .inc();
+        if let (Outcome::Refused, Some(reason)) = (outcome, reason) {
+            self.rejections.with_label_values(&[d, reason]).inc();
+        }
+        self.duration
+            .with_label_values(&[d])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, direction: Direction, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .with_label_values(&[direction.as_str(), kind.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

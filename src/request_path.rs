@@ -1,0 +1,116 @@
+//! The request path as routes and `allow` rules see it.
+//!
+//! The app receives the exact path bytes that were signed, so routing must not judge a different
+//! path than the app will act on. Apps disagree on how to read `..`, `%2e%2e`, `%2f`, `\` and
+//! `//`; rather than guess which reading an app uses, a path that any of them could read in more
+//! than one way is refused. What is left has one meaning: its percent-decoded form, which is what
+//! the route patterns are matched against.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError(String);
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Decodes `raw` (the path of the request target, without query) into the form routes match,
+/// or refuses it when it is not in one unambiguous normal form.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    let refuse = |why: &str| Err(PathError(format!("the path {raw:?} {why}")));
+    if !raw.starts_with('/') {
+        return refuse("does not start with /");
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                    return refuse("has a % that is not followed by two hex digits");
+                };
+                if matches!(value, b'/' | b'\\' | b'.' | b'%') || value < 0x20 || value == 0x7f {
+                    return refuse(&format!(
+                        "encodes {:?} as %{value:02X}; send it unencoded or not at all",
+                        char::from(value)
+                    ));
+                }
+                decoded.push(value);
+                i += 3;
+            }
+            b'\\' => return refuse("contains a backslash"),
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return refuse("does not decode to UTF-8");
+    };
+    if decoded.chars().any(char::is_control) {
+        return refuse("contains control characters");
+    }
+    let inner = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if !inner.is_empty() {
+        for segment in inner.split('/') {
+            match segment {
+                "" => return refuse("has an empty segment (//)"),
+                "." | ".." => return refuse("has a . or .. segment"),
+                _ => {}
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_paths_decode() {
+        assert_eq!(normalize("/").unwrap(), "/");
+        assert_eq!(normalize("/api/x").unwrap(), "/api/x");
+        assert_eq!(normalize("/api/x/").unwrap(), "/api/x/");
+        assert_eq!(normalize("/files/caf%C3%A9").unwrap(), "/files/café");
+        assert_eq!(normalize("/a%20b/file.txt").unwrap(), "/a b/file.txt");
+        assert_eq!(normalize("/.well-known/x").unwrap(), "/.well-known/x");
+        assert_eq!(normalize("/a..b").unwrap(), "/a..b");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for (raw, why) in [
+            ("/api/../admin", ". or .."),
+            ("/api/./x", ". or .."),
+            ("/api/..", ". or .."),
+            ("/api/%2e%2e/admin", "%2E"),
+            ("/api/%2E./admin", "%2E"),
+            ("/api/..%2fadmin", "%2F"),
+            ("/api%2Fadmin", "%2F"),
+            ("/api%5cadmin", "%5C"),
+            ("/api\\..\\admin", "backslash"),
+            ("//admin", "empty segment"),
+            ("/api//x", "empty segment"),
+            ("/api/%252e", "%25"),
+            ("/api/%00", "%00"),
+            ("/api/%zz", "two hex digits"),
+            ("/api/%2", "two hex digits"),
+            ("/api/%ff", "UTF-8"),
+            ("*", "start with /"),
+            ("", "start with /"),
+        ] {
+            let err = normalize(raw).unwrap_err().to_string();
+            assert!(err.contains(why), "{raw}: {err}");
+        }
+    }
+}

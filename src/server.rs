@@ -1,0 +1,152 @@
+//! Builds the Pingora server with peergate's listeners and runs it, in the foreground for
+//! `peergate run`, or on a thread of its own for tests and the demo.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::Notify;
+
+use crate::admin::Admin;
+use crate::config::Loaded;
+use crate::inbound::{AppTimeouts, Inbound};
+use crate::state::Shared;
+
+/// A server assembled from a configuration, not yet running.
+pub struct Gateway {
+    server: Server,
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn build(loaded: &Loaded) -> Result<Gateway, String> {
+        let config = &loaded.config;
+        let shared = Arc::new(Shared::new(config)?);
+
+        let conf = ServerConf {
+            threads: 2,
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(10),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let conf = server.configuration.clone();
+
+        let timeouts = AppTimeouts {
+            connect: config.app.connect_timeout.0,
+            response: config.app.timeout.0,
+        };
+        let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
+        let mut inbound_service =
+            pingora::proxy::http_proxy_service_with_name(&conf, inbound, "peergate inbound");
+        let inbound_addr = config.listen.inbound.to_string();
+        match &config.tls {
+            Some(tls) => {
+                let cert = tls.cert_file.0.to_string_lossy().into_owned();
+                let key = tls.key_file.0.to_string_lossy().into_owned();
+                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+                    .map_err(|e| format!("tls: cannot use {cert} and {key}: {e}"))?;
+                settings.enable_h2();
+                inbound_service.add_tls_with_settings(&inbound_addr, None, settings);
+            }
+            None => inbound_service.add_tcp(&inbound_addr),
+        }
+        server.add_service(inbound_service);
+
+        let mut admin = Service::new(
+            "peergate admin".to_string(),
+            pingora::apps::http_app::HttpServer::new_app(Admin::new(shared.clone())),
+        );
+        admin.add_tcp(&config.listen.admin.to_string());
+        server.add_service(admin);
+
+        Ok(Gateway { server, shared })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs until SIGTERM (graceful) or SIGINT; never returns.
+    pub fn run_forever(self) -> ! {
+        self.server.run_forever()
+    }
+
+    /// Runs on a thread of its own until [`Running::stop`].
+    pub fn spawn(self) -> Running {
+        let signal = Arc::new(Stop {
+            notify: Notify::new(),
+            graceful: AtomicBool::new(false),
+        });
+        let watch = StopWatch(signal.clone());
+        let server = self.server;
+        let thread = std::thread::Builder::new()
+            .name("peergate-server".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(watch),
+                });
+            })
+            .ok();
+        Running {
+            shared: self.shared,
+            stop: signal,
+            thread,
+        }
+    }
+}
+
+struct Stop {
+    notify: Notify,
+    graceful: AtomicBool,
+}
+
+struct StopWatch(Arc<Stop>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notify.notified().await;
+        if self.0.graceful.load(Ordering::SeqCst) {
+            ShutdownSignal::GracefulTerminate
+        } else {
+            ShutdownSignal::FastShutdown
+        }
+    }
+}
+
+/// A gateway running on its own thread.
+pub struct Running {
+    shared: Arc<Shared>,
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish (graceful) or not, and waits.
+    pub fn stop(mut self, graceful: bool) {
+        self.stop.graceful.store(graceful, Ordering::SeqCst);
+        self.stop.notify.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stop.notify.notify_one();
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What all the listeners of one running peergate share: the current snapshot of the
+//! configuration, the replay cache, the metrics and the identity.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use peergate_signature::ReplayCache;
+
+use crate::allowlist::Snapshot;
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// Survives reloads: forgetting nonces on reload would reopen a replay window.
+    pub replay: ReplayCache,
+    pub metrics: Metrics,
+    pub identity: Arc<Identity>,
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Result<Shared, String> {
+        let snapshot = Snapshot::build(config)?;
+        let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+        metrics
+            .peers
+            .set(i64::try_from(snapshot.peers().len()).unwrap_or(i64::MAX));
+        Ok(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            replay: ReplayCache::new(config.signatures.replay_cache_size),
+            metrics,
+            identity: config.identity.key_file.identity.clone(),
+        })
+    }
+
+    /// The configuration in force now; a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Puts a new configuration in force for every request that starts from now on.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.metrics
+            .peers
+            .set(i64::try_from(snapshot.peers().len()).unwrap_or(i64::MAX));
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}

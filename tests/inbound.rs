@@ -1,0 +1,1033 @@
+//! The inbound gateway end to end: the real service on loopback over real TLS, in front of an
+//! echo app that records exactly what reached it, with real signed requests.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use peergate::config;
+use peergate::identity::{Identity, PublicIdentity};
+use peergate::server::{Gateway, Running};
+use peergate_signature::{
+    sign_message, ComponentId, FieldOverride, MessageView, RequestView, SignatureParams, Signer,
+};
+use rustls::ClientConfig;
+use support::*;
+
+const HOST: &str = "alice.test";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A peer's keys, as the test signs with them.
+struct Key {
+    signing: SigningKey,
+    public: PublicIdentity,
+}
+
+impl Key {
+    fn new() -> Key {
+        let identity = Identity::generate();
+        Key {
+            signing: identity.signing_key().clone(),
+            public: identity.public().clone(),
+        }
+    }
+    fn key_id(&self) -> &str {
+        self.public.key_id()
+    }
+}
+
+struct Options {
+    app: Handler,
+    app_addr: Option<SocketAddr>,
+    extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            app: Handler::Echo,
+            app_addr: None,
+            extra: String::new(),
+        }
+    }
+}
+
+/// Alice's gateway in front of an echo app, with Bob (no limits) and Carol (GET /api/* only)
+/// on the allowlist.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: EchoApp,
+    gateway: Option<Running>,
+    addr: SocketAddr,
+    client: Arc<ClientConfig>,
+    bob: Key,
+    carol: Key,
+}
+
+impl Fixture {
+    fn start() -> Fixture {
+        Fixture::with(Options::default())
+    }
+
+    fn with(options: Options) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let cert = ca.issue(&[HOST]);
+        let (cert_path, key_path, _ca_path) = cert.write_files(dir.path());
+        let alice = dir.path().join("alice.pem");
+        peergate::identity::write_new_key(&alice, false).unwrap();
+        let app = EchoApp::start_with(options.app);
+        let app_addr = options.app_addr.unwrap_or(app.addr());
+        let (bob, carol) = (Key::new(), Key::new());
+        let port = free_port();
+        let text = format!(
+            r#"
+identity: {{ key_file: alice.pem, name: Alice, hosts: ["{HOST}"] }}
+listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127.0.0.1:{admin}" }}
+tls: {{ cert_file: {cert}, key_file: {key} }}
+app: {{ upstream: "{app_addr}", timeout: 2s, connect_timeout: 2s }}
+routes:
+  - {{ path: "/public/*", access: public }}
+  - {{ path: "/*", access: peers }}
+peers:
+  - name: Bob
+    public_key: "{bob}"
+  - name: "Carol Zoë"
+    public_key: "{carol}"
+    allow: {{ methods: [GET], paths: ["/api/*"] }}
+{extra}
+"#,
+            out = free_port(),
+            admin = free_port(),
+            cert = cert_path.display(),
+            key = key_path.display(),
+            bob = bob.public.spki_base64(),
+            carol = carol.public.spki_base64(),
+            extra = options.extra,
+        );
+        let path = dir.path().join("peergate.yaml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::build(&loaded).unwrap().spawn();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr);
+        Fixture {
+            _dir: dir,
+            app,
+            gateway: Some(gateway),
+            addr,
+            client: ca.client_config(&[b"http/1.1"]),
+            bob,
+            carol,
+        }
+    }
+
+    fn authority(&self) -> String {
+        format!("{HOST}:{}", self.addr.port())
+    }
+
+    async fn send(&self, req: RawRequest) -> RawResponse {
+        raw_request(
+            self.addr,
+            Some((self.client.clone(), HOST)),
+            &req.to_bytes(),
+        )
+        .await
+        .expect("the gateway answers")
+    }
+
+    /// Sends over a connection that reads the answer while still writing (early refusals of
+    /// big bodies).
+    async fn send_streaming(&self, req: RawRequest) -> RawResponse {
+        self.send_bytes(req.to_bytes()).await
+    }
+
+    async fn send_bytes(&self, bytes: Vec<u8>) -> RawResponse {
+        let mut conn = RawConn::connect(self.addr, Some((self.client.clone(), HOST)))
+            .await
+            .unwrap();
+        conn.request(&bytes).await.expect("the gateway answers")
+    }
+
+    /// A request signed the way peergate's outbound side signs it.
+    fn signed(
+        &self,
+        key: &Key,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> RawRequest {
+        let authority = self.authority();
+        signed_for(&authority, key, method, target, headers, body)
+    }
+
+    fn running(&self) -> &Running {
+        self.gateway.as_ref().unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        self.running().shared().metrics.render()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop(false);
+        }
+    }
+}
+
+fn wait_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the gateway did not start listening on {addr}");
+}
+
+fn header_map(authority: &str, headers: &[(&str, &str)], body: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(
+        http::header::HOST,
+        HeaderValue::from_str(authority).unwrap(),
+    );
+    for (k, v) in headers {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    if !body.is_empty() && !map.contains_key(http::header::CONTENT_TYPE) {
+        map.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    if !body.is_empty() || !headers.is_empty() && map.contains_key(http::header::CONTENT_LENGTH) {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    map
+}
+
+fn to_raw(method: &str, target: &str, headers: &HeaderMap, body: &[u8]) -> RawRequest {
+    let mut req = RawRequest::new(method, target);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_bytes());
+    }
+    req.body(body)
+}
+
+fn signed_for(
+    authority: &str,
+    key: &Key,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawRequest {
+    let m: Method = method.parse().unwrap();
+    let uri: Uri = target.parse().unwrap();
+    let mut map = header_map(authority, headers, body);
+    let signer = Signer::new(
+        key.signing.clone(),
+        key.key_id().to_string(),
+        Duration::from_secs(60),
+    );
+    let view = RequestView::new(&m, &uri, &map, "https");
+    let sig = signer
+        .sign(&view, Some(body), now(), &Signer::nonce())
+        .unwrap();
+    sig.apply(&mut map);
+    to_raw(method, target, &map, body)
+}
+
+/// A signature with any components and parameters, for crafted refusals.
+struct Craft<'a> {
+    key: &'a Key,
+    method: &'a str,
+    target: &'a str,
+    authority: String,
+    headers: Vec<(&'a str, &'a str)>,
+    body: &'a [u8],
+    components: Vec<&'a str>,
+    params: Vec<(&'a str, Param)>,
+}
+
+enum Param {
+    Int(u64),
+    Str(String),
+}
+
+impl<'a> Craft<'a> {
+    fn new(f: &Fixture, key: &'a Key, method: &'a str, target: &'a str) -> Craft<'a> {
+        Craft {
+            key,
+            method,
+            target,
+            authority: f.authority(),
+            headers: vec![],
+            body: b"",
+            components: vec!["@method", "@authority", "@path", "@query"],
+            params: vec![
+                ("created", Param::Int(now())),
+                ("nonce", Param::Str(Signer::nonce())),
+                ("keyid", Param::Str(key.key_id().to_string())),
+            ],
+        }
+    }
+
+    fn param(mut self, name: &'a str, value: Param) -> Self {
+        self.params.retain(|(n, _)| *n != name);
+        self.params.push((name, value));
+        self
+    }
+
+    fn without(mut self, name: &str) -> Self {
+        self.params.retain(|(n, _)| *n != name);
+        self
+    }
+
+    fn build(self) -> RawRequest {
+        let m: Method = self.method.parse().unwrap();
+        let uri: Uri = self.target.parse().unwrap();
+        let mut map = header_map(&self.authority, &self.headers, self.body);
+        if self.components.contains(&"content-digest") {
+            let d = peergate_signature::content_digest(
+                peergate_signature::DigestAlgorithm::Sha256,
+                self.body,
+            );
+            map.insert("content-digest", HeaderValue::from_str(&d).unwrap());
+        }
+        let components: Vec<ComponentId> = self
+            .components
+            .iter()
+            .map(|c| ComponentId::parse(&format!("\"{c}\"")).unwrap())
+            .collect();
+        let mut params = SignatureParams::new();
+        for (name, value) in &self.params {
+            match value {
+                Param::Int(n) => params.push_integer(name, *n).unwrap(),
+                Param::Str(s) => params.push_string(name, s).unwrap(),
+            }
+        }
+        let view = RequestView::new(&m, &uri, &map, "https");
+        let overrides: [FieldOverride<'_>; 0] = [];
+        let signed = sign_message(
+            &self.key.signing,
+            MessageView::Request(&view),
+            "sig1",
+            &components,
+            &params,
+            &overrides,
+        )
+        .unwrap();
+        map.insert(
+            "signature-input",
+            HeaderValue::from_str(&signed.signature_input).unwrap(),
+        );
+        map.insert(
+            "signature",
+            HeaderValue::from_str(&signed.signature_field).unwrap(),
+        );
+        to_raw(self.method, self.target, &map, self.body)
+    }
+}
+
+#[track_caller]
+fn assert_problem(resp: &RawResponse, status: u16, reason: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "expected {status} {reason}, got {}: {}",
+        resp.status,
+        resp.text()
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        resp.text()
+    );
+    let doc = resp.json();
+    assert_eq!(doc["reason"], reason, "{doc}");
+    assert_eq!(doc["status"], status, "{doc}");
+    assert!(
+        doc["detail"].as_str().is_some_and(|d| d.len() > 10),
+        "a detail a person can act on: {doc}"
+    );
+    assert!(
+        doc["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{doc}"
+    );
+    assert!(
+        doc["type"].as_str().is_some_and(|t| t.ends_with(reason)),
+        "{doc}"
+    );
+    if status == 401 {
+        let accept = resp
+            .header("accept-signature")
+            .expect("401 carries Accept-Signature");
+        assert!(
+            accept.contains("\"@method\"") && accept.contains("created"),
+            "{accept}"
+        );
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_requests_reach_the_app_intact_with_the_identity_headers() {
+    let f = Fixture::start();
+    let get = f.signed(
+        &f.bob,
+        "GET",
+        "/api/items?sort=asc&q=caf%C3%A9",
+        &[("accept", "application/json")],
+        b"",
+    );
+    let resp = f.send(get).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-echo"), Some("1"));
+    let seen = f.app.last().unwrap();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.target, "/api/items?sort=asc&q=caf%C3%A9");
+    assert_eq!(seen.header("x-peer-id"), Some(f.bob.public.short_id()));
+    assert_eq!(seen.header("x-peer-name"), Some("Bob"));
+    assert_eq!(seen.header("x-peer-key-id"), Some(f.bob.key_id()));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(seen.body.is_empty());
+
+    for len in [0, 1024, 64 * 1024 - 1, 64 * 1024 + 1, 1 << 20, 16 << 20] {
+        f.app.clear();
+        let body = pattern(len);
+        let post = f.signed(
+            &f.bob,
+            "POST",
+            "/api/upload?len=1",
+            &[("content-type", "application/octet-stream")],
+            &body,
+        );
+        let resp = f.send_streaming(post).await;
+        assert_eq!(resp.status, 200, "{len} bytes: {}", resp.text());
+        assert_eq!(
+            resp.json()["body_len"],
+            len,
+            "the app answered about the whole body"
+        );
+        let seen = f.app.requests();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{len} bytes: exactly one request reached the app"
+        );
+        let seen = &seen[0];
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.body.len(), len);
+        assert!(seen.body == body, "{len} bytes: the body arrived intact");
+        assert_eq!(seen.header("x-peer-id"), Some(f.bob.public.short_id()));
+        assert_eq!(seen.header("x-peer-name"), Some("Bob"));
+        assert_eq!(seen.header("x-peer-key-id"), Some(f.bob.key_id()));
+        if len > 0 {
+            assert!(seen.header("content-digest").is_some());
+            assert_eq!(
+                seen.header("content-length"),
+                Some(len.to_string().as_str())
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_and_100_continue_work() {
+    let f = Fixture::start();
+    let body = pattern(100_000);
+    let m: Method = Method::POST;
+    let uri: Uri = "/api/chunked".parse().unwrap();
+    let mut map = header_map(&f.authority(), &[], &body);
+    map.remove(http::header::CONTENT_LENGTH);
+    let signer = Signer::new(
+        f.bob.signing.clone(),
+        f.bob.key_id().to_string(),
+        Duration::from_secs(60),
+    );
+    let sig = signer
+        .sign(
+            &RequestView::new(&m, &uri, &map, "https"),
+            Some(&body),
+            now(),
+            &Signer::nonce(),
+        )
+        .unwrap();
+    sig.apply(&mut map);
+    let req = to_raw("POST", "/api/chunked", &map, &body)
+        .header("Expect", "100-continue")
+        .chunked();
+    let resp = f.send_streaming(req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = f.app.last().unwrap();
+    assert!(seen.body == body);
+    assert!(
+        seen.header("expect").is_none(),
+        "the 100-continue was answered by peergate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_carries_several_signed_requests() {
+    let f = Fixture::start();
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let body = pattern(10 + i);
+        let req = f.signed(&f.bob, "POST", &format!("/api/{i}"), &[], &body);
+        let resp = conn.request(&req.to_bytes()).await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
+        assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
+    }
+    assert_eq!(f.app.count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_from_peers() {
+    let f = Fixture::start();
+    let ca_client = f.client.clone();
+    let body = pattern(70_000);
+    for (method, body) in [("GET", Vec::new()), ("POST", body)] {
+        f.app.clear();
+        let m: Method = method.parse().unwrap();
+        let uri: Uri = format!("https://{HOST}/api/h2").parse().unwrap();
+        let mut map = HeaderMap::new();
+        if !body.is_empty() {
+            map.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let signer = Signer::new(
+            f.bob.signing.clone(),
+            f.bob.key_id().to_string(),
+            Duration::from_secs(60),
+        );
+        let sig = signer
+            .sign(
+                &RequestView::new(&m, &uri, &map, "https"),
+                Some(&body),
+                now(),
+                &Signer::nonce(),
+            )
+            .unwrap();
+        sig.apply(&mut map);
+        let headers: Vec<(String, String)> = map
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resp = h2_request(
+            f.addr,
+            ca_client.clone(),
+            HOST,
+            method,
+            "/api/h2",
+            &headers,
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.version, "HTTP/2");
+        assert_eq!(resp.status, 200, "{method}: {}", resp.text());
+        let seen = f.app.last().unwrap();
+        assert_eq!(seen.header("x-peer-id"), Some(f.bob.public.short_id()));
+        assert!(seen.body == body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
+    let f = Fixture::start();
+    let stranger = Key::new();
+    let auth = f.authority();
+    let ok_get = || f.signed(&f.bob, "GET", "/api/x", &[], b"");
+
+    let mut cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "no signature",
+            RawRequest::new("GET", "/api/x")
+                .header("Host", &auth)
+                .to_bytes(),
+            401,
+            "missing_signature",
+        ),
+        (
+            "garbage Signature-Input",
+            RawRequest::new("GET", "/api/x")
+                .header("Host", &auth)
+                .header("Signature-Input", "peer=(\"@method\";created=1")
+                .header("Signature", "peer=:AAAA:")
+                .to_bytes(),
+            401,
+            "malformed_signature",
+        ),
+        (
+            "labels do not match",
+            {
+                let raw = String::from_utf8(ok_get().to_bytes()).unwrap();
+                let raw = raw
+                    .replace("Signature: peer=", "Signature: other=")
+                    .replace("signature: peer=", "signature: other=");
+                raw.into_bytes()
+            },
+            401,
+            "malformed_signature",
+        ),
+        (
+            "stranger's key",
+            f.signed(&stranger, "GET", "/api/x", &[], b"").to_bytes(),
+            401,
+            "unknown_key",
+        ),
+        (
+            "no keyid",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .without("keyid")
+                .build()
+                .to_bytes(),
+            401,
+            "unknown_key",
+        ),
+        (
+            "short ID as keyid",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .param("keyid", Param::Str(f.bob.public.short_id().into()))
+                .build()
+                .to_bytes(),
+            401,
+            "unknown_key",
+        ),
+        (
+            "alg rsa",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .param("alg", Param::Str("rsa-pss-sha512".into()))
+                .build()
+                .to_bytes(),
+            401,
+            "unsupported_alg",
+        ),
+        (
+            "authority not covered",
+            Craft {
+                components: vec!["@method", "@path", "@query"],
+                ..Craft::new(&f, &f.bob, "GET", "/api/x")
+            }
+            .build()
+            .to_bytes(),
+            401,
+            "missing_component",
+        ),
+        (
+            "body without content-digest",
+            Craft {
+                body: b"hello",
+                ..Craft::new(&f, &f.bob, "POST", "/api/x")
+            }
+            .build()
+            .to_bytes(),
+            401,
+            "missing_component",
+        ),
+        (
+            "too old",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .param("created", Param::Int(now() - 3600))
+                .build()
+                .to_bytes(),
+            401,
+            "expired",
+        ),
+        (
+            "expires passed",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .param("expires", Param::Int(now() - 5))
+                .build()
+                .to_bytes(),
+            401,
+            "expired",
+        ),
+        (
+            "from the future",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .param("created", Param::Int(now() + 3600))
+                .build()
+                .to_bytes(),
+            401,
+            "not_yet_valid",
+        ),
+        (
+            "no nonce",
+            Craft::new(&f, &f.bob, "GET", "/api/x")
+                .without("nonce")
+                .build()
+                .to_bytes(),
+            401,
+            "replayed",
+        ),
+        (
+            "signed for another host",
+            signed_for("mallory.test", &f.bob, "GET", "/api/x", &[], b"").to_bytes(),
+            401,
+            "wrong_authority",
+        ),
+        (
+            "body swapped",
+            {
+                let good = f.signed(&f.bob, "POST", "/api/x", &[], b"pay 10 coins");
+                let raw = String::from_utf8(good.to_bytes())
+                    .unwrap()
+                    .replace("pay 10 coins", "pay 99 coins");
+                raw.into_bytes()
+            },
+            401,
+            "digest_mismatch",
+        ),
+        (
+            "signature flipped",
+            {
+                let raw = String::from_utf8(ok_get().to_bytes()).unwrap();
+                let start = raw.to_ascii_lowercase().find("signature: peer=:").unwrap()
+                    + "signature: peer=:".len();
+                let mut bytes = raw.into_bytes();
+                bytes[start + 3] = if bytes[start + 3] == b'A' { b'B' } else { b'A' };
+                bytes
+            },
+            401,
+            "bad_signature",
+        ),
+        (
+            "method changed",
+            {
+                let raw = String::from_utf8(ok_get().to_bytes())
+                    .unwrap()
+                    .replacen("GET ", "DELETE ", 1);
+                raw.into_bytes()
+            },
+            401,
+            "bad_signature",
+        ),
+        (
+            "carol may only GET",
+            f.signed(&f.carol, "POST", "/api/x", &[], b"data")
+                .to_bytes(),
+            403,
+            "forbidden",
+        ),
+        (
+            "carol may only /api",
+            f.signed(&f.carol, "GET", "/admin", &[], b"").to_bytes(),
+            403,
+            "forbidden",
+        ),
+        (
+            "path trick",
+            f.signed(&f.carol, "GET", "/api/../admin", &[], b"")
+                .to_bytes(),
+            400,
+            "bad_path",
+        ),
+    ];
+    // 16 MiB + 1: refused on its Content-Length, before the body is read.
+    let big = pattern((16 << 20) + 1);
+    cases.push((
+        "over max_body",
+        f.signed(&f.bob, "POST", "/api/x", &[], &big).to_bytes(),
+        413,
+        "body_too_large",
+    ));
+
+    for (what, req, status, reason) in cases {
+        let resp = f.send_bytes(req).await;
+        assert_problem(&resp, status, reason);
+        assert_eq!(f.app.count(), 0, "{what}: the app saw a refused request");
+        println!("{what}: {status} {reason} ok");
+    }
+    let metrics = f.metrics();
+    for reason in [
+        "missing_signature",
+        "malformed_signature",
+        "unknown_key",
+        "unsupported_alg",
+        "missing_component",
+        "expired",
+        "not_yet_valid",
+        "replayed",
+        "wrong_authority",
+        "digest_mismatch",
+        "bad_signature",
+        "forbidden",
+        "body_too_large",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "peergate_rejections_total{{direction=\"inbound\",reason=\"{reason}\"}}"
+            )),
+            "{reason} counted:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_is_refused_the_second_time() {
+    let f = Fixture::start();
+    let req = f.signed(&f.bob, "POST", "/api/transfer", &[], b"{\"amount\":10}");
+    let first = f.send(req.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = f.send(req).await;
+    assert_problem(&second, 401, "replayed");
+    assert_eq!(f.app.count(), 1, "the replay never reached the app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_cache_refuses_when_full() {
+    let f = Fixture::with(Options {
+        extra: "signatures: { replay_cache_size: 1 }".into(),
+        ..Options::default()
+    });
+    assert_eq!(
+        f.send(f.signed(&f.bob, "GET", "/api/1", &[], b""))
+            .await
+            .status,
+        200
+    );
+    let resp = f.send(f.signed(&f.bob, "GET", "/api/2", &[], b"")).await;
+    assert_problem(&resp, 503, "replay_cache_full");
+    assert_eq!(f.app.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_app() {
+    let f = Fixture::start();
+    let spoofs: &[(&str, &str)] = &[
+        ("X-Peer-Id", "evil1"),
+        ("x-peer-id", "evil2"),
+        ("X_Peer_Id", "evil3"),
+        ("X-PEER-NAME", "Mallory"),
+        ("x_peer_key_id", "evil-key"),
+        ("X-Peer-Id", "evil4"),
+    ];
+    // Public route, unsigned.
+    let mut req = RawRequest::new("GET", "/public/page").header("Host", f.authority());
+    for (k, v) in spoofs {
+        req = req.header(k, v);
+    }
+    let resp = f.send(req).await;
+    assert_eq!(resp.status, 200);
+    let seen = f.app.last().unwrap();
+    for (name, _) in &seen.headers {
+        let folded = name.to_ascii_lowercase().replace('_', "-");
+        assert!(
+            !folded.starts_with("x-peer-"),
+            "spoofed {name} reached the app on a public route"
+        );
+    }
+
+    // Public route, signed by Bob: still no identity (public routes do not verify).
+    f.app.clear();
+    let resp = f
+        .send(f.signed(&f.bob, "GET", "/public/page", spoofs, b""))
+        .await;
+    assert_eq!(resp.status, 200);
+    let seen = f.app.last().unwrap();
+    assert!(seen.headers.iter().all(|(n, _)| !n
+        .to_ascii_lowercase()
+        .replace('_', "-")
+        .starts_with("x-peer-")));
+
+    // Peer route, signed by Bob, with the spoofs covered by nothing: exactly Bob's identity.
+    f.app.clear();
+    let resp = f
+        .send(f.signed(&f.bob, "GET", "/api/me", spoofs, b""))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = f.app.last().unwrap();
+    assert_eq!(seen.headers_all("x-peer-id"), vec![f.bob.public.short_id()]);
+    assert_eq!(seen.headers_all("x-peer-name"), vec!["Bob"]);
+    assert_eq!(seen.headers_all("x-peer-key-id"), vec![f.bob.key_id()]);
+    assert!(
+        seen.headers.iter().all(|(n, _)| !n.contains('_')),
+        "no underscore variant survives"
+    );
+
+    // Peer route, unsigned: refused, nothing reaches the app.
+    f.app.clear();
+    let mut req = RawRequest::new("GET", "/api/me").header("Host", f.authority());
+    for (k, v) in spoofs {
+        req = req.header(k, v);
+    }
+    assert_problem(&f.send(req).await, 401, "missing_signature");
+    assert_eq!(f.app.count(), 0);
+
+    // Carol's non-ASCII name is percent-encoded.
+    let resp = f.send(f.signed(&f.carol, "GET", "/api/me", &[], b"")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        f.app.last().unwrap().header("x-peer-name"),
+        Some("Carol Zo%C3%AB")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
+    let f = Fixture::start();
+    // Carol may GET /api/* only. Each trick aims at /admin.
+    for target in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/%2E%2E/admin",
+        "/api/.%2e/admin",
+        "/api/..%2fadmin",
+        "/api%2f..%2fadmin",
+        "/api/..%5cadmin",
+        "/api//../admin",
+        "//admin",
+        "/api/./../admin",
+        "/api/%252e%252e/admin",
+    ] {
+        let resp = f.send(f.signed(&f.carol, "GET", target, &[], b"")).await;
+        assert!(
+            resp.status == 400 || resp.status == 403,
+            "{target}: {} {}",
+            resp.status,
+            resp.text()
+        );
+        assert_eq!(f.app.count(), 0, "{target} reached the app");
+    }
+    // A public route is no way around a peers route either.
+    for target in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/..%2fadmin",
+    ] {
+        let req = RawRequest::new("GET", target).header("Host", f.authority());
+        let resp = f.send(req).await;
+        assert_problem(&resp, 400, "bad_path");
+        assert_eq!(f.app.count(), 0, "{target} reached the app");
+    }
+    // Absolute-form and non-UTF-8 targets: what Pingora forwards would not be what was checked.
+    let absolute = signed_for(
+        &f.authority(),
+        &f.carol,
+        "GET",
+        &format!("https://{}/api/ok", f.authority()),
+        &[],
+        b"",
+    );
+    assert_problem(&f.send(absolute).await, 400, "bad_path");
+    let raw = RawRequest::new("GET", b"/api/\xff/ok".as_slice())
+        .header("Host", f.authority())
+        .to_bytes();
+    // Pingora's HTTP/1 parser refuses a non-UTF-8 target itself (a bare 400) before any of
+    // peergate's phases run; what matters here is that the app never sees it.
+    assert_eq!(f.send_bytes(raw).await.status, 400);
+    assert_eq!(f.app.count(), 0);
+    // And what Carol may do still works.
+    assert_eq!(
+        f.send(f.signed(&f.carol, "GET", "/api/ok", &[], b""))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_down_gives_502_and_a_slow_app_504() {
+    let f = Fixture::with(Options {
+        app_addr: Some(dead_addr()),
+        ..Options::default()
+    });
+    for (method, body) in [("GET", Vec::new()), ("POST", pattern(2000))] {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(8),
+            f.send(f.signed(&f.bob, method, "/api/x", &[], &body)),
+        )
+        .await
+        .expect("502 comes quickly, no hang");
+        assert_problem(&resp, 502, "upstream_unreachable");
+    }
+    assert!(
+        f.metrics()
+            .contains("peergate_upstream_errors_total{direction=\"inbound\",kind=\"connect\"} 2"),
+        "{}",
+        f.metrics()
+    );
+
+    let slow = Fixture::with(Options {
+        app: Handler::Delay(Duration::from_secs(4)),
+        ..Options::default()
+    });
+    for (method, body) in [("GET", Vec::new()), ("POST", pattern(2000))] {
+        let resp = slow
+            .send(slow.signed(&slow.bob, method, "/api/slow", &[], &body))
+            .await;
+        assert_problem(&resp, 504, "upstream_timeout");
+    }
+    assert!(
+        slow.metrics().contains("kind=\"timeout\"} 2"),
+        "{}",
+        slow.metrics()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_peer_without_unbounded_labels() {
+    let f = Fixture::start();
+    for i in 0..20 {
+        let resp = f
+            .send(f.signed(&f.bob, "GET", &format!("/api/item/{i}"), &[], b""))
+            .await;
+        assert_eq!(resp.status, 200);
+        let stranger = Key::new();
+        assert_eq!(
+            f.send(f.signed(&stranger, "GET", &format!("/api/item/{i}"), &[], b""))
+                .await
+                .status,
+            401
+        );
+    }
+    let m = f.metrics();
+    let bob = f.bob.public.short_id();
+    assert!(
+        m.contains(&format!(
+            "peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{bob}\"}} 20"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"} 20"), "{m}");
+    assert!(
+        m.contains("peergate_rejections_total{direction=\"inbound\",reason=\"unknown_key\"} 20"),
+        "{m}"
+    );
+    assert!(!m.contains("/api/item"), "no path in labels");
+    assert!(m.contains("peergate_peers 2"), "{m}");
+}

@@ -1,0 +1,634 @@
+//! Clients that talk to a gateway on loopback: exact-bytes HTTP/1.1 (plain or TLS) and HTTP/2
+//! over TLS with ALPN `h2`.
+//!
+//! Every network operation is bounded by [`NET_TIMEOUT`] (or a connection's own timeout), so a
+//! gateway that hangs fails the test with a `TimedOut` error instead of hanging it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// The bound on each network operation (connect, TLS handshake, one request/response exchange).
+pub const NET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 1024 * 1024;
+
+/// A parsed HTTP response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawResponse {
+    /// `HTTP/1.1`, `HTTP/1.0`, or `HTTP/2` for [`h2_request`].
+    pub version: String,
+    pub status: u16,
+    /// The reason phrase (empty for HTTP/2).
+    pub reason: String,
+    /// Header fields in order, every copy; names as sent (HTTP/2 names are lowercase).
+    pub headers: Vec<(String, String)>,
+    /// Trailer fields of a chunked (or HTTP/2) response.
+    pub trailers: Vec<(String, String)>,
+    /// The body after removing the transfer coding.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (compared case-insensitively), in order.
+    pub fn headers_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body parsed as JSON; panics (failing the test) with the status and body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not JSON ({e}); status {}, body: {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Builds an HTTP/1.1 request as exact bytes: the request line and the headers are written
+/// exactly as given (order, case, duplicates, and any byte in a value, so a value containing
+/// `"\r\n "` produces an obsolete line folding). Nothing is added unless asked for.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    method: String,
+    target: Vec<u8>,
+    version: String,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    content_length: bool,
+    chunks: Option<usize>,
+}
+
+impl RawRequest {
+    /// `method` and `target` go on the request line as given (`/api/x?y=1`,
+    /// `/api/%2e%2e/admin`, `http://bob.test/x`, `*`, ...), with version `HTTP/1.1`.
+    pub fn new(method: &str, target: impl AsRef<[u8]>) -> RawRequest {
+        RawRequest {
+            method: method.to_string(),
+            target: target.as_ref().to_vec(),
+            version: "HTTP/1.1".to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            content_length: false,
+            chunks: None,
+        }
+    }
+
+    /// Replaces the version on the request line (e.g. `HTTP/1.0`).
+    pub fn version(mut self, version: &str) -> RawRequest {
+        self.version = version.to_string();
+        self
+    }
+
+    /// Appends `name: value` as one header line, bytes exactly as given.
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> RawRequest {
+        self.headers
+            .push((name.as_ref().to_vec(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Appends several header lines, in order.
+    pub fn headers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        mut self,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> RawRequest {
+        for (n, v) in headers {
+            self = self.header(n, v);
+        }
+        self
+    }
+
+    /// Sets the body bytes. They are sent as they are: no framing header is added unless
+    /// [`content_length`](Self::content_length) or [`chunked`](Self::chunked) is called.
+    pub fn body(mut self, body: impl AsRef<[u8]>) -> RawRequest {
+        self.body = body.as_ref().to_vec();
+        self
+    }
+
+    /// Adds `Content-Length: <body length>` after the other headers.
+    pub fn content_length(mut self) -> RawRequest {
+        self.content_length = true;
+        self
+    }
+
+    /// Adds `Transfer-Encoding: chunked` after the other headers (and after Content-Length, if
+    /// both are asked for) and sends the body in three chunks of near-equal size (fewer if the
+    /// body is shorter than three bytes), then the last chunk.
+    pub fn chunked(self) -> RawRequest {
+        self.chunked_in(3)
+    }
+
+    /// Like [`chunked`](Self::chunked), with the body split into `n` (at least 1) chunks.
+    pub fn chunked_in(mut self, n: usize) -> RawRequest {
+        self.chunks = Some(n.max(1));
+        self
+    }
+
+    /// The request as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.body.len());
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&self.target);
+        out.push(b' ');
+        out.extend_from_slice(self.version.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.content_length {
+            out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        }
+        match self.chunks {
+            None => {
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&self.body);
+            }
+            Some(n) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                if !self.body.is_empty() {
+                    let size = self.body.len().div_ceil(n);
+                    for chunk in self.body.chunks(size) {
+                        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        out.extend_from_slice(chunk);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        out
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One HTTP/1.1 connection (plain or TLS) for sending exact bytes and reading responses, e.g.
+/// several requests over one keep-alive connection.
+pub struct RawConn {
+    io: Box<dyn Io>,
+    buf: Vec<u8>,
+    alpn: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl RawConn {
+    /// Connects to `addr`; with `tls`, does a TLS handshake using that client config and
+    /// server name (SNI, and the name the certificate must carry; an IP address is verified
+    /// against IP SANs and sends no SNI). The config's ALPN list is offered as it is.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<(Arc<ClientConfig>, &str)>,
+    ) -> io::Result<RawConn> {
+        let tcp = connect_tcp(addr).await?;
+        let (io, alpn): (Box<dyn Io>, _) = match tls {
+            None => (Box::new(tcp), None),
+            Some((config, name)) => {
+                let tls = tls_handshake(tcp, config, name).await?;
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                (Box::new(tls), alpn)
+            }
+        };
+        Ok(RawConn {
+            io,
+            buf: Vec::new(),
+            alpn,
+            timeout: NET_TIMEOUT,
+        })
+    }
+
+    /// The ALPN protocol the TLS handshake settled on, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+
+    /// Sets the bound on each later operation on this connection (default [`NET_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Writes `bytes` (and flushes).
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let io = &mut self.io;
+        bounded(self.timeout, "write", async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await
+    }
+
+    /// Reads one response (skipping interim 1xx responses other than 101). `head_request`
+    /// says the request was HEAD, so the response has no body whatever its headers say.
+    pub async fn read_response(&mut self, head_request: bool) -> io::Result<RawResponse> {
+        bounded(
+            self.timeout,
+            "read response",
+            read_response(&mut self.io, &mut self.buf, head_request),
+        )
+        .await
+    }
+
+    /// Sends `bytes` and reads one response. Writing and reading run together, so an answer
+    /// the server sends before it has read the whole request (a 413, a 401 for an unsigned
+    /// upload, ...) is returned even if the server stops reading or resets the connection.
+    /// A request starting with `HEAD ` expects a response without body.
+    pub async fn request(&mut self, bytes: &[u8]) -> io::Result<RawResponse> {
+        let head_request = bytes.starts_with(b"HEAD ");
+        let (mut rd, mut wr) = tokio::io::split(&mut self.io);
+        let buf = &mut self.buf;
+        let exchange = async move {
+            let write = async {
+                wr.write_all(bytes).await?;
+                wr.flush().await
+            };
+            let read = read_response(&mut rd, buf, head_request);
+            tokio::pin!(write, read);
+            let mut write_result = None;
+            loop {
+                tokio::select! {
+                    w = &mut write, if write_result.is_none() => write_result = Some(w),
+                    r = &mut read => {
+                        return match (r, write_result) {
+                            (Ok(resp), _) => Ok(resp),
+                            // The read failed after the write did: the write error is the cause.
+                            (Err(_), Some(Err(w))) => Err(w),
+                            (Err(r), _) => Err(r),
+                        };
+                    }
+                }
+            }
+        };
+        bounded(self.timeout, "request", exchange).await
+    }
+}
+
+/// Connects to `addr` (plain, or TLS with the given client config and server name), sends
+/// `bytes` exactly, reads one response and closes the connection.
+pub async fn raw_request(
+    addr: SocketAddr,
+    tls: Option<(Arc<ClientConfig>, &str)>,
+    bytes: &[u8],
+) -> io::Result<RawResponse> {
+    RawConn::connect(addr, tls).await?.request(bytes).await
+}
+
+/// Sends one request over HTTP/2 (TLS with ALPN `h2`; `h2` is offered even if `config` does
+/// not list it, and the call fails unless the server selects it).
+///
+/// `uri` is either a path with optional query (`/api/x?y=1`; the request then goes to
+/// `https://<server_name>/api/x?y=1`, so `:authority` is `server_name` without a port) or an
+/// absolute URI used as is (to choose `:authority`, e.g. `https://alice.test:8443/x`).
+/// `headers` are added in order (names are lowercased, as HTTP/2 requires). hyper adds
+/// `content-length` when it is missing and the body is not empty, or the method is not
+/// GET/HEAD/DELETE/CONNECT/OPTIONS/TRACE.
+pub async fn h2_request(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<RawResponse> {
+    let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
+        config
+    } else {
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    };
+    let tcp = connect_tcp(addr).await?;
+    let tls = tls_handshake(tcp, config, server_name).await?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() != Some(b"h2") {
+        return Err(io::Error::other(format!(
+            "server did not select ALPN h2 (selected: {:?})",
+            alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
+        )));
+    }
+
+    let uri = if uri.starts_with('/') {
+        format!("https://{server_name}{uri}")
+    } else {
+        uri.to_string()
+    };
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(invalid_input)?;
+    for (name, value) in headers {
+        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(invalid_input)?;
+        let value = hyper::header::HeaderValue::from_str(value).map_err(invalid_input)?;
+        request.headers_mut().append(name, value);
+    }
+
+    bounded(NET_TIMEOUT, "HTTP/2 exchange", async move {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(io::Error::other)?;
+        let driver = tokio::spawn(connection);
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(io::Error::other)?;
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(io::Error::other)?;
+            let trailers = collected.trailers().map(header_pairs).unwrap_or_default();
+            Ok(RawResponse {
+                version: "HTTP/2".to_string(),
+                status: parts.status.as_u16(),
+                reason: String::new(),
+                headers: header_pairs(&parts.headers),
+                trailers,
+                body: collected.to_bytes().to_vec(),
+            })
+        }
+        .await;
+        drop(sender);
+        driver.abort();
+        result
+    })
+    .await
+}
+
+/// The rustls error behind a failed TLS connection, e.g.
+/// `rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)`.
+pub fn rustls_error(err: &io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+fn header_pairs(map: &hyper::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn invalid_input(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what}: no result within {limit:?}"),
+        )),
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let tcp = bounded(NET_TIMEOUT, "connect", TcpStream::connect(addr)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+async fn tls_handshake(
+    tcp: TcpStream,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<TlsStream<TcpStream>> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(invalid_input)?;
+    bounded(
+        NET_TIMEOUT,
+        "TLS handshake",
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+}
+
+/// Reads one final response from `r`, keeping bytes past it in `buf`.
+async fn read_response<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> io::Result<RawResponse> {
+    loop {
+        let head = read_head(r, buf).await?;
+        let text = &head[..head.len() - 4];
+        let mut lines = text
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let status_line = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|_| version.starts_with("HTTP/"))
+            .ok_or_else(|| bad_data(format!("malformed status line: {status_line:?}")))?;
+        let reason = parts.next().unwrap_or_default().to_string();
+        let headers = parse_fields(lines)?;
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        let mut resp = RawResponse {
+            version,
+            status,
+            reason,
+            headers,
+            trailers: Vec::new(),
+            body: Vec::new(),
+        };
+        if head_request || status == 204 || status == 304 || status == 101 {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .headers_all("transfer-encoding")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            read_chunked(r, buf, &mut resp).await?;
+        } else if let Some(len) = resp.header("content-length") {
+            let len: usize = len
+                .trim()
+                .parse()
+                .map_err(|_| bad_data(format!("bad content-length {len:?}")))?;
+            while buf.len() < len {
+                if read_more(r, buf).await? == 0 {
+                    return Err(eof(format!(
+                        "connection closed after {} of {len} body bytes",
+                        buf.len()
+                    )));
+                }
+            }
+            resp.body = buf.drain(..len).collect();
+        } else {
+            // Delimited by the end of the connection. A TLS peer that closes without
+            // close_notify still ends the body.
+            loop {
+                match read_more(r, buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            resp.body = std::mem::take(buf);
+        }
+        return Ok(resp);
+    }
+}
+
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    let mut searched = 0;
+    loop {
+        if let Some(pos) = find(&buf[searched..], b"\r\n\r\n") {
+            let end = searched + pos + 4;
+            return Ok(buf.drain(..end).collect());
+        }
+        searched = buf.len().saturating_sub(3);
+        if buf.len() > MAX_HEAD {
+            return Err(bad_data("response head too large".to_string()));
+        }
+        if read_more(r, buf).await? == 0 {
+            return Err(eof(if buf.is_empty() {
+                "connection closed before any response byte".to_string()
+            } else {
+                format!(
+                    "connection closed inside the response head: {:?}",
+                    String::from_utf8_lossy(buf)
+                )
+            }));
+        }
+    }
+}
+
+async fn read_chunked<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    resp: &mut RawResponse,
+) -> io::Result<()> {
+    loop {
+        let line = read_line(r, buf).await?;
+        let size = String::from_utf8_lossy(&line);
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| bad_data(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            let mut lines = Vec::new();
+            loop {
+                let line = read_line(r, buf).await?;
+                if line.is_empty() {
+                    break;
+                }
+                lines.push(line);
+            }
+            resp.trailers = parse_fields(lines.iter().map(Vec::as_slice))?;
+            return Ok(());
+        }
+        while buf.len() < size + 2 {
+            if read_more(r, buf).await? == 0 {
+                return Err(eof("connection closed inside a chunk".to_string()));
+            }
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(bad_data("chunk data not followed by CRLF".to_string()));
+        }
+        resp.body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
+
+async fn read_line<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    loop {
+        if let Some(pos) = find(buf, b"\r\n") {
+            let line = buf[..pos].to_vec();
+            buf.drain(..pos + 2);
+            return Ok(line);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(bad_data("line too long".to_string()));
+        }
+        if read_more(r, buf).await? == 0 {
+            return Err(eof("connection closed inside a chunked body".to_string()));
+        }
+    }
+}
+
+fn parse_fields<'a>(lines: impl Iterator<Item = &'a [u8]>) -> io::Result<Vec<(String, String)>> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        let text = String::from_utf8_lossy(line);
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            let (_, value) = fields
+                .last_mut()
+                .ok_or_else(|| bad_data("folded line without a field".to_string()))?;
+            value.push(' ');
+            value.push_str(text.trim());
+            continue;
+        }
+        let (name, value) = text
+            .split_once(':')
+            .ok_or_else(|| bad_data(format!("malformed header line {text:?}")))?;
+        fields.push((name.to_string(), value.trim().to_string()));
+    }
+    Ok(fields)
+}
+
+async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = r.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn eof(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, msg)
+}

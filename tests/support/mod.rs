@@ -1,0 +1,21 @@
+//! Shared integration-test harness for peergate: everything real, on loopback, no mocks.
+//!
+//! - [`tls`]: a test CA (`rcgen`) issuing server certificates, PEM files for the gateway's
+//!   `tls:` section, and rustls configs (ring provider, like pingora-rustls).
+//! - [`echo`]: an HTTP/1.1 app that records every request exactly as received, with slow,
+//!   closing and custom variants, plus `free_port` / `dead_addr`.
+//! - [`client`]: exact-bytes HTTP/1.1 requests (plain or TLS) and HTTP/2 requests (TLS, ALPN
+//!   `h2`), each network operation bounded by [`NET_TIMEOUT`].
+//!
+//! Use it from an integration test with `mod support;` and `use support::*;`.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod echo;
+pub mod tls;
+
+pub use client::{
+    h2_request, raw_request, rustls_error, RawConn, RawRequest, RawResponse, NET_TIMEOUT,
+};
+pub use echo::{dead_addr, free_port, EchoApp, Handler, Recorded, Reply};
+pub use tls::{crypto_provider, IssuedCert, TestCa};
