@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use http::HeaderValue;
-use peergate_signature::{HostRule, Policy};
+use peergate_signature::{HostRule, Policy, Signer};
 
 use crate::config::{self, Allow, Config, HostPort, PeerUrl, Route};
 
@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub max_body: u64,
     pub upstream: HostPort,
     pub accept_signature: HeaderValue,
+    /// Signs the app's requests to peers with this installation's key.
+    pub signer: Signer,
 }
 
 /// A verified caller: the peer and the exact key that signed.
@@ -149,6 +151,17 @@ impl Snapshot {
             max_body: s.max_body.0,
             upstream: config.app.upstream.clone(),
             accept_signature,
+            signer: Signer::new(
+                config.identity.key_file.identity.signing_key().clone(),
+                config
+                    .identity
+                    .key_file
+                    .identity
+                    .public()
+                    .key_id()
+                    .to_string(),
+                s.lifetime.0,
+            ),
         })
     }
 
@@ -166,6 +179,28 @@ impl Snapshot {
             peer: e.peer.clone(),
             key_id_header: e.key_id_header.clone(),
         })
+    }
+
+    /// The peer whose URL has this host (and this port, when one is given), for apps that use
+    /// peergate as their HTTP proxy. `Err` when the host alone names several peers.
+    pub fn peer_by_host(
+        &self,
+        host: &str,
+        port: Option<u16>,
+    ) -> Result<Option<&Arc<PeerEntry>>, String> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut found = self.peers.iter().filter(|p| {
+            p.url.as_ref().is_some_and(|u| {
+                u.host.eq_ignore_ascii_case(host) && port.is_none_or(|port| port == u.port)
+            })
+        });
+        let first = found.next();
+        if first.is_some() && found.next().is_some() {
+            return Err(format!(
+                "several peers are reached at {host}; give the port of the one you mean"
+            ));
+        }
+        Ok(first)
     }
 
     /// A peer by short ID or name, for apps addressing peers (`/peers/<short ID or name>/`).

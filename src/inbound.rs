@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use peergate_signature::{verify_headers, Reason, RequestView};
-use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::allowlist::{Caller, Snapshot};
 use crate::app_request;
+use crate::body::{self, BodyError};
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{classify, ForwardError, Forwarder};
@@ -140,48 +140,26 @@ impl Inbound {
             )));
         }
 
-        let declared = match declared_length(req) {
-            Ok(n) => n,
-            Err(p) => return Ok(Err(p)),
-        };
-        if declared.is_some_and(|n| n > snap.max_body) {
-            return Ok(Err(too_large(snap.max_body)));
-        }
         let mut check = verified.body_checker();
-        if session.is_body_empty() {
-            return Ok(check
-                .finish()
-                .map(|()| Admission::Proxy)
-                .map_err(|r| Problem::refusal(&r)));
-        }
-        if expects_continue(session.req_header()) {
-            let mut cont = ResponseHeader::build(100, Some(0))?;
-            cont.set_reason_phrase(Some("Continue"))?;
-            session.write_response_header(Box::new(cont), false).await?;
-        }
-        let limit = usize::try_from(snap.max_body).unwrap_or(usize::MAX);
-        let capacity = declared
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(0)
-            .min(limit);
-        let mut body = BytesMut::with_capacity(capacity);
-        while let Some(chunk) = session.read_request_body().await? {
-            if body.len().saturating_add(chunk.len()) > limit {
-                return Ok(Err(too_large(snap.max_body)));
-            }
-            check.update(&chunk);
-            if let Some(refusal) = check.refused() {
-                return Ok(Err(Problem::refusal(&refusal)));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = match body::read_whole(session, snap.max_body, |chunk| {
+            check.update(chunk);
+            check
+                .refused()
+                .map_or(Ok(()), |r| Err(Problem::refusal(&r)))
+        })
+        .await
+        {
+            Ok(body) => body,
+            Err(BodyError::Refused(problem)) => return Ok(Err(problem)),
+            Err(BodyError::Client(e)) => return Err(e),
+        };
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
         Ok(Ok(if body.is_empty() {
             Admission::Proxy
         } else {
-            Admission::Forward(body.freeze())
+            Admission::Forward(body)
         }))
     }
 
@@ -309,51 +287,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn too_large(max: u64) -> Problem {
-    Problem::from_reason(
-        Reason::BodyTooLarge,
-        format!(
-            "the body is larger than this gateway accepts ({}); send less",
-            crate::config::ByteSize(max)
-        ),
-    )
-}
-
-/// The Content-Length the client declared; several different ones are refused.
-fn declared_length(req: &pingora::http::RequestHeader) -> Result<Option<u64>, Problem> {
-    let mut found: Option<u64> = None;
-    for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
-        let n = value
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                Problem::new(
-                    400,
-                    "bad_request",
-                    "Bad request",
-                    "Content-Length is not a number",
-                )
-            })?;
-        if found.is_some_and(|f| f != n) {
-            return Err(Problem::new(
-                400,
-                "bad_request",
-                "Bad request",
-                "conflicting Content-Length fields",
-            ));
-        }
-        found = Some(n);
-    }
-    Ok(found)
-}
-
-fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
-    req.headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {

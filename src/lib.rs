@@ -7,12 +7,14 @@
 pub mod admin;
 pub mod allowlist;
 pub mod app_request;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
 pub mod problem;
 pub mod request_path;
 pub mod server;

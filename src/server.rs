@@ -14,7 +14,79 @@ use tokio::sync::Notify;
 use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::inbound::{AppTimeouts, Inbound};
+use crate::outbound::{Outbound, PeerTimeouts};
 use crate::state::Shared;
+
+/// The inbound listener: peers reach the app through it.
+fn add_inbound(
+    server: &mut Server,
+    conf: &Arc<ServerConf>,
+    loaded: &Loaded,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
+    let config = &loaded.config;
+    let timeouts = AppTimeouts {
+        connect: config.app.connect_timeout.0,
+        response: config.app.timeout.0,
+    };
+    let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
+    let mut service =
+        pingora::proxy::http_proxy_service_with_name(conf, inbound, "peergate inbound");
+    let addr = config.listen.inbound.to_string();
+    match &config.tls {
+        Some(tls) => {
+            let cert = tls.cert_file.0.to_string_lossy().into_owned();
+            let key = tls.key_file.0.to_string_lossy().into_owned();
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| format!("tls: cannot use {cert} and {key}: {e}"))?;
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr, None, settings);
+        }
+        None => service.add_tcp(&addr),
+    }
+    server.add_service(service);
+    Ok(())
+}
+
+/// The outbound listener: the app reaches its peers through it.
+fn add_outbound(
+    server: &mut Server,
+    conf: &Arc<ServerConf>,
+    loaded: &Loaded,
+    shared: &Arc<Shared>,
+) {
+    let config = &loaded.config;
+    let timeouts = PeerTimeouts {
+        connect: config.outbound.connect_timeout.0,
+        response: config.outbound.timeout.0,
+    };
+    let ca_file = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.peer_ca_file.as_ref())
+        .map(|f| f.0.to_string_lossy().into_owned());
+    let outbound = Outbound::new(shared.clone(), timeouts, ca_file);
+    // Pingora answers CONNECT with a bare 405 unless asked not to; peergate refuses it itself,
+    // with a problem document that tells the app to use plain http:// URLs. Nothing is tunnelled.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    let mut service = pingora::proxy::ProxyServiceBuilder::new(conf, outbound)
+        .name("peergate outbound")
+        .server_options(options)
+        .build();
+    service.add_tcp(&config.listen.outbound.to_string());
+    server.add_service(service);
+}
+
+/// The admin listener: metrics and health for operators.
+fn add_admin(server: &mut Server, loaded: &Loaded, shared: &Arc<Shared>) {
+    let mut admin = Service::new(
+        "peergate admin".to_string(),
+        pingora::apps::http_app::HttpServer::new_app(Admin::new(shared.clone())),
+    );
+    admin.add_tcp(&loaded.config.listen.admin.to_string());
+    server.add_service(admin);
+}
 
 /// A server assembled from a configuration, not yet running.
 pub struct Gateway {
@@ -24,8 +96,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(loaded: &Loaded) -> Result<Gateway, String> {
-        let config = &loaded.config;
-        let shared = Arc::new(Shared::new(config)?);
+        let shared = Arc::new(Shared::new(&loaded.config)?);
 
         let conf = ServerConf {
             threads: 2,
@@ -37,33 +108,9 @@ impl Gateway {
         server.bootstrap();
         let conf = server.configuration.clone();
 
-        let timeouts = AppTimeouts {
-            connect: config.app.connect_timeout.0,
-            response: config.app.timeout.0,
-        };
-        let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
-        let mut inbound_service =
-            pingora::proxy::http_proxy_service_with_name(&conf, inbound, "peergate inbound");
-        let inbound_addr = config.listen.inbound.to_string();
-        match &config.tls {
-            Some(tls) => {
-                let cert = tls.cert_file.0.to_string_lossy().into_owned();
-                let key = tls.key_file.0.to_string_lossy().into_owned();
-                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                    .map_err(|e| format!("tls: cannot use {cert} and {key}: {e}"))?;
-                settings.enable_h2();
-                inbound_service.add_tls_with_settings(&inbound_addr, None, settings);
-            }
-            None => inbound_service.add_tcp(&inbound_addr),
-        }
-        server.add_service(inbound_service);
-
-        let mut admin = Service::new(
-            "peergate admin".to_string(),
-            pingora::apps::http_app::HttpServer::new_app(Admin::new(shared.clone())),
-        );
-        admin.add_tcp(&config.listen.admin.to_string());
-        server.add_service(admin);
+        add_inbound(&mut server, &conf, loaded, &shared)?;
+        add_outbound(&mut server, &conf, loaded, &shared);
+        add_admin(&mut server, loaded, &shared);
 
         Ok(Gateway { server, shared })
     }

@@ -33,6 +33,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     pub app: App,
     #[serde(default)]
+    pub outbound: Outbound,
+    #[serde(default)]
     pub signatures: Signatures,
     #[serde(default)]
     pub identity_headers: IdentityHeaders,
@@ -119,6 +121,29 @@ fn default_connect_timeout() -> HumanDuration {
 
 fn default_app_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
+}
+
+/// How the outbound side treats the app and reaches peers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// How long to wait for a connection (and TLS handshake) to a peer; then 504.
+    pub connect_timeout: HumanDuration,
+    /// How long a peer may take to answer, and to send each piece of its answer; then 504.
+    pub timeout: HumanDuration,
+    /// Lets `listen.outbound` be a non-loopback address. Anything that can reach the outbound
+    /// listener speaks as this identity, so this must be asked for explicitly.
+    pub allow_remote_clients: bool,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            timeout: HumanDuration(Duration::from_secs(60)),
+            allow_remote_clients: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +340,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         config.peers.0.extend(from_file.peers.0);
     }
     drop(scope);
+    if !config.listen.outbound.0.ip().is_loopback() && !config.outbound.allow_remote_clients {
+        return Err(ConfigError::plain(
+            path,
+            format!(
+                "listen.outbound {} is not a loopback address: anything that can reach it speaks as this identity. \
+Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in front of it is trusted",
+                config.listen.outbound
+            ),
+        ));
+    }
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::plain(
             path,

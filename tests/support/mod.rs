@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod echo;
+pub mod python;
 pub mod tls;
 
 pub use client::{

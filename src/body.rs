@@ -1,0 +1,110 @@
+//! Reading a request body whole, within `signatures.max_body`, for the two sides that must see
+//! all of it before sending anything upstream (inbound: the digest check; outbound: signing).
+
+use bytes::{Bytes, BytesMut};
+use peergate_signature::Reason;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+
+use crate::problem::Problem;
+
+/// Why a body was not read: a problem to answer with, or the client connection failing.
+pub enum BodyError {
+    Refused(Problem),
+    Client(Box<pingora::Error>),
+}
+
+impl From<Problem> for BodyError {
+    fn from(p: Problem) -> Self {
+        BodyError::Refused(p)
+    }
+}
+
+pub fn too_large(max: u64) -> Problem {
+    Problem::from_reason(
+        Reason::BodyTooLarge,
+        format!(
+            "the body is larger than this gateway accepts ({}); send less",
+            crate::config::ByteSize(max)
+        ),
+    )
+}
+
+/// The Content-Length the client declared; a malformed or conflicting one is refused.
+pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Problem> {
+    let mut found: Option<u64> = None;
+    for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
+        let n = value
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    400,
+                    "bad_request",
+                    "Bad request",
+                    "Content-Length is not a number",
+                )
+            })?;
+        if found.is_some_and(|f| f != n) {
+            return Err(Problem::new(
+                400,
+                "bad_request",
+                "Bad request",
+                "conflicting Content-Length fields",
+            ));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// Reads the whole body (refusing past `limit` bytes, by the declared length before reading
+/// when there is one), handing every chunk to `inspect` as it arrives. A client waiting for
+/// `100 Continue` gets it first: by then the request head has been accepted.
+pub async fn read_whole(
+    session: &mut Session,
+    limit: u64,
+    mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<Bytes, BodyError> {
+    let declared = declared_length(session.req_header())?;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit).into());
+    }
+    if session.is_body_empty() {
+        return Ok(Bytes::new());
+    }
+    if expects_continue(session.req_header()) {
+        let mut cont = ResponseHeader::build(100, Some(0)).map_err(BodyError::Client)?;
+        cont.set_reason_phrase(Some("Continue"))
+            .map_err(BodyError::Client)?;
+        session
+            .write_response_header(Box::new(cont), false)
+            .await
+            .map_err(BodyError::Client)?;
+    }
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    let capacity = declared
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(max);
+    let mut body = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(BodyError::Client)?
+    {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(too_large(limit).into());
+        }
+        inspect(&chunk)?;
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}

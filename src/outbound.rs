@@ -1,0 +1,472 @@
+//! The outbound gateway: the listener the local app talks to, in plain HTTP, to reach its peers.
+//! peergate signs each request with this installation's key and sends it to the peer over
+//! HTTPS. It is never an open proxy: a host or name that is not on the allowlist is refused
+//! before any connection is made.
+//!
+//! What the app may send:
+//! - `GET /peers`: the peer directory (JSON);
+//! - `ANY /peers/<short ID or name>/<rest>?<query>`: to that peer's URL + `/<rest>?<query>`;
+//! - absolute-form `ANY http://<peer host>/<rest>` (the app has `HTTP_PROXY` pointing here).
+//!
+//! Everything is answered in `request_filter`: the body is read whole (the signature covers its
+//! digest), then [`crate::forward`] sends the signed request and relays the answer, with the
+//! called peer's identity headers added.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use peergate_signature::RequestView;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::ALPN;
+use pingora::{Error, ErrorType};
+
+use crate::allowlist::{PeerEntry, Snapshot};
+use crate::body::{self, BodyError};
+use crate::config::HostPort;
+use crate::forward::{classify, ForwardError, Forwarder};
+use crate::inbound::resolve;
+use crate::metrics::{Direction, Outcome, UpstreamErrorKind, UNKNOWN_PEER};
+use crate::problem::Problem;
+use crate::state::Shared;
+
+/// Timeouts for peers, fixed at start.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerTimeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+pub struct Outbound {
+    shared: Arc<Shared>,
+    forwarder: Forwarder,
+    timeouts: PeerTimeouts,
+}
+
+pub struct OutboundCtx {
+    start: Instant,
+    peer: Option<Arc<PeerEntry>>,
+    refused: Option<&'static str>,
+    upstream_error: Option<UpstreamErrorKind>,
+    status: Option<u16>,
+}
+
+/// Where the app's request goes.
+enum Target {
+    Directory,
+    Peer {
+        peer: Arc<PeerEntry>,
+        /// Path and query on the peer, its URL's base path included.
+        path_and_query: String,
+    },
+}
+
+/// Request fields never passed from the app to a peer: hop-by-hop and proxy fields, and
+/// everything peergate sets itself.
+const DROPPED: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "transfer-encoding",
+    "content-length",
+    "signature",
+    "signature-input",
+    "content-digest",
+];
+
+impl Outbound {
+    /// `ca_file`: trust roots for peers' certificates (`tls.peer_ca_file`); system roots
+    /// without it.
+    pub fn new(shared: Arc<Shared>, timeouts: PeerTimeouts, ca_file: Option<String>) -> Self {
+        let options = pingora::connectors::ConnectorOptions {
+            ca_file,
+            ..pingora::connectors::ConnectorOptions::new(128)
+        };
+        Outbound {
+            shared,
+            forwarder: Forwarder::new(Some(options)),
+            timeouts,
+        }
+    }
+
+    fn route(snap: &Snapshot, req: &RequestHeader) -> Result<Target, Problem> {
+        if req.method == http::Method::CONNECT {
+            return Err(Problem::new(
+                405,
+                "connect_not_supported",
+                "CONNECT is not supported",
+                "send plain http:// URLs through peergate (HTTP_PROXY, not HTTPS_PROXY): it adds TLS and the signature itself",
+            ));
+        }
+        let raw = req.raw_path();
+        let absolute = raw.len() >= 7
+            && (raw
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"http://"))
+                || raw
+                    .get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"https://")));
+        if absolute {
+            let uri = http::Uri::try_from(raw).map_err(|_| {
+                Problem::new(
+                    400,
+                    "bad_request",
+                    "Bad request",
+                    "the request target is not a valid URL",
+                )
+            })?;
+            let host = uri.host().unwrap_or_default();
+            let peer = snap
+                .peer_by_host(host, uri.port_u16())
+                .map_err(|why| Problem::new(404, "unknown_peer", "Unknown peer", why))?
+                .ok_or_else(|| {
+                    Problem::new(
+                        403,
+                        "not_a_peer",
+                        "Not a peer",
+                        format!("{host} is not the host of a peer on the allowlist; peergate only reaches its peers, it is not an open proxy"),
+                    )
+                })?;
+            let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            return Self::on_peer(peer, pq);
+        }
+
+        let path = req.uri.path();
+        if path == "/peers" || path == "/peers/" {
+            if req.method == http::Method::GET || req.method == http::Method::HEAD {
+                return Ok(Target::Directory);
+            }
+            return Err(Problem::new(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "the peer directory answers GET",
+            ));
+        }
+        let Some(rest) = path.strip_prefix("/peers/") else {
+            return Err(Problem::new(
+                404,
+                "no_route",
+                "Not found",
+                "the outbound listener serves GET /peers, ANY /peers/<short ID or name>/<path>, and absolute-form requests from apps that use it as their HTTP proxy",
+            ));
+        };
+        let (handle, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let handle = percent_encoding::percent_decode_str(handle)
+            .decode_utf8()
+            .map_err(|_| {
+                Problem::new(
+                    404,
+                    "unknown_peer",
+                    "Unknown peer",
+                    "the peer name is not UTF-8",
+                )
+            })?;
+        let peer = snap.peer_by_handle(&handle).ok_or_else(|| {
+            Problem::new(
+                404,
+                "unknown_peer",
+                "Unknown peer",
+                format!("no peer on the allowlist has the short ID or name {handle:?}; GET /peers lists them"),
+            )
+        })?;
+        let pq = match req.uri.query() {
+            Some(q) => format!("/{tail}?{q}"),
+            None => format!("/{tail}"),
+        };
+        Self::on_peer(peer, &pq)
+    }
+
+    fn on_peer(peer: &Arc<PeerEntry>, pq: &str) -> Result<Target, Problem> {
+        let Some(url) = &peer.url else {
+            return Err(Problem::new(
+                404,
+                "peer_has_no_url",
+                "Peer has no URL",
+                format!(
+                    "peer {} ({}) has no url on the allowlist, so it cannot be called",
+                    peer.short_id, peer.name
+                ),
+            ));
+        };
+        Ok(Target::Peer {
+            peer: peer.clone(),
+            path_and_query: format!("{}{pq}", url.base_path),
+        })
+    }
+
+    fn directory(snap: &Snapshot) -> Bytes {
+        let peers: Vec<serde_json::Value> = snap
+            .peers()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.peer_id,
+                    "short_id": p.short_id,
+                    "key_id": p.key_id,
+                    "name": p.name,
+                    "url": p.url.as_ref().map(ToString::to_string),
+                })
+            })
+            .collect();
+        Bytes::from(serde_json::Value::Array(peers).to_string())
+    }
+
+    /// The signed head sent to the peer: the app's fields minus what peergate owns, `Host` of
+    /// the peer, and the signature over it all.
+    fn signed_request(
+        snap: &Snapshot,
+        app_req: &RequestHeader,
+        peer: &PeerEntry,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> pingora::Result<RequestHeader> {
+        let internal = |what: String| Error::explain(ErrorType::InternalError, what);
+        let url = peer
+            .url
+            .as_ref()
+            .ok_or_else(|| internal("peer has no url".into()))?;
+        let mut req =
+            RequestHeader::build(app_req.method.clone(), path_and_query.as_bytes(), None)?;
+        for (name, value) in app_req.headers.iter() {
+            if DROPPED.contains(&name.as_str()) || snap.identity_headers.matches(name.as_str()) {
+                continue;
+            }
+            req.append_header(name.clone(), value.clone())?;
+        }
+        req.insert_header(http::header::HOST, url.authority())?;
+        if !body.is_empty() {
+            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let view = RequestView::new(&req.method, &req.uri, &req.headers, url.scheme());
+        let nonce = peergate_signature::Signer::nonce();
+        let signature = snap
+            .signer
+            .sign(&view, Some(body), now, &nonce)
+            .map_err(|e| internal(format!("cannot sign the request: {e}")))?;
+        if let Some(digest) = signature.content_digest {
+            req.insert_header("content-digest", digest)?;
+        }
+        req.insert_header("signature-input", signature.signature_input)?;
+        req.insert_header("signature", signature.signature)?;
+        Ok(req)
+    }
+
+    async fn peer_connection(&self, peer: &PeerEntry) -> pingora::Result<HttpPeer> {
+        let url = peer
+            .url
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "peer has no url"))?;
+        let addr = resolve(&HostPort {
+            host: url.host.clone(),
+            port: url.port,
+        })
+        .await?;
+        // SNI is the peer's host name: it selects the certificate and turns verification on.
+        let mut http_peer = HttpPeer::new(addr, url.https, url.host.clone());
+        http_peer.options.connection_timeout = Some(self.timeouts.connect);
+        http_peer.options.total_connection_timeout = Some(self.timeouts.connect);
+        http_peer.options.read_timeout = Some(self.timeouts.response);
+        http_peer.options.write_timeout = Some(self.timeouts.response);
+        http_peer.options.idle_timeout = Some(Duration::from_secs(60));
+        http_peer.options.alpn = ALPN::H1;
+        Ok(http_peer)
+    }
+
+    async fn call(
+        &self,
+        session: &mut Session,
+        ctx: &mut OutboundCtx,
+        snap: &Snapshot,
+        peer: Arc<PeerEntry>,
+        pq: String,
+    ) {
+        let what = format!("peer {} ({})", peer.short_id, peer.name);
+        let body = match body::read_whole(session, snap.max_body, |_| Ok(())).await {
+            Ok(body) => body,
+            Err(BodyError::Refused(problem)) => return self.refuse(session, ctx, problem).await,
+            Err(BodyError::Client(e)) => {
+                log::debug!("outbound: the app went away while sending: {e}");
+                session.set_keepalive(None);
+                return;
+            }
+        };
+        let prepared = match Self::signed_request(snap, session.req_header(), &peer, &pq, &body) {
+            Ok(req) => self.peer_connection(&peer).await.map(|p| (req, p)),
+            Err(e) => Err(e),
+        };
+        let failed = match prepared {
+            Err(e) => {
+                let (kind, problem) = classify(&e, &what);
+                Some(ForwardError::Upstream { kind, problem })
+            }
+            Ok((req, http_peer)) => {
+                let names = &snap.identity_headers;
+                let edit = |resp: &mut ResponseHeader| {
+                    let spoofed: Vec<http::HeaderName> = resp
+                        .headers
+                        .keys()
+                        .filter(|n| names.matches(n.as_str()))
+                        .cloned()
+                        .collect();
+                    for name in spoofed {
+                        resp.remove_header(&name);
+                    }
+                    resp.insert_header(names.id.clone(), peer.id_header.clone())?;
+                    resp.insert_header(names.name.clone(), peer.name_header.clone())?;
+                    Ok(())
+                };
+                match self
+                    .forwarder
+                    .forward(session, &http_peer, &what, req, body, edit)
+                    .await
+                {
+                    Ok(status) => {
+                        ctx.status = Some(status);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            }
+        };
+        match failed {
+            None => {}
+            Some(ForwardError::Upstream { kind, problem }) => {
+                self.shared
+                    .metrics
+                    .upstream_error(Direction::Outbound, kind);
+                ctx.upstream_error = Some(kind);
+                ctx.status = Some(problem.status);
+                if let Err(e) = problem.send(session, None).await {
+                    log::debug!("outbound: could not send the failure: {e}");
+                }
+            }
+            Some(ForwardError::Aborted { kind, detail }) => {
+                log::warn!("outbound: {detail}");
+                if let Some(kind) = kind {
+                    self.shared
+                        .metrics
+                        .upstream_error(Direction::Outbound, kind);
+                    ctx.upstream_error = Some(kind);
+                }
+                session.set_keepalive(None);
+            }
+        }
+    }
+
+    async fn refuse(&self, session: &mut Session, ctx: &mut OutboundCtx, problem: Problem) {
+        ctx.refused = Some(problem.reason);
+        ctx.status = Some(problem.status);
+        if !session.is_body_done() || session.req_header().method == http::Method::CONNECT {
+            session.set_keepalive(None);
+        }
+        if let Err(e) = problem.send(session, None).await {
+            log::debug!("outbound: could not send the refusal: {e}");
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Outbound {
+    type CTX = OutboundCtx;
+
+    fn new_ctx(&self) -> OutboundCtx {
+        OutboundCtx {
+            start: Instant::now(),
+            peer: None,
+            refused: None,
+            upstream_error: None,
+            status: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut OutboundCtx,
+    ) -> pingora::Result<bool> {
+        let snap = self.shared.snapshot();
+        match Self::route(&snap, session.req_header()) {
+            Err(problem) => self.refuse(session, ctx, problem).await,
+            Ok(Target::Directory) => {
+                let body = Self::directory(&snap);
+                let mut resp = ResponseHeader::build(200, Some(3))?;
+                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+                resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+                let head = session.req_header().method == http::Method::HEAD;
+                session.write_response_header(Box::new(resp), head).await?;
+                session
+                    .write_response_body((!head).then_some(body), true)
+                    .await?;
+                ctx.status = Some(200);
+            }
+            Ok(Target::Peer {
+                peer,
+                path_and_query,
+            }) => {
+                ctx.peer = Some(peer.clone());
+                self.call(session, ctx, &snap, peer, path_and_query).await;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut OutboundCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        // Every request is answered in request_filter.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "outbound requests are forwarded by peergate itself",
+        ))
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
+        let elapsed = ctx.start.elapsed();
+        let outcome = if ctx.refused.is_some() {
+            Outcome::Refused
+        } else if ctx.upstream_error.is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        let peer = ctx
+            .peer
+            .as_ref()
+            .map_or(UNKNOWN_PEER, |p| p.short_id.as_str());
+        self.shared
+            .metrics
+            .request(Direction::Outbound, peer, outcome, ctx.refused, elapsed);
+        let req = session.req_header();
+        log::info!(
+            "outbound {} {:?} peer={} outcome={} reason={} status={} duration_ms={:.3}",
+            req.method,
+            String::from_utf8_lossy(req.raw_path())
+                .chars()
+                .take(200)
+                .collect::<String>(),
+            if peer == UNKNOWN_PEER { "-" } else { peer },
+            outcome.as_str(),
+            ctx.refused
+                .or(ctx.upstream_error.map(|k| k.as_str()))
+                .unwrap_or("-"),
+            ctx.status.unwrap_or(0),
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}

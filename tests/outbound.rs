@@ -1,0 +1,513 @@
+//! The outbound gateway end to end: two complete peergate instances (alice and bob), each with
+//! its own key, a TLS certificate from a test CA and an allowlist naming the other, each in
+//! front of an echo app. Apps call each other through their own outbound listener, in path
+//! mode and as an HTTP proxy, and what peergate signs is also checked by an RFC 9421
+//! implementation none of us wrote.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use peergate::config;
+use peergate::identity::{Identity, PublicIdentity};
+use peergate::server::{Gateway, Running};
+use support::*;
+
+/// One installation: its key, certificate, app and (once started) gateway.
+struct Portal {
+    name: &'static str,
+    dir: PathBuf,
+    public: PublicIdentity,
+    inbound: u16,
+    outbound: u16,
+    admin: u16,
+    app: EchoApp,
+    gateway: Option<Running>,
+}
+
+impl Portal {
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.inbound)
+    }
+
+    /// Writes the config naming `peers` (name, key, url) and starts the gateway.
+    fn start(&mut self, peers: &[(&str, &PublicIdentity, String)], peer_ca: &str) {
+        let mut list = String::new();
+        for (name, key, url) in peers {
+            list.push_str(&format!(
+                "  - name: {name}\n    public_key: \"{}\"\n    url: {url}\n",
+                key.spki_base64()
+            ));
+        }
+        let text = format!(
+            r#"identity: {{ key_file: key.pem, name: {name}, hosts: ["127.0.0.1", "{name}.test"] }}
+listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}" }}
+tls: {{ cert_file: cert.pem, key_file: key.pem.tls, peer_ca_file: {peer_ca} }}
+app: {{ upstream: "{app}" }}
+outbound: {{ connect_timeout: 2s, timeout: 5s }}
+peers:
+{list}"#,
+            name = self.name,
+            inbound = self.inbound,
+            outbound = self.outbound,
+            admin = self.admin,
+            app = self.app.addr(),
+        );
+        let path = self.dir.join("peergate.yaml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        self.gateway = Some(Gateway::build(&loaded).unwrap().spawn());
+        for port in [self.inbound, self.outbound] {
+            wait_listening(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+
+    fn outbound_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.outbound))
+    }
+
+    async fn call(&self, req: RawRequest) -> RawResponse {
+        raw_request(self.outbound_addr(), None, &req.to_bytes())
+            .await
+            .expect("the outbound listener answers")
+    }
+
+    fn metrics(&self) -> String {
+        self.gateway.as_ref().unwrap().shared().metrics.render()
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop(false);
+        }
+    }
+}
+
+fn wait_listening(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// Makes the identity key and the TLS key distinct files before the portals start: the
+/// harness writes the TLS key as key.pem, so the identity key is generated afterwards.
+fn portal(name: &'static str, root: &Path, ca: &TestCa) -> Portal {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = ca.issue(&[&format!("{name}.test")]);
+    cert.write_files(&dir);
+    std::fs::rename(dir.join("key.pem"), dir.join("key.pem.tls")).unwrap();
+    std::fs::write(dir.join("ca-for-peers.pem"), ca.ca_pem()).unwrap();
+    let identity = peergate::identity::write_new_key(&dir.join("key.pem"), false).unwrap();
+    Portal {
+        name,
+        dir,
+        public: identity.public().clone(),
+        inbound: free_port(),
+        outbound: free_port(),
+        admin: free_port(),
+        app: EchoApp::start(),
+        gateway: None,
+    }
+}
+
+/// alice and bob, each on the other's allowlist.
+fn pair() -> (tempfile::TempDir, Portal, Portal) {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
+    let (alice_url, bob_url) = (alice.url(), bob.url());
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
+    (root, alice, bob)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 253) as u8).collect()
+}
+
+#[track_caller]
+fn assert_problem(resp: &RawResponse, status: u16, reason: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "expected {status} {reason}: {}",
+        resp.text()
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json")
+    );
+    let doc = resp.json();
+    assert_eq!(doc["reason"], reason, "{doc}");
+    assert!(
+        doc["detail"].as_str().is_some_and(|d| d.len() > 10),
+        "{doc}"
+    );
+}
+
+/// Calls `to` from `from`'s app in path mode and checks both ends.
+async fn path_mode_round_trip(from: &Portal, to: &Portal, to_name: &str, handle: &str) {
+    for (method, len) in [
+        ("GET", 0),
+        ("POST", 0),
+        ("POST", 1024),
+        ("POST", 64 * 1024 + 1),
+        ("POST", 1 << 20),
+    ] {
+        to.app.clear();
+        let body = pattern(len);
+        let mut req = RawRequest::new(method, format!("/peers/{handle}/api/echo?len={len}&x=%20y"))
+            .header("Host", format!("127.0.0.1:{}", from.outbound))
+            .header("Content-Type", "application/octet-stream")
+            .header("X-Peer-Id", "spoofed-by-the-app")
+            .header("Signature", "peer=:AAAA:");
+        if method == "POST" {
+            req = req.body(&body).content_length();
+        }
+        let resp = from.call(req).await;
+        assert_eq!(resp.status, 200, "{method} {len}: {}", resp.text());
+        assert_eq!(
+            resp.header("x-peer-id"),
+            Some(to.public.short_id()),
+            "the answer names the peer called"
+        );
+        assert_eq!(resp.header("x-peer-name"), Some(to_name));
+        assert_eq!(resp.json()["body_len"], len);
+
+        let seen = to.app.requests();
+        assert_eq!(seen.len(), 1, "{method} {len}");
+        let seen = &seen[0];
+        assert_eq!(seen.method, method);
+        assert_eq!(seen.target, format!("/api/echo?len={len}&x=%20y"));
+        assert!(seen.body == body, "{method} {len}: body intact");
+        assert_eq!(
+            seen.headers_all("x-peer-id"),
+            vec![from.public.short_id()],
+            "the app's own X-Peer-Id never travels"
+        );
+        let from_name = if from.name == "alice" { "Alice" } else { "Bob" };
+        assert_eq!(seen.header("x-peer-name"), Some(from_name));
+        assert_eq!(seen.header("x-peer-key-id"), Some(from.public.key_id()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_call_each_other_in_path_mode_both_ways() {
+    let (_root, alice, bob) = pair();
+    path_mode_round_trip(&alice, &bob, "Bob", bob.public.short_id()).await;
+    path_mode_round_trip(&alice, &bob, "Bob", "bob").await;
+    path_mode_round_trip(&bob, &alice, "Alice", alice.public.short_id()).await;
+    path_mode_round_trip(&bob, &alice, "Alice", "Alice").await;
+    let m = alice.metrics();
+    let bob_id = bob.public.short_id();
+    assert!(
+        m.contains(&format!(
+            "peergate_requests_total{{direction=\"outbound\",outcome=\"ok\",peer=\"{bob_id}\"}} 10"
+        )),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_directory_lists_the_allowlist() {
+    let (_root, alice, bob) = pair();
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers").header("Host", "127.0.0.1"))
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let list = resp.json();
+    let entry = &list[0];
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(entry["id"], bob.public.peer_id());
+    assert_eq!(entry["short_id"], bob.public.short_id());
+    assert_eq!(entry["key_id"], bob.public.key_id());
+    assert_eq!(entry["name"], "Bob");
+    assert_eq!(entry["url"], bob.url());
+}
+
+/// A real HTTP client configured with a proxy: Python's urllib with a ProxyHandler, as an app
+/// with HTTP_PROXY would send.
+fn urllib_through_proxy(proxy: SocketAddr, url: &str, body: Option<&[u8]>) -> serde_json::Value {
+    let script = r#"
+import json, sys, urllib.request, urllib.error
+proxy, url, body = sys.argv[1], sys.argv[2], sys.stdin.buffer.read()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+req = urllib.request.Request(url, data=body if body else None, method="POST" if body else "GET",
+                             headers={"Content-Type": "application/octet-stream"})
+try:
+    resp = opener.open(req, timeout=10)
+    status, headers, data = resp.status, dict(resp.headers), resp.read()
+except urllib.error.HTTPError as e:
+    status, headers, data = e.code, dict(e.headers), e.read()
+print(json.dumps({"status": status, "headers": {k.lower(): v for k, v in headers.items()}, "body": data.decode("utf-8", "replace")}))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, &format!("http://{proxy}"), url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.unwrap_or_default())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_using_http_proxy_reach_peers_unchanged() {
+    let (_root, alice, bob) = pair();
+    for (from, to, to_name) in [(&alice, &bob, "Bob"), (&bob, &alice, "Alice")] {
+        for len in [0usize, 1024, 64 * 1024 + 1, 1 << 20] {
+            to.app.clear();
+            let body = pattern(len);
+            let url = format!("http://127.0.0.1:{}/api/proxy?len={len}", to.inbound);
+            let proxy = from.outbound_addr();
+            let out = tokio::task::spawn_blocking(move || {
+                urllib_through_proxy(proxy, &url, (!body.is_empty()).then_some(body.as_slice()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(out["status"], 200, "{out}");
+            assert_eq!(out["headers"]["x-peer-id"], to.public.short_id());
+            assert_eq!(out["headers"]["x-peer-name"], to_name);
+            let seen = to.app.requests();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].target, format!("/api/proxy?len={len}"));
+            assert_eq!(seen[0].body.len(), len);
+            assert!(seen[0].body == pattern(len));
+            assert_eq!(seen[0].header("x-peer-id"), Some(from.public.short_id()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let other_ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    // Mallory runs a real peergate, with a certificate from a CA alice does not trust.
+    let mut mallory = portal("mallory", root.path(), &other_ca);
+    let (alice_key, bob_key, mallory_key) = (
+        alice.public.clone(),
+        bob.public.clone(),
+        mallory.public.clone(),
+    );
+    alice.start(
+        &[
+            ("Bob", &bob_key, bob.url()),
+            ("Mallory", &mallory_key, mallory.url()),
+        ],
+        "ca-for-peers.pem",
+    );
+    bob.start(&[("Alice", &alice_key, alice.url())], "ca-for-peers.pem");
+    mallory.start(&[("Alice", &alice_key, alice.url())], "ca-for-peers.pem");
+
+    // A peer that is not on the allowlist.
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/carol/x").header("Host", "127.0.0.1"))
+        .await;
+    assert_problem(&resp, 404, "unknown_peer");
+
+    // An unknown host in proxy mode: refused, and no connection is made (the echo app at that
+    // address sees nothing).
+    let resp = alice
+        .call(
+            RawRequest::new("GET", format!("http://{}/steal", bob.app.addr()))
+                .header("Host", bob.app.addr().to_string()),
+        )
+        .await;
+    assert_problem(&resp, 403, "not_a_peer");
+    let resp = alice
+        .call(RawRequest::new("GET", "http://example.org/").header("Host", "example.org"))
+        .await;
+    assert_problem(&resp, 403, "not_a_peer");
+    assert_eq!(bob.app.count(), 0);
+
+    // CONNECT (HTTPS_PROXY) cannot be signed.
+    let resp = alice
+        .call(
+            RawRequest::new("CONNECT", format!("127.0.0.1:{}", bob.inbound))
+                .header("Host", format!("127.0.0.1:{}", bob.inbound)),
+        )
+        .await;
+    assert_problem(&resp, 405, "connect_not_supported");
+
+    // A peer whose certificate does not verify: 502, and mallory's app sees nothing.
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/Mallory/x").header("Host", "127.0.0.1"))
+        .await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+    assert!(
+        resp.json()["detail"].as_str().unwrap().contains("TLS"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(mallory.app.count(), 0);
+    assert!(alice
+        .metrics()
+        .contains("peergate_upstream_errors_total{direction=\"outbound\",kind=\"tls\"} 1"));
+
+    // Unknown routes on the outbound listener.
+    let resp = alice
+        .call(RawRequest::new("GET", "/elsewhere").header("Host", "127.0.0.1"))
+        .await;
+    assert_problem(&resp, 404, "no_route");
+
+    // Bob's app still reachable, to show the refusals above were about them, not the setup.
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/Bob/ok").header("Host", "127.0.0.1"))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_peer_gives_502_and_over_max_body_413() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let ghost = Identity::generate();
+    let dead = dead_addr();
+    alice.start(
+        &[(
+            "Ghost",
+            ghost.public(),
+            format!("https://127.0.0.1:{}", dead.port()),
+        )],
+        "ca-for-peers.pem",
+    );
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/Ghost/x").header("Host", "127.0.0.1"))
+        .await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+    let big = vec![0u8; (16 << 20) + 1];
+    let mut conn = RawConn::connect(alice.outbound_addr(), None).await.unwrap();
+    let resp = conn
+        .request(
+            &RawRequest::new("POST", "/peers/Ghost/x")
+                .header("Host", "127.0.0.1")
+                .body(&big)
+                .content_length()
+                .to_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_problem(&resp, 413, "body_too_large");
+}
+
+/// The Python verifier as bob: an HTTP server that checks every request with the PyPI package.
+struct PythonPeer {
+    child: Child,
+    port: u16,
+}
+
+impl PythonPeer {
+    fn start(public: &PublicIdentity) -> PythonPeer {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let pem = dir.join("alice.pub.pem");
+        std::fs::write(&pem, public.public_key_pem()).unwrap();
+        let mut child = python::python()
+            .arg(python::interop_dir().join("verify_server.py"))
+            .arg(&pem)
+            .arg(public.key_id())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("verify_server said {line:?}"));
+        PythonPeer { child, port }
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_alice_signs_verifies_in_an_independent_implementation() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let python_peer = PythonPeer::start(&alice.public);
+    let bob = Identity::generate();
+    // The Python peer speaks plain HTTP on loopback; peergate signs exactly the same way.
+    alice.start(
+        &[(
+            "PyBob",
+            bob.public(),
+            format!("http://127.0.0.1:{}", python_peer.port),
+        )],
+        "ca-for-peers.pem",
+    );
+    for (method, body) in [
+        ("GET", Vec::new()),
+        ("POST", pattern(1024)),
+        ("POST", pattern(70_000)),
+    ] {
+        let mut req =
+            RawRequest::new(method, "/peers/PyBob/api/check?a=1&b=two").header("Host", "127.0.0.1");
+        if !body.is_empty() {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(&body)
+                .content_length();
+        }
+        let resp = alice.call(req).await;
+        assert_eq!(
+            resp.status,
+            200,
+            "{method}: the independent implementation refused: {}",
+            resp.text()
+        );
+        let result = resp.json();
+        assert_eq!(result["ok"], true);
+        assert_eq!(result["params"]["keyid"], alice.public.key_id());
+        assert_eq!(result["params"]["alg"], "ed25519");
+        let covered: Vec<String> = result["covered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        for c in ["@method", "@authority", "@path", "@query"] {
+            assert!(
+                covered.iter().any(|x| x.contains(c)),
+                "{c} covered: {covered:?}"
+            );
+        }
+        if !body.is_empty() {
+            assert_eq!(result["digest_verified"], true, "{result}");
+        }
+    }
+}
