@@ -54,6 +54,13 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", default_value = "peergate.yaml")]
         config: PathBuf,
     },
+    /// Two identities (alice, bob) and two sample apps on loopback: a signed call from
+    /// alice's app to bob's app, printed, then left running to try by hand (Ctrl-C stops it).
+    Demo {
+        /// Run the signed exchange, print it and exit, instead of staying up.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +119,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Keygen { output, force }) => keygen(&output, force),
         Some(Command::Id { config, key }) => id(config.as_deref(), key.as_deref()),
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Demo { once }) => crate::demo::run(once).map_err(CliError::Failed),
     }
 }
 

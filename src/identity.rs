@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -22,6 +21,12 @@ use sha2::{Digest, Sha256, Sha512};
 /// 1.3.101.112 }, BIT STRING (0 unused bits) }, followed by the 32 key bytes.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER prefix of an Ed25519 PKCS#8 v1 PrivateKeyInfo (RFC 8410 section 7): SEQUENCE {
+/// INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32 bytes) } }.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
 /// The peer-ID alphabet: 32 symbols without the look-alikes `i`, `m`, `o`, `u`.
@@ -74,14 +79,17 @@ impl Identity {
         &self.public
     }
 
+    /// The private key as PKCS#8 v1 PEM (RFC 8410 section 7: PrivateKeyInfo with the 32-byte
+    /// seed and no public key). ed25519-dalek writes v2 (with the public key), which OpenSSL
+    /// 3.0 and Python's cryptography refuse, so peergate writes the form every tool reads.
     pub fn to_pkcs8_pem(&self) -> Result<String, IdentityError> {
-        self.signing_key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|e| IdentityError::BadPrivateKey {
-                path: PathBuf::new(),
-                reason: format!("cannot encode key as PKCS#8: {e}"),
-            })
+        let mut der = Vec::with_capacity(48);
+        der.extend_from_slice(&ED25519_PKCS8_V1_PREFIX);
+        der.extend_from_slice(self.signing_key.as_bytes());
+        Ok(format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(der)
+        ))
     }
 }
 
@@ -462,6 +470,15 @@ mod tests {
         for other in [&pem, &raw, &raw_std] {
             assert_eq!(other.key_id(), spki.key_id());
         }
+    }
+
+    #[test]
+    fn keys_are_written_as_the_rfc_8410_pkcs8_v1_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        fs::write(&path, RFC9421_PRIVATE_PEM).unwrap();
+        let loaded = load_key(&path).unwrap();
+        assert_eq!(loaded.identity.to_pkcs8_pem().unwrap(), RFC9421_PRIVATE_PEM);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod app_request;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod forward;
 pub mod identity;
 pub mod inbound;

@@ -3,8 +3,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = peergate::cli::Cli::parse();
+    // The demo explains itself on stdout; its per-request log lines would bury that, and its
+    // readiness probes (plain TCP connects to the TLS listeners) would log handshake errors.
+    let quiet = matches!(cli.command, Some(peergate::cli::Command::Demo { .. }));
+    let level = if quiet {
+        "warn,pingora_core::services::listening=off"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     match peergate::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
