@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub max_body: u64,
     pub upstream: HostPort,
     pub accept_signature: HeaderValue,
+    /// The unsigned public documents (identity, key directory, welcome page) of this config.
+    pub public_pages: crate::public_identity::PublicPages,
     /// Signs the app's requests to peers with this installation's key.
     pub signer: Signer,
 }
@@ -151,6 +153,7 @@ impl Snapshot {
             max_body: s.max_body.0,
             upstream: config.app.upstream.clone(),
             accept_signature,
+            public_pages: crate::public_identity::PublicPages::new(config)?,
             signer: Signer::new(
                 config.identity.key_file.identity.signing_key().clone(),
                 config

@@ -1,4 +1,5 @@
-//! The command line: `run`, `keygen`, `id`, `check` (and the verbs later issues add).
+//! The command line: `run`, `keygen`, `id`, `check`, `peer add | list | remove` (and the verbs
+//! later issues add).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -54,12 +55,55 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", default_value = "peergate.yaml")]
         config: PathBuf,
     },
+    /// Manage the allowlist: add a peer from its URL, list peers, remove one.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Two identities (alice, bob) and two sample apps on loopback: a signed call from
     /// alice's app to bob's app, printed, then left running to try by hand (Ctrl-C stops it).
     Demo {
         /// Run the signed exchange, print it and exit, instead of staying up.
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCommand {
+    /// Fetch a peer's identity from URL/.well-known/peergate (over verified TLS), show its
+    /// short ID and key id to compare out of band, and on confirmation add it to the allowlist.
+    Add {
+        /// The peer's URL, e.g. https://bob.example.org:8443
+        url: String,
+        /// The name to list the peer under (default: the name it gives itself).
+        #[arg(long)]
+        name: Option<String>,
+        /// Do not ask; for scripts, once the key id has been compared another way.
+        #[arg(short, long)]
+        yes: bool,
+        /// The configuration whose allowlist to use.
+        #[arg(short, long, value_name = "FILE", default_value = "peergate.yaml")]
+        config: PathBuf,
+        /// Trust this CA (PEM) for the peer's certificate instead of the configuration's
+        /// tls.peer_ca_file or the system roots.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+    },
+    /// List the peers on the allowlist: short ID, name, URL, key id.
+    List {
+        /// The configuration whose allowlist to use.
+        #[arg(short, long, value_name = "FILE", default_value = "peergate.yaml")]
+        config: PathBuf,
+    },
+    /// Remove a peer, named by short ID or name, from the allowlist.
+    Remove {
+        /// The peer's short ID or name.
+        peer: String,
+        /// The configuration whose allowlist to use.
+        #[arg(short, long, value_name = "FILE", default_value = "peergate.yaml")]
+        config: PathBuf,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -120,6 +164,25 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Id { config, key }) => id(config.as_deref(), key.as_deref()),
         Some(Command::Check { config }) => check(&config),
         Some(Command::Demo { once }) => crate::demo::run(once).map_err(CliError::Failed),
+        Some(Command::Peer(peer)) => match peer {
+            PeerCommand::Add {
+                url,
+                name,
+                yes,
+                config,
+                ca_file,
+            } => crate::peer_cmd::add(&crate::peer_cmd::AddArgs {
+                url,
+                name,
+                yes,
+                config,
+                ca_file,
+            }),
+            PeerCommand::List { config } => crate::peer_cmd::list(&config),
+            PeerCommand::Remove { peer, config, yes } => {
+                crate::peer_cmd::remove(&config, &peer, yes)
+            }
+        },
     }
 }
 
@@ -259,6 +322,12 @@ pub fn summary(loaded: &config::Loaded) -> String {
     if let Some(profile) = &c.identity.profile {
         out.push_str(&format!("  profile    {}\n", profile.0.display()));
     }
+    out.push_str(&format!(
+        "  public     {} {} {} (unsigned)\n",
+        crate::public_identity::IDENTITY_PATH,
+        crate::public_identity::DIRECTORY_PATH,
+        c.identity.profile_path.as_str()
+    ));
     out.push_str("\nlisteners\n");
     let tls = if c.tls.is_some() { "TLS" } else { "plain HTTP" };
     out.push_str(&format!(

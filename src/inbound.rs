@@ -318,6 +318,19 @@ impl ProxyHttp for Inbound {
     ) -> pingora::Result<bool> {
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
+        // peergate's own public documents: answered here, unsigned, whatever the routes say.
+        let public = {
+            let req = session.req_header();
+            let view = RequestView::new(&req.method, &req.uri, &req.headers, snap.scheme);
+            snap.public_pages.answer_request(&view, unix_now())
+        };
+        if let Some(answer) = public {
+            ctx.status = Some(answer.status);
+            if let Err(e) = answer.send(session).await {
+                log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
+            }
+            return Ok(true);
+        }
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => Ok(false),
             Ok(Admission::Forward(body)) => {

@@ -59,6 +59,54 @@ pub struct IdentitySection {
     pub scheme: Scheme,
     #[serde(default)]
     pub profile: Option<ExistingFile>,
+    /// Where the public welcome page is served (default `/.well-known/peergate/profile`; `/`
+    /// puts it at the root, in front of the app's own `/`).
+    #[serde(default)]
+    pub profile_path: ProfilePath,
+}
+
+/// `identity.profile_path`: one exact, normalized absolute path (no `/*` prefix pattern, since
+/// the page is one resource) that does not shadow the two other public documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfilePath(pub String);
+
+impl ProfilePath {
+    pub const DEFAULT: &'static str = "/.well-known/peergate/profile";
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let pattern = PathPattern::parse(text.trim())?;
+        let path = pattern.as_str();
+        if path.contains('*') {
+            return Err(format!(
+                "identity.profile_path {path:?} must be one exact path such as \"/\" or \"/about\", not a pattern"
+            ));
+        }
+        if matches!(
+            path,
+            crate::public_identity::IDENTITY_PATH | crate::public_identity::DIRECTORY_PATH
+        ) {
+            return Err(format!(
+                "identity.profile_path {path:?} is where peergate serves its identity document; pick another path"
+            ));
+        }
+        Ok(ProfilePath(path.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ProfilePath {
+    fn default() -> Self {
+        ProfilePath(Self::DEFAULT.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::parse_str(d, "an absolute path such as \"/\"", ProfilePath::parse)
+    }
 }
 
 impl IdentitySection {
@@ -333,10 +381,28 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
 
 /// Reads and validates the configuration at `path` and the peers file it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_inner(path, None)
+}
+
+/// Like [`load`], but reads the peers list from `candidate` instead of the configured
+/// `peers_file`: `peergate peer add` / `remove` validate an edited copy this way before it
+/// replaces the real file, so an edit that does not load never lands. Errors in the candidate
+/// are reported against the real peers file's name, which is what the person knows.
+pub fn load_with_peers_file(path: &Path, candidate: &Path) -> Result<Loaded, ConfigError> {
+    load_inner(path, Some(candidate))
+}
+
+fn load_inner(path: &Path, peers_candidate: Option<&Path>) -> Result<Loaded, ConfigError> {
     let scope = context::LoadScope::begin();
     let mut config: Config = parse_file(path, &scope)?;
     if let Some(file) = &config.peers_file {
-        let from_file: peers::PeersFile = parse_file(&file.0, &scope)?;
+        let read_from = peers_candidate.unwrap_or(&file.0);
+        let from_file: peers::PeersFile = parse_file(read_from, &scope).map_err(|mut e| {
+            if e.file == read_from {
+                e.file = file.0.clone();
+            }
+            e
+        })?;
         config.peers.0.extend(from_file.peers.0);
     }
     drop(scope);

@@ -1,0 +1,711 @@
+//! `peergate peer add | list | remove`: onboarding peers without hand-editing YAML.
+//!
+//! `add` fetches the peer's identity document (`/.well-known/peergate`) over verified TLS,
+//! checks that it is self-consistent (the key id, peer ID and short ID it states are the ones
+//! its public key gives: a document that lies about them has been tampered with), shows the
+//! handles for the person to compare out of band, and on confirmation appends the entry to the
+//! allowlist. The TLS check says the document came from the host in the URL; only the
+//! out-of-band comparison says the host is who the person thinks it is.
+//!
+//! Every change is made on the text (comments and layout survive, see [`crate::peers_text`]),
+//! written to a temporary file beside the real one, flushed to disk, loaded with the full
+//! configuration validation, checked to change exactly the one entry meant, and only then
+//! renamed over the real file: a running gateway that reloads the file sees the old list or the
+//! new one, never half of one, and an edit that does not load never lands.
+
+use std::fs;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::cli::CliError;
+use crate::config::{self, Loaded, PeerUrl};
+use crate::identity::PublicIdentity;
+use crate::peers_text::{self, NewEntry};
+use crate::public_identity::IDENTITY_PATH;
+
+/// How long to wait for each connection attempt (and the TLS handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the peer may take to answer, from request to the last byte of the body.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest identity document accepted (a profile is at most 256 KiB, JSON-escaped).
+const MAX_DOCUMENT: usize = 2 << 20;
+
+/// What `peer add` was asked to do.
+#[derive(Debug)]
+pub struct AddArgs {
+    pub url: String,
+    pub name: Option<String>,
+    pub yes: bool,
+    pub config: PathBuf,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A peer's identity as its document states it, checked for consistency.
+#[derive(Debug, Clone)]
+pub struct RemotePeer {
+    pub public: PublicIdentity,
+    /// The name the peer gives itself, if it is usable as an allowlist name.
+    pub name: Option<String>,
+}
+
+fn failed(msg: impl Into<String>) -> CliError {
+    CliError::Failed(msg.into())
+}
+
+fn usage(msg: impl Into<String>) -> CliError {
+    CliError::Usage(msg.into())
+}
+
+/// Checks an identity document: the public key parses (and is not a weak key), and the key
+/// id, peer ID and short ID it states are the ones that key gives. Any mismatch means the
+/// document was altered, or was never made by peergate; either way it is not trusted.
+pub fn check_identity_document(doc: &serde_json::Value) -> Result<RemotePeer, String> {
+    let field = |name: &str| -> Result<&str, String> {
+        doc.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
+            format!("the identity document has no \"{name}\"; is this a peergate instance?")
+        })
+    };
+    if let Some(alg) = doc.get("alg").and_then(|v| v.as_str()) {
+        if !alg.eq_ignore_ascii_case("ed25519") {
+            return Err(format!(
+                "the identity document's key is {alg:?}; peergate peers use ed25519"
+            ));
+        }
+    }
+    let public = PublicIdentity::parse(field("public_key")?)
+        .map_err(|e| format!("the identity document's public_key is unusable: {e}"))?;
+    let stated_key_id = field("key_id")?;
+    if stated_key_id != public.key_id() {
+        return Err(format!(
+            "the identity document is inconsistent (tampered?): it states key id {stated_key_id} but its public key has key id {}; refusing it",
+            public.key_id()
+        ));
+    }
+    let stated_peer_id = field("peer_id")?;
+    if stated_peer_id != public.peer_id() {
+        return Err(format!(
+            "the identity document is inconsistent (tampered?): its peer_id is not the one its public key gives ({}…); refusing it",
+            public.short_id()
+        ));
+    }
+    let stated_short_id = field("short_id")?;
+    if stated_short_id != public.short_id() {
+        return Err(format!(
+            "the identity document is inconsistent (tampered?): it states short ID {stated_short_id} but its public key has short ID {}; refusing it",
+            public.short_id()
+        ));
+    }
+    let name = doc
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|n| check_name(n).is_ok())
+        .map(str::to_string);
+    Ok(RemotePeer { public, name })
+}
+
+/// The rules of an allowlist name (see `config::peers`), checked before anything is written.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a peer's name may not be empty".into());
+    }
+    if name.chars().count() > 128 {
+        return Err("a peer's name is at most 128 characters".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || *c == '/') {
+        return Err(format!("a peer's name may not contain {c:?}"));
+    }
+    Ok(())
+}
+
+/// The trust roots for fetching: `--ca-file`, else the configuration's `tls.peer_ca_file`,
+/// else the system's.
+fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "{} holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            let certs = rustls_native_certs::load_native_certs()
+                .map_err(|e| format!("cannot read the system's trust roots: {e}"))?;
+            roots.add_parsable_certificates(certs);
+            if roots.is_empty() {
+                return Err(
+                    "the system has no trust roots (install ca-certificates), or pass --ca-file PEM"
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A fetched response.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// `GET <url><path>` over HTTP/1.1, over TLS verified against `tls` for `https` URLs. Names
+/// are resolved without blocking; each connection attempt and the whole exchange are bounded.
+pub async fn fetch(url: &PeerUrl, path: &str, tls: Arc<ClientConfig>) -> Result<Fetched, String> {
+    let authority = url.authority();
+    let addrs: Vec<SocketAddr> = match url.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, url.port)],
+        Err(_) => tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((url.host.as_str(), url.port)),
+        )
+        .await
+        .map_err(|_| format!("resolving {} timed out", url.host))?
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .collect(),
+    };
+    let mut last_error = format!("{} resolves to no address", url.host);
+    let mut tcp = None;
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                tcp = Some(stream);
+                break;
+            }
+            Ok(Err(e)) => last_error = format!("cannot connect to {authority} ({addr}): {e}"),
+            Err(_) => {
+                last_error = format!(
+                    "connecting to {authority} ({addr}) timed out after {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+    let tcp = tcp.ok_or(last_error)?;
+    let target = format!("{}{path}", url.base_path);
+    if !url.https {
+        return exchange(tcp, &authority, &target).await;
+    }
+    let server_name = ServerName::try_from(url.host.clone())
+        .map_err(|_| format!("{} cannot be used as a TLS server name", url.host))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| format!("the TLS handshake with {authority} timed out"))?
+        .map_err(|e| tls_error(&url.host, &e))?;
+    exchange(stream, &authority, &target).await
+}
+
+/// A TLS failure in words that say what to do.
+fn tls_error(host: &str, e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "the TLS certificate of {host} could not be verified ({why:?}). If {host} uses a private CA, pass its certificate with --ca-file CA.pem (or set tls.peer_ca_file in the configuration); otherwise check the URL: someone may be answering in {host}'s place"
+        ),
+        Some(other) => format!("TLS with {host} failed: {other}"),
+        None => format!("TLS with {host} failed: {e}"),
+    }
+}
+
+async fn exchange<S>(io: S, authority: &str, target: &str) -> Result<Fetched, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let work = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .map_err(|e| format!("HTTP with {authority} failed: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::get(target)
+            .header(http::header::HOST, authority)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("peergate/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("cannot build the request for {target}: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{authority} did not answer: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_DOCUMENT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer of {authority} failed: {e}"))?
+            .to_bytes();
+        driver.abort();
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(RESPONSE_TIMEOUT, work)
+        .await
+        .map_err(|_| {
+            format!(
+                "{authority} did not answer within {}s",
+                RESPONSE_TIMEOUT.as_secs()
+            )
+        })?
+}
+
+/// Fetches and checks a peer's identity document.
+pub fn fetch_identity(url: &PeerUrl, tls: Arc<ClientConfig>) -> Result<RemotePeer, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let fetched = runtime.block_on(fetch(url, IDENTITY_PATH, tls))?;
+    let where_ = format!("{url}{IDENTITY_PATH}");
+    if fetched.status != http::StatusCode::OK {
+        return Err(format!(
+            "{where_} answered {}; is {url} a peergate instance (and the URL its inbound listener)?",
+            fetched.status
+        ));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&fetched.body)
+        .map_err(|e| format!("{where_} is not a JSON identity document: {e}"))?;
+    check_identity_document(&doc)
+}
+
+/// Asks on the terminal; without one, the person must say `--yes` explicitly.
+fn confirm(question: &str) -> Result<bool, CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(usage(
+            "cannot ask for confirmation: standard input is not a terminal; once you have compared the key id, run again with --yes",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| failed(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+/// The file that holds the list to edit: the peers file, or the configuration itself when its
+/// peers are inline.
+fn list_file(loaded: &Loaded) -> (PathBuf, bool) {
+    match &loaded.config.peers_file {
+        Some(file) => (file.0.clone(), true),
+        None => (loaded.path.clone(), false),
+    }
+}
+
+/// The key ids of every peer, in order.
+fn key_ids(loaded: &Loaded) -> Vec<String> {
+    loaded
+        .config
+        .peers
+        .0
+        .iter()
+        .map(|p| p.primary.key_id().to_string())
+        .collect()
+}
+
+pub fn add(args: &AddArgs) -> Result<(), CliError> {
+    let loaded = load(&args.config)?;
+    let url = PeerUrl::parse(&args.url).map_err(usage)?;
+    if let Some(name) = &args.name {
+        check_name(name).map_err(|e| usage(format!("--name: {e}")))?;
+    }
+    let ca_file = args.ca_file.clone().or_else(|| {
+        loaded
+            .config
+            .tls
+            .as_ref()
+            .and_then(|t| t.peer_ca_file.as_ref())
+            .map(|f| f.0.clone())
+    });
+    let tls = client_config(ca_file.as_deref()).map_err(failed)?;
+    let remote = fetch_identity(&url, tls).map_err(failed)?;
+    let public = &remote.public;
+
+    let peers = &loaded.config.peers.0;
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.keys().any(|k| k.key_id() == public.key_id()))
+    {
+        return Err(failed(format!(
+            "this key is already on the allowlist, as {:?} ({}); nothing changed",
+            p.name,
+            p.short_id()
+        )));
+    }
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.keys().any(|k| k.short_id() == public.short_id()))
+    {
+        return Err(failed(format!(
+            "peer {:?} already has the short ID {}; two peers with one short ID cannot be told apart, so this one cannot be added",
+            p.name,
+            public.short_id()
+        )));
+    }
+    let name = match (&args.name, &remote.name) {
+        (Some(n), _) => n.trim().to_string(),
+        (None, Some(n)) => n.clone(),
+        (None, None) => url.host.clone(),
+    };
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.name.to_lowercase() == name.to_lowercase())
+    {
+        return Err(usage(format!(
+            "the name {name:?} is already used by the peer {} on the allowlist; choose another with --name",
+            p.short_id()
+        )));
+    }
+
+    if !url.https {
+        eprintln!("warning: {url} is plain http: the document was not protected in transit, so comparing the key id matters all the more");
+    }
+    println!("peer at {url}");
+    println!("  name      {name}");
+    println!("  short ID  {}", public.short_id());
+    println!("  key id    {}", public.key_id());
+    println!(
+        "\nCompare the short ID and key id with what `peergate id` prints on {name}'s side, over a channel you trust (in person, by phone), before you confirm."
+    );
+    if !args.yes && !confirm(&format!("Add {name} to the allowlist?"))? {
+        return Err(failed("not added; nothing changed"));
+    }
+
+    let entry = NewEntry {
+        name: name.clone(),
+        public_key: public.spki_base64(),
+        url: Some(url.to_string()),
+    };
+    let (file, separate) = list_file(&loaded);
+    let mut expected = key_ids(&loaded);
+    expected.push(public.key_id().to_string());
+    rewrite(&loaded, &file, separate, &expected, |text| {
+        peers_text::append(text, &entry)
+    })?;
+    println!("added {name} ({}) to {}", public.short_id(), file.display());
+    Ok(())
+}
+
+pub fn list(config_path: &Path) -> Result<(), CliError> {
+    let loaded = load(config_path)?;
+    print!("{}", peer_table(&loaded));
+    Ok(())
+}
+
+/// The table `peer list` prints.
+pub fn peer_table(loaded: &Loaded) -> String {
+    let peers = &loaded.config.peers.0;
+    if peers.is_empty() {
+        return "no peers yet; add one with `peergate peer add URL`\n".to_string();
+    }
+    let rows: Vec<[String; 4]> = peers
+        .iter()
+        .map(|p| {
+            [
+                p.short_id().to_string(),
+                p.name.clone(),
+                p.url.as_ref().map_or("-".into(), ToString::to_string),
+                p.primary.key_id().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["SHORT ID", "NAME", "URL", "KEY ID"];
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 4]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 3 {
+                out.push_str(cell);
+            } else {
+                let pad = w.saturating_sub(cell.chars().count());
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header);
+    for row in &rows {
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
+    }
+    out
+}
+
+pub fn remove(config_path: &Path, handle: &str, yes: bool) -> Result<(), CliError> {
+    let loaded = load(config_path)?;
+    let wanted = handle.trim();
+    let peer = loaded
+        .config
+        .peers
+        .0
+        .iter()
+        .find(|p| {
+            p.name.to_lowercase() == wanted.to_lowercase()
+                || p.short_id() == wanted
+                || p.keys().any(|k| k.key_id() == wanted)
+        })
+        .ok_or_else(|| {
+            usage(format!(
+                "no peer is named {wanted:?} or has that short ID; `peergate peer list -c {}` shows them",
+                config_path.display()
+            ))
+        })?;
+    let key_id = peer.primary.key_id().to_string();
+    let short_id = peer.short_id().to_string();
+    let name = peer.name.clone();
+    // The peer may be in the peers file or inline in the configuration: edit where it is.
+    let mut places = Vec::new();
+    if let Some(file) = &loaded.config.peers_file {
+        places.push((file.0.clone(), true));
+    }
+    places.push((loaded.path.clone(), false));
+    let mut found = None;
+    for (file, separate) in places {
+        let text = read_text(&file)?;
+        let items = peers_text::items(&text).unwrap_or_default();
+        if items
+            .iter()
+            .any(|i| i.keys.first().is_some_and(|k| k.key_id() == key_id))
+        {
+            found = Some((file, separate));
+            break;
+        }
+    }
+    let (file, separate) = found.ok_or_else(|| {
+        failed(format!(
+            "peer {name:?} is on the allowlist but its entry could not be found in the text; remove it by hand"
+        ))
+    })?;
+    println!(
+        "remove {name} ({short_id}, key id {key_id}) from {}",
+        file.display()
+    );
+    if !yes && !confirm(&format!("Remove {name} from the allowlist?"))? {
+        return Err(failed("not removed; nothing changed"));
+    }
+    let expected: Vec<String> = key_ids(&loaded)
+        .into_iter()
+        .filter(|k| *k != key_id)
+        .collect();
+    rewrite(
+        &loaded,
+        &file,
+        separate,
+        &expected,
+        |text| match peers_text::remove(text, &short_id)? {
+            Some((new, _)) => Ok(new),
+            None => Err(format!("the entry of {name:?} is no longer in the file")),
+        },
+    )?;
+    println!("removed {name} ({short_id}) from {}", file.display());
+    Ok(())
+}
+
+/// Loads the configuration; its warnings are about running the gateway, not about editing
+/// the allowlist, so they are not repeated here.
+fn load(path: &Path) -> Result<Loaded, CliError> {
+    Ok(config::load(path)?)
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    fs::read_to_string(path).map_err(|e| failed(format!("{}: {e}", path.display())))
+}
+
+/// Edits `file` through `edit`, validates the result as the configuration it belongs to
+/// (`separate`: `file` is the peers file; else it is the configuration itself) and checks that
+/// the peer list becomes exactly `expected` (key ids in order) before replacing the file.
+fn rewrite(
+    loaded: &Loaded,
+    file: &Path,
+    separate: bool,
+    expected: &[String],
+    edit: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<(), CliError> {
+    // Write next to the real file when the path is a symlink, so the rename replaces the
+    // file, not the link.
+    let target = fs::canonicalize(file).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+    let original = read_text(&target)?;
+    let edited = edit(&original).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+    let tmp = temp_path(&target);
+    let result = write_synced(&tmp, &edited, &target)
+        .and_then(|()| validate(loaded, file, &tmp, separate, expected))
+        .and_then(|()| {
+            // Someone (or something) may have changed the file while we were at it: never
+            // overwrite a change we did not see.
+            if read_text(&target)? != original {
+                return Err(failed(format!(
+                    "{} changed while it was being edited; nothing changed, run the command again",
+                    file.display()
+                )));
+            }
+            fs::rename(&tmp, &target).map_err(|e| failed(format!("{}: {e}", target.display())))
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if let Some(dir) = target.parent() {
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn temp_path(target: &Path) -> PathBuf {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("peers.yaml");
+    dir.join(format!(".{name}.peergate-{}.tmp", std::process::id()))
+}
+
+fn write_synced(tmp: &Path, text: &str, like: &Path) -> Result<(), CliError> {
+    let io = |e: std::io::Error| failed(format!("{}: {e}", tmp.display()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(io)?;
+    if let Ok(meta) = fs::metadata(like) {
+        // Keep the file's mode (a peers file may be deliberately private).
+        let _ = f.set_permissions(meta.permissions());
+    }
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn validate(
+    loaded: &Loaded,
+    file: &Path,
+    tmp: &Path,
+    separate: bool,
+    expected: &[String],
+) -> Result<(), CliError> {
+    let result = if separate {
+        config::load_with_peers_file(&loaded.path, tmp)
+    } else {
+        config::load(tmp)
+    };
+    let reloaded = result.map_err(|mut e| {
+        if e.file == tmp {
+            e.file = file.to_path_buf();
+        }
+        failed(format!(
+            "the edited file would not load, so nothing changed: {e}"
+        ))
+    })?;
+    let got = key_ids(&reloaded);
+    if got != expected {
+        return Err(failed(format!(
+            "editing {} would not have changed exactly the one entry meant (the peers list is written in a way peergate does not follow); nothing changed, edit it by hand",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc_for(public: &PublicIdentity) -> serde_json::Value {
+        serde_json::json!({
+            "peer_id": public.peer_id(),
+            "short_id": public.short_id(),
+            "key_id": public.key_id(),
+            "public_key": public.spki_base64(),
+            "alg": "ed25519",
+            "name": "Bob",
+        })
+    }
+
+    #[test]
+    fn consistent_documents_pass_and_tampered_ones_fail() {
+        let bob = crate::identity::Identity::generate();
+        let eve = crate::identity::Identity::generate();
+        let good = doc_for(bob.public());
+        let peer = check_identity_document(&good).unwrap();
+        assert_eq!(peer.public.key_id(), bob.public().key_id());
+        assert_eq!(peer.name.as_deref(), Some("Bob"));
+
+        let mut bad = good.clone();
+        bad["public_key"] = eve.public().spki_base64().into();
+        let err = check_identity_document(&bad).unwrap_err();
+        assert!(err.contains("tampered"), "{err}");
+
+        let mut bad = good.clone();
+        bad["short_id"] = "zzzzzz".into();
+        assert!(check_identity_document(&bad)
+            .unwrap_err()
+            .contains("short ID"));
+
+        let mut bad = good.clone();
+        bad["peer_id"] = eve.public().peer_id().into();
+        assert!(check_identity_document(&bad)
+            .unwrap_err()
+            .contains("peer_id"));
+
+        let mut bad = good.clone();
+        bad.as_object_mut().unwrap().remove("key_id");
+        assert!(check_identity_document(&bad)
+            .unwrap_err()
+            .contains("key_id"));
+
+        let mut odd_name = good;
+        odd_name["name"] = "a/b".into();
+        assert_eq!(check_identity_document(&odd_name).unwrap().name, None);
+    }
+}

@@ -1,0 +1,540 @@
+//! `peergate peer add | list | remove` as a person uses them: the real binary against real
+//! running instances over TLS (test CA via --ca-file), editing real files.
+
+mod instance;
+mod support;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use instance::{Instance, Options};
+use peergate::identity::Identity;
+use support::TestCa;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn peergate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peergate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peergate")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Alice's configuration (not running: only its files matter here), with a peers file that
+/// a person wrote, comments and all.
+struct Alice {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    peers: PathBuf,
+    carol: Identity,
+}
+
+fn peers_text(carol: &Identity) -> String {
+    format!(
+        r#"# Alice's allowlist. Edited by hand and by `peergate peer add`.
+
+peers:
+  # Carol runs the family NAS.
+  - name: "Carol's NAS"
+    public_key: "{}"   # from Carol, compared by phone
+    url: https://nas.carol.example.net
+    # She may only read.
+    allow: {{ methods: [GET] }}
+
+# Keep this comment at the end.
+"#,
+        carol.public().spki_base64()
+    )
+}
+
+impl Alice {
+    fn new() -> Alice {
+        let dir = tempfile::tempdir().unwrap();
+        peergate::identity::write_new_key(&dir.path().join("alice.pem"), false).unwrap();
+        let carol = Identity::generate();
+        let peers = dir.path().join("peers.yaml");
+        fs::write(&peers, peers_text(&carol)).unwrap();
+        let config = dir.path().join("peergate.yaml");
+        fs::write(
+            &config,
+            "# Alice's gateway\nidentity:\n  key_file: alice.pem\n  name: Alice\n  hosts: [alice.test]\napp:\n  upstream: \"127.0.0.1:3000\"\npeers_file: peers.yaml  # the allowlist\n",
+        )
+        .unwrap();
+        Alice {
+            dir,
+            config,
+            peers,
+            carol,
+        }
+    }
+
+    fn c(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    fn peers_text(&self) -> String {
+        fs::read_to_string(&self.peers).unwrap()
+    }
+}
+
+fn ca(instance: &Instance) -> &str {
+    instance.ca_path.to_str().unwrap()
+}
+
+#[test]
+fn add_fetches_checks_and_appends_keeping_the_rest_of_the_file() {
+    let alice = Alice::new();
+    let bob = Instance::start(Options {
+        name: "Bob Example".into(),
+        host: "bob.test".into(),
+        profile: Some("I am Bob.".into()),
+        ..Options::default()
+    });
+    let before = alice.peers_text();
+    let url = bob.url();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &url,
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(bob.public.short_id()), "{stdout}");
+    assert!(stdout.contains(bob.public.key_id()), "{stdout}");
+    assert!(stdout.contains("Bob Example"), "{stdout}");
+
+    let after = alice.peers_text();
+    // Everything that was there is still there, byte for byte, comments included; the new
+    // item comes after Carol's and before the closing comment.
+    let (head, tail) = before.split_at(before.find("\n# Keep this comment").unwrap());
+    assert!(after.starts_with(head), "{after}");
+    assert!(after.ends_with(tail), "{after}");
+    let added = &after[head.len()..after.len() - tail.len()];
+    assert_eq!(
+        added,
+        format!(
+            "  - name: \"Bob Example\"\n    public_key: \"{}\"\n    url: \"{url}\"\n",
+            bob.public.spki_base64()
+        )
+    );
+    // It loads, and Bob is on the list with his key, name and URL.
+    let loaded = peergate::config::load(&alice.config).unwrap();
+    let peers = &loaded.config.peers.0;
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[1].name, "Bob Example");
+    assert_eq!(peers[1].primary.key_id(), bob.public.key_id());
+    assert_eq!(peers[1].url.as_ref().unwrap().to_string(), url);
+    // No temp file left behind.
+    let leftovers: Vec<_> = fs::read_dir(alice.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // `peer list` shows both.
+    let out = peergate(&["peer", "list", "-c", alice.c()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("SHORT ID"), "{stdout}");
+    for col in ["NAME", "URL", "KEY ID"] {
+        assert!(lines[0].contains(col), "{stdout}");
+    }
+    assert!(
+        lines[1].starts_with(alice.carol.public().short_id()),
+        "{stdout}"
+    );
+    assert!(lines[1].contains("Carol's NAS") && lines[1].contains("https://nas.carol.example.net"));
+    assert!(lines[2].starts_with(bob.public.short_id()), "{stdout}");
+    assert!(lines[2].contains(&url) && lines[2].ends_with(bob.public.key_id()));
+
+    // The same key again is refused, and nothing changes.
+    let out = peergate(&[
+        "peer",
+        "add",
+        &url,
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already on the allowlist"), "{stderr}");
+    assert_eq!(alice.peers_text(), after);
+}
+
+#[test]
+fn name_override_and_inline_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    peergate::identity::write_new_key(&dir.path().join("alice.pem"), false).unwrap();
+    let config = dir.path().join("peergate.yaml");
+    let original = "identity:\n  key_file: alice.pem\n  hosts: [alice.test]\n\napp:\n  upstream: \"127.0.0.1:3000\"   # the app\n\n# no peers yet\npeers: []\n\nsignatures:\n  max_age: 120s\n";
+    fs::write(&config, original).unwrap();
+    let dave = Instance::start(Options {
+        name: "Dave".into(),
+        host: "dave.test".into(),
+        ..Options::default()
+    });
+    let c = config.to_str().unwrap();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &dave.url(),
+        "--name",
+        "Dave's server",
+        "-y",
+        "-c",
+        c,
+        "--ca-file",
+        ca(&dave),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let after = fs::read_to_string(&config).unwrap();
+    assert!(after.starts_with("identity:\n  key_file: alice.pem\n  hosts: [alice.test]\n\napp:\n  upstream: \"127.0.0.1:3000\"   # the app\n\n# no peers yet\npeers:\n  - name: \"Dave's server\"\n"), "{after}");
+    assert!(
+        after.ends_with("\n\nsignatures:\n  max_age: 120s\n"),
+        "{after}"
+    );
+    let loaded = peergate::config::load(&config).unwrap();
+    assert_eq!(loaded.config.peers.0[0].name, "Dave's server");
+    assert_eq!(loaded.config.signatures.max_age.0.as_secs(), 120);
+
+    // And removed again, by name, case-insensitively.
+    let out = peergate(&["peer", "remove", "dave's SERVER", "--yes", "-c", c]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let loaded = peergate::config::load(&config).unwrap();
+    assert!(loaded.config.peers.0.is_empty());
+}
+
+#[test]
+fn remove_by_short_id_and_by_name_and_unknown_peers() {
+    let alice = Alice::new();
+    let bob = Instance::start(Options {
+        name: "Bob".into(),
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let with_bob = alice.peers_text();
+
+    let out = peergate(&["peer", "remove", "nobody", "--yes", "-c", alice.c()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no peer is named \"nobody\""), "{stderr}");
+    assert!(stderr.contains("peer list"), "{stderr}");
+    assert_eq!(alice.peers_text(), with_bob);
+
+    // Without a terminal and without --yes, nothing is removed.
+    let out = peergate(&["peer", "remove", "bob", "-c", alice.c()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert_eq!(alice.peers_text(), with_bob);
+
+    let out = peergate(&[
+        "peer",
+        "remove",
+        bob.public.short_id(),
+        "--yes",
+        "-c",
+        alice.c(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(
+        alice.peers_text(),
+        peers_text(&alice.carol),
+        "back to the original"
+    );
+
+    let out = peergate(&["peer", "remove", "Carol's NAS", "--yes", "-c", alice.c()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let left = alice.peers_text();
+    assert_eq!(
+        left,
+        "# Alice's allowlist. Edited by hand and by `peergate peer add`.\n\npeers:\n  # Carol runs the family NAS.\n\n# Keep this comment at the end.\n"
+    );
+    let loaded = peergate::config::load(&alice.config).unwrap();
+    assert!(loaded.config.peers.0.is_empty());
+
+    let out = peergate(&["peer", "list", "-c", alice.c()]);
+    assert!(text(&out).0.contains("no peers yet"), "{}", text(&out).0);
+}
+
+#[test]
+fn tls_verification_failure_says_what_to_do() {
+    let alice = Alice::new();
+    let bob = Instance::start(Options {
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let before = alice.peers_text();
+    // Another CA than the one that issued Bob's certificate.
+    let other = TestCa::new();
+    let other_ca = alice.dir.path().join("other-ca.pem");
+    fs::write(&other_ca, other.ca_pem()).unwrap();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        other_ca.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("certificate of 127.0.0.1 could not be verified"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--ca-file"), "{stderr}");
+    assert_eq!(alice.peers_text(), before);
+
+    // Nothing listening: a clear connection error.
+    let dead = support::dead_addr();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &format!("https://{dead}"),
+        "--yes",
+        "-c",
+        alice.c(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to {dead}")),
+        "{stderr}"
+    );
+    assert_eq!(alice.peers_text(), before);
+}
+
+/// A TLS server that answers every request with `body` as JSON: a peer that lies.
+fn fake_peer(dir: &Path, body: String) -> (SocketAddr, PathBuf) {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["fake.test"]);
+    let ca_path = dir.join("fake-ca.pem");
+    fs::write(&ca_path, ca.ca_pem()).unwrap();
+    let config = cert.server_config(&[b"http/1.1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    (addr, ca_path)
+}
+
+#[test]
+fn tampered_identity_documents_are_refused() {
+    let alice = Alice::new();
+    let before = alice.peers_text();
+    let mallory = Identity::generate();
+    let bob = Identity::generate();
+    let doc = |public_key: String, key_id: &str, short_id: &str, peer_id: &str| {
+        serde_json::json!({
+            "peer_id": peer_id,
+            "short_id": short_id,
+            "key_id": key_id,
+            "public_key": public_key,
+            "alg": "ed25519",
+            "name": "Bob",
+        })
+        .to_string()
+    };
+    let m = mallory.public();
+    let b = bob.public();
+    let cases = [
+        // Bob's handles, Mallory's key: what an attacker in the middle would serve.
+        (
+            doc(m.spki_base64(), b.key_id(), b.short_id(), b.peer_id()),
+            "states key id",
+        ),
+        (
+            doc(m.spki_base64(), m.key_id(), b.short_id(), m.peer_id()),
+            "states short ID",
+        ),
+        (
+            doc(m.spki_base64(), m.key_id(), m.short_id(), b.peer_id()),
+            "peer_id",
+        ),
+        ("{\"hello\":1}".to_string(), "no \"public_key\""),
+        ("not json".to_string(), "not a JSON identity document"),
+    ];
+    for (body, why) in cases {
+        let (addr, ca_path) = fake_peer(alice.dir.path(), body);
+        let out = peergate(&[
+            "peer",
+            "add",
+            &format!("https://{addr}"),
+            "--yes",
+            "-c",
+            alice.c(),
+            "--ca-file",
+            ca_path.to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{why}: {stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert_eq!(alice.peers_text(), before, "{why}");
+    }
+}
+
+#[test]
+fn an_edit_that_would_not_load_never_lands() {
+    let alice = Alice::new();
+    let bob = Instance::start(Options {
+        name: "Carol's NAS".into(),
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let before = alice.peers_text();
+    // The name Bob gives himself is taken: refused before anything is written.
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--name"), "{stderr}");
+    assert_eq!(alice.peers_text(), before);
+
+    // A name that is another peer's short ID passes the text edit but not the configuration's
+    // validation: the edited copy is loaded first, so the real file never sees it.
+    let carol_short = alice.carol.public().short_id().to_string();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--name",
+        &carol_short,
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("would not load"), "{stderr}");
+    assert!(stderr.contains("peers.yaml:"), "{stderr}");
+    assert!(stderr.contains("short ID"), "{stderr}");
+    assert_eq!(alice.peers_text(), before);
+    let leftovers = fs::read_dir(alice.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(leftovers, 0);
+
+    // A list written in flow style is not edited: peergate does not guess.
+    let flow = format!(
+        "peers: [ {{ name: Carol, public_key: \"{}\" }} ]\n",
+        alice.carol.public().spki_base64()
+    );
+    fs::write(&alice.peers, &flow).unwrap();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--name",
+        "Bob",
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("block list"), "{stderr}");
+    assert!(stderr.contains("peers.yaml"), "{stderr}");
+    assert_eq!(fs::read_to_string(&alice.peers).unwrap(), flow);
+
+    // An empty flow list is fine: it becomes a block list.
+    fs::write(&alice.peers, "peers: [ ]  # none yet\n").unwrap();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--name",
+        "Bob",
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(fs::read_to_string(&alice.peers)
+        .unwrap()
+        .starts_with("peers: # none yet\n  - name: \"Bob\"\n"));
+}
