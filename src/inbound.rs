@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,8 +28,9 @@ use crate::body::{self, BodyError};
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{classify, ForwardError, Forwarder};
-use crate::metrics::{Direction, Outcome, UpstreamErrorKind, UNKNOWN_PEER};
+use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
+use crate::record::Record;
 use crate::request_path;
 use crate::state::Shared;
 
@@ -50,13 +51,10 @@ pub struct Inbound {
 
 /// What one request went through, for the log line and the metrics.
 pub struct InboundCtx {
-    start: Instant,
+    record: Record,
+    /// The configuration the request started with; it keeps it to the end.
     snapshot: Option<Arc<Snapshot>>,
     caller: Option<Caller>,
-    refused: Option<&'static str>,
-    upstream_error: Option<UpstreamErrorKind>,
-    /// Status sent by peergate itself (refusals, failures, buffered forwards).
-    status: Option<u16>,
 }
 
 /// Where an admitted request goes next.
@@ -163,24 +161,6 @@ impl Inbound {
         }))
     }
 
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut InboundCtx,
-        snap: &Snapshot,
-        problem: Problem,
-    ) {
-        ctx.refused = Some(problem.reason);
-        ctx.status = Some(problem.status);
-        if !session.is_body_done() {
-            // The rest of the body is never read: the connection cannot carry another request.
-            session.set_keepalive(None);
-        }
-        if let Err(e) = problem.send(session, Some(&snap.accept_signature)).await {
-            log::debug!("inbound: could not send the refusal: {e}");
-        }
-    }
-
     async fn forward_body(
         &self,
         session: &mut Session,
@@ -188,18 +168,21 @@ impl Inbound {
         snap: &Snapshot,
         body: Bytes,
     ) {
-        let failed = match self.app_peer(&snap.upstream).await {
+        let result = match self.app_peer(&snap.upstream).await {
+            Err(e) => {
+                let (kind, problem) = classify(&e, "the app");
+                Err(ForwardError::Upstream { kind, problem })
+            }
             Ok(peer) => {
                 let mut req = session.req_header().clone();
-                let prepared = app_request::prepare(
+                match app_request::prepare(
                     &mut req,
                     &snap.identity_headers,
                     ctx.caller.as_ref(),
                     client_ip(session),
                     self.proto,
-                );
-                match prepared {
-                    Err(e) => Some(ForwardError::Upstream {
+                ) {
+                    Err(e) => Err(ForwardError::Upstream {
                         kind: UpstreamErrorKind::Protocol,
                         problem: Problem::new(
                             500,
@@ -208,43 +191,17 @@ impl Inbound {
                             e.to_string(),
                         ),
                     }),
-                    Ok(()) => match self
-                        .forwarder
-                        .forward(session, &peer, "the app", req, body, |_| Ok(()))
-                        .await
-                    {
-                        Ok(status) => {
-                            ctx.status = Some(status);
-                            None
-                        }
-                        Err(e) => Some(e),
-                    },
+                    Ok(()) => {
+                        self.forwarder
+                            .forward(session, &peer, "the app", req, body, |_| Ok(()))
+                            .await
+                    }
                 }
-            }
-            Err(e) => {
-                let (kind, problem) = classify(&e, "the app");
-                Some(ForwardError::Upstream { kind, problem })
             }
         };
-        match failed {
-            None => {}
-            Some(ForwardError::Upstream { kind, problem }) => {
-                self.shared.metrics.upstream_error(Direction::Inbound, kind);
-                ctx.upstream_error = Some(kind);
-                ctx.status = Some(problem.status);
-                if let Err(e) = problem.send(session, None).await {
-                    log::debug!("inbound: could not send the failure: {e}");
-                }
-            }
-            Some(ForwardError::Aborted { kind, detail }) => {
-                log::warn!("inbound: {detail}");
-                if let Some(kind) = kind {
-                    self.shared.metrics.upstream_error(Direction::Inbound, kind);
-                    ctx.upstream_error = Some(kind);
-                }
-                session.set_keepalive(None);
-            }
-        }
+        ctx.record
+            .forwarded(session, &self.shared.metrics, result)
+            .await;
     }
 
     async fn app_peer(&self, upstream: &HostPort) -> pingora::Result<HttpPeer> {
@@ -302,12 +259,9 @@ impl ProxyHttp for Inbound {
 
     fn new_ctx(&self) -> InboundCtx {
         InboundCtx {
-            start: Instant::now(),
+            record: Record::new(Direction::Inbound),
             snapshot: None,
             caller: None,
-            refused: None,
-            upstream_error: None,
-            status: None,
         }
     }
 
@@ -325,7 +279,7 @@ impl ProxyHttp for Inbound {
             snap.public_pages.answer_request(&view, unix_now())
         };
         if let Some(answer) = public {
-            ctx.status = Some(answer.status);
+            ctx.record.answered(answer.status);
             if let Err(e) = answer.send(session).await {
                 log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
             }
@@ -338,7 +292,9 @@ impl ProxyHttp for Inbound {
                 Ok(true)
             }
             Err(problem) => {
-                self.refuse(session, ctx, &snap, problem).await;
+                ctx.record
+                    .refuse(session, &problem, Some(&snap.accept_signature))
+                    .await;
                 Ok(true)
             }
         }
@@ -413,8 +369,7 @@ impl ProxyHttp for Inbound {
                     "Bad request",
                     format!("the request could not be read: {}", e.etype().as_str()),
                 );
-                ctx.status = Some(400);
-                let _ = problem.send(session, None).await;
+                ctx.record.refuse(session, &problem, None).await;
             }
             return FailToProxy {
                 error_code: code,
@@ -422,12 +377,9 @@ impl ProxyHttp for Inbound {
             };
         }
         let (kind, problem) = classify(e, "the app");
-        self.shared.metrics.upstream_error(Direction::Inbound, kind);
-        ctx.upstream_error = Some(kind);
-        ctx.status = Some(problem.status);
-        if let Err(err) = problem.send(session, None).await {
-            log::debug!("inbound: could not send the failure: {err}");
-        }
+        ctx.record
+            .upstream_failed(session, &self.shared.metrics, kind, &problem)
+            .await;
         FailToProxy {
             error_code: problem.status,
             can_reuse_downstream: false,
@@ -435,50 +387,11 @@ impl ProxyHttp for Inbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
-        let elapsed = ctx.start.elapsed();
-        let outcome = if ctx.refused.is_some() {
-            Outcome::Refused
-        } else if ctx.upstream_error.is_some() {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        let peer = ctx
-            .caller
-            .as_ref()
-            .map_or(UNKNOWN_PEER, |c| c.peer.short_id.as_str());
-        self.shared
-            .metrics
-            .request(Direction::Inbound, peer, outcome, ctx.refused, elapsed);
+        let peer = ctx.caller.as_ref().map(|c| c.peer.short_id.as_str());
+        ctx.record.finish(session, &self.shared.metrics, peer);
         self.shared
             .metrics
             .replay_cache_entries
             .set(i64::try_from(self.shared.replay.len()).unwrap_or(i64::MAX));
-        let status = ctx
-            .status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(0);
-        let req = session.req_header();
-        let mut path = req.uri.path().to_string();
-        if path.len() > 200 {
-            let cut = (0..=200)
-                .rev()
-                .find(|&i| path.is_char_boundary(i))
-                .unwrap_or(0);
-            path.truncate(cut);
-            path.push('…');
-        }
-        log::info!(
-            "inbound {} {:?} peer={} outcome={} reason={} status={} duration_ms={:.3}",
-            req.method,
-            path,
-            if peer == UNKNOWN_PEER { "-" } else { peer },
-            outcome.as_str(),
-            ctx.refused
-                .or(ctx.upstream_error.map(|k| k.as_str()))
-                .unwrap_or("-"),
-            status,
-            elapsed.as_secs_f64() * 1000.0
-        );
     }
 }

@@ -20,6 +20,7 @@ pub mod peer_cmd;
 pub mod peers_text;
 pub mod problem;
 pub mod public_identity;
+pub mod record;
 pub mod request_path;
 pub mod server;
 pub mod state;

@@ -13,7 +13,7 @@
 //! called peer's identity headers added.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,8 +29,9 @@ use crate::body::{self, BodyError};
 use crate::config::HostPort;
 use crate::forward::{classify, ForwardError, Forwarder};
 use crate::inbound::resolve;
-use crate::metrics::{Direction, Outcome, UpstreamErrorKind, UNKNOWN_PEER};
+use crate::metrics::Direction;
 use crate::problem::Problem;
+use crate::record::Record;
 use crate::state::Shared;
 
 /// Timeouts for peers, fixed at start.
@@ -47,11 +48,9 @@ pub struct Outbound {
 }
 
 pub struct OutboundCtx {
-    start: Instant,
+    record: Record,
+    /// The peer called, once known.
     peer: Option<Arc<PeerEntry>>,
-    refused: Option<&'static str>,
-    upstream_error: Option<UpstreamErrorKind>,
-    status: Option<u16>,
 }
 
 /// Where the app's request goes.
@@ -297,7 +296,9 @@ impl Outbound {
         let what = format!("peer {} ({})", peer.short_id, peer.name);
         let body = match body::read_whole(session, snap.max_body, |_| Ok(())).await {
             Ok(body) => body,
-            Err(BodyError::Refused(problem)) => return self.refuse(session, ctx, problem).await,
+            Err(BodyError::Refused(problem)) => {
+                return ctx.record.refuse(session, &problem, None).await
+            }
             Err(BodyError::Client(e)) => {
                 log::debug!("outbound: the app went away while sending: {e}");
                 session.set_keepalive(None);
@@ -308,10 +309,10 @@ impl Outbound {
             Ok(req) => self.peer_connection(&peer).await.map(|p| (req, p)),
             Err(e) => Err(e),
         };
-        let failed = match prepared {
+        let result = match prepared {
             Err(e) => {
                 let (kind, problem) = classify(&e, &what);
-                Some(ForwardError::Upstream { kind, problem })
+                Err(ForwardError::Upstream { kind, problem })
             }
             Ok((req, http_peer)) => {
                 let names = &snap.identity_headers;
@@ -329,53 +330,14 @@ impl Outbound {
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     Ok(())
                 };
-                match self
-                    .forwarder
+                self.forwarder
                     .forward(session, &http_peer, &what, req, body, edit)
                     .await
-                {
-                    Ok(status) => {
-                        ctx.status = Some(status);
-                        None
-                    }
-                    Err(e) => Some(e),
-                }
             }
         };
-        match failed {
-            None => {}
-            Some(ForwardError::Upstream { kind, problem }) => {
-                self.shared
-                    .metrics
-                    .upstream_error(Direction::Outbound, kind);
-                ctx.upstream_error = Some(kind);
-                ctx.status = Some(problem.status);
-                if let Err(e) = problem.send(session, None).await {
-                    log::debug!("outbound: could not send the failure: {e}");
-                }
-            }
-            Some(ForwardError::Aborted { kind, detail }) => {
-                log::warn!("outbound: {detail}");
-                if let Some(kind) = kind {
-                    self.shared
-                        .metrics
-                        .upstream_error(Direction::Outbound, kind);
-                    ctx.upstream_error = Some(kind);
-                }
-                session.set_keepalive(None);
-            }
-        }
-    }
-
-    async fn refuse(&self, session: &mut Session, ctx: &mut OutboundCtx, problem: Problem) {
-        ctx.refused = Some(problem.reason);
-        ctx.status = Some(problem.status);
-        if !session.is_body_done() || session.req_header().method == http::Method::CONNECT {
-            session.set_keepalive(None);
-        }
-        if let Err(e) = problem.send(session, None).await {
-            log::debug!("outbound: could not send the refusal: {e}");
-        }
+        ctx.record
+            .forwarded(session, &self.shared.metrics, result)
+            .await;
     }
 }
 
@@ -385,11 +347,8 @@ impl ProxyHttp for Outbound {
 
     fn new_ctx(&self) -> OutboundCtx {
         OutboundCtx {
-            start: Instant::now(),
+            record: Record::new(Direction::Outbound),
             peer: None,
-            refused: None,
-            upstream_error: None,
-            status: None,
         }
     }
 
@@ -400,7 +359,7 @@ impl ProxyHttp for Outbound {
     ) -> pingora::Result<bool> {
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header()) {
-            Err(problem) => self.refuse(session, ctx, problem).await,
+            Err(problem) => ctx.record.refuse(session, &problem, None).await,
             Ok(Target::Directory) => {
                 let body = Self::directory(&snap);
                 let mut resp = ResponseHeader::build(200, Some(3))?;
@@ -411,7 +370,7 @@ impl ProxyHttp for Outbound {
                 session
                     .write_response_body((!head).then_some(body), true)
                     .await?;
-                ctx.status = Some(200);
+                ctx.record.answered(200);
             }
             Ok(Target::Peer {
                 peer,
@@ -437,36 +396,7 @@ impl ProxyHttp for Outbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
-        let elapsed = ctx.start.elapsed();
-        let outcome = if ctx.refused.is_some() {
-            Outcome::Refused
-        } else if ctx.upstream_error.is_some() {
-            Outcome::Error
-        } else {
-            Outcome::Ok
-        };
-        let peer = ctx
-            .peer
-            .as_ref()
-            .map_or(UNKNOWN_PEER, |p| p.short_id.as_str());
-        self.shared
-            .metrics
-            .request(Direction::Outbound, peer, outcome, ctx.refused, elapsed);
-        let req = session.req_header();
-        log::info!(
-            "outbound {} {:?} peer={} outcome={} reason={} status={} duration_ms={:.3}",
-            req.method,
-            String::from_utf8_lossy(req.raw_path())
-                .chars()
-                .take(200)
-                .collect::<String>(),
-            if peer == UNKNOWN_PEER { "-" } else { peer },
-            outcome.as_str(),
-            ctx.refused
-                .or(ctx.upstream_error.map(|k| k.as_str()))
-                .unwrap_or("-"),
-            ctx.status.unwrap_or(0),
-            elapsed.as_secs_f64() * 1000.0
-        );
+        let peer = ctx.peer.as_ref().map(|p| p.short_id.as_str());
+        ctx.record.finish(session, &self.shared.metrics, peer);
     }
 }

@@ -179,6 +179,19 @@ peers:
     fn metrics(&self) -> String {
         self.running().shared().metrics.render()
     }
+
+    /// The metrics once they contain every one of `needles`: requests are counted in
+    /// Pingora's logging phase, after the answer has gone out, so the last one may lag.
+    fn metrics_eventually(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics();
+            if needles.iter().all(|n| m.contains(n)) || std::time::Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Fixture {
@@ -772,7 +785,7 @@ async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
         assert_eq!(f.app.count(), 0, "{what}: the app saw a refused request");
         println!("{what}: {status} {reason} ok");
     }
-    let metrics = f.metrics();
+    let metrics = f.metrics_eventually(&["reason=\"body_too_large\"}"]);
     for reason in [
         "missing_signature",
         "malformed_signature",
@@ -1015,8 +1028,15 @@ async fn metrics_count_requests_by_peer_without_unbounded_labels() {
             401
         );
     }
-    let m = f.metrics();
     let bob = f.bob.public.short_id();
+    let ok_line = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{bob}\"}} 20"
+    );
+    let m = f.metrics_eventually(&[
+        &ok_line,
+        "peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"} 20",
+        "peergate_rejections_total{direction=\"inbound\",reason=\"unknown_key\"} 20",
+    ]);
     assert!(
         m.contains(&format!(
             "peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{bob}\"}} 20"
