@@ -11,7 +11,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: an unreachable or slow app becomes 502 / 504.
 //! - `logging`: one log line and the metrics, for every request however it ended.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,7 @@ use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
 use crate::request_path;
+use crate::resolve::resolve;
 use crate::state::Shared;
 
 /// Timeouts for the app, fixed at start.
@@ -214,29 +215,6 @@ impl Inbound {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(peer)
     }
-}
-
-/// Resolves `host:port` without blocking a worker thread (Pingora's own resolution blocks,
-/// and panics when a name does not resolve).
-pub async fn resolve(target: &HostPort) -> pingora::Result<SocketAddr> {
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, target.port));
-    }
-    let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| {
-            Error::because(
-                ErrorType::ConnectNoRoute,
-                format!("cannot resolve {target}"),
-                e,
-            )
-        })?;
-    addrs.next().ok_or_else(|| {
-        Error::explain(
-            ErrorType::ConnectNoRoute,
-            format!("{target} resolves to no address"),
-        )
-    })
 }
 
 fn unix_now() -> u64 {

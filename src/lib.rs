@@ -22,6 +22,7 @@ pub mod problem;
 pub mod public_identity;
 pub mod record;
 pub mod request_path;
+pub mod resolve;
 pub mod server;
 pub mod state;
 

@@ -28,10 +28,10 @@ use crate::allowlist::{PeerEntry, Snapshot};
 use crate::body::{self, BodyError};
 use crate::config::HostPort;
 use crate::forward::{classify, ForwardError, Forwarder};
-use crate::inbound::resolve;
 use crate::metrics::Direction;
 use crate::problem::Problem;
 use crate::record::Record;
+use crate::resolve::resolve;
 use crate::state::Shared;
 
 /// Timeouts for peers, fixed at start.
