@@ -303,12 +303,28 @@ impl fmt::Debug for EchoApp {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+/// A TCP port on 127.0.0.1 that is free now and was not handed out before in this process.
 pub fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
+    // A port picked by binding port 0 comes from the kernel's ephemeral range (32768-60999 on
+    // Linux) and is released before the gateway binds it: meanwhile another test may draw the
+    // same one, the second gateway's bind fails, and its readiness probe answers from the other
+    // test's listener. So ports come from 10000-17999 instead, below the ephemeral range and
+    // below the demo's fixed ports, each handed out at most once per process (a counter), with
+    // a per-process starting point so concurrent test processes rarely meet; a port something
+    // else holds is skipped.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 8_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 50) * (SPAN / 50);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port left in {FIRST}-{}", FIRST + SPAN - 1);
 }
 
 /// An address on 127.0.0.1 where nothing listens (connections are refused).
