@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::config::Loaded;
 use crate::inbound::{AppTimeouts, Inbound};
 use crate::outbound::{Outbound, PeerTimeouts};
+use crate::reload::Reloader;
 use crate::state::Shared;
 
 /// The inbound listener: peers reach the app through it.
@@ -30,8 +31,8 @@ fn add_inbound(
         response: config.app.timeout.0,
     };
     let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
-    let mut service =
-        pingora::proxy::http_proxy_service_with_name(conf, inbound, "peergate inbound");
+    let proxy = pingora::proxy::http_proxy(conf, inbound);
+    let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
     let addr = config.listen.inbound.to_string();
     match &config.tls {
         Some(tls) => {
@@ -70,10 +71,9 @@ fn add_outbound(
     // with a problem document that tells the app to use plain http:// URLs. Nothing is tunnelled.
     let mut options = pingora::apps::HttpServerOptions::default();
     options.allow_connect_method_proxying = true;
-    let mut service = pingora::proxy::ProxyServiceBuilder::new(conf, outbound)
-        .name("peergate outbound")
-        .server_options(options)
-        .build();
+    let mut proxy = pingora::proxy::http_proxy(conf, outbound);
+    proxy.server_options = Some(options);
+    let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
     service.add_tcp(&config.listen.outbound.to_string());
     server.add_service(service);
 }
@@ -88,20 +88,39 @@ fn add_admin(server: &mut Server, loaded: &Loaded, shared: &Arc<Shared>) {
     server.add_service(admin);
 }
 
+/// Starts the hot reloader of this gateway (file changes, SIGHUP, a periodic check), and
+/// records the configuration just loaded as the last successful load.
+fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, String> {
+    crate::reload::mark_loaded(shared);
+    Reloader::start(shared.clone(), loaded)
+}
+
+/// Pingora takes whole seconds; a fraction rounds up, so a grace period is never cut short.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 /// A server assembled from a configuration, not yet running.
 pub struct Gateway {
     server: Server,
     shared: Arc<Shared>,
+    /// Lives as long as the gateway runs: dropping it stops the reloader.
+    reloader: Option<Reloader>,
 }
 
 impl Gateway {
     pub fn build(loaded: &Loaded) -> Result<Gateway, String> {
         let shared = Arc::new(Shared::new(&loaded.config)?);
 
+        // On SIGTERM Pingora closes the listeners, sleeps the grace period (the time requests
+        // in flight get; `peergate run` exits early once they are done, see
+        // `lifecycle::exit_when_drained`), then cancels what is left, giving the runtimes the
+        // timeout to stop. Pingora counts whole seconds.
+        let shutdown = &loaded.config.shutdown;
         let conf = ServerConf {
             threads: 2,
-            grace_period_seconds: Some(0),
-            graceful_shutdown_timeout_seconds: Some(10),
+            grace_period_seconds: Some(whole_seconds(shutdown.grace_period.0)),
+            graceful_shutdown_timeout_seconds: Some(whole_seconds(shutdown.timeout.0)),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -111,8 +130,13 @@ impl Gateway {
         add_inbound(&mut server, &conf, loaded, &shared)?;
         add_outbound(&mut server, &conf, loaded, &shared);
         add_admin(&mut server, loaded, &shared);
+        let reloader = start_reloader(loaded, &shared)?;
 
-        Ok(Gateway { server, shared })
+        Ok(Gateway {
+            server,
+            shared,
+            reloader: Some(reloader),
+        })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -121,6 +145,11 @@ impl Gateway {
 
     /// Runs until SIGTERM (graceful) or SIGINT; never returns.
     pub fn run_forever(self) -> ! {
+        crate::lifecycle::exit_when_drained(
+            self.server.watch_execution_phase(),
+            self.shared.clone(),
+        );
+        let _reloader = self.reloader;
         self.server.run_forever()
     }
 
@@ -144,6 +173,7 @@ impl Gateway {
             shared: self.shared,
             stop: signal,
             thread,
+            _reloader: self.reloader,
         }
     }
 }
@@ -172,6 +202,8 @@ pub struct Running {
     shared: Arc<Shared>,
     stop: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped with the gateway (after the server thread has ended), which stops it.
+    _reloader: Option<Reloader>,
 }
 
 impl Running {

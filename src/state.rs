@@ -9,7 +9,9 @@ use peergate_signature::ReplayCache;
 use crate::allowlist::Snapshot;
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::reload::RestartBound;
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
@@ -17,6 +19,10 @@ pub struct Shared {
     pub replay: ReplayCache,
     pub metrics: Metrics,
     pub identity: Arc<Identity>,
+    /// Listeners to check for readiness, and the connections a graceful shutdown waits for.
+    pub lifecycle: Lifecycle,
+    /// The settings read once at start, so a reload can say which changes need a restart.
+    pub started: RestartBound,
 }
 
 impl Shared {
@@ -31,6 +37,8 @@ impl Shared {
             replay: ReplayCache::new(config.signatures.replay_cache_size),
             metrics,
             identity: config.identity.key_file.identity.clone(),
+            lifecycle: Lifecycle::new(config),
+            started: RestartBound::of(config),
         })
     }
 

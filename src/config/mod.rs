@@ -45,6 +45,50 @@ pub struct Config {
     /// Inline peers, then (after load) those of `peers_file`.
     #[serde(default)]
     pub peers: PeerList,
+    #[serde(default)]
+    pub reload: Reload,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+/// How the running gateway notices edited files. File events (the directories of the config
+/// and peers files are watched) and SIGHUP trigger a reload at once; the poll is the safety net
+/// for filesystems that send no events (some network and container mounts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reload {
+    /// How often the config and peers files are re-read and compared with what was last loaded.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Reload {
+            poll_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// What SIGTERM does: the listeners close at once (new connections are refused), requests in
+/// flight get `grace_period` to finish and the process exits as soon as they have; whatever is
+/// still running then is given `timeout` to stop before the process exits anyway. The defaults
+/// add up to 30 s, Kubernetes' default `terminationGracePeriodSeconds`, after which it kills.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Longest time requests in flight get to finish after SIGTERM (whole seconds, rounded up).
+    pub grace_period: HumanDuration,
+    /// After the grace period, how long the runtimes get to stop (whole seconds, rounded up).
+    pub timeout: HumanDuration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            grace_period: HumanDuration(Duration::from_secs(25)),
+            timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,6 +457,15 @@ fn load_inner(path: &Path, peers_candidate: Option<&Path>) -> Result<Loaded, Con
                 "listen.outbound {} is not a loopback address: anything that can reach it speaks as this identity. \
 Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in front of it is trusted",
                 config.listen.outbound
+            ),
+        ));
+    }
+    if config.reload.poll_interval.0 < Duration::from_millis(100) {
+        return Err(ConfigError::plain(
+            path,
+            format!(
+                "reload.poll_interval {} is too short; it re-reads the files each time, so use at least 100ms (5s is the default)",
+                config.reload.poll_interval
             ),
         ));
     }

@@ -1,0 +1,311 @@
+//! The admin listener over real HTTP: every DESIGN.md metric with the counts of the traffic
+//! sent, label sets that do not grow with what clients send, and the health endpoints.
+//!
+//! The inbound direction only: the outbound side has its own tests once it is done.
+
+mod ops;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ops::*;
+use support::*;
+
+#[track_caller]
+fn assert_series(metrics: &str, name_and_labels: &str, expected: f64) {
+    assert_eq!(
+        series(metrics, name_and_labels),
+        Some(expected),
+        "{name_and_labels}\n{metrics}"
+    );
+}
+
+/// Scrapes `/metrics` until `name_and_labels` reaches `value`: a request is counted when its
+/// log line is written, just after the client has its answer.
+async fn scrape_when(setup: &Setup, name_and_labels: &str, value: f64) -> String {
+    let (m, _) = eventually(Duration::from_secs(2), name_and_labels, || async {
+        let m = setup.admin("/metrics").await.text();
+        (series(&m, name_and_labels) == Some(value)).then_some(m)
+    })
+    .await;
+    m
+}
+
+/// Every sample line (one per series).
+fn series_count(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_of_the_design_is_served_with_the_counts_of_the_traffic() {
+    let app = EchoApp::start();
+    let (bob, carol, stranger) = (Key::new("Bob"), Key::new("Carol"), Key::new("Stranger"));
+    let setup = Setup::new(app.addr(), &[&bob, &carol], "");
+    let running = setup.start();
+
+    for i in 0..3 {
+        assert_eq!(setup.get(&bob, &format!("/api/{i}")).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(setup.get(&stranger, "/api/x").await.status, 401);
+    }
+    let unsigned = RawRequest::new("GET", "/api/x").header("Host", setup.authority());
+    let resp = raw_request(setup.inbound, None, &unsigned.to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 401);
+
+    let scrape = setup.admin("/metrics").await;
+    assert_eq!(scrape.status, 200);
+    assert!(scrape
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let m = scrape_when(
+        &setup,
+        "peergate_request_duration_seconds_count{direction=\"inbound\"}",
+        6.0,
+    )
+    .await;
+    let b = bob.short_id();
+    assert_series(
+        &m,
+        &format!("peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{b}\"}}"),
+        3.0,
+    );
+    assert_series(
+        &m,
+        "peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"}",
+        3.0,
+    );
+    assert_series(
+        &m,
+        "peergate_rejections_total{direction=\"inbound\",reason=\"unknown_key\"}",
+        2.0,
+    );
+    assert_series(
+        &m,
+        "peergate_rejections_total{direction=\"inbound\",reason=\"missing_signature\"}",
+        1.0,
+    );
+    assert!(
+        m.contains("# TYPE peergate_request_duration_seconds histogram"),
+        "{m}"
+    );
+    assert_series(
+        &m,
+        "peergate_request_duration_seconds_count{direction=\"inbound\"}",
+        6.0,
+    );
+    assert_series(
+        &m,
+        "peergate_request_duration_seconds_bucket{direction=\"inbound\",le=\"+Inf\"}",
+        6.0,
+    );
+    assert!(series(
+        &m,
+        "peergate_request_duration_seconds_sum{direction=\"inbound\"}"
+    )
+    .is_some());
+    assert_series(&m, "peergate_peers", 2.0);
+    // Bob's three nonces; refused signatures leave none.
+    assert_series(&m, "peergate_replay_cache_entries", 3.0);
+    assert_series(&m, "peergate_config_reloads_total{result=\"success\"}", 0.0);
+    assert_series(&m, "peergate_config_reloads_total{result=\"failure\"}", 0.0);
+    let loaded_at = series(&m, "peergate_config_last_reload_success_timestamp_seconds").unwrap();
+    assert!((loaded_at - now() as f64).abs() < 60.0, "{loaded_at}");
+    assert_series(
+        &m,
+        &format!(
+            "peergate_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        1.0,
+    );
+
+    // A reload is counted and moves the timestamp; the peers gauge follows the allowlist.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&setup.peers, peers_yaml(&[&bob])).unwrap();
+    let (m, _) = eventually(Duration::from_secs(2), "reload counted", || async {
+        let m = setup.admin("/metrics").await.text();
+        (series(&m, "peergate_config_reloads_total{result=\"success\"}") == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_series(&m, "peergate_peers", 1.0);
+    let reloaded_at = series(&m, "peergate_config_last_reload_success_timestamp_seconds").unwrap();
+    assert!(reloaded_at > loaded_at, "{reloaded_at} > {loaded_at}");
+    std::fs::write(&setup.peers, "peers: [ broken\n").unwrap();
+    eventually(Duration::from_secs(2), "failure counted", || async {
+        let m = setup.admin("/metrics").await.text();
+        (series(&m, "peergate_config_reloads_total{result=\"failure\"}") == Some(1.0)).then_some(())
+    })
+    .await;
+    drop(running);
+
+    // Upstream errors, from a gateway whose app is down.
+    let dead = Setup::new(dead_addr(), &[&bob], "");
+    let _dead_running = dead.start();
+    assert_eq!(dead.get(&bob, "/api/x").await.status, 502);
+    let m = scrape_when(
+        &dead,
+        "peergate_request_duration_seconds_count{direction=\"inbound\"}",
+        1.0,
+    )
+    .await;
+    assert_series(
+        &m,
+        "peergate_upstream_errors_total{direction=\"inbound\",kind=\"connect\"}",
+        1.0,
+    );
+    assert_series(
+        &m,
+        &format!("peergate_requests_total{{direction=\"inbound\",outcome=\"error\",peer=\"{b}\"}}"),
+        1.0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn series_do_not_grow_with_paths_hosts_or_key_ids() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob], ""));
+    let _running = setup.start();
+
+    // Request i: Bob on a path of its own, and an unknown key on a path and Host of its own.
+    let send = |range: std::ops::Range<usize>| {
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let (setup, bob) = (setup.clone(), bob.clone());
+                let range = range.clone();
+                tokio::spawn(async move {
+                    for i in range.filter(|i| i % 8 == t) {
+                        let resp = setup.get(&bob, &format!("/api/item/{i}?q={i}")).await;
+                        assert_eq!(resp.status, 200);
+                        let stranger = Key::new("Stranger");
+                        let host = format!("h{i}.example:{}", setup.inbound.port());
+                        let req = signed_get(&host, &stranger, &format!("/api/other/{i}"));
+                        let resp = raw_request(setup.inbound, None, &req.to_bytes())
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.status, 401);
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                task.await.unwrap();
+            }
+        }
+    };
+    let logged = "peergate_request_duration_seconds_count{direction=\"inbound\"}";
+    send(0..10).await;
+    let after_10 = scrape_when(&setup, logged, 20.0).await;
+    send(10..1000).await;
+    let after_1000 = scrape_when(&setup, logged, 2000.0).await;
+
+    assert_eq!(
+        series_count(&after_10),
+        series_count(&after_1000),
+        "after 10:\n{after_10}\nafter 1000:\n{after_1000}"
+    );
+    let b = bob.short_id();
+    assert_series(
+        &after_1000,
+        &format!("peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{b}\"}}"),
+        1000.0,
+    );
+    assert_series(
+        &after_1000,
+        "peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"}",
+        1000.0,
+    );
+    for leak in ["/api/", "h5.example", "q=", bob.key_id()] {
+        assert!(
+            !after_1000.contains(leak),
+            "{leak} in the metrics:\n{after_1000}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_liveness_and_readyz_checks_listeners_identity_allowlist_and_app() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let running = setup.start();
+
+    let health = setup.admin("/healthz").await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let ready = setup.admin("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body = ready.text();
+    assert!(body.starts_with("ready\n"), "{body}");
+    for check in [
+        "listeners: ok",
+        "identity: ok",
+        "allowlist: ok: 1 peers",
+        "app: ok",
+    ] {
+        assert!(body.contains(check), "{check}: {body}");
+    }
+    assert!(
+        body.contains(&format!("inbound {}", setup.inbound)),
+        "{body}"
+    );
+
+    // The app goes away: not ready, and the body says why; liveness is unaffected.
+    drop(app);
+    let (body, _) = eventually(Duration::from_secs(3), "/readyz 503", || async {
+        let r = setup.admin("/readyz").await;
+        (r.status == 503).then(|| r.text())
+    })
+    .await;
+    assert!(body.starts_with("not ready: app\n"), "{body}");
+    assert!(body.contains("app: FAILED: cannot connect to"), "{body}");
+    assert!(body.contains("listeners: ok"), "{body}");
+    assert_eq!(setup.admin("/healthz").await.status, 200);
+    drop(running);
+
+    // A gateway configured with a dead app address is never ready.
+    let dead = Setup::new(dead_addr(), &[&bob], "");
+    let _dead_running = dead.start();
+    let r = dead.admin("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("app: FAILED"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_a_listener_is_not_up() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    // Another process (this test) holds the outbound port: peergate runs without that listener.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &format!("outbound: \"{}\"", setup.outbound),
+        &format!("outbound: \"{}\"", squatter.local_addr().unwrap()),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let binary = Binary::run(&setup);
+    wait_listening(setup.admin);
+    let (body, _) = eventually(Duration::from_secs(3), "/readyz 503", || async {
+        let r = setup.admin("/readyz").await;
+        (r.status == 503).then(|| r.text())
+    })
+    .await;
+    assert!(
+        body.starts_with("not ready: listeners\n"),
+        "{body}\n{}",
+        binary.log()
+    );
+    assert!(
+        body.contains("outbound: nothing in this process listens on"),
+        "{body}"
+    );
+    assert!(body.contains("app: ok"), "{body}");
+}

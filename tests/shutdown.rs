@@ -1,0 +1,182 @@
+//! Graceful shutdown of the real binary: SIGTERM closes the listeners, lets the requests in
+//! flight finish, and exits 0 as soon as they have, within the configured grace period.
+
+mod ops;
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ops::*;
+use support::*;
+
+/// Long enough that an exit before it proves peergate did not sleep through it.
+const GRACE: &str = "shutdown: { grace_period: 10s, timeout: 2s }";
+
+async fn ready(setup: &Setup, binary: &mut Binary) {
+    wait_listening(setup.admin);
+    let (_, _) = eventually(Duration::from_secs(5), "/readyz 200", || async {
+        (setup.admin("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "{}",
+        binary.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob], GRACE));
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let (setup, bob, done) = (setup.clone(), bob.clone(), done.clone());
+            tokio::spawn(async move {
+                let resp = raw_request(
+                    setup.inbound,
+                    None,
+                    &signed_get(&setup.authority(), &bob, &format!("/api/slow/{i}")).to_bytes(),
+                )
+                .await;
+                if matches!(&resp, Ok(r) if r.status == 200) {
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                resp
+            })
+        })
+        .collect();
+    // All 20 have reached the app, which answers each a second after it arrived.
+    app.wait_for(20, Duration::from_secs(5)).await;
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+
+    // New connections are refused while the 20 are still being answered.
+    let (_, refused_after) = eventually(Duration::from_secs(2), "connections refused", || async {
+        match tokio::net::TcpStream::connect(setup.inbound).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        done.load(Ordering::SeqCst) < 20,
+        "the listener closed only after every request had been answered ({refused_after:?})"
+    );
+
+    for (i, request) in requests.into_iter().enumerate() {
+        let resp = request
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("request {i} was cut: {e}\n{}", binary.log()));
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+    }
+    let status = binary
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM\n{}", binary.log()));
+    let took = sigterm.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    assert!(
+        took < Duration::from_secs(4),
+        "exited {took:?} after SIGTERM: it should leave once the last request is done, not sleep the 10 s grace period"
+    );
+    eprintln!("connections refused {refused_after:?} after SIGTERM, exit after {took:?}");
+    assert!(
+        binary.log().contains("every request finished"),
+        "{}",
+        binary.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_when_idle_exits_at_once_and_closes_idle_keep_alive_connections() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], GRACE);
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+
+    let mut idle = RawConn::connect(setup.inbound, None).await.unwrap();
+    let resp = idle
+        .request(&signed_get(&setup.authority(), &bob, "/api/x").to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_ne!(resp.header("connection"), Some("close"));
+
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+    let status = binary
+        .wait_exit(Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "an idle gateway still runs 3 s after SIGTERM\n{}",
+                binary.log()
+            )
+        });
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    eprintln!("idle exit after {:?}", sigterm.elapsed());
+    // The kept-alive connection was closed, not left hanging.
+    idle.set_timeout(Duration::from_secs(2));
+    assert!(idle.read_response(false).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_0() {
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(8)));
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(
+        app.addr(),
+        &[&bob],
+        "shutdown: { grace_period: 1s, timeout: 1s }",
+    ));
+    // The app may take longer than the grace period.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, text.replace("timeout: 5s", "timeout: 30s")).unwrap();
+
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+    let stuck = {
+        let (setup, bob) = (setup.clone(), bob.clone());
+        tokio::spawn(async move { setup.get_result(&bob, "/api/stuck").await })
+    };
+    app.wait_for(1, Duration::from_secs(5)).await;
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+    let status = binary
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .unwrap_or_else(|| panic!("still running 6 s after SIGTERM\n{}", binary.log()));
+    let took = sigterm.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "grace 1 s + timeout 1 s, exit after {took:?}"
+    );
+    // Cut: the connection closes, or, when the upstream side is cancelled first, the client
+    // gets the 502 of a broken upstream. Never the app's answer.
+    match stuck.await.unwrap() {
+        Err(_) => {}
+        Ok(resp) if resp.status == 502 => {}
+        Ok(resp) => panic!(
+            "the stuck request was answered: {} {}\n{}",
+            resp.status,
+            resp.text(),
+            binary.log()
+        ),
+    }
+    assert!(
+        binary.log().contains("still open after the grace period"),
+        "{}",
+        binary.log()
+    );
+}
