@@ -368,7 +368,7 @@ pub fn summary(loaded: &config::Loaded) -> String {
     let source = c
         .peers_file
         .as_ref()
-        .map(|f| format!(" (from {} and inline)", f.0.display()))
+        .map(|f| format!(" (peers_file {})", f.0.display()))
         .unwrap_or_default();
     out.push_str(&format!("\npeers: {}{source}\n", c.peers.0.len()));
     for peer in &c.peers.0 {
