@@ -202,16 +202,6 @@ impl Drop for Fixture {
     }
 }
 
-fn wait_listening(addr: SocketAddr) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("the gateway did not start listening on {addr}");
-}
-
 fn header_map(authority: &str, headers: &[(&str, &str)], body: &[u8]) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.insert(

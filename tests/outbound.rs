@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use peergate::config;
 use peergate::identity::{Identity, PublicIdentity};
@@ -87,16 +86,6 @@ impl Drop for Portal {
             g.stop(false);
         }
     }
-}
-
-fn wait_listening(addr: SocketAddr) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {addr}");
 }
 
 /// Makes the identity key and the TLS key distinct files before the portals start: the

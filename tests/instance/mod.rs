@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use peergate::config;
 use peergate::identity::PublicIdentity;
 use peergate::server::{Gateway, Running};
 use rustls::ClientConfig;
 
-use crate::support::{free_port, raw_request, EchoApp, RawRequest, RawResponse, TestCa};
+use crate::support::{
+    free_port, raw_request, wait_listening, EchoApp, RawRequest, RawResponse, TestCa,
+};
 
 pub struct Options {
     pub name: String,
@@ -153,14 +154,4 @@ impl Drop for Instance {
             running.stop(false);
         }
     }
-}
-
-pub fn wait_listening(addr: SocketAddr) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {addr}");
 }

@@ -327,6 +327,17 @@ pub fn free_port() -> u16 {
     panic!("no free port left in {FIRST}-{}", FIRST + SPAN - 1);
 }
 
+/// Waits until something accepts connections on `addr` (a gateway just spawned), up to 10 s.
+pub fn wait_listening(addr: SocketAddr) {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {addr}");
+}
+
 /// An address on 127.0.0.1 where nothing listens (connections are refused).
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

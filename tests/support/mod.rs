@@ -18,5 +18,5 @@ pub mod tls;
 pub use client::{
     h2_request, raw_request, rustls_error, RawConn, RawRequest, RawResponse, NET_TIMEOUT,
 };
-pub use echo::{dead_addr, free_port, EchoApp, Handler, Recorded, Reply};
+pub use echo::{dead_addr, free_port, wait_listening, EchoApp, Handler, Recorded, Reply};
 pub use tls::{crypto_provider, IssuedCert, TestCa};
