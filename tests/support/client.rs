@@ -44,19 +44,12 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::first_header(&self.headers, name)
     }
 
     /// Every value of header `name` (compared case-insensitively), in order.
     pub fn headers_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        super::all_headers(&self.headers, name)
     }
 
     /// The body parsed as JSON; panics (failing the test) with the status and body if it is not.

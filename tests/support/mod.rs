@@ -20,3 +20,20 @@ pub use client::{
 };
 pub use echo::{dead_addr, free_port, wait_listening, EchoApp, Handler, Recorded, Reply};
 pub use tls::{crypto_provider, IssuedCert, TestCa};
+
+/// The first value of header `name` in `headers` (names compared case-insensitively).
+pub fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of header `name` in `headers`, in order (names compared case-insensitively).
+pub fn all_headers<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
