@@ -200,6 +200,9 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
         c.app.upstream,
         c.peers.0.len()
     );
+    // The gateway runs on its snapshot of the configuration; `run_forever` never returns,
+    // so without this the parsed allowlist would stay in memory beside it for good.
+    drop(loaded);
     gateway.run_forever()
 }
 

@@ -189,7 +189,11 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
 }
 
 fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadError> {
-    let mut loaded = config::load(config_path).map_err(ReloadError::Config)?;
+    // Keys already on the allowlist are not checked again (a large allowlist reloads twice
+    // as fast); see `config::load_reusing`.
+    let current = shared.snapshot();
+    let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key(key_id).copied());
+    let mut loaded = config::load_reusing(config_path, known).map_err(ReloadError::Config)?;
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", config_path.display());
     }

@@ -3,25 +3,30 @@
 //!
 //! Design, for a cache that faces the internet:
 //!
-//! * **Hard bound.** The cache holds at most `capacity` entries, and every shard's table is
-//!   allocated at its full size up front, so memory is fixed at start-up and never grows,
-//!   whatever the traffic.
-//! * **Fail closed.** When full, expired entries are dropped first; if every entry is still
-//!   live the request is refused with [`ReplayError::Full`]. Evicting a live entry would let
-//!   its request be replayed, so that is never done.
+//! * **Hard bound.** The cache holds at most `capacity` entries. Each shard's table grows with
+//!   the entries it holds (never past what its share of `capacity` needs), so memory follows
+//!   the traffic, up to a ceiling fixed at start-up whatever the traffic.
+//! * **Expired entries go first.** Before a shard's table grows, and when a shard is full, its
+//!   expired entries are dropped, so the table is sized for the live entries only: a gateway
+//!   at R verified requests/s holds about R × (the freshness window) entries.
+//! * **Fail closed.** If every entry of a full shard is still live, the request is refused
+//!   with [`ReplayError::Full`]. Evicting a live entry would let its request be replayed, so
+//!   that is never done.
 //! * **Cheap when under attack.** Each shard tracks the earliest expiry it holds. A full shard
 //!   whose earliest expiry is still ahead answers `Full` in O(1); it is swept (O(shard size))
 //!   only when at least one entry has expired, which, with expiries in whole seconds, happens
 //!   at most once per second per shard.
-//! * **Compact entries.** An entry is a 128-bit keyed hash of key id and nonce (SHA-256 under
-//!   a random per-cache secret, so senders cannot aim collisions) plus the expiry: 24 bytes
-//!   and one control byte per table slot, however long the nonce was.
+//! * **Compact entries.** An entry is a 64-bit keyed hash of key id and nonce (SHA-256 under a
+//!   random per-cache secret, so senders cannot aim collisions) and a 32-bit expiry: 16 bytes
+//!   and one control byte per table slot, however long the nonce was. Two different pairs
+//!   with one hash would make the second look replayed (a refusal, never an acceptance); with
+//!   a million entries that happens to one request in about 10^13.
 //! * **Atomic check-and-insert.** Lookup and insert happen under one shard lock: of two
 //!   concurrent requests with the same nonce exactly one is accepted.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -42,23 +47,12 @@ pub enum ReplayError {
 const MIN_ENTRIES_PER_SHARD: usize = 4096;
 /// Upper bound on shards: enough to keep lock contention low on many-core hosts.
 const MAX_SHARDS: usize = 64;
+/// Bytes of one table slot: a 16-byte entry (`u64` key, `u32` expiry, padding) and hashbrown's
+/// control byte.
+const SLOT_BYTES: usize = 17;
 
-/// A 128-bit keyed digest of `(key_id, nonce)`. Both halves are uniformly distributed, so
-/// `lo` serves directly as the table hash and `hi` picks the shard.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    lo: u64,
-    hi: u64,
-}
-
-impl Hash for Fingerprint {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.lo);
-    }
-}
-
-/// Pass-through hasher: the fingerprint is already a keyed cryptographic hash, hashing it
-/// again would only cost time.
+/// Pass-through hasher: the key is already a keyed cryptographic hash, hashing it again would
+/// only cost time.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -79,10 +73,36 @@ impl Hasher for PassThrough {
     }
 }
 
-type Table = HashMap<Fingerprint, u64, BuildHasherDefault<PassThrough>>;
+/// fingerprint -> remember until (unix seconds, inclusive), as a [`Stamp`].
+type Table = HashMap<u64, Stamp, BuildHasherDefault<PassThrough>>;
+
+/// Unix seconds in 32 bits, compared with serial number arithmetic (RFC 1982): correct for
+/// any two times less than 2^31 s (68 years) apart, so across 2106 too. Expiries further
+/// than that from now are shortened to that distance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u32);
+
+/// Longest time ahead an entry is stored for.
+const MAX_AHEAD: u64 = (1 << 31) - 1;
+
+impl Stamp {
+    fn at(t: u64) -> Stamp {
+        // Truncation is the point: the serial arithmetic below works modulo 2^32.
+        Stamp(t as u32)
+    }
+
+    /// Whether the entry is still remembered at `now` (its time is `now` or later).
+    fn live_at(self, now: Stamp) -> bool {
+        (self.0.wrapping_sub(now.0) as i32) >= 0
+    }
+
+    /// The full time of a live stamp, given `now`.
+    fn resolve(self, now: u64) -> u64 {
+        now + u64::from(self.0.wrapping_sub(now as u32))
+    }
+}
 
 struct Shard {
-    /// fingerprint -> remember until (unix seconds, inclusive)
     map: Table,
     /// This shard's share of the capacity; `map.len()` never exceeds it.
     cap: usize,
@@ -93,21 +113,32 @@ struct Shard {
 
 impl Shard {
     /// Drops expired entries if any can be expired at `now`; returns how many were dropped.
+    ///
+    /// The live entries are moved to a new table sized for them (plus an eighth, so the next
+    /// sweep is not due at once): deleting in place would leave tombstones that make the table
+    /// grow as if it held them, and would never give memory back after a burst.
     fn sweep_if_due(&mut self, now: u64) -> usize {
         if now <= self.min_until {
             return 0;
         }
         let before = self.map.len();
+        let stamp = Stamp::at(now);
+        let live = self.map.values().filter(|u| u.live_at(stamp)).count();
+        let room = live
+            .saturating_add(live / 8)
+            .saturating_add(16)
+            .min(self.cap);
+        let mut fresh = Table::with_capacity_and_hasher(room, BuildHasherDefault::default());
         let mut min = u64::MAX;
-        self.map.retain(|_, until| {
-            let keep = *until >= now;
-            if keep {
-                min = min.min(*until);
+        for (fp, until) in self.map.drain() {
+            if until.live_at(stamp) {
+                min = min.min(until.resolve(now));
+                fresh.insert(fp, until);
             }
-            keep
-        });
+        }
+        self.map = fresh;
         self.min_until = min;
-        before - self.map.len()
+        before - live
     }
 }
 
@@ -130,13 +161,26 @@ impl fmt::Debug for ReplayCache {
     }
 }
 
+/// Table slots hashbrown allocates for `n` entries (a power of two, at most 7/8 full).
+fn slots_for(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=3 => 4,
+        4..=7 => 8,
+        _ => (n.saturating_mul(8) / 7).next_power_of_two(),
+    }
+}
+
 impl ReplayCache {
-    /// A cache holding at most `capacity` entries, allocated in full now.
+    /// A cache holding at most `capacity` entries. Nothing is allocated per entry up front:
+    /// each shard's table grows with its live entries.
     ///
-    /// Memory is about 25 bytes per table slot, and a table has the next power of two above
-    /// 8/7 of its share of slots: between roughly 29 and 57 bytes per unit of capacity
-    /// (1,000,000 entries: about 50 MiB). Size it for the peak request rate times the
-    /// freshness window (`max_age` + `clock_skew`).
+    /// Memory is 17 bytes per table slot; a table has a power of two of slots and is at most
+    /// 7/8 full, and a sweep rebuilds it for its live entries plus an eighth: between 19 and
+    /// about 45 bytes per live entry, and at most
+    /// [`max_table_bytes`](ReplayCache::max_table_bytes) when full (1,000,000 entries: about
+    /// 34 MiB). Size it for the peak rate of verified requests times the freshness window
+    /// (for peergate's own signatures, `signatures.lifetime` + `clock_skew`: 90 s by default).
     ///
     /// Large caches are split into up to 64 shards (of at least 4096 entries each) that each
     /// hold an equal share; `Full` is then reported when one shard is full, which with the
@@ -151,7 +195,7 @@ impl ReplayCache {
             .map(|i| {
                 let cap = base + usize::from(i < extra);
                 Mutex::new(Shard {
-                    map: Table::with_capacity_and_hasher(cap, BuildHasherDefault::default()),
+                    map: Table::default(),
                     cap,
                     min_until: u64::MAX,
                 })
@@ -168,7 +212,7 @@ impl ReplayCache {
 
     /// Atomically: if `(key_id, nonce)` is remembered and `now` is not past its
     /// `remember_until`, `Err(Replayed)`; otherwise remember it until `remember_until`
-    /// (unix seconds, inclusive) and `Ok`.
+    /// (unix seconds, inclusive; at most 68 years ahead) and `Ok`.
     ///
     /// When the shard is full, expired entries are dropped first; if it is still full,
     /// `Err(Full)`: refusing is safer than forgetting a live nonce.
@@ -186,17 +230,19 @@ impl ReplayCache {
         remember_until: u64,
         now: u64,
     ) -> Result<(), ReplayError> {
-        let fp = self.fingerprint(key_id, nonce);
-        let mut shard = self.shard(&fp);
+        let (fp, shard_hash) = self.fingerprint(key_id, nonce);
+        let mut shard = self.shard(shard_hash);
+        let until = remember_until.min(now.saturating_add(MAX_AHEAD));
+        let stamp = Stamp::at(now);
 
-        if let Some(until) = shard.map.get_mut(&fp) {
-            if *until >= now {
+        if let Some(seen) = shard.map.get_mut(&fp) {
+            if seen.live_at(stamp) {
                 return Err(ReplayError::Replayed);
             }
             // Seen before but forgotten by now: reuse the slot.
-            if remember_until >= now {
-                *until = remember_until;
-                shard.min_until = shard.min_until.min(remember_until);
+            if until >= now {
+                *seen = Stamp::at(until);
+                shard.min_until = shard.min_until.min(until);
             } else {
                 shard.map.remove(&fp);
                 self.len.fetch_sub(1, Ordering::Relaxed);
@@ -204,11 +250,13 @@ impl ReplayCache {
             return Ok(());
         }
 
-        if remember_until < now {
+        if until < now {
             return Ok(());
         }
 
-        if shard.map.len() >= shard.cap {
+        // Make room from expired entries before refusing (full) or growing the table.
+        let full = shard.map.len() >= shard.cap;
+        if full || shard.map.len() >= shard.map.capacity() {
             let dropped = shard.sweep_if_due(now);
             if dropped > 0 {
                 self.sweeps.fetch_add(1, Ordering::Relaxed);
@@ -219,8 +267,8 @@ impl ReplayCache {
             }
         }
 
-        shard.map.insert(fp, remember_until);
-        shard.min_until = shard.min_until.min(remember_until);
+        shard.map.insert(fp, Stamp::at(until));
+        shard.min_until = shard.min_until.min(until);
         self.len.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -241,6 +289,22 @@ impl ReplayCache {
         self.capacity
     }
 
+    /// Bytes the tables hold now (slots allocated, used or not).
+    pub fn table_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| slots_for(lock(s).map.capacity()) * SLOT_BYTES)
+            .sum()
+    }
+
+    /// The most bytes the tables can ever hold: every shard full.
+    pub fn max_table_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| slots_for(lock(s).cap) * SLOT_BYTES)
+            .sum()
+    }
+
     /// Drops every entry expired at `now` (whose `remember_until` is before `now`); returns how
     /// many. For a periodic sweeper, so the gauge reflects live entries; correctness does not
     /// depend on it. Shards with nothing expired are skipped in O(1).
@@ -257,7 +321,8 @@ impl ReplayCache {
         total
     }
 
-    fn fingerprint(&self, key_id: &str, nonce: &str) -> Fingerprint {
+    /// The table key and the shard selector: two independent 64-bit parts of one keyed digest.
+    fn fingerprint(&self, key_id: &str, nonce: &str) -> (u64, u64) {
         let mut h = Sha256::new();
         h.update(self.secret);
         // Length prefix: ("ab", "c") and ("a", "bc") must differ.
@@ -269,16 +334,13 @@ impl ReplayCache {
         let mut hi = [0u8; 8];
         lo.copy_from_slice(&out[0..8]);
         hi.copy_from_slice(&out[8..16]);
-        Fingerprint {
-            lo: u64::from_le_bytes(lo),
-            hi: u64::from_le_bytes(hi),
-        }
+        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
     }
 
-    fn shard(&self, fp: &Fingerprint) -> MutexGuard<'_, Shard> {
+    fn shard(&self, shard_hash: u64) -> MutexGuard<'_, Shard> {
         // `shards` is never empty (at least one shard) and the remainder is below its length,
         // so this index is always in range.
-        let idx = usize::try_from(fp.hi % self.shards.len() as u64).unwrap_or(0);
+        let idx = usize::try_from(shard_hash % self.shards.len() as u64).unwrap_or(0);
         lock(&self.shards[idx])
     }
 
@@ -289,7 +351,15 @@ impl ReplayCache {
 
     #[cfg(test)]
     fn allocated_slots(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).map.capacity()).sum()
+        self.shards
+            .iter()
+            .map(|s| slots_for(lock(s).map.capacity()))
+            .sum()
+    }
+
+    #[cfg(test)]
+    fn max_slots(&self) -> usize {
+        self.shards.iter().map(|s| slots_for(lock(s).cap)).sum()
     }
 }
 
@@ -388,8 +458,7 @@ mod tests {
     #[test]
     fn capacity_bound_holds_single_shard() {
         let c = ReplayCache::new(1000);
-        let slots = c.allocated_slots();
-        assert!(slots >= 1000);
+        assert_eq!(c.allocated_slots(), 0, "nothing is allocated up front");
         let mut ok = 0;
         for i in 0..10_000 {
             match c.check_and_insert(K, &format!("n{i}"), 1_000_000, 0) {
@@ -397,10 +466,15 @@ mod tests {
                 Err(e) => assert_eq!(e, ReplayError::Full),
             }
             assert!(c.len() <= c.capacity());
+            assert!(c.allocated_slots() <= c.max_slots());
         }
         assert_eq!(ok, 1000);
         assert_eq!(c.len(), 1000);
-        assert_eq!(c.allocated_slots(), slots, "the table must not grow");
+        assert_eq!(
+            c.allocated_slots(),
+            c.max_slots(),
+            "full: the ceiling, no more"
+        );
     }
 
     #[test]
@@ -408,7 +482,7 @@ mod tests {
         let cap = 100_000;
         let c = ReplayCache::new(cap);
         assert!(c.shards.len() > 1);
-        let slots = c.allocated_slots();
+        assert_eq!(c.allocated_slots(), 0);
         let mut ok = 0usize;
         for i in 0..(2 * cap) {
             if c.check_and_insert(K, &i.to_string(), u64::MAX, 0).is_ok() {
@@ -419,7 +493,82 @@ mod tests {
         assert_eq!(c.len(), ok);
         // Uniform hashing fills the shards evenly.
         assert!(ok >= cap * 95 / 100, "only {ok} of {cap} used");
-        assert_eq!(c.allocated_slots(), slots, "the tables must not grow");
+        assert!(
+            c.allocated_slots() <= c.max_slots(),
+            "the tables stay under the ceiling"
+        );
+        assert!(c.table_bytes() <= c.max_table_bytes());
+        // The ceiling: 17 bytes a slot, power-of-two tables at most 7/8 full.
+        assert!(c.max_table_bytes() <= cap * 17 * 8 / 7 * 2);
+    }
+
+    #[test]
+    fn memory_follows_live_entries_not_capacity() {
+        // A steady 1000 verified requests/s, each remembered 90 s, for 10 simulated minutes:
+        // about 90 000 live entries in a cache that could hold a million.
+        let c = ReplayCache::new(1_000_000);
+        let mut n = 0u64;
+        for t in 0..600u64 {
+            for _ in 0..1000 {
+                n += 1;
+                assert_eq!(c.check_and_insert(K, &n.to_string(), t + 90, t), Ok(()));
+            }
+            // Expired entries are dropped before a table grows: the tables are sized for the
+            // 91 000 live entries (at most 7/8 full, power-of-two sizes), whatever the
+            // capacity, and hold at most that many entries, expired ones included.
+            let bound = 91_000 * 17 * 8 / 7 * 2;
+            assert!(c.table_bytes() <= bound, "t={t}: {} bytes", c.table_bytes());
+            assert!(c.len() <= 2 * 91_000, "t={t}: {} entries", c.len());
+        }
+        assert!(c.table_bytes() * 4 < c.max_table_bytes());
+        // Nothing live was forgotten.
+        for m in (n - 80_000)..=n {
+            assert_eq!(
+                c.check_and_insert(K, &m.to_string(), 700, 599),
+                Err(ReplayError::Replayed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_shrinks_after_a_burst() {
+        let c = ReplayCache::new(100_000);
+        for i in 0..50_000 {
+            assert_eq!(c.check_and_insert(K, &format!("b{i}"), 10, 0), Ok(()));
+        }
+        let burst = c.table_bytes();
+        assert_eq!(c.purge_expired(11), 50_000);
+        assert!(
+            c.table_bytes() < burst / 8,
+            "{} of {burst}",
+            c.table_bytes()
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn expiries_far_ahead_and_past_2106() {
+        let c = ReplayCache::new(100);
+        // Beyond 68 years ahead: remembered for 68 years, which is still remembered now.
+        assert_eq!(c.check_and_insert(K, "far", u64::MAX, 1000), Ok(()));
+        assert_eq!(
+            c.check_and_insert(K, "far", u64::MAX, 1000 + (1 << 30)),
+            Err(ReplayError::Replayed)
+        );
+        // Around the 32-bit wrap of unix seconds (February 2106).
+        let wrap = 1u64 << 32;
+        assert_eq!(c.check_and_insert(K, "w", wrap + 30, wrap - 30), Ok(()));
+        for now in [wrap - 30, wrap - 1, wrap, wrap + 30] {
+            assert_eq!(
+                c.check_and_insert(K, "w", wrap + 90, now),
+                Err(ReplayError::Replayed),
+                "now={now}"
+            );
+        }
+        assert_eq!(c.check_and_insert(K, "w", wrap + 90, wrap + 31), Ok(()));
+        // "w", and "far", whose 68 years (from 1000) are over by then.
+        assert_eq!(c.purge_expired(wrap + 91), 2);
+        assert!(c.is_empty());
     }
 
     #[test]
