@@ -26,17 +26,7 @@ pub fn main(args: &Args) -> Result<(), String> {
     response.extend_from_slice(&body);
     let response: Arc<[u8]> = response.into();
 
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| e.to_string())?;
+    let runtime = crate::runtime(threads)?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen)
             .await

@@ -292,17 +292,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         None
     };
 
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| e.to_string())?;
+    let runtime = crate::runtime(threads)?;
 
     let start = Instant::now() + Duration::from_millis(50);
     let shared = Arc::new(Shared {

@@ -47,3 +47,19 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The tokio runtime the app and the load generator run on: one thread without a scheduler
+/// to steal work, or `threads` workers.
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| e.to_string())
+}
