@@ -1,6 +1,25 @@
 //! Nonce replay cache: remembers each `(keyid, nonce)` pair for as long as a signature that
 //! carries it could still be accepted, so a captured request cannot be played again.
 //!
+//! **The window.** The verifier remembers a nonce until `min(created + max_age, expires)`, the
+//! last second at which this gateway's clock still accepts the signature (`remember_until` is
+//! inclusive: the entry blocks a replay in that very second; one second later the signature is
+//! refused as expired on its own). For peergate's own signatures that is `lifetime` (60 s by
+//! default) after `created`, more only when the signer's clock is ahead of ours (by at most
+//! `clock_skew`, which bounds how far in the future `created` may be).
+//!
+//! No margin is added past that second. A margin only matters if this gateway's wall clock
+//! steps backwards: after a step back of d seconds, signatures that expired in the last d
+//! seconds are accepted again, and an entry already swept no longer blocks their replay (an
+//! entry not yet swept still does: expiry is compared with the current clock). What the cache
+//! defends against is replay of a captured request while time moves forwards; a wall clock
+//! that steps back while serving is outside that, and keeping it from doing so (a synchronized
+//! clock that NTP slews rather than steps) is the host's job. No fixed margin would close the
+//! gap anyway: a step larger than the margin gets through. The `clock_skew` (30 s) that used to
+//! be added covered only steps of up to 30 s, and cost a third more entries at any rate (90 s
+//! of nonces instead of 60 s for peergate's signatures), enough to fill the default 1 000 000
+//! entries at about 11 000 verified requests/s.
+//!
 //! Design, for a cache that faces the internet:
 //!
 //! * **Hard bound.** The cache holds at most `capacity` entries. Each shard's table grows with
@@ -17,16 +36,17 @@
 //!   only when at least one entry has expired, which, with expiries in whole seconds, happens
 //!   at most once per second per shard.
 //! * **Compact entries.** An entry is a 64-bit keyed hash of key id and nonce (SHA-256 under a
-//!   random per-cache secret, so senders cannot aim collisions) and a 32-bit expiry: 16 bytes
-//!   and one control byte per table slot, however long the nonce was. Two different pairs
-//!   with one hash would make the second look replayed (a refusal, never an acceptance); with
-//!   a million entries that happens to one request in about 10^13.
+//!   random per-cache secret, so senders cannot aim collisions), held as two 32-bit halves, and
+//!   a 32-bit expiry: 12 bytes with 4-byte alignment (a `u64` would pad it to 16), and one
+//!   control byte per table slot, however long the nonce was. Two different pairs with one
+//!   hash would make the second look replayed (a refusal, never an acceptance); with a million
+//!   entries that happens to one request in about 10^13.
 //! * **Atomic check-and-insert.** Lookup and insert happen under one shard lock: of two
 //!   concurrent requests with the same nonce exactly one is accepted.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -47,9 +67,13 @@ pub enum ReplayError {
 const MIN_ENTRIES_PER_SHARD: usize = 4096;
 /// Upper bound on shards: enough to keep lock contention low on many-core hosts.
 const MAX_SHARDS: usize = 64;
-/// Bytes of one table slot: a 16-byte entry (`u64` key, `u32` expiry, padding) and hashbrown's
-/// control byte.
-const SLOT_BYTES: usize = 17;
+/// Bytes of one table slot: a 12-byte entry ([`Fingerprint`] and [`Stamp`], no padding) and
+/// hashbrown's control byte.
+const SLOT_BYTES: usize = 13;
+
+// The memory accounting (`table_bytes`, `max_table_bytes`, the documented bounds) rests on
+// this: an entry that grew (a `u64` field brings back 4 bytes of padding) must change it too.
+const _: () = assert!(std::mem::size_of::<(Fingerprint, Stamp)>() + 1 == SLOT_BYTES);
 
 /// Pass-through hasher: the key is already a keyed cryptographic hash, hashing it again would
 /// only cost time.
@@ -73,8 +97,35 @@ impl Hasher for PassThrough {
     }
 }
 
+/// The 64-bit keyed hash of `(keyid, nonce)`, stored as two `u32` halves so that an entry has
+/// 4-byte alignment: beside the 32-bit [`Stamp`] that makes 12 bytes where a `u64` key would
+/// pad the entry to 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint([u32; 2]);
+
+impl Fingerprint {
+    fn new(v: u64) -> Fingerprint {
+        // Truncation is the point: the two halves.
+        Fingerprint([v as u32, (v >> 32) as u32])
+    }
+
+    fn get(self) -> u64 {
+        let [lo, hi] = self.0;
+        u64::from(lo) | (u64::from(hi) << 32)
+    }
+}
+
+impl Hash for Fingerprint {
+    /// One `write_u64` of the whole fingerprint, so [`PassThrough`] hands the table all 64
+    /// uniform bits as they are. The derived impl would hash the array as a slice (a length
+    /// prefix, then bytes), which only the byte-wise fallback would mix.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.get());
+    }
+}
+
 /// fingerprint -> remember until (unix seconds, inclusive), as a [`Stamp`].
-type Table = HashMap<u64, Stamp, BuildHasherDefault<PassThrough>>;
+type Table = HashMap<Fingerprint, Stamp, BuildHasherDefault<PassThrough>>;
 
 /// Unix seconds in 32 bits, compared with serial number arithmetic (RFC 1982): correct for
 /// any two times less than 2^31 s (68 years) apart, so across 2106 too. Expiries further
@@ -175,12 +226,13 @@ impl ReplayCache {
     /// A cache holding at most `capacity` entries. Nothing is allocated per entry up front:
     /// each shard's table grows with its live entries.
     ///
-    /// Memory is 17 bytes per table slot; a table has a power of two of slots and is at most
-    /// 7/8 full, and a sweep rebuilds it for its live entries plus an eighth: between 19 and
-    /// about 45 bytes per live entry, and at most
-    /// [`max_table_bytes`](ReplayCache::max_table_bytes) when full (1,000,000 entries: about
-    /// 34 MiB). Size it for the peak rate of verified requests times the freshness window
-    /// (for peergate's own signatures, `signatures.lifetime` + `clock_skew`: 90 s by default).
+    /// Memory is 13 bytes per table slot; a table has a power of two of slots and is at most
+    /// 7/8 full, and a sweep rebuilds it for its live entries plus an eighth: between 15 and
+    /// about 34 bytes per live entry, and at most
+    /// [`max_table_bytes`](ReplayCache::max_table_bytes) when full (1,000,000 entries: 26
+    /// MiB). Size it for the peak rate of verified requests times the freshness window (for
+    /// peergate's own signatures, `signatures.lifetime`: 60 s by default, up to `clock_skew`
+    /// more for a signer whose clock is ahead).
     ///
     /// Large caches are split into up to 64 shards (of at least 4096 entries each) that each
     /// hold an equal share; `Full` is then reported when one shard is full, which with the
@@ -322,7 +374,7 @@ impl ReplayCache {
     }
 
     /// The table key and the shard selector: two independent 64-bit parts of one keyed digest.
-    fn fingerprint(&self, key_id: &str, nonce: &str) -> (u64, u64) {
+    fn fingerprint(&self, key_id: &str, nonce: &str) -> (Fingerprint, u64) {
         let mut h = Sha256::new();
         h.update(self.secret);
         // Length prefix: ("ab", "c") and ("a", "bc") must differ.
@@ -334,7 +386,10 @@ impl ReplayCache {
         let mut hi = [0u8; 8];
         lo.copy_from_slice(&out[0..8]);
         hi.copy_from_slice(&out[8..16]);
-        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
+        (
+            Fingerprint::new(u64::from_le_bytes(lo)),
+            u64::from_le_bytes(hi),
+        )
     }
 
     fn shard(&self, shard_hash: u64) -> MutexGuard<'_, Shard> {
@@ -498,31 +553,93 @@ mod tests {
             "the tables stay under the ceiling"
         );
         assert!(c.table_bytes() <= c.max_table_bytes());
-        // The ceiling: 17 bytes a slot, power-of-two tables at most 7/8 full.
-        assert!(c.max_table_bytes() <= cap * 17 * 8 / 7 * 2);
+        // The ceiling: 13 bytes a slot, power-of-two tables at most 7/8 full.
+        assert!(c.max_table_bytes() <= cap * 13 * 8 / 7 * 2);
+    }
+
+    #[test]
+    fn default_capacity_ceiling() {
+        // The figure the docs give: 64 shards of 15 625 entries, 32 768 slots each (15 625 is
+        // more than 7/8 of 16 384), 13 bytes a slot: 26 MiB.
+        let c = ReplayCache::new(1_000_000);
+        assert_eq!(c.max_table_bytes(), 64 * 32_768 * 13);
+        assert_eq!(c.max_table_bytes() >> 20, 26);
+    }
+
+    #[test]
+    fn an_entry_is_twelve_bytes() {
+        assert_eq!(std::mem::size_of::<(Fingerprint, Stamp)>(), 12);
+        assert_eq!(std::mem::align_of::<(Fingerprint, Stamp)>(), 4);
+        assert_eq!(SLOT_BYTES, 13);
+    }
+
+    #[test]
+    fn the_table_hash_is_the_fingerprint() {
+        use std::hash::BuildHasher as _;
+        let build = BuildHasherDefault::<PassThrough>::default();
+        for v in [0, 1, 0xdead_beef, 1 << 32, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let fp = Fingerprint::new(v);
+            assert_eq!(fp.get(), v);
+            // All 64 bits reach hashbrown unchanged: the bucket index (low bits) and the
+            // control byte (top 7 bits) both come from the keyed digest.
+            assert_eq!(build.hash_one(fp), v, "{v:#x}");
+        }
+        // Two fingerprints differing in either half are different keys.
+        assert_ne!(Fingerprint::new(1), Fingerprint::new(1 << 32));
+        // Real fingerprints: the halves come from the digest, and distinct pairs differ.
+        let c = ReplayCache::new(10);
+        let (a, sa) = c.fingerprint(K, "n1");
+        let (b, _) = c.fingerprint(K, "n2");
+        assert_ne!(a, b);
+        assert_eq!(c.fingerprint(K, "n1"), (a, sa));
+        assert_eq!(build.hash_one(a), a.get());
+    }
+
+    #[test]
+    fn remember_until_is_the_last_second_blocked() {
+        let c = ReplayCache::new(100);
+        let until = 1_060;
+        assert_eq!(c.check_and_insert(K, "n", until, 1_000), Ok(()));
+        for now in [1_001, until - 1, until] {
+            assert_eq!(
+                c.check_and_insert(K, "n", now + 60, now),
+                Err(ReplayError::Replayed),
+                "now={now}"
+            );
+            // A sweep at that second keeps it too.
+            assert_eq!(c.purge_expired(now), 0, "now={now}");
+        }
+        assert_eq!(c.len(), 1);
+        // One second later it is forgotten, by a sweep and by a lookup alike.
+        assert_eq!(c.purge_expired(until + 1), 1);
+        assert_eq!(c.check_and_insert(K, "n", until + 61, until + 1), Ok(()));
+        let d = ReplayCache::new(100);
+        assert_eq!(d.check_and_insert(K, "n", until, 1_000), Ok(()));
+        assert_eq!(d.check_and_insert(K, "n", until + 61, until + 1), Ok(()));
     }
 
     #[test]
     fn memory_follows_live_entries_not_capacity() {
-        // A steady 1000 verified requests/s, each remembered 90 s, for 10 simulated minutes:
-        // about 90 000 live entries in a cache that could hold a million.
+        // A steady 1000 verified requests/s, each remembered 60 s (peergate's own signatures),
+        // for 10 simulated minutes: about 60 000 live entries in a cache that could hold a
+        // million.
         let c = ReplayCache::new(1_000_000);
         let mut n = 0u64;
         for t in 0..600u64 {
             for _ in 0..1000 {
                 n += 1;
-                assert_eq!(c.check_and_insert(K, &n.to_string(), t + 90, t), Ok(()));
+                assert_eq!(c.check_and_insert(K, &n.to_string(), t + 60, t), Ok(()));
             }
             // Expired entries are dropped before a table grows: the tables are sized for the
-            // 91 000 live entries (at most 7/8 full, power-of-two sizes), whatever the
-            // capacity, and hold at most that many entries, expired ones included.
-            let bound = 91_000 * 17 * 8 / 7 * 2;
+            // 61 000 live entries (13-byte slots, at most 7/8 full, power-of-two sizes),
+            // whatever the capacity, and hold at most that many entries, expired ones included.
+            let bound = 61_000 * 13 * 8 / 7 * 2;
             assert!(c.table_bytes() <= bound, "t={t}: {} bytes", c.table_bytes());
-            assert!(c.len() <= 2 * 91_000, "t={t}: {} entries", c.len());
+            assert!(c.len() <= 2 * 61_000, "t={t}: {} entries", c.len());
         }
         assert!(c.table_bytes() * 4 < c.max_table_bytes());
         // Nothing live was forgotten.
-        for m in (n - 80_000)..=n {
+        for m in (n - 60_000)..=n {
             assert_eq!(
                 c.check_and_insert(K, &m.to_string(), 700, 599),
                 Err(ReplayError::Replayed)

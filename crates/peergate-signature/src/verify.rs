@@ -14,6 +14,7 @@
     clippy::panic
 )]
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::time::Duration;
 
@@ -380,10 +381,13 @@ fn covers_digest(components: &[ComponentId]) -> bool {
 
 /// Checks the headers of a signed request against `policy` (DESIGN.md's table), with the
 /// coverage DESIGN.md requires. See [`verify_request`].
-pub fn verify_headers<'k>(
+///
+/// `lookup` maps a `keyid` to its key, as a reference or by value: an allowlist too large to
+/// keep every key decompressed hands out keys it decompresses on demand.
+pub fn verify_headers<K: Borrow<VerifyingKey>>(
     req: &RequestView<'_>,
     policy: &Policy,
-    lookup: impl Fn(&str) -> Option<&'k VerifyingKey>,
+    lookup: impl Fn(&str) -> Option<K>,
     replay: &ReplayCache,
     now: u64,
 ) -> Result<Verified, Refusal> {
@@ -405,13 +409,16 @@ pub fn verify_headers<'k>(
 /// 8. the signature base built (`missing_component` when a covered component is absent) and
 ///    the Ed25519 signature verified strictly (`bad_signature`);
 /// 9. a covered `Content-Digest` usable (`digest_mismatch`);
-/// 10. the nonce recorded in `replay` until the signature can no longer be fresh
-///     (`replayed`, `replay_cache_full`).
-pub fn verify_request<'k>(
+/// 10. the nonce recorded in `replay` until `min(created + max_age, expires)`, inclusive: the
+///     last second at which step 5 accepts the signature, so every replay that would pass step
+///     5 is refused (`replayed`, `replay_cache_full`). No `clock_skew` margin is added: it
+///     only guarded against this gateway's own clock stepping backwards, which the replay
+///     cache does not defend against (see [`crate::replay`]), and cost a third more entries.
+pub fn verify_request<K: Borrow<VerifyingKey>>(
     req: &RequestView<'_>,
     policy: &Policy,
     coverage: Coverage,
-    lookup: impl Fn(&str) -> Option<&'k VerifyingKey>,
+    lookup: impl Fn(&str) -> Option<K>,
     replay: &ReplayCache,
     now: u64,
 ) -> Result<Verified, Refusal> {
@@ -534,7 +541,7 @@ pub fn verify_request<'k>(
         MessageView::Request(req),
         &components,
         &params_value,
-        key,
+        key.borrow(),
         &signature,
         &label,
         &params,
@@ -563,12 +570,13 @@ pub fn verify_request<'k>(
         None
     };
 
-    // 10. Replay.
+    // 10. Replay. Step 5 accepted `now <= created + max_age` and `now <= expires`: past this
+    // second the signature is refused as expired, so remembering the nonce longer protects
+    // nothing (unless the clock steps back; see the module docs of `replay`).
     if let Some(nonce) = nonce {
         let fresh_until = created
             .saturating_add(max_age)
-            .min(expires.unwrap_or(u64::MAX))
-            .saturating_add(skew);
+            .min(expires.unwrap_or(u64::MAX));
         replay
             .check_and_insert(key_id, nonce, fresh_until, now)
             .map_err(|e| match e {

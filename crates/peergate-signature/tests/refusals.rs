@@ -530,6 +530,79 @@ fn freshness_edges() {
     );
 }
 
+/// The replay window ends exactly when the signature stops being accepted: a replay is
+/// refused up to and including the last accepted second, the nonce is forgotten one second
+/// later, when the signature itself is refused as expired.
+#[test]
+fn replay_window_is_the_acceptance_window() {
+    let p = policy(); // max_age 300, clock_skew 30
+                      // (what the signature says, its last accepted second)
+    let cases: [(&[(&str, Param)], u64); 3] = [
+        // peergate's own signature made now: expires = created + 60.
+        (
+            &[
+                ("created", Param::Int(NOW)),
+                ("expires", Param::Int(NOW + 60)),
+                ("nonce", Param::Str("n-expires")),
+                ("keyid", Param::Str(KEY_ID)),
+            ],
+            NOW + 60,
+        ),
+        // No expires: created + max_age.
+        (
+            &[
+                ("created", Param::Int(NOW - 250)),
+                ("nonce", Param::Str("n-max-age")),
+                ("keyid", Param::Str(KEY_ID)),
+            ],
+            NOW + 50,
+        ),
+        // A signer whose clock is clock_skew ahead: later, but still no margin past it.
+        (
+            &[
+                ("created", Param::Int(NOW + 30)),
+                ("expires", Param::Int(NOW + 90)),
+                ("nonce", Param::Str("n-ahead")),
+                ("keyid", Param::Str(KEY_ID)),
+            ],
+            NOW + 90,
+        ),
+    ];
+    for (params, last) in cases {
+        let req = signed_custom(get(), &GET_COMPONENTS, params, &key());
+        let reason = |replay: &ReplayCache, now: u64| {
+            check_with(&req, &p, replay, now)
+                .map(|_| ())
+                .map_err(|r| r.reason)
+        };
+        let replay = ReplayCache::new(64);
+        assert_eq!(reason(&replay, NOW), Ok(()));
+        assert_eq!(replay.len(), 1);
+        // One second before the boundary, and at the boundary itself: a replay.
+        assert_eq!(reason(&replay, last - 1), Err(Reason::Replayed), "{last}");
+        assert_eq!(reason(&replay, last), Err(Reason::Replayed), "{last}");
+        // A sweep at the boundary keeps the nonce; one second later drops it.
+        assert_eq!(replay.purge_expired(last), 0);
+        assert_eq!(replay.purge_expired(last + 1), 1, "no margin past {last}");
+        assert!(replay.is_empty());
+        // ...when the signature is refused on its own.
+        assert_eq!(reason(&replay, last + 1), Err(Reason::Expired));
+
+        // Without a sweep, the entry blocks the boundary second and is dead one second later.
+        let replay = ReplayCache::new(64);
+        let v = check_with(&req, &p, &replay, NOW).unwrap();
+        let nonce = v.nonce.unwrap();
+        assert_eq!(
+            replay.check_and_insert(KEY_ID, &nonce, last + 60, last),
+            Err(peergate_signature::ReplayError::Replayed)
+        );
+        assert_eq!(
+            replay.check_and_insert(KEY_ID, &nonce, last + 60, last + 1),
+            Ok(())
+        );
+    }
+}
+
 #[test]
 fn replay_and_nonce() {
     let replay = ReplayCache::new(64);
@@ -537,10 +610,10 @@ fn replay_and_nonce() {
     assert!(check_with(&req, &policy(), &replay, NOW).is_ok());
     let r = check_with(&req, &policy(), &replay, NOW + 1).unwrap_err();
     assert_eq!(r.reason, Reason::Replayed);
-    // Remembered until the signature can no longer be fresh: min(created + max_age,
-    // expires) + clock_skew = NOW + 60 + 30. Past that it is refused as expired anyway.
+    // Remembered until the last second the signature is accepted: min(created + max_age,
+    // expires) = NOW + 60. Past that it is refused as expired anyway.
     assert_eq!(
-        check_with(&req, &policy(), &replay, NOW + 90)
+        check_with(&req, &policy(), &replay, NOW + 61)
             .unwrap_err()
             .reason,
         Reason::Expired
