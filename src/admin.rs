@@ -88,7 +88,7 @@ async fn readiness(shared: &Shared) -> (bool, String) {
                 public.key_id()
             )),
         ),
-        ("allowlist", Ok(format!("{} peers", snap.peers().len()))),
+        ("allowlist", Ok(format!("{} peers", snap.peer_count()))),
         ("app", app),
     ];
     let failed: Vec<&str> = checks

@@ -2,35 +2,48 @@
 //! configuration. Requests read a snapshot; a reload builds a new one and swaps it in whole, so a
 //! request never sees half of an old allowlist and half of a new one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
 
 use ed25519_dalek::VerifyingKey;
+use hashbrown::HashTable;
 use http::HeaderValue;
 use peergate_signature::{HostRule, Policy, Signer};
 
 use crate::config::{self, Allow, Config, HostPort, PeerUrl, Route};
+use crate::identity::PublicIdentity;
 
-/// A peer as the gateways need it per request: every header value precomputed.
-#[derive(Debug)]
-pub struct PeerEntry {
-    pub name: String,
-    pub short_id: String,
-    pub peer_id: String,
-    /// The key id of the peer's own (first) key.
-    pub key_id: String,
-    pub url: Option<PeerUrl>,
-    pub allow: Allow,
-    /// `X-Peer-Id` value.
-    pub id_header: HeaderValue,
-    /// `X-Peer-Name` value: percent-encoded UTF-8 where the name is not plain ASCII.
-    pub name_header: HeaderValue,
+/// Where a string lives in [`Snapshot::text`].
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
 }
 
-struct KeyEntry {
-    key: VerifyingKey,
-    peer: Arc<PeerEntry>,
-    key_id_header: HeaderValue,
+/// A peer, compactly: an allowlist of 100 000 peers has to fit in a few tens of MiB beside the
+/// proxy, so strings live in one arena, empty rules take no room, and header values are made
+/// per request (a few hundred nanoseconds beside a 40 µs signature check).
+struct PeerRec {
+    name: Span,
+    url: Option<UrlRec>,
+    allow: Option<Box<Allow>>,
+    /// Index in [`Snapshot::keys`] of the peer's own (first) key, whose short ID is the peer's.
+    primary: u32,
+}
+
+#[derive(Clone, Copy)]
+struct UrlRec {
+    host: Span,
+    base_path: Span,
+    port: u16,
+    https: bool,
+}
+
+struct KeyRec {
+    /// The key's 32 bytes, key id and short ID.
+    id: PublicIdentity,
+    /// Index in [`Snapshot::peers`].
+    peer: u32,
 }
 
 /// The identity header names, and the folded forms used to strip look-alikes.
@@ -61,10 +74,21 @@ impl IdentityHeaderNames {
 
 /// Everything request handling needs that comes from the configuration.
 pub struct Snapshot {
-    peers: Vec<Arc<PeerEntry>>,
-    by_key_id: HashMap<String, KeyEntry>,
-    by_short_id: HashMap<String, Arc<PeerEntry>>,
-    by_name: HashMap<String, Arc<PeerEntry>>,
+    /// Names, URL hosts and base paths of all peers, back to back.
+    text: String,
+    peers: Vec<PeerRec>,
+    keys: Vec<KeyRec>,
+    /// Indexes into `keys`, by key id: the only lookup that authorizes.
+    by_key_id: HashTable<u32>,
+    /// Indexes into `keys`, by short ID: a handle apps use, never an authorization key.
+    by_short_id: HashTable<u32>,
+    /// Indexes into `peers`, by name folded to lower case.
+    by_name: HashTable<u32>,
+    /// Indexes into `peers`, by URL host: apps using peergate as their HTTP proxy name the
+    /// peer by host (several peers may share one, on different ports).
+    by_host: HashTable<u32>,
+    hasher: RandomState,
+    decompressed: KeyCache,
     pub routes: Vec<Route>,
     pub policy: Policy,
     pub scheme: &'static str,
@@ -78,48 +102,193 @@ pub struct Snapshot {
     pub signer: Signer,
 }
 
-/// A verified caller: the peer and the exact key that signed.
+/// A verified caller: the peer and the exact key that signed, with the identity header values
+/// the app gets.
 #[derive(Clone)]
 pub struct Caller {
-    pub peer: Arc<PeerEntry>,
+    pub short_id: ShortId,
+    pub id_header: HeaderValue,
+    pub name_header: HeaderValue,
     pub key_id_header: HeaderValue,
+}
+
+/// A short ID, by value: small enough to keep in a request's context for its log line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortId([u8; crate::identity::SHORT_ID_LEN]);
+
+impl ShortId {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ShortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer of a snapshot, as the gateways read it.
+#[derive(Clone, Copy)]
+pub struct Peer<'a> {
+    snap: &'a Snapshot,
+    rec: &'a PeerRec,
+}
+
+impl<'a> Peer<'a> {
+    pub fn name(&self) -> &'a str {
+        self.snap.text(self.rec.name)
+    }
+
+    fn primary(&self) -> Option<&'a PublicIdentity> {
+        self.snap.keys.get(self.rec.primary as usize).map(|k| &k.id)
+    }
+
+    pub fn short_id(&self) -> ShortId {
+        let mut short = [0u8; crate::identity::SHORT_ID_LEN];
+        if let Some(id) = self.primary() {
+            short.copy_from_slice(id.short_id().as_bytes());
+        }
+        ShortId(short)
+    }
+
+    /// The key id of the peer's own (first) key.
+    pub fn key_id(&self) -> &'a str {
+        self.primary()
+            .map(PublicIdentity::key_id)
+            .unwrap_or_default()
+    }
+
+    /// The full peer ID, computed (SHA-512): for listings, not for every request.
+    pub fn peer_id(&self) -> String {
+        self.primary()
+            .map(PublicIdentity::peer_id)
+            .unwrap_or_default()
+    }
+
+    pub fn url_host(&self) -> Option<(&'a str, u16)> {
+        self.rec.url.map(|u| (self.snap.text(u.host), u.port))
+    }
+
+    pub fn url(&self) -> Option<PeerUrl> {
+        self.rec.url.map(|u| PeerUrl {
+            https: u.https,
+            host: self.snap.text(u.host).to_string(),
+            port: u.port,
+            base_path: self.snap.text(u.base_path).to_string(),
+        })
+    }
+
+    pub fn allow(&self) -> &'a Allow {
+        static ANYTHING: Allow = Allow {
+            methods: Vec::new(),
+            paths: Vec::new(),
+        };
+        self.rec.allow.as_deref().unwrap_or(&ANYTHING)
+    }
+
+    /// `X-Peer-Id` value: the short ID.
+    pub fn id_header(&self) -> HeaderValue {
+        header_value(self.short_id().as_str()).unwrap_or(HeaderValue::from_static(""))
+    }
+
+    /// `X-Peer-Name` value: percent-encoded UTF-8 where the name is not plain ASCII.
+    pub fn name_header(&self) -> HeaderValue {
+        header_value(&encode_name(self.name())).unwrap_or(HeaderValue::from_static(""))
+    }
 }
 
 impl Snapshot {
     pub fn build(config: &Config) -> Result<Snapshot, String> {
-        // Sized up front: an allowlist of 100 000 peers would otherwise rehash each map
-        // about 17 times while it is built.
-        let n = config.peers.0.len();
-        let keys: usize = config.peers.0.iter().map(|p| 1 + p.other_keys.len()).sum();
-        let mut peers = Vec::with_capacity(n);
-        let mut by_key_id = HashMap::with_capacity(keys);
-        let mut by_short_id = HashMap::with_capacity(keys);
-        let mut by_name = HashMap::with_capacity(n);
-        for peer in &config.peers.0 {
-            let entry = Arc::new(PeerEntry {
-                name: peer.name.clone(),
-                short_id: peer.short_id().to_string(),
-                peer_id: peer.primary.peer_id().to_string(),
-                key_id: peer.primary.key_id().to_string(),
-                url: peer.url.clone(),
-                allow: peer.allow.clone(),
-                id_header: header_value(peer.short_id())?,
-                name_header: header_value(&encode_name(&peer.name))?,
-            });
+        let list = &config.peers.0;
+        let key_count: usize = list.iter().map(|p| 1 + p.other_keys.len()).sum();
+        let too_many = || format!("{} keys are more than an allowlist can hold", key_count);
+        u32::try_from(key_count).map_err(|_| too_many())?;
+        let text_len: usize = list
+            .iter()
+            .map(|p| {
+                p.name.len()
+                    + p.url
+                        .as_ref()
+                        .map_or(0, |u| u.host.len() + u.base_path.len())
+            })
+            .sum();
+        let mut text = String::with_capacity(text_len);
+        let mut push = |s: &str| -> Result<Span, String> {
+            let span = Span {
+                start: u32::try_from(text.len()).map_err(|_| too_many())?,
+                len: u32::try_from(s.len()).map_err(|_| too_many())?,
+            };
+            text.push_str(s);
+            Ok(span)
+        };
+        // Sized up front: no rehashing or regrowth while a 100 000-peer allowlist is built.
+        let mut peers = Vec::with_capacity(list.len());
+        let mut keys = Vec::with_capacity(key_count);
+        for peer in list {
+            let index = u32::try_from(peers.len()).map_err(|_| too_many())?;
+            let primary = u32::try_from(keys.len()).map_err(|_| too_many())?;
             for key in peer.keys() {
-                by_key_id.insert(
-                    key.key_id().to_string(),
-                    KeyEntry {
-                        key: *key.verifying_key(),
-                        peer: entry.clone(),
-                        key_id_header: header_value(key.key_id())?,
-                    },
-                );
-                by_short_id.insert(key.short_id().to_string(), entry.clone());
+                // Checked now so that header values made per request cannot fail later.
+                header_value(key.key_id())?;
+                keys.push(KeyRec {
+                    id: key.clone(),
+                    peer: index,
+                });
             }
-            by_name.insert(peer.name.to_lowercase(), entry.clone());
-            peers.push(entry);
+            header_value(&encode_name(&peer.name))?;
+            let url = match &peer.url {
+                Some(u) => Some(UrlRec {
+                    host: push(&u.host)?,
+                    base_path: push(&u.base_path)?,
+                    port: u.port,
+                    https: u.https,
+                }),
+                None => None,
+            };
+            let allow = &peer.allow;
+            peers.push(PeerRec {
+                name: push(&peer.name)?,
+                url,
+                allow: (!allow.methods.is_empty() || !allow.paths.is_empty())
+                    .then(|| Box::new(allow.clone())),
+                primary,
+            });
         }
+        let hasher = RandomState::new();
+        let mut by_key_id = HashTable::with_capacity(keys.len());
+        let mut by_short_id = HashTable::with_capacity(keys.len());
+        for (i, key) in (0u32..).zip(&keys) {
+            let h = hasher.hash_one(key.id.key_id());
+            by_key_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.key_id()));
+            let h = hasher.hash_one(key.id.short_id());
+            by_short_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.short_id()));
+        }
+        let mut by_name = HashTable::with_capacity(peers.len());
+        for (i, peer) in (0u32..).zip(&peers) {
+            let folded = span_text(&text, peer.name).to_lowercase();
+            by_name.insert_unique(hasher.hash_one(&folded), i, |&j| {
+                let name = peers
+                    .get(j as usize)
+                    .map_or("", |p| span_text(&text, p.name));
+                hasher.hash_one(name.to_lowercase())
+            });
+        }
+        let mut by_host = HashTable::with_capacity(peers.len());
+        for (i, peer) in (0u32..).zip(&peers) {
+            if let Some(url) = peer.url {
+                let host = span_text(&text, url.host);
+                by_host.insert_unique(hasher.hash_one(host), i, |&j| {
+                    let host = peers
+                        .get(j as usize)
+                        .and_then(|p| p.url)
+                        .map_or("", |u| span_text(&text, u.host));
+                    hasher.hash_one(host)
+                });
+            }
+        }
+        let decompressed = KeyCache::new(keys.len());
+
         let hosts = config
             .identity
             .hosts
@@ -146,10 +315,15 @@ impl Snapshot {
             folded: h.all().map(config::IdentityHeaderName::folded),
         };
         Ok(Snapshot {
+            text,
             peers,
+            keys,
             by_key_id,
             by_short_id,
             by_name,
+            by_host,
+            hasher,
+            decompressed,
             routes: config.routes.clone(),
             policy,
             scheme: config.identity.scheme.as_str(),
@@ -172,35 +346,77 @@ impl Snapshot {
         })
     }
 
-    pub fn peers(&self) -> &[Arc<PeerEntry>] {
-        &self.peers
+    fn text(&self, span: Span) -> &str {
+        span_text(&self.text, span)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = Peer<'_>> {
+        self.peers.iter().map(|rec| Peer { snap: self, rec })
+    }
+
+    fn peer(&self, index: u32) -> Option<Peer<'_>> {
+        self.peers
+            .get(index as usize)
+            .map(|rec| Peer { snap: self, rec })
+    }
+
+    fn key_rec(&self, key_id: &str) -> Option<&KeyRec> {
+        let found = self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
+            self.keys
+                .get(i as usize)
+                .is_some_and(|k| k.id.key_id() == key_id)
+        })?;
+        self.keys.get(*found as usize)
     }
 
     /// The verifying key for a `keyid`: the full key id, never a short ID or a name.
-    pub fn key(&self, key_id: &str) -> Option<&VerifyingKey> {
-        self.by_key_id.get(key_id).map(|e| &e.key)
+    pub fn key(&self, key_id: &str) -> Option<VerifyingKey> {
+        let found = self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
+            self.keys
+                .get(i as usize)
+                .is_some_and(|k| k.id.key_id() == key_id)
+        })?;
+        let rec = self.keys.get(*found as usize)?;
+        self.decompressed.get(*found, rec.id.raw())
     }
 
-    pub fn caller(&self, key_id: &str) -> Option<Caller> {
-        self.by_key_id.get(key_id).map(|e| Caller {
-            peer: e.peer.clone(),
-            key_id_header: e.key_id_header.clone(),
-        })
+    /// The 32 bytes of the key with this key id, for a reload to skip checking it again.
+    pub fn key_bytes(&self, key_id: &str) -> Option<[u8; 32]> {
+        self.key_rec(key_id).map(|k| *k.id.raw())
+    }
+
+    pub fn caller(&self, key_id: &str) -> Option<(Caller, Peer<'_>)> {
+        let key = self.key_rec(key_id)?;
+        let peer = self.peer(key.peer)?;
+        let caller = Caller {
+            short_id: peer.short_id(),
+            id_header: peer.id_header(),
+            name_header: peer.name_header(),
+            key_id_header: header_value(key.id.key_id()).ok()?,
+        };
+        Some((caller, peer))
     }
 
     /// The peer whose URL has this host (and this port, when one is given), for apps that use
     /// peergate as their HTTP proxy. `Err` when the host alone names several peers.
-    pub fn peer_by_host(
-        &self,
-        host: &str,
-        port: Option<u16>,
-    ) -> Result<Option<&Arc<PeerEntry>>, String> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let mut found = self.peers.iter().filter(|p| {
-            p.url.as_ref().is_some_and(|u| {
-                u.host.eq_ignore_ascii_case(host) && port.is_none_or(|port| port == u.port)
-            })
-        });
+    pub fn peer_by_host(&self, host: &str, port: Option<u16>) -> Result<Option<Peer<'_>>, String> {
+        // Peer URL hosts are stored in lower case.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let mut found = self
+            .by_host
+            .iter_hash(self.hasher.hash_one(host.as_str()))
+            .filter_map(|&i| self.peer(i))
+            .filter(|p| {
+                p.url_host()
+                    .is_some_and(|(h, p)| h == host && port.is_none_or(|port| port == p))
+            });
         let first = found.next();
         if first.is_some() && found.next().is_some() {
             return Err(format!(
@@ -211,10 +427,82 @@ impl Snapshot {
     }
 
     /// A peer by short ID or name, for apps addressing peers (`/peers/<short ID or name>/`).
-    pub fn peer_by_handle(&self, handle: &str) -> Option<&Arc<PeerEntry>> {
-        self.by_short_id
-            .get(handle)
-            .or_else(|| self.by_name.get(&handle.to_lowercase()))
+    pub fn peer_by_handle(&self, handle: &str) -> Option<Peer<'_>> {
+        let by_short = self
+            .by_short_id
+            .find(self.hasher.hash_one(handle), |&i| {
+                self.keys
+                    .get(i as usize)
+                    .is_some_and(|k| k.id.short_id() == handle)
+            })
+            .and_then(|&i| self.keys.get(i as usize))
+            .and_then(|k| self.peer(k.peer));
+        if by_short.is_some() {
+            return by_short;
+        }
+        let folded = handle.to_lowercase();
+        let found = self.by_name.find(self.hasher.hash_one(&folded), |&i| {
+            self.peers
+                .get(i as usize)
+                .is_some_and(|p| self.text(p.name).to_lowercase() == folded)
+        })?;
+        self.peer(*found)
+    }
+}
+
+fn span_text(text: &str, span: Span) -> &str {
+    let start = span.start as usize;
+    text.get(start..start + span.len as usize)
+        .unwrap_or_default()
+}
+
+/// The hash of an entry already in a table, for when the table grows (it is sized up front,
+/// so this is not expected to run).
+fn rehash(
+    hasher: &RandomState,
+    keys: &[KeyRec],
+    index: u32,
+    field: impl Fn(&KeyRec) -> &str,
+) -> u64 {
+    hasher.hash_one(keys.get(index as usize).map_or("", field))
+}
+
+/// Decompressed keys of the peers that call. A curve point takes 192 bytes and 4 µs to
+/// decompress; keeping one for each of 100 000 peers would cost 19 MiB for keys that mostly
+/// never sign a request, and decompressing on every request 4 µs each. A slot per key up to
+/// [`KeyCache::MAX_SLOTS`], shared beyond that: with a small allowlist every key stays
+/// decompressed after its first request.
+struct KeyCache {
+    slots: Box<[RwLock<Slot>]>,
+}
+
+/// The key index a slot holds the decompressed key of, if any.
+type Slot = Option<(u32, VerifyingKey)>;
+
+impl KeyCache {
+    const MAX_SLOTS: usize = 4096;
+
+    fn new(keys: usize) -> Self {
+        let slots = keys.clamp(1, Self::MAX_SLOTS);
+        KeyCache {
+            slots: (0..slots).map(|_| RwLock::new(None)).collect(),
+        }
+    }
+
+    fn get(&self, index: u32, raw: &[u8; 32]) -> Option<VerifyingKey> {
+        let slot = self.slots.get(index as usize % self.slots.len().max(1))?;
+        if let Ok(held) = slot.read() {
+            if let Some((i, key)) = *held {
+                if i == index {
+                    return Some(key);
+                }
+            }
+        }
+        let key = VerifyingKey::from_bytes(raw).ok()?;
+        if let Ok(mut held) = slot.write() {
+            *held = Some((index, key));
+        }
+        Some(key)
     }
 }
 
@@ -233,6 +521,188 @@ pub fn encode_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::identity::Identity;
+
+    /// A snapshot of a configuration with `n` generated peers (`p0`, `p1`, …), the first with a
+    /// second key, the second with a non-ASCII name and rules; returns the peers' keys too.
+    fn snapshot(n: usize, extra: &str) -> (Snapshot, Vec<Identity>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("me.pem"),
+            Identity::generate().to_pkcs8_pem().unwrap(),
+        )
+        .unwrap();
+        let mut ids: Vec<Identity> = Vec::new();
+        let mut peers = String::from("peers:\n");
+        while ids.len() < n + 1 {
+            let id = Identity::generate();
+            if ids
+                .iter()
+                .any(|o| o.public().short_id() == id.public().short_id())
+            {
+                continue;
+            }
+            ids.push(id);
+        }
+        for (i, id) in ids.iter().take(n).enumerate() {
+            let name = if i == 1 {
+                "Zoë's NAS".to_string()
+            } else {
+                format!("p{i}")
+            };
+            peers.push_str(&format!(
+                "  - name: \"{name}\"\n    public_keys: [\"{}\"{}]\n    url: https://p{i}.example.org:{}/base\n",
+                id.public().spki_base64(),
+                if i == 0 {
+                    format!(", \"{}\"", ids[n].public().spki_base64())
+                } else {
+                    String::new()
+                },
+                8000 + i
+            ));
+            if i == 1 {
+                peers.push_str("    allow: { methods: [GET], paths: [\"/api/*\"] }\n");
+            }
+        }
+        peers.push_str(extra);
+        std::fs::write(dir.path().join("peers.yaml"), peers).unwrap();
+        std::fs::write(
+            dir.path().join("peergate.yaml"),
+            "identity: { key_file: me.pem, hosts: [me.example.org] }\napp: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
+        )
+        .unwrap();
+        let loaded = config::load(&dir.path().join("peergate.yaml")).unwrap();
+        (Snapshot::build(&loaded.config).unwrap(), ids)
+    }
+
+    #[test]
+    fn keys_are_found_by_full_key_id_only() {
+        let (snap, ids) = snapshot(3, "");
+        for (i, id) in ids.iter().enumerate() {
+            let public = id.public();
+            let key = snap.key(public.key_id()).unwrap();
+            assert_eq!(key.as_bytes(), public.raw(), "key {i}");
+            // Asked again: the same key, now from the cache.
+            assert_eq!(snap.key(public.key_id()).unwrap(), key);
+            assert_eq!(snap.key_bytes(public.key_id()), Some(*public.raw()));
+            // Neither a short ID, a name, nor a prefix of the key id authorizes.
+            assert!(snap.key(public.short_id()).is_none());
+            assert!(snap.key(&public.key_id()[..42]).is_none());
+        }
+        assert!(snap.key("p0").is_none());
+        assert!(snap.key("").is_none());
+    }
+
+    #[test]
+    fn a_second_key_calls_as_its_peer() {
+        let (snap, ids) = snapshot(3, "");
+        let (caller, peer) = snap.caller(ids[3].public().key_id()).unwrap();
+        assert_eq!(peer.name(), "p0");
+        assert_eq!(caller.short_id.as_str(), ids[0].public().short_id());
+        assert_eq!(caller.id_header, ids[0].public().short_id());
+        assert_eq!(caller.key_id_header, ids[3].public().key_id());
+        assert_eq!(caller.name_header, "p0");
+        // Its own short ID is a handle for the same peer.
+        let by_second = snap.peer_by_handle(ids[3].public().short_id()).unwrap();
+        assert_eq!(by_second.name(), "p0");
+        assert_eq!(by_second.key_id(), ids[0].public().key_id());
+    }
+
+    #[test]
+    fn peers_keep_their_names_urls_and_rules() {
+        let (snap, ids) = snapshot(3, "");
+        assert_eq!(snap.peer_count(), 3);
+        let zoe = snap.peer_by_handle("zoË's nas").unwrap();
+        assert_eq!(zoe.name(), "Zoë's NAS");
+        assert_eq!(zoe.short_id().as_str(), ids[1].public().short_id());
+        assert_eq!(zoe.peer_id(), ids[1].public().peer_id());
+        assert_eq!(zoe.name_header(), "Zo%C3%AB's NAS");
+        let url = zoe.url().unwrap();
+        assert_eq!(url.to_string(), "https://p1.example.org:8001/base");
+        assert_eq!(zoe.url_host(), Some(("p1.example.org", 8001)));
+        assert!(zoe.allow().permits(&http::Method::GET, "/api/x"));
+        assert!(!zoe.allow().permits(&http::Method::POST, "/api/x"));
+        assert!(!zoe.allow().permits(&http::Method::GET, "/other"));
+        let p2 = snap.peer_by_handle(ids[2].public().short_id()).unwrap();
+        assert!(p2.allow().permits(&http::Method::DELETE, "/anything"));
+        assert_eq!(
+            snap.peer_by_host("P2.example.org", None)
+                .unwrap()
+                .unwrap()
+                .name(),
+            "p2"
+        );
+        assert!(snap
+            .peer_by_host("p2.example.org", Some(1))
+            .unwrap()
+            .is_none());
+        assert!(snap.peer_by_handle("nobody").is_none());
+        assert!(snap
+            .peer_by_handle(&ids[2].public().key_id()[..6])
+            .is_none());
+        let names: Vec<&str> = snap.peers().map(|p| p.name()).collect();
+        assert_eq!(names, ["p0", "Zoë's NAS", "p2"]);
+    }
+
+    #[test]
+    fn a_host_shared_by_two_peers_needs_the_port() {
+        let twin = Identity::generate();
+        let extra = format!(
+            "  - name: twin\n    public_key: \"{}\"\n    url: https://P2.Example.org:9999\n",
+            twin.public().spki_base64()
+        );
+        let (snap, _) = snapshot(3, &extra);
+        let err = snap.peer_by_host("p2.example.org", None).err().unwrap();
+        assert!(err.contains("several peers"), "{err}");
+        let on = |port| snap.peer_by_host("[P2.example.ORG]", Some(port)).unwrap();
+        assert_eq!(on(8002).unwrap().name(), "p2");
+        assert_eq!(on(9999).unwrap().name(), "twin");
+        assert!(on(1).is_none());
+        assert_eq!(
+            snap.peer_by_host("p0.example.org", None)
+                .unwrap()
+                .unwrap()
+                .name(),
+            "p0"
+        );
+    }
+
+    #[test]
+    fn keys_sharing_a_cache_slot_stay_apart() {
+        // More keys than slots: key i and key i + MAX_SLOTS share a slot.
+        let n = KeyCache::MAX_SLOTS + 2;
+        let cache = KeyCache::new(n);
+        let raws: Vec<[u8; 32]> = (0..n)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                ed25519_dalek::SigningKey::from_bytes(&seed)
+                    .verifying_key()
+                    .to_bytes()
+            })
+            .collect();
+        for round in 0..2 {
+            for (i, raw) in [0, KeyCache::MAX_SLOTS, 1, KeyCache::MAX_SLOTS + 1, 0]
+                .into_iter()
+                .map(|i| (i, &raws[i]))
+            {
+                let key = cache.get(i as u32, raw).unwrap();
+                assert_eq!(key.as_bytes(), raw, "round {round}, key {i}");
+            }
+        }
+        // Bytes that are not a point give no key, and do not take the slot.
+        let bad = (0u8..=255)
+            .map(|b| {
+                let mut raw = [0u8; 32];
+                raw[0] = b;
+                raw
+            })
+            .find(|raw| VerifyingKey::from_bytes(raw).is_err())
+            .unwrap();
+        assert!(cache.get(7, &bad).is_none());
+        assert_eq!(cache.get(7, &raws[7]).unwrap().as_bytes(), &raws[7]);
+    }
 
     #[test]
     fn names_are_percent_encoded_only_where_needed() {

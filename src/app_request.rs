@@ -63,8 +63,8 @@ pub fn prepare(
     req.insert_header("x-forwarded-proto", proto)?;
 
     if let Some(caller) = caller {
-        req.insert_header(names.id.clone(), caller.peer.id_header.clone())?;
-        req.insert_header(names.name.clone(), caller.peer.name_header.clone())?;
+        req.insert_header(names.id.clone(), caller.id_header.clone())?;
+        req.insert_header(names.name.clone(), caller.name_header.clone())?;
         req.insert_header(names.key_id.clone(), caller.key_id_header.clone())?;
     }
     Ok(())

@@ -203,6 +203,7 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     // The gateway runs on its snapshot of the configuration; `run_forever` never returns,
     // so without this the parsed allowlist would stay in memory beside it for good.
     drop(loaded);
+    crate::memory::release_freed();
     gateway.run_forever()
 }
 

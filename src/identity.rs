@@ -95,18 +95,18 @@ impl Identity {
 
 /// Characters of a key id: 32 bytes of SHA-256 in base64url without padding.
 const KEY_ID_LEN: usize = 43;
-/// Characters of a peer ID: 512 bits, 5 a character, the last padded.
-const PEER_ID_LEN: usize = 103;
 
-/// A public key with its key id, peer ID and short ID.
+/// A public key with its key id and short ID.
 ///
-/// The names are kept inline, not on the heap: an allowlist can hold 100 000 of these, and two
-/// allocations fewer each make loading it faster and its memory smaller.
+/// Kept small, because an allowlist can hold 100 000 of these: the 32 bytes of the key as
+/// written (validated when parsed, decompressed again only where a signature is checked), the
+/// key id and the short ID inline. The 103-character peer ID is computed when asked for: only
+/// listings show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicIdentity {
-    key: VerifyingKey,
+    raw: [u8; 32],
     key_id: [u8; KEY_ID_LEN],
-    peer_id: [u8; PEER_ID_LEN],
+    short_id: [u8; SHORT_ID_LEN],
 }
 
 impl fmt::Debug for PublicIdentity {
@@ -120,15 +120,32 @@ impl fmt::Debug for PublicIdentity {
 
 impl PublicIdentity {
     pub fn new(key: VerifyingKey) -> Self {
+        Self::of_valid_raw(key.to_bytes())
+    }
+
+    /// For 32 bytes already known to be a valid, non-weak Ed25519 point.
+    fn of_valid_raw(raw: [u8; 32]) -> Self {
+        let mut short_id = [0u8; SHORT_ID_LEN];
+        for (slot, c) in short_id.iter_mut().zip(peer_id_symbols(&raw)) {
+            *slot = c;
+        }
         PublicIdentity {
-            key_id: key_id_bytes(&key),
-            peer_id: peer_id_bytes(&key),
-            key,
+            key_id: key_id_of_raw(&raw),
+            short_id,
+            raw,
         }
     }
 
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.key
+    /// The 32 bytes of the key (RFC 8032 encoding).
+    pub fn raw(&self) -> &[u8; 32] {
+        &self.raw
+    }
+
+    /// The key as a curve point, for checking signatures. Costs a decompression (about 4 µs):
+    /// hot paths keep the result (see `allowlist::KeyCache`). `None` cannot happen for a key
+    /// that was parsed or generated, but is not assumed away.
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.raw).ok()
     }
 
     pub fn key_id(&self) -> &str {
@@ -136,19 +153,18 @@ impl PublicIdentity {
         std::str::from_utf8(&self.key_id).unwrap_or_default()
     }
 
-    pub fn peer_id(&self) -> &str {
-        // Characters of PEER_ID_ALPHABET: ASCII, so always UTF-8.
-        std::str::from_utf8(&self.peer_id).unwrap_or_default()
+    pub fn peer_id(&self) -> String {
+        peer_id_symbols(&self.raw).map(char::from).collect()
     }
 
     pub fn short_id(&self) -> &str {
-        let short = self.peer_id.get(..SHORT_ID_LEN).unwrap_or_default();
-        std::str::from_utf8(short).unwrap_or_default()
+        // Characters of PEER_ID_ALPHABET: ASCII, so always UTF-8.
+        std::str::from_utf8(&self.short_id).unwrap_or_default()
     }
 
     /// The SubjectPublicKeyInfo DER, the form the peer ID is computed over.
     pub fn spki_der(&self) -> [u8; 44] {
-        spki_der(&self.key)
+        spki_der_of_raw(&self.raw)
     }
 
     /// SPKI base64 (a PEM body on one line): the form people paste into `public_key:`.
@@ -165,7 +181,7 @@ impl PublicIdentity {
 
     /// The raw 32 bytes, base64url without padding: the JWK `x` member.
     pub fn raw_base64url(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.key.as_bytes())
+        URL_SAFE_NO_PAD.encode(self.raw)
     }
 
     /// Parses a peer's public key in any form DESIGN.md allows: SPKI base64 (a PEM body), a
@@ -175,13 +191,13 @@ impl PublicIdentity {
         Self::parse_reusing(text, &|_| None)
     }
 
-    /// [`parse`](Self::parse), taking the decoded point from `known` when it has a key with
-    /// this key id and exactly these 32 bytes: such a key passed the very same checks (point
-    /// decompression, weak-key test) when it was first loaded, and decompressing it again is
-    /// most of the cost of reloading a large allowlist.
+    /// [`parse`](Self::parse), skipping the point checks for a key `known` vouches for: when it
+    /// has a key with this key id and exactly these 32 bytes, that key passed the very same
+    /// checks (point decompression, weak-key test) when it was first loaded, and repeating
+    /// them is most of the cost of reloading a large allowlist.
     pub fn parse_reusing(
         text: &str,
-        known: &dyn Fn(&str) -> Option<VerifyingKey>,
+        known: &dyn Fn(&str) -> Option<[u8; 32]>,
     ) -> Result<Self, IdentityError> {
         let text = text.trim();
         let body: String = if text.starts_with("-----BEGIN") {
@@ -211,16 +227,12 @@ impl PublicIdentity {
             n => return Err(length_error(n)),
         };
         let key_id = key_id_of_raw(&raw);
-        if let Some(key) = std::str::from_utf8(&key_id)
+        if std::str::from_utf8(&key_id)
             .ok()
             .and_then(known)
-            .filter(|k| k.as_bytes() == &raw)
+            .is_some_and(|k| k == raw)
         {
-            return Ok(PublicIdentity {
-                peer_id: peer_id_bytes(&key),
-                key_id,
-                key,
-            });
+            return Ok(PublicIdentity::of_valid_raw(raw));
         }
         let key = VerifyingKey::from_bytes(&raw).map_err(|_| {
             IdentityError::BadPublicKey("public key is not a valid Ed25519 point".into())
@@ -230,7 +242,7 @@ impl PublicIdentity {
                 "public key is a weak (small-order) Ed25519 key: signatures under it can be forged, so it is refused".into(),
             ));
         }
-        Ok(PublicIdentity::new(key))
+        Ok(PublicIdentity::of_valid_raw(raw))
     }
 }
 
@@ -266,24 +278,24 @@ fn pem_body(text: &str, label: &str) -> Result<String, String> {
 }
 
 pub fn spki_der(key: &VerifyingKey) -> [u8; 44] {
+    spki_der_of_raw(key.as_bytes())
+}
+
+fn spki_der_of_raw(key: &[u8; 32]) -> [u8; 44] {
     let mut der = [0u8; 44];
     let (prefix, raw) = der.split_at_mut(ED25519_SPKI_PREFIX.len());
     prefix.copy_from_slice(&ED25519_SPKI_PREFIX);
-    raw.copy_from_slice(key.as_bytes());
+    raw.copy_from_slice(key);
     der
 }
 
 /// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order, with no
 /// whitespace, base64url without padding.
 pub fn key_id(key: &VerifyingKey) -> String {
-    String::from_utf8_lossy(&key_id_bytes(key)).into_owned()
+    String::from_utf8_lossy(&key_id_of_raw(key.as_bytes())).into_owned()
 }
 
 /// [`key_id`], without an allocation: the JWK is written into a buffer on the stack.
-fn key_id_bytes(key: &VerifyingKey) -> [u8; KEY_ID_LEN] {
-    key_id_of_raw(key.as_bytes())
-}
-
 fn key_id_of_raw(raw: &[u8; 32]) -> [u8; KEY_ID_LEN] {
     const HEAD: &[u8] = br#"{"crv":"Ed25519","kty":"OKP","x":""#;
     const TAIL: &[u8] = br#""}"#;
@@ -302,34 +314,31 @@ fn key_id_of_raw(raw: &[u8; 32]) -> [u8; KEY_ID_LEN] {
 /// Portal's peer ID: SHA-512 over the SPKI DER, 5 bits a character, most significant first, the
 /// last group padded with zero bits.
 pub fn peer_id(key: &VerifyingKey) -> String {
-    String::from_utf8_lossy(&peer_id_bytes(key)).into_owned()
+    peer_id_symbols(key.as_bytes()).map(char::from).collect()
 }
 
-/// [`peer_id`] into a fixed buffer: 64 bytes are exactly 103 characters.
-fn peer_id_bytes(key: &VerifyingKey) -> [u8; PEER_ID_LEN] {
-    let digest = Sha512::digest(spki_der(key));
-    let mut out = [0u8; PEER_ID_LEN];
-    for (slot, c) in out.iter_mut().zip(base32_msb_symbols(&digest)) {
-        *slot = c;
-    }
-    out
+/// The characters of the peer ID of a key (64 bytes of SHA-512 are exactly 103 of them).
+fn peer_id_symbols(raw: &[u8; 32]) -> impl Iterator<Item = u8> {
+    let digest: [u8; 64] = Sha512::digest(spki_der_of_raw(raw)).into();
+    base32_msb_symbols(digest.into_iter())
 }
 
 #[cfg(test)]
 fn base32_msb(bytes: &[u8]) -> String {
-    base32_msb_symbols(bytes).map(char::from).collect()
+    base32_msb_symbols(bytes.iter().copied())
+        .map(char::from)
+        .collect()
 }
 
 /// The base-32 symbols of `bytes`, 5 bits each, most significant first, the last group padded
 /// with zero bits.
-fn base32_msb_symbols(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+fn base32_msb_symbols(mut iter: impl Iterator<Item = u8>) -> impl Iterator<Item = u8> {
     let mut acc: u32 = 0;
     let mut bits = 0u32;
-    let mut iter = bytes.iter();
     std::iter::from_fn(move || {
         while bits < 5 {
             match iter.next() {
-                Some(&b) => {
+                Some(b) => {
                     acc = ((acc << 8) | u32::from(b)) & 0x1fff;
                     bits += 8;
                 }
@@ -533,8 +542,7 @@ mod tests {
         let spki = PublicIdentity::parse(RFC9421_PUBLIC).unwrap();
         let pem = PublicIdentity::parse(&spki.public_key_pem()).unwrap();
         let raw = PublicIdentity::parse(&spki.raw_base64url()).unwrap();
-        let raw_std =
-            PublicIdentity::parse(&STANDARD.encode(spki.verifying_key().as_bytes())).unwrap();
+        let raw_std = PublicIdentity::parse(&STANDARD.encode(spki.raw())).unwrap();
         for other in [&pem, &raw, &raw_std] {
             assert_eq!(other.key_id(), spki.key_id());
         }
@@ -590,18 +598,17 @@ mod tests {
         let b = Identity::generate().public().clone();
         let text = a.spki_base64();
         // The known key for a's key id has a's bytes: reused, same identity.
-        let same = PublicIdentity::parse_reusing(&text, &|kid| {
-            (kid == a.key_id()).then(|| *a.verifying_key())
-        })
-        .unwrap();
+        let same =
+            PublicIdentity::parse_reusing(&text, &|kid| (kid == a.key_id()).then(|| *a.raw()))
+                .unwrap();
         assert_eq!(same, a);
         // A known key with other bytes under that key id is never taken.
-        let other = PublicIdentity::parse_reusing(&text, &|_| Some(*b.verifying_key())).unwrap();
+        let other = PublicIdentity::parse_reusing(&text, &|_| Some(*b.raw())).unwrap();
         assert_eq!(other, a);
         // Nothing known: checked in full, weak keys still refused.
         let weak =
             PublicIdentity::parse_reusing("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &|_| {
-                Some(*a.verifying_key())
+                Some(*a.raw())
             });
         assert!(weak.unwrap_err().to_string().contains("weak"));
     }

@@ -121,20 +121,21 @@ impl Inbound {
             Ok(v) => v,
             Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
         };
-        let Some(caller) = snap.caller(&verified.key_id) else {
+        let Some((caller, peer)) = snap.caller(&verified.key_id) else {
             return Ok(Err(Problem::from_reason(
                 Reason::UnknownKey,
                 "the signing key left the allowlist",
             )));
         };
-        let peer = caller.peer.clone();
         ctx.caller = Some(caller);
-        if !peer.allow.permits(&req.method, &path) {
+        if !peer.allow().permits(&req.method, &path) {
             return Ok(Err(Problem::from_reason(
                 Reason::Forbidden,
                 format!(
                     "peer {} ({}) may not {} {path}",
-                    peer.short_id, peer.name, req.method
+                    peer.short_id(),
+                    peer.name(),
+                    req.method
                 ),
             )));
         }
@@ -365,7 +366,7 @@ impl ProxyHttp for Inbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
-        let peer = ctx.caller.as_ref().map(|c| c.peer.short_id.as_str());
+        let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
         ctx.record.finish(session, &self.shared.metrics, peer);
         self.shared
             .metrics

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod peer_cmd;

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use peergate_signature::RequestView;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -24,9 +25,9 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::ALPN;
 use pingora::{Error, ErrorType};
 
-use crate::allowlist::{PeerEntry, Snapshot};
+use crate::allowlist::{Peer, ShortId, Snapshot};
 use crate::body::{self, BodyError};
-use crate::config::HostPort;
+use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder};
 use crate::metrics::Direction;
 use crate::problem::Problem;
@@ -50,14 +51,23 @@ pub struct Outbound {
 pub struct OutboundCtx {
     record: Record,
     /// The peer called, once known.
-    peer: Option<Arc<PeerEntry>>,
+    peer: Option<ShortId>,
+}
+
+/// The peer an app's request goes to, taken out of the snapshot for the call.
+struct Called {
+    short_id: ShortId,
+    name: String,
+    url: PeerUrl,
+    id_header: HeaderValue,
+    name_header: HeaderValue,
 }
 
 /// Where the app's request goes.
 enum Target {
     Directory,
     Peer {
-        peer: Arc<PeerEntry>,
+        peer: Called,
         /// Path and query on the peer, its URL's base path included.
         path_and_query: String,
     },
@@ -185,35 +195,41 @@ impl Outbound {
         Self::on_peer(peer, &pq)
     }
 
-    fn on_peer(peer: &Arc<PeerEntry>, pq: &str) -> Result<Target, Problem> {
-        let Some(url) = &peer.url else {
+    fn on_peer(peer: Peer<'_>, pq: &str) -> Result<Target, Problem> {
+        let Some(url) = peer.url() else {
             return Err(Problem::new(
                 404,
                 "peer_has_no_url",
                 "Peer has no URL",
                 format!(
                     "peer {} ({}) has no url on the allowlist, so it cannot be called",
-                    peer.short_id, peer.name
+                    peer.short_id(),
+                    peer.name()
                 ),
             ));
         };
         Ok(Target::Peer {
-            peer: peer.clone(),
             path_and_query: format!("{}{pq}", url.base_path),
+            peer: Called {
+                short_id: peer.short_id(),
+                name: peer.name().to_string(),
+                url,
+                id_header: peer.id_header(),
+                name_header: peer.name_header(),
+            },
         })
     }
 
     fn directory(snap: &Snapshot) -> Bytes {
         let peers: Vec<serde_json::Value> = snap
             .peers()
-            .iter()
             .map(|p| {
                 serde_json::json!({
-                    "id": p.peer_id,
-                    "short_id": p.short_id,
-                    "key_id": p.key_id,
-                    "name": p.name,
-                    "url": p.url.as_ref().map(ToString::to_string),
+                    "id": p.peer_id(),
+                    "short_id": p.short_id().as_str(),
+                    "key_id": p.key_id(),
+                    "name": p.name(),
+                    "url": p.url().as_ref().map(ToString::to_string),
                 })
             })
             .collect();
@@ -225,15 +241,11 @@ impl Outbound {
     fn signed_request(
         snap: &Snapshot,
         app_req: &RequestHeader,
-        peer: &PeerEntry,
+        url: &PeerUrl,
         path_and_query: &str,
         body: &[u8],
     ) -> pingora::Result<RequestHeader> {
         let internal = |what: String| Error::explain(ErrorType::InternalError, what);
-        let url = peer
-            .url
-            .as_ref()
-            .ok_or_else(|| internal("peer has no url".into()))?;
         let mut req =
             RequestHeader::build(app_req.method.clone(), path_and_query.as_bytes(), None)?;
         for (name, value) in app_req.headers.iter() {
@@ -264,11 +276,7 @@ impl Outbound {
         Ok(req)
     }
 
-    async fn peer_connection(&self, peer: &PeerEntry) -> pingora::Result<HttpPeer> {
-        let url = peer
-            .url
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "peer has no url"))?;
+    async fn peer_connection(&self, url: &PeerUrl) -> pingora::Result<HttpPeer> {
         let addr = resolve(&HostPort {
             host: url.host.clone(),
             port: url.port,
@@ -290,7 +298,7 @@ impl Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
         snap: &Snapshot,
-        peer: Arc<PeerEntry>,
+        peer: Called,
         pq: String,
     ) {
         let what = format!("peer {} ({})", peer.short_id, peer.name);
@@ -305,8 +313,9 @@ impl Outbound {
                 return;
             }
         };
-        let prepared = match Self::signed_request(snap, session.req_header(), &peer, &pq, &body) {
-            Ok(req) => self.peer_connection(&peer).await.map(|p| (req, p)),
+        let prepared = match Self::signed_request(snap, session.req_header(), &peer.url, &pq, &body)
+        {
+            Ok(req) => self.peer_connection(&peer.url).await.map(|p| (req, p)),
             Err(e) => Err(e),
         };
         let result = match prepared {
@@ -376,7 +385,7 @@ impl ProxyHttp for Outbound {
                 peer,
                 path_and_query,
             }) => {
-                ctx.peer = Some(peer.clone());
+                ctx.peer = Some(peer.short_id);
                 self.call(session, ctx, &snap, peer, path_and_query).await;
             }
         }
@@ -396,7 +405,7 @@ impl ProxyHttp for Outbound {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
-        let peer = ctx.peer.as_ref().map(|p| p.short_id.as_str());
+        let peer = ctx.peer.as_ref().map(ShortId::as_str);
         ctx.record.finish(session, &self.shared.metrics, peer);
     }
 }

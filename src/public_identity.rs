@@ -179,7 +179,7 @@ impl PublicPages {
         let page = render_page(&PageInput {
             name: &name,
             short_id: public.short_id(),
-            peer_id: public.peer_id(),
+            peer_id: &public.peer_id(),
             key_id: public.key_id(),
             public_key: &public.spki_base64(),
             url: url.as_deref(),

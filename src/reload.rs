@@ -192,7 +192,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     // Keys already on the allowlist are not checked again (a large allowlist reloads twice
     // as fast); see `config::load_reusing`.
     let current = shared.snapshot();
-    let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key(key_id).copied());
+    let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key_bytes(key_id));
     let mut loaded = config::load_reusing(config_path, known).map_err(ReloadError::Config)?;
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", config_path.display());
@@ -204,8 +204,12 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         loaded.config.identity.key_file.identity = shared.identity.clone();
     }
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
-    let peers = snapshot.peers().len();
+    let peers = snapshot.peer_count();
     shared.install(snapshot);
+    // The snapshot has what requests need; the parsed list goes before the memory is handed
+    // back, or a large allowlist would stay resident twice.
+    loaded.config.peers = config::PeerList::default();
+    crate::memory::release_freed();
     Ok(Applied {
         peers,
         restart_needed,

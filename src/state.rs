@@ -31,7 +31,7 @@ impl Shared {
         let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
         metrics
             .peers
-            .set(i64::try_from(snapshot.peers().len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(snapshot.peer_count()).unwrap_or(i64::MAX));
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             replay: ReplayCache::new(config.signatures.replay_cache_size),
@@ -51,7 +51,7 @@ impl Shared {
     pub fn install(&self, snapshot: Snapshot) {
         self.metrics
             .peers
-            .set(i64::try_from(snapshot.peers().len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(snapshot.peer_count()).unwrap_or(i64::MAX));
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -409,15 +409,15 @@ fn tampered_identity_documents_are_refused() {
     let cases = [
         // Bob's handles, Mallory's key: what an attacker in the middle would serve.
         (
-            doc(m.spki_base64(), b.key_id(), b.short_id(), b.peer_id()),
+            doc(m.spki_base64(), b.key_id(), b.short_id(), &b.peer_id()),
             "states key id",
         ),
         (
-            doc(m.spki_base64(), m.key_id(), b.short_id(), m.peer_id()),
+            doc(m.spki_base64(), m.key_id(), b.short_id(), &m.peer_id()),
             "states short ID",
         ),
         (
-            doc(m.spki_base64(), m.key_id(), m.short_id(), b.peer_id()),
+            doc(m.spki_base64(), m.key_id(), m.short_id(), &b.peer_id()),
             "peer_id",
         ),
         ("{\"hello\":1}".to_string(), "no \"public_key\""),

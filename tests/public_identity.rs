@@ -143,8 +143,12 @@ async fn directory_is_a_signed_jwks_whose_kid_is_the_thumbprint() {
         request: Some(&request),
     };
     let key = PublicIdentity::parse(x).unwrap();
-    verify_signature(MessageView::Response(&response), entry, key.verifying_key())
-        .expect("the directory signature verifies");
+    verify_signature(
+        MessageView::Response(&response),
+        entry,
+        &key.verifying_key().unwrap(),
+    )
+    .expect("the directory signature verifies");
     // Bound to the authority: the same signature does not hold for another host.
     let mut other = HeaderMap::new();
     other.insert("host", "mallory.test".parse().unwrap());
@@ -154,9 +158,12 @@ async fn directory_is_a_signed_jwks_whose_kid_is_the_thumbprint() {
         headers: &headers,
         request: Some(&request),
     };
-    assert!(
-        verify_signature(MessageView::Response(&response), entry, key.verifying_key()).is_err()
-    );
+    assert!(verify_signature(
+        MessageView::Response(&response),
+        entry,
+        &key.verifying_key().unwrap()
+    )
+    .is_err());
 
     // Asked under a name that is not ours, the directory is served but not signed: peergate
     // does not vouch for hosts it is not.

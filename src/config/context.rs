@@ -12,13 +12,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::VerifyingKey;
-
 use crate::identity::{IdentityError, PublicIdentity};
 
-/// Keys a running gateway has already checked, by key id: a reload parses a key it already
-/// has without decompressing the point again (see [`PublicIdentity::parse_reusing`]).
-pub type KnownKeys = Arc<dyn Fn(&str) -> Option<VerifyingKey> + Send + Sync>;
+/// Keys a running gateway has already checked (their 32 bytes, by key id): a reload parses a key
+/// it already has without checking the point again (see [`PublicIdentity::parse_reusing`]).
+pub type KnownKeys = Arc<dyn Fn(&str) -> Option<[u8; 32]> + Send + Sync>;
 
 #[derive(Default)]
 struct LoadState {
