@@ -18,11 +18,21 @@
 //! *directories* of the files rather than the files: editors save by writing a temporary file
 //! and renaming it over the old one, and Kubernetes updates a mounted ConfigMap by flipping the
 //! `..data` symlink; a watch on the file itself would follow the old inode and see neither.
+//!
+//! A directory watch also hears about every other file in the directory (a log file kept
+//! beside the config is a stream of events), and the peers file of a large allowlist is
+//! megabytes, so a check is kept cheap twice over: an event wakes the reloader only when its path is one a
+//! reload reads or passes through ([`Interest`]), and a file is read and hashed only when its
+//! metadata differs from what was recorded when it was last read ([`Watched`]). The content
+//! hash still decides whether anything changed; SIGHUP skips the metadata and reads it all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -261,9 +271,14 @@ impl Reloader {
         };
         // Capacity 1 and `try_send`: a full channel already holds the wake-up.
         let (events_tx, events_rx) = mpsc::channel::<()>(1);
+        let files = files_of(loaded);
+        // Shared with the watcher's thread, which filters there: an event about another file
+        // then costs a few path comparisons and never wakes the reloader.
+        let interest = Arc::new(RwLock::new(Interest::of(&files)));
+        let filter = interest.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
-                Ok(event) if worth_a_look(&event.kind) => {
+                Ok(event) if worth_a_look(&event.kind) && concerns(&filter, &event) => {
                     let _ = events_tx.try_send(());
                 }
                 Ok(_) => {}
@@ -277,14 +292,16 @@ impl Reloader {
             )
         })
         .ok();
-        let files = files_of(loaded);
         let mut state = ReloadState {
             shared,
             config_path: loaded.path.clone(),
-            last: fingerprint(&files),
-            files,
+            files: files
+                .into_iter()
+                .map(|f| Watched::new(f, COARSEST_TIMESTAMP))
+                .collect(),
+            interest,
             watcher,
-            watched: HashMap::new(),
+            watched_dirs: HashMap::new(),
             poll_interval,
         };
         state.refresh_watches();
@@ -321,13 +338,218 @@ fn worth_a_look(kind: &EventKind) -> bool {
     }
 }
 
-/// SHA-256 of each file's content (`None`: unreadable), to tell a real change from an event
-/// about another file in the same directory.
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
-    files
-        .iter()
-        .map(|f| std::fs::read(f).ok().map(|b| Sha256::digest(&b).into()))
-        .collect()
+/// Whether `event` may concern a file a reload reads. When the filter cannot be consulted the
+/// answer is yes: a needless check costs little, a missed change stays until the next poll.
+fn concerns(interest: &RwLock<Interest>, event: &notify::Event) -> bool {
+    interest.read().map_or(true, |i| i.concerns(event))
+}
+
+/// The paths whose events can mean that a file a reload reads changed: each file as written
+/// (made absolute the way `notify` reports it), its real path, and every path its resolution
+/// goes through, so that flipping a symlink anywhere on the way counts.
+#[derive(Debug)]
+struct Interest {
+    paths: Vec<PathBuf>,
+}
+
+impl Interest {
+    fn of(files: &[PathBuf]) -> Interest {
+        let mut paths = Vec::new();
+        for file in files {
+            paths.extend(absolute(file));
+            paths.extend(std::fs::canonicalize(file).ok());
+            paths.extend(resolution(file));
+        }
+        paths.sort();
+        paths.dedup();
+        Interest { paths }
+    }
+
+    /// An event without paths (the kernel's queue overflowed, or the platform does not say)
+    /// may be about anything. Names starting with `..` are how kubelet swaps a ConfigMap's
+    /// files (`..data`, `..2024_01_01_…`); they count even when the resolution recorded at
+    /// the last check does not lead through them yet.
+    fn concerns(&self, event: &notify::Event) -> bool {
+        event.need_rescan()
+            || event.paths.is_empty()
+            || event.paths.iter().any(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.as_bytes().starts_with(b".."))
+                    || self.paths.iter().any(|p| p == path)
+            })
+    }
+}
+
+/// `path` made absolute against the working directory, as `notify` does with the directories
+/// it is given (`Path` equality ignores the `.` components that leaves).
+fn absolute(path: &Path) -> Option<PathBuf> {
+    if path.is_absolute() {
+        Some(path.to_path_buf())
+    } else {
+        std::env::current_dir().ok().map(|cwd| cwd.join(path))
+    }
+}
+
+/// Every path met while resolving `file` component by component: the symlinks, where they
+/// point, and the directories in between. A change to any of them can change what `file` is.
+fn resolution(file: &Path) -> Vec<PathBuf> {
+    /// Linux gives up after 40 links too.
+    const MAX_LINKS: usize = 40;
+    let mut met = Vec::new();
+    let Some(file) = absolute(file) else {
+        return met;
+    };
+    let mut todo: VecDeque<PathBuf> = VecDeque::new();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    push_components(&mut todo, &file);
+    while let Some(part) = todo.pop_front() {
+        if part.as_os_str() == ".." {
+            // `at` has no symlink left in it, so its parent is the real one.
+            at.pop();
+            continue;
+        }
+        let next = at.join(&part);
+        met.push(next.clone());
+        match std::fs::read_link(&next) {
+            Ok(target) if links < MAX_LINKS => {
+                links += 1;
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                let mut rest = VecDeque::new();
+                push_components(&mut rest, &target);
+                rest.extend(todo);
+                todo = rest;
+            }
+            _ => at = next,
+        }
+    }
+    met
+}
+
+/// The names in `path` (no root, no `.`), each as its own path, and `..` kept as such.
+fn push_components(todo: &mut VecDeque<PathBuf>, path: &Path) {
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => todo.push_back(PathBuf::from(name)),
+            Component::ParentDir => todo.push_back(PathBuf::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+}
+
+/// A config file's modification and change times can be this coarse (FAT's are two seconds,
+/// ext3's and HFS+'s one). A write within the same tick as the one recorded may leave every
+/// field of the metadata as it was, so metadata taken that soon after a change does not
+/// vouch for the content: the next check reads the file again.
+const COARSEST_TIMESTAMP: Duration = Duration::from_secs(2);
+
+/// The metadata that changes when a file is written or replaced: an in-place write moves the
+/// modification and change times (compared to the nanosecond, so two same-length writes in
+/// one second differ) and usually the length; a rename over the file or a symlink flip
+/// brings another inode. The change time cannot be set back by `touch -d` or `cp -p`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    fn ctime_nanos(&self) -> i128 {
+        i128::from(self.ctime.0) * 1_000_000_000 + i128::from(self.ctime.1)
+    }
+}
+
+/// What [`Watched::look`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// The metadata vouches for the content; the file was not read.
+    Unchanged,
+    /// The file was read and hashes as before (touched, or rewritten with the same content).
+    Same,
+    /// The file was read and its content differs from the last read (or became readable or
+    /// unreadable).
+    Changed,
+}
+
+/// One file a reload reads, as it was last read.
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    /// SHA-256 of the content last read (`None`: missing or unreadable). It, not the
+    /// metadata, decides whether the file changed.
+    digest: Option<[u8; 32]>,
+    /// The metadata of what was last read, while it can vouch for that content: `None` after
+    /// a failed read or one too soon after a change (see [`COARSEST_TIMESTAMP`]).
+    stamp: Option<Stamp>,
+    coarsest: Duration,
+}
+
+impl Watched {
+    fn new(path: PathBuf, coarsest: Duration) -> Watched {
+        let mut watched = Watched {
+            path,
+            digest: None,
+            stamp: None,
+            coarsest,
+        };
+        watched.read();
+        watched
+    }
+
+    /// Compares the file with its last read; `thorough` reads it whatever the metadata says.
+    fn look(&mut self, thorough: bool) -> Look {
+        if !thorough {
+            if let Some(stamp) = self.stamp {
+                let now = std::fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
+                if now == Some(stamp) {
+                    return Look::Unchanged;
+                }
+            }
+        }
+        let before = self.digest;
+        self.read();
+        if self.digest == before {
+            Look::Same
+        } else {
+            Look::Changed
+        }
+    }
+
+    /// The metadata is taken from the open file before reading it, so it is never newer than
+    /// the content: a write during the read shows at the next look.
+    fn read(&mut self) {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        self.stamp = None;
+        self.digest = None;
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let stamp = file.metadata().ok().map(|m| Stamp::of(&m));
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        self.digest = Some(Sha256::digest(&bytes).into());
+        let settled = started - self.coarsest.as_nanos() as i128;
+        self.stamp = stamp.filter(|s| s.ctime_nanos() < settled);
+    }
 }
 
 /// The directories to watch for `file`: its own (as written, so symlink flips in it are
@@ -349,19 +571,19 @@ fn dirs_of(file: &Path) -> Vec<PathBuf> {
 
 /// Device and inode: a directory replaced under the same name needs a new watch.
 fn dir_id(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct ReloadState {
     shared: Arc<Shared>,
     config_path: PathBuf,
-    files: Vec<PathBuf>,
-    /// The content last read (loaded or refused), so a refused file is not retried until it
+    /// Each file as last read (loaded or refused), so a refused file is not retried until it
     /// changes again.
-    last: Vec<Option<[u8; 32]>>,
+    files: Vec<Watched>,
+    /// What the watcher's filter lets through; follows `files` and their symlinks.
+    interest: Arc<RwLock<Interest>>,
     watcher: Option<notify::RecommendedWatcher>,
-    watched: HashMap<PathBuf, Option<(u64, u64)>>,
+    watched_dirs: HashMap<PathBuf, Option<(u64, u64)>>,
     poll_interval: Duration,
 }
 
@@ -404,18 +626,30 @@ impl ReloadState {
         }
     }
 
-    /// Reloads when the files' content changed since last read, or always when `force`d.
+    /// Reloads when the files' content changed since last read, or always when `force`d
+    /// (SIGHUP: then every file is read, whatever its metadata says).
     fn check(&mut self, force: bool, poll: &mut Interval) {
         self.refresh_watches();
-        let now = fingerprint(&self.files);
-        if !force && now == self.last {
+        let mut changed = false;
+        for file in &mut self.files {
+            // Every file is looked at, even after a change is found: the look records what
+            // the next check compares with.
+            changed |= file.look(force) == Look::Changed;
+        }
+        if !force && !changed {
             return;
         }
-        self.last = now;
         if let Ok(applied) = reload_now(&self.shared, &self.config_path) {
-            if applied.files != self.files {
-                self.files = applied.files;
-                self.last = fingerprint(&self.files);
+            if !applied.files.iter().eq(self.files.iter().map(|f| &f.path)) {
+                let mut old = std::mem::take(&mut self.files);
+                self.files = applied
+                    .files
+                    .into_iter()
+                    .map(|path| match old.iter().position(|f| f.path == path) {
+                        Some(i) => old.swap_remove(i),
+                        None => Watched::new(path, COARSEST_TIMESTAMP),
+                    })
+                    .collect();
                 self.refresh_watches();
             }
             if applied.poll_interval != self.poll_interval {
@@ -425,32 +659,39 @@ impl ReloadState {
         }
     }
 
-    /// Watches the directories the current files live in, and only those.
+    /// Watches the directories the current files live in, and only those, and lets through
+    /// the events about where the files' paths lead now.
     fn refresh_watches(&mut self) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        let mut wanted: Vec<PathBuf> = self.files.iter().flat_map(|f| dirs_of(f)).collect();
+        let files: Vec<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
+        let interest = Interest::of(&files);
+        match self.interest.write() {
+            Ok(mut current) => *current = interest,
+            Err(poisoned) => *poisoned.into_inner() = interest,
+        }
+        let mut wanted: Vec<PathBuf> = files.iter().flat_map(|f| dirs_of(f)).collect();
         wanted.sort();
         wanted.dedup();
         let stale: Vec<PathBuf> = self
-            .watched
+            .watched_dirs
             .iter()
             .filter(|(dir, id)| !wanted.contains(dir) || dir_id(dir) != **id)
             .map(|(dir, _)| dir.clone())
             .collect();
         for dir in stale {
             let _ = watcher.unwatch(&dir);
-            self.watched.remove(&dir);
+            self.watched_dirs.remove(&dir);
         }
         for dir in wanted {
-            if self.watched.contains_key(&dir) {
+            if self.watched_dirs.contains_key(&dir) {
                 continue;
             }
             match watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     let id = dir_id(&dir);
-                    self.watched.insert(dir, id);
+                    self.watched_dirs.insert(dir, id);
                 }
                 Err(e) => log::debug!("reloader: cannot watch {}: {e}", dir.display()),
             }
@@ -508,17 +749,250 @@ mod tests {
         assert_eq!(dirs_of(Path::new("peergate.yaml"))[0], PathBuf::from("."));
     }
 
+    fn event(kind: EventKind, paths: &[&Path]) -> notify::Event {
+        paths
+            .iter()
+            .fold(notify::Event::new(kind), |e, p| e.add_path(p.to_path_buf()))
+    }
+
+    fn write_event(path: &Path) -> notify::Event {
+        event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            &[path],
+        )
+    }
+
     #[test]
-    fn fingerprints_change_with_content_only() {
+    fn only_events_about_the_files_a_reload_reads_wake_the_reloader() {
+        use notify::event::{CreateKind, Flag, MetadataKind, ModifyKind, RemoveKind, RenameMode};
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a.yaml");
-        std::fs::write(&file, "a: 1\n").unwrap();
-        let files = vec![file.clone(), dir.path().join("missing.yaml")];
-        let first = fingerprint(&files);
-        assert!(first[0].is_some() && first[1].is_none());
-        std::fs::write(&file, "a: 1\n").unwrap();
-        assert_eq!(fingerprint(&files), first);
-        std::fs::write(&file, "a: 2\n").unwrap();
-        assert_ne!(fingerprint(&files), first);
+        let d = dir.path();
+        let (config, peers) = (d.join("peergate.yaml"), d.join("peers.yaml"));
+        std::fs::write(&config, "peers_file: peers.yaml\n").unwrap();
+        std::fs::write(&peers, "peers: []\n").unwrap();
+        let interest = Interest::of(&[config.clone(), peers.clone()]);
+
+        // Other files in the same directory: a log, a backup, an editor's swap file.
+        for other in [
+            "peergate.log",
+            "peers.yaml~",
+            ".peers.yaml.swp",
+            "peers.yaml.tmp",
+        ] {
+            let other = d.join(other);
+            assert!(!interest.concerns(&write_event(&other)), "{other:?}");
+            let created = event(EventKind::Create(CreateKind::File), &[&other]);
+            assert!(!interest.concerns(&created), "{other:?}");
+        }
+        assert!(interest.concerns(&write_event(&peers)));
+        assert!(interest.concerns(&write_event(&config)));
+        let attrib = event(
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            &[&peers],
+        );
+        assert!(interest.concerns(&attrib));
+        let removed = event(EventKind::Remove(RemoveKind::File), &[&peers]);
+        assert!(interest.concerns(&removed));
+
+        // An editor's save: the temporary file is written, then renamed onto the target.
+        let tmp = d.join("peers.yaml.tmp");
+        let rename =
+            |mode, paths: &[&Path]| event(EventKind::Modify(ModifyKind::Name(mode)), paths);
+        assert!(!interest.concerns(&rename(RenameMode::From, &[&tmp])));
+        assert!(interest.concerns(&rename(RenameMode::To, &[&peers])));
+        assert!(interest.concerns(&rename(RenameMode::Both, &[&tmp, &peers])));
+        // And the old file moved away (a backup): the target is gone.
+        assert!(interest.concerns(&rename(RenameMode::From, &[&peers])));
+
+        // Kubelet's names, and events that say nothing about which file.
+        assert!(interest.concerns(&write_event(&d.join("..data"))));
+        assert!(interest.concerns(&write_event(&d.join("..2024_06_01_12_00_00.1"))));
+        assert!(interest.concerns(&event(EventKind::Any, &[])));
+        let overflow = event(EventKind::Other, &[]).set_flag(Flag::Rescan);
+        assert!(interest.concerns(&overflow));
+        let overflow_with_path = event(EventKind::Other, &[&tmp]).set_flag(Flag::Rescan);
+        assert!(interest.concerns(&overflow_with_path));
+
+        // The shared filter the watcher's thread consults.
+        let shared = RwLock::new(interest);
+        assert!(concerns(&shared, &write_event(&peers)));
+        assert!(!concerns(&shared, &write_event(&tmp)));
+    }
+
+    #[test]
+    fn relative_paths_match_the_absolute_ones_notify_reports() {
+        // notify joins a relative directory to the working directory, `.` included.
+        let cwd = std::env::current_dir().unwrap();
+        let interest = Interest::of(&[
+            PathBuf::from("peergate-no-such.yaml"),
+            PathBuf::from("conf/peers-no-such.yaml"),
+        ]);
+        let as_reported = cwd.join(".").join("peergate-no-such.yaml");
+        assert!(interest.concerns(&write_event(&as_reported)));
+        let as_reported = cwd.join("conf").join("peers-no-such.yaml");
+        assert!(interest.concerns(&write_event(&as_reported)));
+        assert!(!interest.concerns(&write_event(&cwd.join("other.yaml"))));
+    }
+
+    #[test]
+    fn every_path_a_symlinked_file_resolves_through_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        // kubelet's layout: peers.yaml -> ..data/peers.yaml, ..data -> ..v1.
+        std::fs::create_dir(d.join("..v1")).unwrap();
+        std::fs::write(d.join("..v1/peers.yaml"), "peers: []\n").unwrap();
+        std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/peers.yaml", d.join("peers.yaml")).unwrap();
+        // A symlinked directory elsewhere, with an absolute link, and a `..` in a target.
+        std::fs::create_dir_all(d.join("real/etc")).unwrap();
+        std::fs::write(d.join("real/etc/app.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink(d.join("real/etc"), d.join("conf")).unwrap();
+        std::os::unix::fs::symlink("../real/etc/app.yaml", d.join("..v1/app.yaml")).unwrap();
+
+        let met = resolution(&d.join("peers.yaml"));
+        for path in ["peers.yaml", "..data", "..v1", "..v1/peers.yaml"] {
+            assert!(met.contains(&d.join(path)), "{path} not in {met:?}");
+        }
+        let met = resolution(&d.join("conf/app.yaml"));
+        for path in ["conf", "real/etc", "real/etc/app.yaml"] {
+            assert!(met.contains(&d.join(path)), "{path} not in {met:?}");
+        }
+        let met = resolution(&d.join("..v1/app.yaml"));
+        assert!(met.contains(&d.join("real/etc/app.yaml")), "{met:?}");
+
+        let interest = Interest::of(&[d.join("peers.yaml"), d.join("conf/app.yaml")]);
+        // Renaming a new link onto `conf`, or writing the real files, concerns them...
+        assert!(interest.concerns(&write_event(&d.join("conf"))));
+        assert!(interest.concerns(&write_event(&d.join("real/etc/app.yaml"))));
+        assert!(interest.concerns(&write_event(&d.join("..v1/peers.yaml"))));
+        // ...other files in the directories watched for them do not.
+        assert!(!interest.concerns(&write_event(&d.join("real/etc/other.yaml"))));
+        assert!(!interest.concerns(&write_event(&d.join("..v1/other.yaml"))));
+
+        // A loop resolves to an end rather than forever.
+        std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+        assert!(resolution(&d.join("loop")).len() <= 64);
+    }
+
+    /// Waits until the clock has moved past `path`'s change time, so that a later write gets
+    /// another one even where timestamps only move once per kernel tick.
+    fn next_tick() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_file_whose_metadata_is_unchanged_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        std::fs::write(&file, "peers: []\n").unwrap();
+        next_tick();
+        let mut watched = Watched::new(file.clone(), Duration::ZERO);
+        assert!(watched.stamp.is_some() && watched.digest.is_some());
+        for _ in 0..3 {
+            assert_eq!(watched.look(false), Look::Unchanged);
+        }
+        // Writing another file beside it changes nothing about it.
+        std::fs::write(dir.path().join("peergate.log"), "x").unwrap();
+        assert_eq!(watched.look(false), Look::Unchanged);
+    }
+
+    #[test]
+    fn a_same_length_rewrite_within_the_same_second_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        // Both writes must land in one second for the case to be tested; a few tries make
+        // straddling a second boundary every time impossible in practice.
+        for _ in 0..10 {
+            std::fs::write(&file, "peers: [a]\n").unwrap();
+            next_tick();
+            let mut watched = Watched::new(file.clone(), Duration::ZERO);
+            let Some(before) = watched.stamp else {
+                panic!("the stamp of a settled file is kept");
+            };
+            std::fs::write(&file, "peers: [b]\n").unwrap();
+            let after = Stamp::of(&std::fs::metadata(&file).unwrap());
+            assert_eq!(
+                (after.len, after.ino, after.dev),
+                (before.len, before.ino, before.dev)
+            );
+            if after.mtime.0 != before.mtime.0 || after.ctime.0 != before.ctime.0 {
+                continue;
+            }
+            assert_eq!(watched.look(false), Look::Changed);
+            assert_eq!(watched.look(false), Look::Unchanged);
+            return;
+        }
+        panic!("no two writes landed in the same second");
+    }
+
+    #[test]
+    fn a_touch_reads_the_file_but_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        std::fs::write(&file, "peers: []\n").unwrap();
+        next_tick();
+        let mut watched = Watched::new(file.clone(), Duration::ZERO);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(SystemTime::now())
+            .unwrap();
+        assert_eq!(watched.look(false), Look::Same);
+        next_tick();
+        // Rewritten with the same content: read again, still no change.
+        std::fs::write(&file, "peers: []\n").unwrap();
+        next_tick();
+        assert_eq!(watched.look(false), Look::Same);
+        assert_eq!(watched.look(false), Look::Unchanged);
+    }
+
+    #[test]
+    fn a_thorough_look_reads_whatever_the_metadata_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        std::fs::write(&file, "peers: []\n").unwrap();
+        next_tick();
+        let mut watched = Watched::new(file.clone(), Duration::ZERO);
+        assert_eq!(watched.look(false), Look::Unchanged);
+        assert_eq!(watched.look(true), Look::Same);
+    }
+
+    #[test]
+    fn metadata_taken_soon_after_a_change_does_not_vouch_for_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        std::fs::write(&file, "peers: []\n").unwrap();
+        // Just written: a same-length write in the same timestamp tick could leave the
+        // metadata exactly as recorded, so the next look reads again.
+        let mut watched = Watched::new(file.clone(), COARSEST_TIMESTAMP);
+        assert_eq!(watched.stamp, None);
+        assert_eq!(watched.look(false), Look::Same);
+        assert_eq!(watched.look(false), Look::Same);
+    }
+
+    #[test]
+    fn renames_removals_and_creations_are_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peers.yaml");
+        let tmp = dir.path().join("peers.yaml.tmp");
+        std::fs::write(&file, "peers: [a]\n").unwrap();
+        next_tick();
+        let mut watched = Watched::new(file.clone(), Duration::ZERO);
+        // Saved by rename with the same content: another inode, read, no change.
+        std::fs::write(&tmp, "peers: [a]\n").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        assert_eq!(watched.look(false), Look::Same);
+        next_tick();
+        std::fs::write(&tmp, "peers: [b]\n").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        assert_eq!(watched.look(false), Look::Changed);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(watched.look(false), Look::Changed);
+        assert_eq!(watched.look(false), Look::Same);
+        std::fs::write(&file, "peers: [b]\n").unwrap();
+        assert_eq!(watched.look(false), Look::Changed);
+        let missing = Watched::new(dir.path().join("missing.yaml"), Duration::ZERO);
+        assert_eq!((missing.digest, missing.stamp), (None, None));
     }
 }

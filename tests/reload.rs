@@ -1,13 +1,19 @@
 //! Hot reload end to end: a running gateway whose peers file is rewritten in place, replaced by
 //! rename, swapped by a Kubernetes-style `..data` symlink flip, broken, and reloaded on SIGHUP,
-//! with real signed requests before, during and after.
+//! with real signed requests before, during and after; and what the reloader reads to notice
+//! changes, watched from outside with inotify.
 
 mod ops;
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::AccessKind;
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use ops::*;
 use peergate::server::Running;
@@ -42,6 +48,54 @@ async fn wait_swapped(setup: &Setup, gone: &Key, admitted: &Key, what: &str) -> 
     })
     .await;
     took
+}
+
+/// Counts the times a file is opened, by anyone (inotify `IN_OPEN`): the reloader reading it
+/// to look for a change shows here. The tests' own writes open it too, once each (notify does
+/// not report the closes of files opened read-only, which would tell the two apart).
+struct Opens {
+    count: Arc<AtomicUsize>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl Opens {
+    fn of(file: &Path) -> Opens {
+        let count = Arc::new(AtomicUsize::new(0));
+        let (seen, target) = (count.clone(), file.to_path_buf());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    if matches!(event.kind, EventKind::Access(AccessKind::Open(_)))
+                        && event.paths.contains(&target)
+                    {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+            .unwrap();
+        // The directory, not the file: a rename over the file would leave a watch on the old
+        // inode.
+        watcher
+            .watch(file.parent().unwrap(), RecursiveMode::NonRecursive)
+            .unwrap();
+        Opens {
+            count,
+            _watcher: watcher,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Past this, the metadata recorded when the reloader reads a file vouches for the content
+/// (the reloader distrusts metadata of files changed up to 2 s before it read them).
+const SETTLED: Duration = Duration::from_secs(3);
+
+fn mtime_secs(path: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mtime()
 }
 
 /// Sends signed requests from `key` one after another until `stop`, from `tasks` clients at
@@ -390,4 +444,135 @@ async fn sighup_reloads_the_real_binary() {
     assert_eq!(setup.get(&dave, "/api/x").await.status, 401);
     let log = binary.log();
     assert!(log.contains("SIGHUP: reloading"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_written_beside_the_config_do_not_make_the_reloader_read_the_peers_file() {
+    let _signals = SIGNALS.read().await;
+    let app = EchoApp::start();
+    let (bob, dave) = (Key::new("Bob"), Key::new("Dave"));
+    // A periodic check every 100 ms (the shortest allowed) as well as the watcher.
+    let setup = Setup::new(app.addr(), &[&bob], "reload: { poll_interval: 100ms }");
+    let running = setup.start();
+    tokio::time::sleep(SETTLED).await;
+    let opens = Opens::of(&setup.peers);
+
+    // A log file and scratch files in the config directory, written for 1.5 s: thousands of
+    // events about other files, and some fifteen periodic checks.
+    let dir = setup.dir.path();
+    let mut log = std::fs::File::create(dir.join("app.log")).unwrap();
+    let started = Instant::now();
+    let mut written = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        writeln!(log, "request {written} served").unwrap();
+        std::fs::write(dir.join(format!("scratch-{}.tmp", written % 50)), "x").unwrap();
+        std::fs::rename(
+            dir.join(format!("scratch-{}.tmp", written % 50)),
+            dir.join(format!("scratch-{}.json", written % 50)),
+        )
+        .unwrap();
+        written += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Past the reloader's settling time, with a few more periodic checks.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(written > 100, "only {written} rounds of writes");
+    assert_eq!(
+        opens.count(),
+        0,
+        "the peers file was read while only other files changed ({written} rounds of writes)"
+    );
+    assert_eq!(
+        reloads(&running, "success") + reloads(&running, "failure"),
+        0.0
+    );
+
+    // A real change is still read, and put in force (and the count above can see reads: this
+    // write's own open, and the reloader's).
+    std::fs::write(&setup.peers, peers_yaml(&[&dave])).unwrap();
+    wait_swapped(&setup, &bob, &dave, "a change after the noise").await;
+    assert!(opens.count() >= 2, "the reloader's reads are visible");
+    assert_eq!(reloads(&running, "success"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_length_rewrites_saves_by_rename_and_touches_are_told_apart_by_content() {
+    let _signals = SIGNALS.read().await;
+    let app = EchoApp::start();
+    let (bob, dan, carol) = (Key::new("Bob"), Key::new("Dan"), Key::new("Carol"));
+    // No periodic check: the file events alone must lead to each reload.
+    let setup = Setup::new(app.addr(), &[&bob], "reload: { poll_interval: 1h }");
+    let running = setup.start();
+    let opens = Opens::of(&setup.peers);
+    let (with_bob, with_dan) = (peers_yaml(&[&bob]), peers_yaml(&[&dan]));
+    assert_eq!(with_bob.len(), with_dan.len());
+    let inode = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    };
+    let first_inode = inode(&setup.peers);
+
+    // (a) Rewritten in place with content of the same length, twice, early in one second so
+    // that both writes most likely share it (only the nanoseconds tell their times apart).
+    while SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis()
+        > 50
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::write(&setup.peers, &with_dan).unwrap();
+    let first_second = mtime_secs(&setup.peers);
+    eventually(
+        RELOAD_LIMIT,
+        "the first same-length write is in force",
+        || async { (reloads(&running, "success") == 1.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(setup.get(&dan, "/api/x").await.status, 200, "Dan is in");
+    std::fs::write(&setup.peers, &with_bob).unwrap();
+    let same_second = mtime_secs(&setup.peers) == first_second;
+    wait_swapped(&setup, &dan, &bob, "same length again: Dan out, Bob in").await;
+    eprintln!("the two same-length writes were in the same second: {same_second}");
+    assert_eq!(inode(&setup.peers), first_inode, "written in place");
+    assert_eq!(reloads(&running, "success"), 2.0);
+
+    // (b) Touched, and rewritten with the same content: each is read (the metadata changed)
+    // and neither reloads (the content did not).
+    for (i, touch) in ["touch", "same content"].iter().enumerate() {
+        // One more for the test's own open of the file.
+        let read_before = opens.count() + 1;
+        if i == 0 {
+            std::fs::File::options()
+                .write(true)
+                .open(&setup.peers)
+                .unwrap()
+                .set_modified(SystemTime::now())
+                .unwrap();
+        } else {
+            std::fs::write(&setup.peers, &with_bob).unwrap();
+        }
+        eventually(
+            RELOAD_LIMIT,
+            &format!("the {touch} is looked at"),
+            || async { (opens.count() > read_before).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(reloads(&running, "success"), 2.0, "{touch}: no reload");
+        assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
+    }
+
+    // (c) Saved the way editors do: a temporary file, renamed onto the peers file.
+    write_by_rename(&setup.peers, &peers_yaml(&[&carol]));
+    wait_swapped(
+        &setup,
+        &bob,
+        &carol,
+        "rename onto the file: Bob out, Carol in",
+    )
+    .await;
+    assert_eq!(reloads(&running, "success"), 3.0);
+    assert_eq!(reloads(&running, "failure"), 0.0);
 }

@@ -478,7 +478,7 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         return Err(ConfigError::plain(
             path,
             format!(
-                "reload.poll_interval {} is too short; it re-reads the files each time, so use at least 100ms (5s is the default)",
+                "reload.poll_interval {} is too short; each check looks at the files again, so use at least 100ms (5s is the default)",
                 config.reload.poll_interval
             ),
         ));
