@@ -147,7 +147,9 @@ impl<'a> Peer<'a> {
     pub fn short_id(&self) -> ShortId {
         let mut short = [0u8; crate::identity::SHORT_ID_LEN];
         if let Some(id) = self.primary() {
-            short.copy_from_slice(id.short_id().as_bytes());
+            for (slot, b) in short.iter_mut().zip(id.short_id().bytes()) {
+                *slot = b;
+            }
         }
         ShortId(short)
     }
