@@ -366,33 +366,29 @@ impl Snapshot {
             .map(|rec| Peer { snap: self, rec })
     }
 
-    fn key_rec(&self, key_id: &str) -> Option<&KeyRec> {
-        let found = self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
+    /// The key with this key id, and its index (which names its slot in the key cache).
+    fn key_rec(&self, key_id: &str) -> Option<(u32, &KeyRec)> {
+        let found = *self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
             self.keys
                 .get(i as usize)
                 .is_some_and(|k| k.id.key_id() == key_id)
         })?;
-        self.keys.get(*found as usize)
+        Some((found, self.keys.get(found as usize)?))
     }
 
     /// The verifying key for a `keyid`: the full key id, never a short ID or a name.
     pub fn key(&self, key_id: &str) -> Option<VerifyingKey> {
-        let found = self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
-            self.keys
-                .get(i as usize)
-                .is_some_and(|k| k.id.key_id() == key_id)
-        })?;
-        let rec = self.keys.get(*found as usize)?;
-        self.decompressed.get(*found, rec.id.raw())
+        let (index, rec) = self.key_rec(key_id)?;
+        self.decompressed.get(index, rec.id.raw())
     }
 
     /// The 32 bytes of the key with this key id, for a reload to skip checking it again.
     pub fn key_bytes(&self, key_id: &str) -> Option<[u8; 32]> {
-        self.key_rec(key_id).map(|k| *k.id.raw())
+        self.key_rec(key_id).map(|(_, k)| *k.id.raw())
     }
 
     pub fn caller(&self, key_id: &str) -> Option<(Caller, Peer<'_>)> {
-        let key = self.key_rec(key_id)?;
+        let (_, key) = self.key_rec(key_id)?;
         let peer = self.peer(key.peer)?;
         let caller = Caller {
             short_id: peer.short_id(),
