@@ -222,6 +222,36 @@ fn slots_for(n: usize) -> usize {
     }
 }
 
+/// How many shards a cache of `capacity` entries is split into.
+///
+/// A shard's table is a power of two of slots at most 7/8 full, so a share just above 7/8 of a
+/// power of two needs the next one, half empty even when the shard is full: 1 000 000 entries
+/// in 64 shards of 15 625 would need 32 768 slots each (26 MiB), while 70 shards of at most
+/// 14 286 fit in 16 384 (14 MiB). So the power-of-two count that gives shards of at least
+/// [`MIN_ENTRIES_PER_SHARD`] (up to [`MAX_SHARDS`]) is raised, when that needs fewer slots in
+/// all, to the count whose shares just fit the next smaller table. Fewer than twice as many
+/// shards, each still above half the minimum share.
+fn shard_count(capacity: usize) -> usize {
+    let wanted = (capacity / MIN_ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
+    // Largest power of two not above `wanted` (wanted >= 1).
+    let n = 1usize << (usize::BITS - 1 - wanted.leading_zeros());
+    if n == 1 {
+        return 1;
+    }
+    let slots = slots_for(capacity.div_ceil(n));
+    // Entries a table of half as many slots holds.
+    let fits = slots / 2 / 8 * 7;
+    if fits == 0 {
+        return n;
+    }
+    let more = capacity.div_ceil(fits);
+    if more.saturating_mul(slots / 2) < n.saturating_mul(slots) {
+        more
+    } else {
+        n
+    }
+}
+
 impl ReplayCache {
     /// A cache holding at most `capacity` entries. Nothing is allocated per entry up front:
     /// each shard's table grows with its live entries.
@@ -229,18 +259,16 @@ impl ReplayCache {
     /// Memory is 13 bytes per table slot; a table has a power of two of slots and is at most
     /// 7/8 full, and a sweep rebuilds it for its live entries plus an eighth: between 15 and
     /// about 34 bytes per live entry, and at most
-    /// [`max_table_bytes`](ReplayCache::max_table_bytes) when full (1,000,000 entries: 26
+    /// [`max_table_bytes`](ReplayCache::max_table_bytes) when full (1,000,000 entries: 14.2
     /// MiB). Size it for the peak rate of verified requests times the freshness window (for
     /// peergate's own signatures, `signatures.lifetime`: 60 s by default, up to `clock_skew`
     /// more for a signer whose clock is ahead).
     ///
-    /// Large caches are split into up to 64 shards (of at least 4096 entries each) that each
-    /// hold an equal share; `Full` is then reported when one shard is full, which with the
+    /// Large caches are split into shards (up to 127, of at least 2048 entries each, sized so
+    /// that a full shard fills its table; see `shard_count`) that each hold an equal share; `Full` is then reported when one shard is full, which with the
     /// uniform hash happens within a few percent of `capacity`.
     pub fn new(capacity: usize) -> Self {
-        let wanted = (capacity / MIN_ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
-        // Largest power of two not above `wanted` (wanted >= 1).
-        let n = 1usize << (usize::BITS - 1 - wanted.leading_zeros());
+        let n = shard_count(capacity);
         let base = capacity / n;
         let extra = capacity % n;
         let shards = (0..n)
@@ -559,11 +587,52 @@ mod tests {
 
     #[test]
     fn default_capacity_ceiling() {
-        // The figure the docs give: 64 shards of 15 625 entries, 32 768 slots each (15 625 is
-        // more than 7/8 of 16 384), 13 bytes a slot: 26 MiB.
+        // The figure the docs give: 70 shards of at most 14 286 entries, which is within 7/8
+        // of 16 384 slots, 13 bytes a slot: 14.2 MiB. (64 shards of 15 625 would need 32 768
+        // slots each: 26 MiB.)
         let c = ReplayCache::new(1_000_000);
-        assert_eq!(c.max_table_bytes(), 64 * 32_768 * 13);
-        assert_eq!(c.max_table_bytes() >> 20, 26);
+        assert_eq!(c.shards.len(), 70);
+        assert_eq!(c.max_table_bytes(), 70 * 16_384 * 13);
+        assert_eq!((c.max_table_bytes() * 10) >> 20, 142);
+    }
+
+    #[test]
+    fn shard_count_never_costs_slots() {
+        // For any capacity, the chosen split needs no more slots when full than the plain
+        // power-of-two split, keeps shares of at least half the minimum, and the shares add
+        // up to the capacity (the hard bound).
+        for capacity in (0..200_000)
+            .step_by(997)
+            .chain([1, 7, 4096, 8191, 65_536, 917_504, 1_000_000, 5_000_000])
+        {
+            let c = ReplayCache::new(capacity);
+            let n = c.shards.len();
+            let wanted = (capacity / MIN_ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
+            let pow2 = 1usize << (usize::BITS - 1 - wanted.leading_zeros());
+            assert!(n >= pow2 && n < 2 * pow2, "{capacity}: {n} shards");
+            let plain = pow2 * slots_for(capacity.div_ceil(pow2));
+            assert!(
+                c.max_slots() <= plain,
+                "{capacity}: {} > {plain}",
+                c.max_slots()
+            );
+            let caps: Vec<usize> = c.shards.iter().map(|s| lock(s).cap).collect();
+            assert_eq!(caps.iter().sum::<usize>(), capacity);
+            if n > 1 {
+                assert!(
+                    caps.iter().all(|&k| k >= MIN_ENTRIES_PER_SHARD / 2),
+                    "{capacity}"
+                );
+            }
+            // A full shard's table is exactly the size its share needs: it never grows past
+            // it (hashbrown grows a table once it holds 7/8 of its slots).
+            for &k in &caps {
+                assert!(
+                    k <= slots_for(k) / 8 * 7 || slots_for(k) <= 8,
+                    "{capacity}: {k}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -631,9 +700,11 @@ mod tests {
                 assert_eq!(c.check_and_insert(K, &n.to_string(), t + 60, t), Ok(()));
             }
             // Expired entries are dropped before a table grows: the tables are sized for the
-            // 61 000 live entries (13-byte slots, at most 7/8 full, power-of-two sizes),
-            // whatever the capacity, and hold at most that many entries, expired ones included.
-            let bound = 61_000 * 13 * 8 / 7 * 2;
+            // 61 000 live entries whatever the capacity, each shard's for at most twice its
+            // share (expired ones not yet swept included; 13-byte slots, at most 7/8 full,
+            // power-of-two sizes).
+            let shards = c.shards.len();
+            let bound = shards * slots_for(2 * 61_000 / shards) * 13;
             assert!(c.table_bytes() <= bound, "t={t}: {} bytes", c.table_bytes());
             assert!(c.len() <= 2 * 61_000, "t={t}: {} entries", c.len());
         }
