@@ -3,7 +3,7 @@
 //! request never sees half of an old allowlist and half of a new one.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::VerifyingKey;
 use hashbrown::HashTable;
@@ -72,8 +72,11 @@ impl IdentityHeaderNames {
     }
 }
 
-/// Everything request handling needs that comes from the configuration.
-pub struct Snapshot {
+/// The peers of an allowlist with their indexes: the part of a [`Snapshot`] that grows with the
+/// allowlist. A gateway's load builds it while it reads the peers file (see
+/// [`config::load_serving`]), so that a large allowlist is never held both as parsed entries
+/// and in this form; the snapshot then shares it with the loaded configuration.
+pub struct PeerTable {
     /// Names, URL hosts and base paths of all peers, back to back.
     text: String,
     peers: Vec<PeerRec>,
@@ -88,6 +91,221 @@ pub struct Snapshot {
     /// peer by host (several peers may share one, on different ports).
     by_host: HashTable<u32>,
     hasher: RandomState,
+}
+
+impl std::fmt::Debug for PeerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTable")
+            .field("peers", &self.peers.len())
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Collects peers for a [`PeerTable`], in order; the indexes are built by [`finish`](Self::finish).
+/// Takes peers one by one, so that a load can hand each over as soon as it is read and drop it.
+#[derive(Default)]
+pub struct PeerTableBuilder {
+    text: String,
+    peers: Vec<PeerRec>,
+    keys: Vec<KeyRec>,
+    /// Every key offered, stored or not: the count the "too many" message gives.
+    key_count: usize,
+    /// The first peer that cannot be served, reported by `finish` (a load that reads the peers
+    /// into a table succeeds, and building the snapshot fails, as it did from parsed peers).
+    problem: Option<Problem>,
+}
+
+enum Problem {
+    TooMany,
+    Refused(String),
+}
+
+impl PeerTableBuilder {
+    /// Room for `peers` peers with `keys` keys and `text` bytes of names and URLs, so that the
+    /// vectors of a large allowlist are not regrown (and copied) while they fill.
+    pub fn with_capacity(peers: usize, keys: usize, text: usize) -> Self {
+        PeerTableBuilder {
+            text: String::with_capacity(text),
+            peers: Vec::with_capacity(peers),
+            keys: Vec::with_capacity(keys),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a peer; `allow` is its rules, when the caller can give them up rather than have
+    /// them copied.
+    fn add(&mut self, peer: &config::Peer, allow: Option<Allow>) {
+        let index = self.index(self.peers.len());
+        let primary = self.index(self.keys.len());
+        for key in peer.keys() {
+            self.key_count += 1;
+            // Checked now so that header values made per request cannot fail later.
+            if let Err(e) = header_value(key.key_id()) {
+                self.refuse(Problem::Refused(e));
+            }
+            self.keys.push(KeyRec {
+                id: key.clone(),
+                peer: index,
+            });
+        }
+        if let Err(e) = header_value(&encode_name(&peer.name)) {
+            self.refuse(Problem::Refused(e));
+        }
+        let url = peer.url.as_ref().map(|u| UrlRec {
+            host: self.push_text(&u.host),
+            base_path: self.push_text(&u.base_path),
+            port: u.port,
+            https: u.https,
+        });
+        let name = self.push_text(&peer.name);
+        let allow = allow.unwrap_or_else(|| peer.allow.clone());
+        self.peers.push(PeerRec {
+            name,
+            url,
+            allow: (!allow.methods.is_empty() || !allow.paths.is_empty()).then(|| Box::new(allow)),
+            primary,
+        });
+    }
+
+    /// Adds a peer the caller keeps.
+    pub fn add_ref(&mut self, peer: &config::Peer) {
+        self.add(peer, None);
+    }
+
+    fn refuse(&mut self, problem: Problem) {
+        self.problem.get_or_insert(problem);
+    }
+
+    fn index(&mut self, i: usize) -> u32 {
+        u32::try_from(i).unwrap_or_else(|_| {
+            self.refuse(Problem::TooMany);
+            u32::MAX
+        })
+    }
+
+    fn push_text(&mut self, s: &str) -> Span {
+        let span = match (u32::try_from(self.text.len()), u32::try_from(s.len())) {
+            (Ok(start), Ok(len)) => Span { start, len },
+            _ => {
+                self.refuse(Problem::TooMany);
+                return Span { start: 0, len: 0 };
+            }
+        };
+        self.text.push_str(s);
+        span
+    }
+
+    /// The table with its indexes, or why these peers cannot be served.
+    pub fn finish(self) -> Result<PeerTable, String> {
+        let too_many = format!(
+            "{} keys are more than an allowlist can hold",
+            self.key_count
+        );
+        if u32::try_from(self.key_count).is_err() {
+            return Err(too_many);
+        }
+        match self.problem {
+            Some(Problem::TooMany) => return Err(too_many),
+            Some(Problem::Refused(e)) => return Err(e),
+            None => {}
+        }
+        let PeerTableBuilder {
+            text, peers, keys, ..
+        } = self;
+        let hasher = RandomState::new();
+        // Sized up front: no rehashing or regrowth while a 100 000-peer allowlist is indexed.
+        let mut by_key_id = HashTable::with_capacity(keys.len());
+        let mut by_short_id = HashTable::with_capacity(keys.len());
+        for (i, key) in (0u32..).zip(&keys) {
+            let h = hasher.hash_one(key.id.key_id());
+            by_key_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.key_id()));
+            let h = hasher.hash_one(key.id.short_id());
+            by_short_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.short_id()));
+        }
+        let mut by_name = HashTable::with_capacity(peers.len());
+        for (i, peer) in (0u32..).zip(&peers) {
+            let folded = span_text(&text, peer.name).to_lowercase();
+            by_name.insert_unique(hasher.hash_one(&folded), i, |&j| {
+                let name = peers
+                    .get(j as usize)
+                    .map_or("", |p| span_text(&text, p.name));
+                hasher.hash_one(name.to_lowercase())
+            });
+        }
+        let mut by_host = HashTable::with_capacity(peers.len());
+        for (i, peer) in (0u32..).zip(&peers) {
+            if let Some(url) = peer.url {
+                let host = span_text(&text, url.host);
+                by_host.insert_unique(hasher.hash_one(host), i, |&j| {
+                    let host = peers
+                        .get(j as usize)
+                        .and_then(|p| p.url)
+                        .map_or("", |u| span_text(&text, u.host));
+                    hasher.hash_one(host)
+                });
+            }
+        }
+        Ok(PeerTable {
+            text,
+            peers,
+            keys,
+            by_key_id,
+            by_short_id,
+            by_name,
+            by_host,
+            hasher,
+        })
+    }
+}
+
+impl config::PeerSink for PeerTableBuilder {
+    fn push(&mut self, mut peer: config::Peer) {
+        let allow = std::mem::take(&mut peer.allow);
+        self.add(&peer, Some(allow));
+    }
+
+    fn reserve(&mut self, peers: usize) {
+        self.peers.reserve(peers);
+        // At least one key per peer.
+        self.keys.reserve(peers);
+    }
+}
+
+impl PeerTable {
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    fn text(&self, span: Span) -> &str {
+        span_text(&self.text, span)
+    }
+
+    fn peer(&self, index: u32) -> Option<Peer<'_>> {
+        self.peers
+            .get(index as usize)
+            .map(|rec| Peer { table: self, rec })
+    }
+
+    /// The key with this key id, and its index (which names its slot in the key cache).
+    fn key_rec(&self, key_id: &str) -> Option<(u32, &KeyRec)> {
+        let found = *self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
+            self.keys
+                .get(i as usize)
+                .is_some_and(|k| k.id.key_id() == key_id)
+        })?;
+        Some((found, self.keys.get(found as usize)?))
+    }
+}
+
+/// Everything request handling needs that comes from the configuration.
+pub struct Snapshot {
+    /// Shared with the configuration it was built from, when that was loaded for a gateway.
+    table: Arc<PeerTable>,
     decompressed: KeyCache,
     pub routes: Vec<Route>,
     pub policy: Policy,
@@ -131,17 +349,20 @@ impl std::fmt::Display for ShortId {
 /// A peer of a snapshot, as the gateways read it.
 #[derive(Clone, Copy)]
 pub struct Peer<'a> {
-    snap: &'a Snapshot,
+    table: &'a PeerTable,
     rec: &'a PeerRec,
 }
 
 impl<'a> Peer<'a> {
     pub fn name(&self) -> &'a str {
-        self.snap.text(self.rec.name)
+        self.table.text(self.rec.name)
     }
 
     fn primary(&self) -> Option<&'a PublicIdentity> {
-        self.snap.keys.get(self.rec.primary as usize).map(|k| &k.id)
+        self.table
+            .keys
+            .get(self.rec.primary as usize)
+            .map(|k| &k.id)
     }
 
     pub fn short_id(&self) -> ShortId {
@@ -169,15 +390,15 @@ impl<'a> Peer<'a> {
     }
 
     pub fn url_host(&self) -> Option<(&'a str, u16)> {
-        self.rec.url.map(|u| (self.snap.text(u.host), u.port))
+        self.rec.url.map(|u| (self.table.text(u.host), u.port))
     }
 
     pub fn url(&self) -> Option<PeerUrl> {
         self.rec.url.map(|u| PeerUrl {
             https: u.https,
-            host: self.snap.text(u.host).to_string(),
+            host: self.table.text(u.host).to_string(),
             port: u.port,
-            base_path: self.snap.text(u.base_path).to_string(),
+            base_path: self.table.text(u.base_path).to_string(),
         })
     }
 
@@ -202,94 +423,28 @@ impl<'a> Peer<'a> {
 
 impl Snapshot {
     pub fn build(config: &Config) -> Result<Snapshot, String> {
-        let list = &config.peers.0;
-        let key_count: usize = list.iter().map(|p| 1 + p.other_keys.len()).sum();
-        let too_many = || format!("{} keys are more than an allowlist can hold", key_count);
-        u32::try_from(key_count).map_err(|_| too_many())?;
-        let text_len: usize = list
-            .iter()
-            .map(|p| {
-                p.name.len()
-                    + p.url
-                        .as_ref()
-                        .map_or(0, |u| u.host.len() + u.base_path.len())
-            })
-            .sum();
-        let mut text = String::with_capacity(text_len);
-        let mut push = |s: &str| -> Result<Span, String> {
-            let span = Span {
-                start: u32::try_from(text.len()).map_err(|_| too_many())?,
-                len: u32::try_from(s.len()).map_err(|_| too_many())?,
-            };
-            text.push_str(s);
-            Ok(span)
+        let table = match &config.peer_table {
+            Some(table) => table.clone()?,
+            None => {
+                let list = &config.peers.0;
+                let keys = list.iter().map(|p| 1 + p.other_keys.len()).sum();
+                let text = list
+                    .iter()
+                    .map(|p| {
+                        p.name.len()
+                            + p.url
+                                .as_ref()
+                                .map_or(0, |u| u.host.len() + u.base_path.len())
+                    })
+                    .sum();
+                let mut builder = PeerTableBuilder::with_capacity(list.len(), keys, text);
+                for peer in list {
+                    builder.add_ref(peer);
+                }
+                Arc::new(builder.finish()?)
+            }
         };
-        // Sized up front: no rehashing or regrowth while a 100 000-peer allowlist is built.
-        let mut peers = Vec::with_capacity(list.len());
-        let mut keys = Vec::with_capacity(key_count);
-        for peer in list {
-            let index = u32::try_from(peers.len()).map_err(|_| too_many())?;
-            let primary = u32::try_from(keys.len()).map_err(|_| too_many())?;
-            for key in peer.keys() {
-                // Checked now so that header values made per request cannot fail later.
-                header_value(key.key_id())?;
-                keys.push(KeyRec {
-                    id: key.clone(),
-                    peer: index,
-                });
-            }
-            header_value(&encode_name(&peer.name))?;
-            let url = match &peer.url {
-                Some(u) => Some(UrlRec {
-                    host: push(&u.host)?,
-                    base_path: push(&u.base_path)?,
-                    port: u.port,
-                    https: u.https,
-                }),
-                None => None,
-            };
-            let allow = &peer.allow;
-            peers.push(PeerRec {
-                name: push(&peer.name)?,
-                url,
-                allow: (!allow.methods.is_empty() || !allow.paths.is_empty())
-                    .then(|| Box::new(allow.clone())),
-                primary,
-            });
-        }
-        let hasher = RandomState::new();
-        let mut by_key_id = HashTable::with_capacity(keys.len());
-        let mut by_short_id = HashTable::with_capacity(keys.len());
-        for (i, key) in (0u32..).zip(&keys) {
-            let h = hasher.hash_one(key.id.key_id());
-            by_key_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.key_id()));
-            let h = hasher.hash_one(key.id.short_id());
-            by_short_id.insert_unique(h, i, |&j| rehash(&hasher, &keys, j, |k| k.id.short_id()));
-        }
-        let mut by_name = HashTable::with_capacity(peers.len());
-        for (i, peer) in (0u32..).zip(&peers) {
-            let folded = span_text(&text, peer.name).to_lowercase();
-            by_name.insert_unique(hasher.hash_one(&folded), i, |&j| {
-                let name = peers
-                    .get(j as usize)
-                    .map_or("", |p| span_text(&text, p.name));
-                hasher.hash_one(name.to_lowercase())
-            });
-        }
-        let mut by_host = HashTable::with_capacity(peers.len());
-        for (i, peer) in (0u32..).zip(&peers) {
-            if let Some(url) = peer.url {
-                let host = span_text(&text, url.host);
-                by_host.insert_unique(hasher.hash_one(host), i, |&j| {
-                    let host = peers
-                        .get(j as usize)
-                        .and_then(|p| p.url)
-                        .map_or("", |u| span_text(&text, u.host));
-                    hasher.hash_one(host)
-                });
-            }
-        }
-        let decompressed = KeyCache::new(keys.len());
+        let decompressed = KeyCache::new(table.keys.len());
 
         let hosts = config
             .identity
@@ -317,14 +472,7 @@ impl Snapshot {
             folded: h.all().map(config::IdentityHeaderName::folded),
         };
         Ok(Snapshot {
-            text,
-            peers,
-            keys,
-            by_key_id,
-            by_short_id,
-            by_name,
-            by_host,
-            hasher,
+            table,
             decompressed,
             routes: config.routes.clone(),
             policy,
@@ -348,48 +496,29 @@ impl Snapshot {
         })
     }
 
-    fn text(&self, span: Span) -> &str {
-        span_text(&self.text, span)
-    }
-
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.table.len()
     }
 
     pub fn peers(&self) -> impl Iterator<Item = Peer<'_>> {
-        self.peers.iter().map(|rec| Peer { snap: self, rec })
-    }
-
-    fn peer(&self, index: u32) -> Option<Peer<'_>> {
-        self.peers
-            .get(index as usize)
-            .map(|rec| Peer { snap: self, rec })
-    }
-
-    /// The key with this key id, and its index (which names its slot in the key cache).
-    fn key_rec(&self, key_id: &str) -> Option<(u32, &KeyRec)> {
-        let found = *self.by_key_id.find(self.hasher.hash_one(key_id), |&i| {
-            self.keys
-                .get(i as usize)
-                .is_some_and(|k| k.id.key_id() == key_id)
-        })?;
-        Some((found, self.keys.get(found as usize)?))
+        let table = &*self.table;
+        table.peers.iter().map(move |rec| Peer { table, rec })
     }
 
     /// The verifying key for a `keyid`: the full key id, never a short ID or a name.
     pub fn key(&self, key_id: &str) -> Option<VerifyingKey> {
-        let (index, rec) = self.key_rec(key_id)?;
+        let (index, rec) = self.table.key_rec(key_id)?;
         self.decompressed.get(index, rec.id.raw())
     }
 
     /// The 32 bytes of the key with this key id, for a reload to skip checking it again.
     pub fn key_bytes(&self, key_id: &str) -> Option<[u8; 32]> {
-        self.key_rec(key_id).map(|(_, k)| *k.id.raw())
+        self.table.key_rec(key_id).map(|(_, k)| *k.id.raw())
     }
 
     pub fn caller(&self, key_id: &str) -> Option<(Caller, Peer<'_>)> {
-        let (_, key) = self.key_rec(key_id)?;
-        let peer = self.peer(key.peer)?;
+        let (_, key) = self.table.key_rec(key_id)?;
+        let peer = self.table.peer(key.peer)?;
         let caller = Caller {
             short_id: peer.short_id(),
             id_header: peer.id_header(),
@@ -402,15 +531,16 @@ impl Snapshot {
     /// The peer whose URL has this host (and this port, when one is given), for apps that use
     /// peergate as their HTTP proxy. `Err` when the host alone names several peers.
     pub fn peer_by_host(&self, host: &str, port: Option<u16>) -> Result<Option<Peer<'_>>, String> {
+        let table = &*self.table;
         // Peer URL hosts are stored in lower case.
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let mut found = self
+        let mut found = table
             .by_host
-            .iter_hash(self.hasher.hash_one(host.as_str()))
-            .filter_map(|&i| self.peer(i))
+            .iter_hash(table.hasher.hash_one(host.as_str()))
+            .filter_map(|&i| table.peer(i))
             .filter(|p| {
                 p.url_host()
                     .is_some_and(|(h, p)| h == host && port.is_none_or(|port| port == p))
@@ -426,25 +556,28 @@ impl Snapshot {
 
     /// A peer by short ID or name, for apps addressing peers (`/peers/<short ID or name>/`).
     pub fn peer_by_handle(&self, handle: &str) -> Option<Peer<'_>> {
-        let by_short = self
+        let table = &*self.table;
+        let by_short = table
             .by_short_id
-            .find(self.hasher.hash_one(handle), |&i| {
-                self.keys
+            .find(table.hasher.hash_one(handle), |&i| {
+                table
+                    .keys
                     .get(i as usize)
                     .is_some_and(|k| k.id.short_id() == handle)
             })
-            .and_then(|&i| self.keys.get(i as usize))
-            .and_then(|k| self.peer(k.peer));
+            .and_then(|&i| table.keys.get(i as usize))
+            .and_then(|k| table.peer(k.peer));
         if by_short.is_some() {
             return by_short;
         }
         let folded = handle.to_lowercase();
-        let found = self.by_name.find(self.hasher.hash_one(&folded), |&i| {
-            self.peers
+        let found = table.by_name.find(table.hasher.hash_one(&folded), |&i| {
+            table
+                .peers
                 .get(i as usize)
-                .is_some_and(|p| self.text(p.name).to_lowercase() == folded)
+                .is_some_and(|p| table.text(p.name).to_lowercase() == folded)
         })?;
-        self.peer(*found)
+        table.peer(*found)
     }
 }
 
@@ -572,6 +705,123 @@ mod tests {
         .unwrap();
         let loaded = config::load(&dir.path().join("peergate.yaml")).unwrap();
         (Snapshot::build(&loaded.config).unwrap(), ids)
+    }
+
+    /// A gateway's load puts the peers straight into the table, through the parallel path for
+    /// a large file; it must serve exactly what a load into a list serves once built.
+    #[test]
+    fn a_gateway_load_serves_what_a_listing_load_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("me.pem"),
+            Identity::generate().to_pkcs8_pem().unwrap(),
+        )
+        .unwrap();
+        let mut ids: Vec<Identity> = Vec::new();
+        while ids.len() < 700 {
+            let id = Identity::generate();
+            if ids
+                .iter()
+                .all(|o| o.public().short_id() != id.public().short_id())
+            {
+                ids.push(id);
+            }
+        }
+        let spki = |i: usize| ids[i].public().spki_base64();
+        let mut peers = String::from("peers:\n");
+        for i in 1..600 {
+            let name = if i % 7 == 0 {
+                format!("Zoë {i}")
+            } else {
+                format!("p{i}")
+            };
+            peers.push_str(&format!(
+                "  - name: {name}\n    public_key: \"{}\"\n",
+                spki(i)
+            ));
+            match i % 5 {
+                0 => peers.push_str(&format!("    url: http://p{i}.example.org:8{i:03}/base\n")),
+                1 => peers.push_str(&format!("    url: https://shared.example.org:9{i:03}\n")),
+                2 => {}
+                _ => peers.push_str(&format!("    url: https://p{i}.example.org\n")),
+            }
+            if i % 11 == 0 {
+                peers.push_str("    allow: { methods: [GET], paths: [\"/api/*\"] }\n");
+            }
+            if i % 13 == 0 {
+                peers.push_str(&format!("    public_keys: [\"{}\"]\n", spki(600 + i / 13)));
+            }
+        }
+        std::fs::write(dir.path().join("peers.yaml"), peers).unwrap();
+        let path = dir.path().join("peergate.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "identity: {{ key_file: me.pem, hosts: [me.example.org] }}\napp: {{ upstream: \"127.0.0.1:9\" }}\npeers_file: peers.yaml\npeers:\n  - name: inline\n    public_key: \"{}\"\n    url: http://inline.example.org\n",
+                spki(0)
+            ),
+        )
+        .unwrap();
+
+        let listed = config::load(&path).unwrap();
+        let served = config::load_serving(&path, None).unwrap();
+        assert!(served.config.peers.0.is_empty());
+        assert_eq!(served.config.peer_count(), 600);
+        assert_eq!(listed.config.peer_count(), 600);
+        assert_eq!(served.warnings, listed.warnings);
+        let plain_http = served
+            .warnings
+            .iter()
+            .filter(|w| w.contains("plain http"))
+            .count();
+        assert_eq!(plain_http, 1 + 599 / 5);
+        let (a, b) = (
+            Snapshot::build(&listed.config).unwrap(),
+            Snapshot::build(&served.config).unwrap(),
+        );
+        let table = served.config.peer_table.as_ref().unwrap().as_ref().unwrap();
+        assert!(
+            Arc::ptr_eq(&b.table, table),
+            "the snapshot shares the table"
+        );
+        let view = |s: &Snapshot| -> Vec<String> {
+            s.peers()
+                .map(|p| {
+                    format!(
+                        "{} {} {} {:?} {:?}",
+                        p.name(),
+                        p.short_id(),
+                        p.key_id(),
+                        p.url(),
+                        p.allow()
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(view(&a), view(&b));
+        assert_eq!(view(&b).len(), 600);
+        for id in &ids {
+            let public = id.public();
+            let caller = |s: &Snapshot| {
+                s.caller(public.key_id())
+                    .map(|(c, p)| (c.name_header, p.name().to_string()))
+            };
+            assert_eq!(caller(&a), caller(&b));
+            let handle = |s: &Snapshot| {
+                s.peer_by_handle(public.short_id())
+                    .map(|p| p.name().to_string())
+            };
+            assert_eq!(handle(&a), handle(&b));
+        }
+        assert!(b.peer_by_handle("ZOË 7").is_some());
+        assert_eq!(
+            b.peer_by_host("shared.example.org", Some(9001))
+                .unwrap()
+                .unwrap()
+                .name(),
+            "p1"
+        );
+        assert!(b.peer_by_host("shared.example.org", None).is_err());
     }
 
     #[test]

@@ -187,7 +187,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn run_gateway(config_path: &Path) -> Result<(), CliError> {
-    let loaded = load_config(config_path)?;
+    let loaded = config::load_serving(config_path, None)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
     let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
     let c = &loaded.config;
     log::info!(
@@ -198,10 +201,10 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
         c.listen.inbound,
         c.listen.admin,
         c.app.upstream,
-        c.peers.0.len()
+        c.peer_count()
     );
-    // The gateway runs on its snapshot of the configuration; `run_forever` never returns,
-    // so without this the parsed allowlist would stay in memory beside it for good.
+    // The gateway runs on its snapshot of the configuration (which shares the peer table
+    // with `loaded`); `run_forever` never returns, so what the load freed is handed back now.
     drop(loaded);
     crate::memory::release_freed();
     gateway.run_forever()

@@ -1,4 +1,4 @@
-//! Handing memory back to the system after a configuration load.
+//! Handing memory back to the system during and after a configuration load.
 //!
 //! Loading 100 000 peers allocates and frees tens of MiB within a second (the file, the parsed
 //! entries, the snapshot built from them, and on reload the snapshot replaced). mimalloc, the
@@ -9,7 +9,7 @@
 //! of 40 MiB after three reloads of 100 000 peers).
 
 /// Returns freed memory of this thread, of exited threads and of the allocator's arenas to
-/// the system. Costs a few milliseconds; meant for after a load, not for request paths.
+/// the system. Costs up to a few milliseconds; meant for loads, not for request paths.
 pub fn release_freed() {
     // SAFETY: mi_collect has no preconditions: it only walks mimalloc's own structures (this
     // thread's heap, abandoned segments, arenas). When mimalloc is not the global allocator

@@ -200,10 +200,10 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
 
 fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadError> {
     // Keys already on the allowlist are not checked again (a large allowlist reloads twice
-    // as fast); see `config::load_reusing`.
+    // as fast); see `config::load_serving`.
     let current = shared.snapshot();
     let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key_bytes(key_id));
-    let mut loaded = config::load_reusing(config_path, known).map_err(ReloadError::Config)?;
+    let mut loaded = config::load_serving(config_path, Some(known)).map_err(ReloadError::Config)?;
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", config_path.display());
     }
@@ -216,9 +216,8 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
     let peers = snapshot.peer_count();
     shared.install(snapshot);
-    // The snapshot has what requests need; the parsed list goes before the memory is handed
-    // back, or a large allowlist would stay resident twice.
-    loaded.config.peers = config::PeerList::default();
+    // What the load freed, and the snapshot replaced unless a request still holds it, go
+    // back to the system now: the reloader sleeps until the next change.
     crate::memory::release_freed();
     Ok(Applied {
         peers,
@@ -542,11 +541,19 @@ impl Watched {
             return;
         };
         let stamp = file.metadata().ok().map(|m| Stamp::of(&m));
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_err() {
-            return;
+        // Hashed as it is read: the peers file of a large allowlist is megabytes, which would
+        // otherwise be in memory just before the reload that reads it again.
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(buffer.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
-        self.digest = Some(Sha256::digest(&bytes).into());
+        self.digest = Some(hasher.finalize().into());
         let settled = started - self.coarsest.as_nanos() as i128;
         self.stamp = stamp.filter(|s| s.ctime_nanos() < settled);
     }
@@ -715,6 +722,72 @@ async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` identities with distinct short IDs.
+    fn identities(n: usize) -> Vec<crate::identity::Identity> {
+        let mut ids: Vec<crate::identity::Identity> = Vec::with_capacity(n);
+        while ids.len() < n {
+            let id = crate::identity::Identity::generate();
+            if ids
+                .iter()
+                .all(|o| o.public().short_id() != id.public().short_id())
+            {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// A gateway's reload reads a large peers file straight into the new table. One refused
+    /// only at its end, by the checks across entries that run once all are in, must leave the
+    /// allowlist in force as it was, with the error a plain load gives.
+    #[test]
+    fn a_large_peers_file_refused_at_its_end_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::identity::Identity::generate();
+        std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
+        let config_path = dir.path().join("peergate.yaml");
+        std::fs::write(
+            &config_path,
+            "identity: { key_file: me.pem, hosts: [me.example.org] }\napp: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
+        )
+        .unwrap();
+        let ids = identities(601);
+        let entry = |name: &str, id: &crate::identity::Identity| {
+            format!(
+                "  - name: {name}\n    public_key: \"{}\"\n",
+                id.public().spki_base64()
+            )
+        };
+        let mut good = String::from("peers:\n");
+        for (i, id) in ids.iter().take(600).enumerate() {
+            good.push_str(&entry(&format!("p{i}"), id));
+        }
+        let peers_path = dir.path().join("peers.yaml");
+        std::fs::write(&peers_path, &good).unwrap();
+        let loaded = config::load_serving(&config_path, None).unwrap();
+        let shared = Shared::new(&loaded.config).unwrap();
+        drop(loaded);
+        let newcomer = ids.get(600).unwrap();
+
+        // The newcomer takes the first peer's name.
+        std::fs::write(&peers_path, format!("{good}{}", entry("P0", newcomer))).unwrap();
+        let err = reload_now(&shared, &config_path).unwrap_err();
+        let plain = config::load(&config_path).unwrap_err();
+        assert_eq!(err.to_string(), plain.to_string());
+        assert!(err.to_string().contains("already used by"), "{err}");
+        let snapshot = shared.snapshot();
+        assert_eq!(snapshot.peer_count(), 600);
+        assert!(snapshot.key(newcomer.public().key_id()).is_none());
+        let (_, first) = snapshot.caller(ids[0].public().key_id()).unwrap();
+        assert_eq!(first.name(), "p0");
+
+        std::fs::write(&peers_path, format!("{good}{}", entry("p600", newcomer))).unwrap();
+        assert_eq!(reload_now(&shared, &config_path).unwrap().peers, 601);
+        let snapshot = shared.snapshot();
+        let (_, added) = snapshot.caller(newcomer.public().key_id()).unwrap();
+        assert_eq!(added.name(), "p600");
+    }
 
     #[test]
     fn own_reads_do_not_wake_the_reloader_but_writes_and_renames_do() {

@@ -11,13 +11,15 @@ pub mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use crate::allowlist::{PeerTable, PeerTableBuilder};
 pub use context::KnownKeys;
-pub use peers::{Allow, Peer, PeerList, PeerUrl};
+pub use peers::{Allow, Peer, PeerList, PeerSink, PeerUrl};
 pub use routes::{Access, PathPattern, Route};
 pub use units::{ByteSize, HumanDuration};
 pub use values::{
@@ -43,13 +45,27 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub peers_file: Option<ExistingFile>,
-    /// Inline peers, then (after load) those of `peers_file`.
+    /// Inline peers, then (after load) those of `peers_file`; empty after [`load_serving`].
     #[serde(default)]
     pub peers: PeerList,
+    /// After [`load_serving`]: all the peers, in the form a gateway serves them from, or why
+    /// they cannot be served (which building the snapshot reports, as it does for `peers`).
+    #[serde(skip)]
+    pub peer_table: Option<Result<Arc<PeerTable>, String>>,
     #[serde(default)]
     pub reload: Reload,
     #[serde(default)]
     pub shutdown: Shutdown,
+}
+
+impl Config {
+    /// How many peers were loaded, in whichever form.
+    pub fn peer_count(&self) -> usize {
+        match &self.peer_table {
+            Some(Ok(table)) => table.len(),
+            _ => self.peers.0.len(),
+        }
+    }
 }
 
 /// How the running gateway notices edited files. File events (the directories of the config
@@ -426,15 +442,18 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
 
 /// Reads and validates the configuration at `path` and the peers file it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, None)
+    load_inner(path, None, Collect::List)
 }
 
-/// Like [`load`], for a reload: peer keys the running gateway already has (`known`, by key id)
-/// are not checked again when their bytes are unchanged, which makes reloading a large
-/// allowlist about twice as fast. Everything else is read and checked as by [`load`].
-pub fn load_reusing(path: &Path, known: KnownKeys) -> Result<Loaded, ConfigError> {
-    let _reuse = context::ReuseKeys::install(Some(known));
-    load_inner(path, None)
+/// Like [`load`], for a gateway (`peergate run` and its reloads): the peers go into the table
+/// requests are served from ([`Config::peer_table`]) as they are read, and `peers` stays
+/// empty, so that a large allowlist is never in memory both as parsed entries and in that
+/// form. Keys the running gateway already has (`known`, by key id) are not checked again when
+/// their bytes are unchanged, which makes reloading a large allowlist about twice as fast.
+/// Everything else is read and checked as by [`load`].
+pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
+    let _reuse = context::ReuseKeys::install(known);
+    load_inner(path, None, Collect::Table)
 }
 
 /// Like [`load`], but reads the peers list from `candidate` instead of the configured
@@ -442,27 +461,112 @@ pub fn load_reusing(path: &Path, known: KnownKeys) -> Result<Loaded, ConfigError
 /// replaces the real file, so an edit that does not load never lands. Errors in the candidate
 /// are reported against the real peers file's name, which is what the person knows.
 pub fn load_with_peers_file(path: &Path, candidate: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, Some(candidate))
+    load_inner(path, Some(candidate), Collect::List)
 }
 
-fn load_inner(path: &Path, peers_candidate: Option<&Path>) -> Result<Loaded, ConfigError> {
+/// Where a load puts the peers.
+enum Collect {
+    /// In `Config::peers`, to be looked at.
+    List,
+    /// In `Config::peer_table`, to be served.
+    Table,
+}
+
+/// The table a gateway's load fills, and the warnings about its peers: they are not kept as
+/// a list to look at afterwards.
+struct TableSink {
+    table: PeerTableBuilder,
+    warnings: Vec<String>,
+}
+
+impl TableSink {
+    fn add_ref(&mut self, peer: &Peer) {
+        self.warnings.extend(plain_http_warning(peer));
+        self.table.add_ref(peer);
+    }
+}
+
+impl PeerSink for TableSink {
+    fn push(&mut self, peer: Peer) {
+        self.warnings.extend(plain_http_warning(&peer));
+        self.table.push(peer);
+    }
+
+    fn reserve(&mut self, peers: usize) {
+        self.table.reserve(peers);
+    }
+}
+
+fn plain_http_warning(peer: &Peer) -> Option<String> {
+    let url = peer.url.as_ref().filter(|u| !u.https)?;
+    Some(format!(
+        "peer {:?} is reached over plain http ({url}): requests to it are signed but not encrypted",
+        peer.name
+    ))
+}
+
+/// Reads the peers file (or the `candidate` standing in for it) into sinks made by `fresh`.
+fn read_peers<S: PeerSink>(
+    file: &ExistingFile,
+    candidate: Option<&Path>,
+    scope: &context::LoadScope,
+    fresh: impl Fn() -> S,
+) -> Result<S, ConfigError> {
+    let read_from = candidate.unwrap_or(&file.0);
+    peers::read_file(read_from, scope, fresh).map_err(|mut e| {
+        if e.file == read_from {
+            e.file = file.0.clone();
+        }
+        e
+    })
+}
+
+fn load_inner(
+    path: &Path,
+    peers_candidate: Option<&Path>,
+    collect: Collect,
+) -> Result<Loaded, ConfigError> {
     let scope = context::LoadScope::begin();
     let mut config: Config = parse_file(path, &scope)?;
-    if let Some(file) = &config.peers_file {
-        let read_from = peers_candidate.unwrap_or(&file.0);
-        let from_file = peers::read_file(read_from, &scope).map_err(|mut e| {
-            if e.file == read_from {
-                e.file = file.0.clone();
+    let peer_warnings = match collect {
+        Collect::List => {
+            if let Some(file) = &config.peers_file {
+                let from_file = read_peers(file, peers_candidate, &scope, Vec::new)?;
+                if config.peers.0.is_empty() {
+                    // Moved, not copied: a peers file can hold 100 000 entries.
+                    config.peers.0 = from_file;
+                } else {
+                    config.peers.0.extend(from_file);
+                }
             }
-            e
-        })?;
-        if config.peers.0.is_empty() {
-            // Moved, not copied: a peers file can hold 100 000 entries.
-            config.peers = from_file.peers;
-        } else {
-            config.peers.0.extend(from_file.peers.0);
+            config
+                .peers
+                .0
+                .iter()
+                .filter_map(plain_http_warning)
+                .collect()
         }
-    }
+        Collect::Table => {
+            // Inline peers come first, in every table the peers file is read into.
+            let inline = std::mem::take(&mut config.peers.0);
+            let fresh = || {
+                let mut sink = TableSink {
+                    table: PeerTableBuilder::default(),
+                    warnings: Vec::new(),
+                };
+                for peer in &inline {
+                    sink.add_ref(peer);
+                }
+                sink
+            };
+            let sink = match &config.peers_file {
+                Some(file) => read_peers(file, peers_candidate, &scope, fresh)?,
+                None => fresh(),
+            };
+            config.peer_table = Some(sink.table.finish().map(Arc::new));
+            sink.warnings
+        }
+    };
     drop(scope);
     if !config.listen.outbound.0.ip().is_loopback() && !config.outbound.allow_remote_clients {
         return Err(ConfigError::plain(
@@ -491,14 +595,7 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     }
 
     let mut warnings = config.identity.key_file.warnings.clone();
-    for peer in &config.peers.0 {
-        if let Some(url) = peer.url.as_ref().filter(|u| !u.https) {
-            warnings.push(format!(
-                "peer {:?} is reached over plain http ({url}): requests to it are signed but not encrypted",
-                peer.name
-            ));
-        }
-    }
+    warnings.extend(peer_warnings);
     if config.tls.is_none() && config.identity.scheme == Scheme::Https {
         warnings.push(format!(
             "no tls: section, so the inbound listener {} speaks plain HTTP; that is right only when TLS ends in front of peergate",

@@ -260,52 +260,105 @@ pub struct PeersFile {
     pub peers: PeerList,
 }
 
-/// Reads the peers file at `path`: through [`fast::parse`] when it can, else (and for every
-/// error, so that errors read exactly the same) as one YAML document, like the config file.
+/// Where a load puts the peers of a peers file, in file order: a list, or the compact table a
+/// gateway serves from (`allowlist::PeerTableBuilder`), so that a gateway never holds a large
+/// allowlist both as parsed entries and in its own form.
+pub trait PeerSink {
+    fn push(&mut self, peer: Peer);
+    /// Room for `peers` more: the count is known before the first arrives.
+    fn reserve(&mut self, peers: usize);
+}
+
+impl PeerSink for Vec<Peer> {
+    fn push(&mut self, peer: Peer) {
+        Vec::push(self, peer);
+    }
+
+    fn reserve(&mut self, peers: usize) {
+        Vec::reserve(self, peers);
+    }
+}
+
+/// Reads the peers file at `path` into a sink made by `fresh`: through [`fast`] when it can,
+/// else (and for every error, so that errors read exactly the same) as one YAML document, like
+/// the config file. A sink the fast path filled and then gave up on is dropped for a fresh one.
 /// It must be the last file a load reads: the fast path checks its entries against the peers
 /// read before it, but does not record its own for files read after.
-pub(super) fn read_file(
+pub(super) fn read_file<S: PeerSink>(
     path: &Path,
     scope: &context::LoadScope,
-) -> Result<PeersFile, super::ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| super::ConfigError::plain(path, format!("cannot read: {e}")))?;
+    fresh: impl Fn() -> S,
+) -> Result<S, super::ConfigError> {
+    let cannot_read =
+        |e: std::io::Error| super::ConfigError::plain(path, format!("cannot read: {e}"));
+    let mut announced = false;
+    // The fast reader never reports an error of its own: reading the file whole tells what is
+    // wrong, exactly as it always did.
+    let cut = std::fs::File::open(path).and_then(|f| fast::cut(std::io::BufReader::new(f)));
+    let text = match cut {
+        Ok(fast::Cut::Slices(slices)) => {
+            scope.reading(path);
+            announced = true;
+            let mut sink = fresh();
+            if fast::parse(slices, &mut sink) {
+                return Ok(sink);
+            }
+            // Each slice was freed as soon as it was parsed, so the file is read again (should it
+            // have changed meanwhile, the answer is about the new file, whole).
+            drop(sink);
+            std::fs::read_to_string(path).map_err(cannot_read)?
+        }
+        Ok(fast::Cut::Whole(text)) => text,
+        Err(_) => std::fs::read_to_string(path).map_err(cannot_read)?,
+    };
     if text.trim().is_empty() {
         return Err(super::ConfigError::plain(path, "the file is empty"));
     }
-    scope.reading(path);
-    if let Some(peers) = fast::parse(&text) {
-        return Ok(PeersFile { peers });
+    if !announced {
+        scope.reading(path);
     }
-    serde_yaml::from_str(&text).map_err(|e| super::ConfigError::from_yaml(path, &e))
+    let file: PeersFile =
+        serde_yaml::from_str(&text).map_err(|e| super::ConfigError::from_yaml(path, &e))?;
+    drop(text);
+    let mut sink = fresh();
+    sink.reserve(file.peers.0.len());
+    for peer in file.peers.0 {
+        sink.push(peer);
+    }
+    Ok(sink)
 }
 
-/// Loading a large peers file on all cores.
+/// Loading a large peers file on all cores, without holding it twice.
 ///
 /// Reading a file of 100 000 peers as one YAML document takes seconds and hundreds of MiB:
 /// serde_yaml holds every event of the document in memory before deserializing, and each key
 /// is parsed (an Ed25519 point decompression, the weak-key check, a SHA-256 and a SHA-512) one
 /// after the other. When the file has the plain shape people and `peergate peer add` write
-/// (`peers:` then a block list, one item per `- ` at one indentation), its items are cut apart
-/// as text, and slices of whole items are deserialized on several threads, with the same
-/// `Deserialize` code and so the same checks per entry. The checks across entries (one key,
-/// one short ID, one name per peer; no name equal to a short ID), which the one-document path
-/// makes through [`context`] as it goes, are made afterwards over the whole list, against the
-/// peers read before too.
+/// (`peers:` then a block list, one item per `- ` at one indentation), [`cut`] reads it as
+/// slices of whole items, and [`parse`] deserializes the slices on several threads, with the
+/// same `Deserialize` code and so the same checks per entry, handing the peers on in file
+/// order as they come; a slice's text is freed once it is parsed and its peers once the sink
+/// has them, so the file, the parsed entries and what the sink makes of them are never all in
+/// memory at once. The checks across entries (one key, one short ID, one name per peer; no
+/// name equal to a short ID), which the one-document path makes through [`context`] as it
+/// goes, are made as the peers arrive against the peers read before, and at the end among
+/// the file's own.
 ///
-/// Whatever this path does not understand or does not accept makes [`parse`] return `None`,
-/// and the file is then read as one document, which gives the very answer it always gave: the
-/// same peers, or the same error at the same line and column. Cutting never changes what an
-/// item means: a line at the items' indentation that starts with `- ` cannot be inside an
-/// item (block scalars and continuation lines are indented further), and a cut that did fall
-/// inside something (a quoted string, a flow list) leaves a slice that does not parse, which
-/// falls back. An alias to an anchor in another slice does not parse either.
+/// Whatever this path does not understand or does not accept sends the file to be read as one
+/// document, which gives the very answer it always gave: the same peers, or the same error at
+/// the same line and column. Cutting never changes what an item means: a line at the items'
+/// indentation that starts with `- ` cannot be inside an item (block scalars and continuation
+/// lines are indented further), and a cut that did fall inside something (a quoted string, a
+/// flow list) leaves a slice that does not parse, which falls back. An alias to an anchor in
+/// another slice does not parse either.
 pub(super) mod fast {
-    use std::ops::Range;
+    use std::hash::{BuildHasher, RandomState};
+    use std::io::{self, BufRead};
+    use std::sync::mpsc::{self, Receiver};
 
     use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-    use super::{context, Peer, PeerList};
+    use super::{context, Peer, PeerSink};
 
     /// Files with fewer items are read whole: there is nothing to gain.
     const MIN_ITEMS: usize = 512;
@@ -313,59 +366,340 @@ pub(super) mod fast {
     const SLICE: usize = 256;
     /// Most threads used.
     const MAX_THREADS: usize = 8;
+    /// Slices taken between two [`release_freed`](crate::memory::release_freed) calls, some
+    /// 8 000 peers and a megabyte of text. The allocator hands freed memory back to the system
+    /// only a second later, so the text of the slices parsed would otherwise stay resident
+    /// while what the sink makes of their peers grows: 15 MiB more at the peak, for 100 000
+    /// peers. A call costs under a millisecond.
+    const COLLECT_EVERY: usize = 32;
 
-    /// The peers of `text`, or `None` to read it as one document.
-    pub fn parse(text: &str) -> Option<PeerList> {
-        let items = item_spans(text)?;
-        if items.len() < MIN_ITEMS {
-            return None;
+    /// A peers file as [`cut`] read it.
+    #[derive(Debug)]
+    pub enum Cut {
+        /// Of the plain shape, with enough items to be worth parsing in parallel.
+        Slices(Vec<Slice>),
+        /// Anything else: the whole text, for the one-document path.
+        Whole(String),
+    }
+
+    /// Whole items of the peers list, as text.
+    #[derive(Debug)]
+    pub struct Slice {
+        text: String,
+        items: usize,
+    }
+
+    #[cfg(test)]
+    impl Slice {
+        pub fn text(&self) -> &str {
+            &self.text
         }
-        let slices: Vec<(&str, usize)> = items
-            .chunks(SLICE)
-            .filter_map(|c| Some((text.get(c.first()?.start..c.last()?.end)?, c.len())))
-            .collect();
-        let known = context::known_keys();
+
+        pub fn items(&self) -> usize {
+            self.items
+        }
+    }
+
+    impl Slice {
+        /// The slice's peers, or `None` when it does not parse or holds another number of
+        /// items than were cut into it.
+        fn parse(&self) -> Option<Vec<Peer>> {
+            let de = serde_yaml::Deserializer::from_str(&self.text);
+            Items(self.items)
+                .deserialize(de)
+                .ok()
+                .filter(|peers| peers.len() == self.items)
+        }
+    }
+
+    /// Reads a peers file line by line into slices of [`SLICE`] items, each its own allocation
+    /// so that it can be freed once parsed. A file not of the plain shape ([`Shape`]) or with
+    /// too few items comes back whole, read once all the same; `Err` for an I/O error or text
+    /// that is not UTF-8 (the caller then reads the file whole, which reports it).
+    pub fn cut(mut reader: impl BufRead) -> io::Result<Cut> {
+        let mut shape = Shape::default();
+        // What comes before the first item (the `peers:` line, comments): for `Whole` only.
+        let mut before = String::new();
+        let mut slices: Vec<Slice> = Vec::new();
+        // The slice being read, copied out at its exact size when full.
+        let mut current = String::new();
+        let (mut items, mut in_current) = (0, 0);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let Some((text, kind)) = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|text| Some((text, shape.line(text)?)))
+            else {
+                let mut whole = before.into_bytes();
+                for slice in slices {
+                    whole.extend_from_slice(slice.text.as_bytes());
+                }
+                whole.extend_from_slice(current.as_bytes());
+                whole.extend_from_slice(&line);
+                reader.read_to_end(&mut whole)?;
+                return String::from_utf8(whole)
+                    .map(Cut::Whole)
+                    .map_err(|_| io::ErrorKind::InvalidData.into());
+            };
+            match kind {
+                Line::Outside => before.push_str(text),
+                Line::Item => {
+                    if in_current == SLICE {
+                        slices.push(Slice {
+                            text: current.as_str().into(),
+                            items: in_current,
+                        });
+                        current.clear();
+                        in_current = 0;
+                    }
+                    items += 1;
+                    in_current += 1;
+                    current.push_str(text);
+                }
+                Line::Inside => current.push_str(text),
+            }
+        }
+        if in_current > 0 {
+            slices.push(Slice {
+                text: current.as_str().into(),
+                items: in_current,
+            });
+        }
+        if shape.header && items >= MIN_ITEMS {
+            return Ok(Cut::Slices(slices));
+        }
+        let mut whole = before;
+        for slice in slices {
+            whole.push_str(&slice.text);
+        }
+        Ok(Cut::Whole(whole))
+    }
+
+    /// Where a line of a plain peers file belongs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Line {
+        /// Before the first item: the `peers:` line, blank lines and comments.
+        Outside,
+        /// The first line of an item (`- ` at the items' indentation).
+        Item,
+        /// Within the current item, or a blank line or comment after it.
+        Inside,
+    }
+
+    /// The plain shape: only `peers:` at the top level, a block list under it, spaces for
+    /// indentation, `\n` line ends, nothing but comments outside the items.
+    #[derive(Default)]
+    struct Shape {
+        header: bool,
+        indent: Option<usize>,
+    }
+
+    impl Shape {
+        /// Where `line` (with its `\n`, if any) belongs, or `None` when the file is not of the
+        /// plain shape.
+        fn line(&mut self, line: &str) -> Option<Line> {
+            let content = line.strip_suffix('\n').unwrap_or(line);
+            if content.contains(['\t', '\r', '\u{feff}']) {
+                return None;
+            }
+            let body = content.trim_start_matches(' ');
+            let after_items = if self.indent.is_some() {
+                Line::Inside
+            } else {
+                Line::Outside
+            };
+            if body.is_empty() || body.starts_with('#') {
+                return Some(after_items);
+            }
+            if !self.header {
+                let rest = content.strip_prefix("peers:")?;
+                let rest = rest.trim_start_matches(' ');
+                if !(rest.is_empty() || rest.starts_with('#')) || content.len() != body.len() {
+                    return None;
+                }
+                self.header = true;
+                return Some(Line::Outside);
+            }
+            let depth = content.len() - body.len();
+            let item = body == "-" || body.starts_with("- ");
+            match self.indent {
+                None if item => {
+                    self.indent = Some(depth);
+                    Some(Line::Item)
+                }
+                None => None,
+                Some(k) if depth > k => Some(Line::Inside),
+                Some(k) if depth == k && item => Some(Line::Item),
+                Some(_) => None,
+            }
+        }
+    }
+
+    /// The number of items of a plain-shaped text, or `None`: the shape check alone, for tests.
+    #[cfg(test)]
+    pub fn item_count(text: &str) -> Option<usize> {
+        let mut shape = Shape::default();
+        let mut items = 0;
+        for line in text.split_inclusive('\n') {
+            if shape.line(line)? == Line::Item {
+                items += 1;
+            }
+        }
+        shape.header.then_some(items)
+    }
+
+    /// Parses `slices` on several threads and pushes their peers into `sink` in file order, or
+    /// returns `false` (the sink then holds some of them) to have the file read as one document.
+    pub fn parse<S: PeerSink>(slices: Vec<Slice>, sink: &mut S) -> bool {
+        let count = slices.len();
+        let items: usize = slices.iter().map(|s| s.items).sum();
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, MAX_THREADS)
-            .min(slices.len());
+            .min(count);
         // Slices go to threads round-robin; results come back in file order.
-        let parsed: Vec<Option<Vec<Vec<Peer>>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<(&str, usize)> =
-                        slices.iter().skip(t).step_by(threads).copied().collect();
-                    // Worker threads have no load scope: `context`'s cross-entry checks are
-                    // no-ops there, and are made below instead.
-                    let known = known.clone();
-                    scope.spawn(move || {
-                        let _reuse = context::ReuseKeys::install(known);
-                        mine.into_iter()
-                            .map(|(slice, n)| {
-                                let de = serde_yaml::Deserializer::from_str(slice);
-                                Items(n).deserialize(de).ok()
-                            })
-                            .collect::<Option<Vec<_>>>()
-                    })
-                })
-                .collect();
+        let mut queues: Vec<Vec<Slice>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, slice) in slices.into_iter().enumerate() {
+            if let Some(queue) = queues.get_mut(i % threads) {
+                queue.push(slice);
+            }
+        }
+        let known = context::known_keys();
+        sink.reserve(items);
+        std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(threads);
+            let mut workers = Vec::with_capacity(threads);
+            for mine in queues {
+                // Room for one result ahead: enough to keep the threads busy, and the memory
+                // in flight a few slices, whatever the size of the file.
+                let (results, receiver) = mpsc::sync_channel(1);
+                // Worker threads have no load scope: `context`'s cross-entry checks are no-ops
+                // there, and are made as the peers arrive instead.
+                let known = known.clone();
+                workers.push(scope.spawn(move || {
+                    let _reuse = context::ReuseKeys::install(known);
+                    for slice in mine {
+                        let peers = slice.parse();
+                        // Its text is not needed any more (see `COLLECT_EVERY`).
+                        drop(slice);
+                        let failed = peers.is_none();
+                        if results.send(peers).is_err() || failed {
+                            return;
+                        }
+                    }
+                }));
+                receivers.push(receiver);
+            }
+            let taken = take_in_order(&receivers, count, items, sink);
+            // Threads still parsing stop at their next result.
+            drop(receivers);
             workers
                 .into_iter()
-                .map(|w| w.join().ok().flatten())
-                .collect()
-        });
-        let mut per_thread: Vec<std::vec::IntoIter<Vec<Peer>>> = parsed
-            .into_iter()
-            .map(|p| p.map(Vec::into_iter))
-            .collect::<Option<_>>()?;
-        let mut peers = Vec::with_capacity(items.len());
-        for i in 0..slices.len() {
-            peers.append(&mut per_thread.get_mut(i % threads)?.next()?);
+                .fold(taken, |ok, worker| worker.join().is_ok() && ok)
+        })
+    }
+
+    /// Slice `i` comes from thread `i % threads`: pushes the peers of all `count` slices into
+    /// the sink in file order, checking them against each other and the peers read before.
+    fn take_in_order<S: PeerSink>(
+        receivers: &[Receiver<Option<Vec<Peer>>>],
+        count: usize,
+        items: usize,
+        sink: &mut S,
+    ) -> bool {
+        let mut claims = Claims::with_capacity(items);
+        for i in 0..count {
+            let Some(receiver) = i
+                .checked_rem(receivers.len())
+                .and_then(|t| receivers.get(t))
+            else {
+                return false;
+            };
+            let Ok(Some(peers)) = receiver.recv() else {
+                return false;
+            };
+            if i % COLLECT_EVERY == COLLECT_EVERY - 1 {
+                crate::memory::release_freed();
+            }
+            for peer in peers {
+                if !claims.add(&peer) {
+                    return false;
+                }
+                sink.push(peer);
+            }
         }
-        if peers.len() != items.len() || !unique(&peers) {
-            return None;
+        claims.distinct()
+    }
+
+    /// The checks across entries that [`context`] makes when a file is read as one document:
+    /// no key (by key id) and no short ID twice, no name twice (case-insensitively), no name
+    /// equal to a short ID, among the file's peers and against the peers read before.
+    ///
+    /// Against the peers read before the check is exact. Among the file's own it compares
+    /// 64-bit hashes, so that it needs 24 bytes per peer and not the strings: equal strings
+    /// always collide, so no conflict gets through, and two different strings that happen to
+    /// collide only send the file down the one-document path, which answers exactly.
+    struct Claims {
+        hasher: RandomState,
+        key_ids: Vec<u64>,
+        short_ids: Vec<u64>,
+        names: Vec<u64>,
+    }
+
+    impl Claims {
+        fn with_capacity(peers: usize) -> Self {
+            Claims {
+                hasher: RandomState::new(),
+                key_ids: Vec::with_capacity(peers),
+                short_ids: Vec::with_capacity(peers),
+                names: Vec::with_capacity(peers),
+            }
         }
-        Some(PeerList(peers))
+
+        /// Records the peer's keys and name; `false` when one is taken by a peer read before.
+        fn add(&mut self, peer: &Peer) -> bool {
+            for key in peer.keys() {
+                let (key_id, short_id) = (key.key_id(), key.short_id());
+                if context::key_claimed(key_id)
+                    || context::short_id_claimed(short_id)
+                    || context::name_claimed(short_id)
+                {
+                    return false;
+                }
+                self.key_ids.push(self.hasher.hash_one(key_id));
+                self.short_ids.push(self.hasher.hash_one(short_id));
+            }
+            let folded = peer.name.to_lowercase();
+            if context::name_claimed(&folded) || context::short_id_claimed(&folded) {
+                return false;
+            }
+            self.names.push(self.hasher.hash_one(folded.as_str()));
+            true
+        }
+
+        /// Whether no two of the peers recorded conflict.
+        fn distinct(mut self) -> bool {
+            for list in [&mut self.key_ids, &mut self.short_ids, &mut self.names] {
+                list.sort_unstable();
+                if list.windows(2).any(|w| w.first() == w.get(1)) {
+                    return false;
+                }
+            }
+            // No name equal to a short ID: both lists are sorted, walk them together.
+            let (mut i, mut j) = (0, 0);
+            while let (Some(s), Some(n)) = (self.short_ids.get(i), self.names.get(j)) {
+                match s.cmp(n) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => return false,
+                }
+            }
+            true
+        }
     }
 
     /// A slice's list of peers, its `Vec` allocated once for the items it is known to hold.
@@ -394,106 +728,13 @@ pub(super) mod fast {
             Ok(peers)
         }
     }
-
-    /// Where each item of the top-level `peers:` block list starts and ends, or `None` when
-    /// the file is not that simple: only `peers:` at the top level, a block list under it,
-    /// spaces for indentation, `\n` line ends, nothing but comments outside the items.
-    pub fn item_spans(text: &str) -> Option<Vec<Range<usize>>> {
-        if text.contains(['\t', '\r', '\u{feff}']) {
-            return None;
-        }
-        let mut spans = Vec::new();
-        let mut header = false;
-        let mut indent: Option<usize> = None;
-        let mut start: Option<usize> = None;
-        let mut offset = 0;
-        for line in text.split_inclusive('\n') {
-            let at = offset;
-            offset += line.len();
-            let content = line.trim_end_matches('\n');
-            let body = content.trim_start_matches(' ');
-            if body.is_empty() || body.starts_with('#') {
-                continue;
-            }
-            if !header {
-                let rest = content.strip_prefix("peers:")?;
-                let rest = rest.trim_start_matches(' ');
-                if !(rest.is_empty() || rest.starts_with('#')) || content.len() != body.len() {
-                    return None;
-                }
-                header = true;
-                continue;
-            }
-            let depth = content.len() - body.len();
-            let item = body == "-" || body.starts_with("- ");
-            match indent {
-                None if item => indent = Some(depth),
-                None => return None,
-                Some(k) if depth > k => continue,
-                Some(k) if depth == k && item => {}
-                Some(_) => return None,
-            }
-            if let Some(s) = start.replace(at) {
-                spans.push(s..at);
-            }
-        }
-        if let Some(s) = start {
-            spans.push(s..text.len());
-        }
-        header.then_some(spans)
-    }
-
-    /// Whether the peers pass the checks across entries that [`context`] makes when a file is
-    /// read as one document: no key (by key id) and no short ID twice, no name twice
-    /// (case-insensitively), no name equal to a short ID, among them and against the peers
-    /// read before.
-    fn unique(peers: &[Peer]) -> bool {
-        let mut key_ids: Vec<&str> = Vec::with_capacity(peers.len());
-        let mut short_ids: Vec<&str> = Vec::with_capacity(peers.len());
-        let mut names: Vec<String> = Vec::with_capacity(peers.len());
-        for peer in peers {
-            for key in peer.keys() {
-                key_ids.push(key.key_id());
-                short_ids.push(key.short_id());
-            }
-            names.push(peer.name.to_lowercase());
-        }
-        if key_ids.iter().any(|k| context::key_claimed(k))
-            || short_ids
-                .iter()
-                .any(|s| context::short_id_claimed(s) || context::name_claimed(s))
-            || names
-                .iter()
-                .any(|n| context::name_claimed(n) || context::short_id_claimed(n))
-        {
-            return false;
-        }
-        key_ids.sort_unstable();
-        short_ids.sort_unstable();
-        names.sort_unstable();
-        let distinct = |v: &[&str]| v.windows(2).all(|w| w.first() != w.get(1));
-        if !distinct(&key_ids) || !distinct(&short_ids) {
-            return false;
-        }
-        if names.windows(2).any(|w| w.first() == w.get(1)) {
-            return false;
-        }
-        // No name equal to a short ID: both lists are sorted, walk them together.
-        let (mut i, mut j) = (0, 0);
-        while let (Some(s), Some(n)) = (short_ids.get(i), names.get(j)) {
-            match (*s).cmp(n.as_str()) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => return false,
-            }
-        }
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::path::PathBuf;
 
     use crate::identity::PublicIdentity;
 
@@ -529,11 +770,35 @@ mod tests {
     }
 
     fn read(text: &str) -> Result<Vec<Peer>, super::super::ConfigError> {
+        read_into(text, Vec::new)
+    }
+
+    /// Reads `text` from a file the way a load reads a peers file, into sinks made by `fresh`.
+    /// Errors name the file `peers.yaml`, wherever it was.
+    fn read_into<S: PeerSink>(
+        text: &str,
+        fresh: impl Fn() -> S,
+    ) -> Result<S, super::super::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("peers.yaml");
         std::fs::write(&path, text).unwrap();
         let scope = context::LoadScope::begin();
-        read_file(&path, &scope).map(|f| f.peers.0)
+        read_file(&path, &scope, fresh).map_err(|mut e| {
+            let dir = dir.path().display().to_string() + "/";
+            e.message = e.message.replace(&dir, "");
+            e.file = PathBuf::from("peers.yaml");
+            e
+        })
+    }
+
+    /// The peers of `text` when the fast path takes it, without a load scope (as in a file
+    /// read with no peers before it).
+    fn fast_path(text: &str) -> Option<Vec<Peer>> {
+        let fast::Cut::Slices(slices) = fast::cut(text.as_bytes()).unwrap() else {
+            return None;
+        };
+        let mut peers = Vec::new();
+        fast::parse(slices, &mut peers).then_some(peers)
     }
 
     /// The same file read as one document, the way every file was read before the fast path.
@@ -558,25 +823,79 @@ mod tests {
     #[test]
     fn a_large_plain_file_takes_the_fast_path_with_the_same_result() {
         let text = big_file(1500);
-        assert!(
-            fast::parse(&text).is_some(),
-            "the fast path should take this file"
-        );
+        let taken = fast_path(&text).expect("the fast path should take this file");
         let fast = read(&text).unwrap();
         let whole = read_whole(&text).unwrap();
         assert_eq!(fast.len(), 1500);
         assert_eq!(summary(&fast), summary(&whole));
+        assert_eq!(summary(&taken), summary(&whole));
     }
 
     #[test]
-    fn item_spans_accept_only_the_plain_shape() {
-        let spans = fast::item_spans("peers:\n- name: a\n  url: x\n# c\n- name: b\n").unwrap();
-        assert_eq!(spans.len(), 2);
+    fn slices_hold_whole_items_and_all_of_the_list() {
+        let text = big_file(1500);
+        let fast::Cut::Slices(slices) = fast::cut(text.as_bytes()).unwrap() else {
+            panic!("a plain file of 1500 items is cut into slices");
+        };
+        assert_eq!(slices.len(), 6);
+        assert!(slices.iter().all(|s| s.text().starts_with("  - name: p")));
+        assert_eq!(slices.iter().map(fast::Slice::items).sum::<usize>(), 1500);
+        let list: String = slices.iter().map(fast::Slice::text).collect();
         assert_eq!(
-            fast::item_spans("# x\npeers: # the list\n  - a: 1\n")
-                .unwrap()
-                .len(),
-            1
+            format!("# the allowlist\npeers:\n{list}"),
+            text,
+            "everything after the header, in order"
+        );
+    }
+
+    #[test]
+    fn a_file_the_fast_path_does_not_take_is_read_whole_and_unchanged() {
+        let big = big_file(1500);
+        let middle = big.len() / 2;
+        let line = middle + big[middle..].find("\n  - name").unwrap() + 1;
+        let with = |insert: &str| format!("{}{insert}{}", &big[..line], &big[line..]);
+        for (what, text) in [
+            ("few items", big_file(20)),
+            (
+                "a tab half-way",
+                with("  - name: tabbed\n    url:\thttps://x\n"),
+            ),
+            ("a CRLF half-way", with("  # a comment\r\n")),
+            ("a second document", format!("{big}---\npeers: []\n")),
+            ("no peers: header", big.replace("peers:\n", "people:\n")),
+            ("empty", String::new()),
+        ] {
+            match fast::cut(text.as_bytes()).unwrap() {
+                fast::Cut::Whole(whole) => assert!(whole == text, "{what}: text changed"),
+                fast::Cut::Slices(_) => panic!("{what}: cut into slices"),
+            }
+        }
+        // Not UTF-8 half-way: the error of reading the file whole, as before.
+        let mut bytes = with("  # \u{e9}\n").into_bytes();
+        let at = bytes.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+        bytes[at] = 0xff;
+        assert_eq!(
+            fast::cut(&bytes[..]).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.yaml");
+        std::fs::write(&path, &bytes).unwrap();
+        let scope = context::LoadScope::begin();
+        let err = read_file(&path, &scope, Vec::new).unwrap_err();
+        let expected = std::fs::read_to_string(&path).unwrap_err();
+        assert_eq!(err.message, format!("cannot read: {expected}"));
+    }
+
+    #[test]
+    fn the_fast_path_accepts_only_the_plain_shape() {
+        assert_eq!(
+            fast::item_count("peers:\n- name: a\n  url: x\n# c\n- name: b\n"),
+            Some(2)
+        );
+        assert_eq!(
+            fast::item_count("# x\npeers: # the list\n  - a: 1\n"),
+            Some(1)
         );
         for odd in [
             "peers: []\n",
@@ -591,7 +910,7 @@ mod tests {
             "\"peers\":\n  - a: 1\n",
             "peers:\n  foo: 1\n",
         ] {
-            assert!(fast::item_spans(odd).is_none(), "{odd:?}");
+            assert!(fast::item_count(odd).is_none(), "{odd:?}");
         }
     }
 
@@ -623,14 +942,17 @@ mod tests {
             ("unknown field", unknown_field),
         ] {
             assert!(
-                fast::parse(&text).is_none(),
+                fast_path(&text).is_none(),
                 "{what}: the fast path must refuse"
             );
             let err = read(&text).unwrap_err();
             let whole = read_whole(&text).unwrap_err();
-            let dir = err.file.parent().unwrap().display().to_string() + "/";
-            let message = err.message.replace(&dir, "");
-            assert!(whole.contains(&message), "{what}: {err} vs {whole}");
+            // A gateway's load, which reads the peers into its table, fails the same way.
+            let into_table = read_into(&text, crate::allowlist::PeerTableBuilder::default)
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(into_table, err, "{what}");
+            assert!(whole.contains(&err.message), "{what}: {err} vs {whole}");
             assert!(err.position.is_some(), "{what}: {err}");
         }
     }
@@ -644,7 +966,7 @@ mod tests {
         let scope = context::LoadScope::begin();
         // An inline peer (read from the config file first) with p650's name.
         context::claim_name("P650").unwrap();
-        let err = read_file(&path, &scope).unwrap_err();
+        let err = read_file(&path, &scope, Vec::new).unwrap_err();
         assert!(err.message.contains("already used by"), "{err}");
     }
 
@@ -661,7 +983,7 @@ mod tests {
                 "    url: https://p1400.example.org:8443/base\n    allow: *rules\n",
                 1,
             );
-        assert!(fast::parse(&text).is_none());
+        assert!(fast_path(&text).is_none());
         let peers = read(&text).unwrap();
         assert_eq!(summary(&peers), summary(&read_whole(&text).unwrap()));
         assert_eq!(peers[1400].allow.methods.len(), 1);
