@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` for Prometheus, `/healthz` and `/readyz` for orchestrators.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -25,6 +25,13 @@ impl Admin {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let body = body.into();
     Response::builder()
@@ -41,10 +48,17 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/metrics" => {
+                // The cache drops expired nonces only when a shard needs room, so without a
+                // sweep the gauge would count nonces that no longer block anything, and a
+                // gateway whose traffic stopped would keep their memory. A scrape sweeps:
+                // O(entries) on this listener's own threads, at the operator's scrape
+                // interval, a few milliseconds for a million entries.
+                let replay = &self.shared.replay;
+                replay.purge_expired(unix_now());
                 self.shared
                     .metrics
                     .replay_cache_entries
-                    .set(i64::try_from(self.shared.replay.len()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(replay.len()).unwrap_or(i64::MAX));
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -368,9 +368,5 @@ impl ProxyHttp for Inbound {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
         let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
         ctx.record.finish(session, &self.shared.metrics, peer);
-        self.shared
-            .metrics
-            .replay_cache_entries
-            .set(i64::try_from(self.shared.replay.len()).unwrap_or(i64::MAX));
     }
 }

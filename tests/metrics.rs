@@ -168,6 +168,39 @@ async fn every_metric_of_the_design_is_served_with_the_counts_of_the_traffic() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_gauge_counts_nonces_still_remembered_not_expired_ones() {
+    // A nonce is remembered until `created + max_age`: with `max_age: 1s` the nonces of these
+    // requests (created this second) block replays for at most two seconds.
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(
+        app.addr(),
+        &[&bob],
+        "signatures: { max_age: 1s, lifetime: 1s }",
+    );
+    let _running = setup.start();
+    let sent = now();
+    for i in 0..3 {
+        assert_eq!(setup.get(&bob, &format!("/api/{i}")).await.status, 200);
+    }
+    if now() <= sent + 1 {
+        let m = setup.admin("/metrics").await.text();
+        assert_series(&m, "peergate_replay_cache_entries", 3.0);
+    }
+    // Nothing new comes in, so nothing makes the cache look for room: only the scrape's sweep
+    // can drop them.
+    while now() <= sent + 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = setup.admin("/metrics").await.text();
+    assert_series(&m, "peergate_replay_cache_entries", 0.0);
+    // And a new request is counted again.
+    assert_eq!(setup.get(&bob, "/api/again").await.status, 200);
+    let m = setup.admin("/metrics").await.text();
+    assert_series(&m, "peergate_replay_cache_entries", 1.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn series_do_not_grow_with_paths_hosts_or_key_ids() {
     let app = EchoApp::start();

@@ -386,7 +386,8 @@ impl ReplayCache {
     }
 
     /// Drops every entry expired at `now` (whose `remember_until` is before `now`); returns how
-    /// many. For a periodic sweeper, so the gauge reflects live entries; correctness does not
+    /// many. For a periodic sweeper (peergate's metrics scrape), so the gauge reflects live
+    /// entries and a cache whose traffic stopped gives its memory back; correctness does not
     /// depend on it. Shards with nothing expired are skipped in O(1).
     pub fn purge_expired(&self, now: u64) -> usize {
         let mut total = 0;
