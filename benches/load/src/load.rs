@@ -12,6 +12,10 @@
 //!   uses), a fresh nonce each. Signatures are made before the run (`--presign N`, default
 //!   250 000, or rate x duration; in parallel, not measured) and, if the run outlasts them,
 //!   inline (counted in `inline_signed`).
+//!   `--created-ahead S` dates the signatures S seconds ahead (within the verifier's
+//!   `clock_skew`, 30 s by default): a verifier remembers each nonce until `created` + 60 s,
+//!   so the nonces of a presigned run are then still held at the end of the next one, as a
+//!   gateway serving that rate without pause holds a whole window of them.
 //!   `--sign-once` sends one signed request over and over: the same bytes on the wire, for a
 //!   proxy that does not verify.
 //!
@@ -79,6 +83,8 @@ struct RequestMaker {
     scheme: &'static str,
     body: Bytes,
     signer: Option<Signer>,
+    /// Seconds added to `created` (`--created-ahead`).
+    created_ahead: u64,
 }
 
 impl RequestMaker {
@@ -111,7 +117,8 @@ impl RequestMaker {
             let view = RequestView::new(&self.method, &uri, &headers, self.scheme);
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+                .map_or(0, |d| d.as_secs())
+                + self.created_ahead;
             let signed = signer
                 .sign(&view, Some(&self.body), now, &Signer::nonce())
                 .map_err(|e| e.to_string())?;
@@ -249,6 +256,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         scheme: if target.https { "https" } else { "http" },
         body: Bytes::from(vec![b'x'; body_len]),
         signer,
+        created_ahead: args.num("created-ahead", 0)?,
     };
     let sign_once = args.flag("sign-once");
     let presign_started = Instant::now();
