@@ -265,8 +265,9 @@ impl ReplayCache {
     /// more for a signer whose clock is ahead).
     ///
     /// Large caches are split into shards (up to 127, of at least 2048 entries each, sized so
-    /// that a full shard fills its table; see `shard_count`) that each hold an equal share; `Full` is then reported when one shard is full, which with the
-    /// uniform hash happens within a few percent of `capacity`.
+    /// that a full shard fills its table; see `shard_count`) that each hold an equal share;
+    /// `Full` is then reported when one shard is full, which with the uniform hash happens
+    /// within a few percent of `capacity`.
     pub fn new(capacity: usize) -> Self {
         let n = shard_count(capacity);
         let base = capacity / n;
