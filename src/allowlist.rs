@@ -664,18 +664,8 @@ mod tests {
             Identity::generate().to_pkcs8_pem().unwrap(),
         )
         .unwrap();
-        let mut ids: Vec<Identity> = Vec::new();
+        let ids = Identity::generate_distinct(n + 1);
         let mut peers = String::from("peers:\n");
-        while ids.len() < n + 1 {
-            let id = Identity::generate();
-            if ids
-                .iter()
-                .any(|o| o.public().short_id() == id.public().short_id())
-            {
-                continue;
-            }
-            ids.push(id);
-        }
         for (i, id) in ids.iter().take(n).enumerate() {
             let name = if i == 1 {
                 "Zoë's NAS".to_string()
@@ -717,16 +707,7 @@ mod tests {
             Identity::generate().to_pkcs8_pem().unwrap(),
         )
         .unwrap();
-        let mut ids: Vec<Identity> = Vec::new();
-        while ids.len() < 700 {
-            let id = Identity::generate();
-            if ids
-                .iter()
-                .all(|o| o.public().short_id() != id.public().short_id())
-            {
-                ids.push(id);
-            }
-        }
+        let ids = Identity::generate_distinct(700);
         let spki = |i: usize| ids[i].public().spki_base64();
         let mut peers = String::from("peers:\n");
         for i in 1..600 {

@@ -71,6 +71,24 @@ impl Identity {
         Self::from_signing_key(SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
+    /// `n` new identities with distinct short IDs, for tests that list them as peers: short IDs
+    /// are short enough that random keys collide now and then, and an allowlist refuses two
+    /// peers with one short ID.
+    #[cfg(test)]
+    pub fn generate_distinct(n: usize) -> Vec<Self> {
+        let mut ids: Vec<Self> = Vec::with_capacity(n);
+        while ids.len() < n {
+            let id = Self::generate();
+            if ids
+                .iter()
+                .all(|o| o.public().short_id() != id.public().short_id())
+            {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing_key
     }

@@ -723,21 +723,6 @@ async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
 mod tests {
     use super::*;
 
-    /// `n` identities with distinct short IDs.
-    fn identities(n: usize) -> Vec<crate::identity::Identity> {
-        let mut ids: Vec<crate::identity::Identity> = Vec::with_capacity(n);
-        while ids.len() < n {
-            let id = crate::identity::Identity::generate();
-            if ids
-                .iter()
-                .all(|o| o.public().short_id() != id.public().short_id())
-            {
-                ids.push(id);
-            }
-        }
-        ids
-    }
-
     /// A gateway's reload reads a large peers file straight into the new table. One refused
     /// only at its end, by the checks across entries that run once all are in, must leave the
     /// allowlist in force as it was, with the error a plain load gives.
@@ -752,7 +737,7 @@ mod tests {
             "identity: { key_file: me.pem, hosts: [me.example.org] }\napp: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
         )
         .unwrap();
-        let ids = identities(601);
+        let ids = crate::identity::Identity::generate_distinct(601);
         let entry = |name: &str, id: &crate::identity::Identity| {
             format!(
                 "  - name: {name}\n    public_key: \"{}\"\n",
