@@ -1,13 +1,14 @@
 //! The admin listener: `/metrics` for Prometheus, `/healthz` and `/readyz` for orchestrators.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::clock::unix_now;
 use crate::config::HostPort;
 use crate::state::Shared;
 
@@ -23,13 +24,6 @@ impl Admin {
     pub fn new(shared: Arc<Shared>) -> Self {
         Admin { shared }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {

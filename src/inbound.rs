@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::allowlist::{Caller, Snapshot};
 use crate::app_request;
 use crate::body::{self, BodyError};
+use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{classify, ForwardError, Forwarder};
@@ -216,13 +217,6 @@ impl Inbound {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(peer)
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {

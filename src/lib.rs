@@ -9,6 +9,7 @@ pub mod allowlist;
 pub mod app_request;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod forward;

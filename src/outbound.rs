@@ -13,7 +13,7 @@
 //! called peer's identity headers added.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -258,10 +258,7 @@ impl Outbound {
         if !body.is_empty() {
             req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let view = RequestView::new(&req.method, &req.uri, &req.headers, url.scheme());
         let nonce = peergate_signature::Signer::nonce();
         let signature = snap
