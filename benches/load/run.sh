@@ -85,23 +85,17 @@ wait_port() { # port [seconds]
     return 1
 }
 
-hwm_kib() { # pids... -> sum of VmHWM (KiB)
-    local sum=0 pid v
+status_kib() { # field pids... -> sum of that /proc/<pid>/status field (KiB)
+    local field=$1 sum=0 pid v
+    shift
     for pid in "$@"; do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
         sum=$((sum + ${v:-0}))
     done
     echo $sum
 }
-
-rss_kib() { # pids... -> sum of VmRSS (KiB)
-    local sum=0 pid v
-    for pid in "$@"; do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-        sum=$((sum + ${v:-0}))
-    done
-    echo $sum
-}
+hwm_kib() { status_kib VmHWM "$@"; } # the most each process ever held, summed
+rss_kib() { status_kib VmRSS "$@"; } # what they hold now, summed
 
 read -r APP_PORT BOB_IN BOB_OUT BOB_ADMIN ALICE_IN ALICE_OUT ALICE_ADMIN BIG_IN BIG_OUT BIG_ADMIN NGA_PORT NGB_PORT <<<"$("$PGB" ports --count 12)"
 
