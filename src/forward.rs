@@ -3,21 +3,26 @@
 //! Pingora's proxy path sends the request head upstream before the first body byte is seen,
 //! and can replay at most 64 KiB of a body it has read. peergate must check a body (up to
 //! `signatures.max_body`) against its Content-Digest before anything reaches the upstream, and
-//! the outbound side must hash the body before it can sign the head. So every request with a
-//! body takes this path: the head and the whole body are sent on a pooled connection from
-//! Pingora's own connector, and the response is relayed chunk by chunk.
+//! the outbound side must hash the body before it can sign the head. So every signed request
+//! takes this path, body or not: the head and the whole body are sent over HTTP/1.1 on a
+//! connection kept in [`crate::pool`] (opened by Pingora's transport connector when none is
+//! idle), and the response is relayed chunk by chunk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
+use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 
 use crate::metrics::UpstreamErrorKind;
+use crate::pool::Pool;
 use crate::problem::Problem;
 
 /// How a forward ended when it did not end well.
@@ -77,16 +82,23 @@ fn error_text(e: &Error) -> String {
     }
 }
 
+/// Idle connections kept per upstream.
+const IDLE_PER_PEER: usize = 128;
+
+/// How long an idle upstream connection is kept (Pingora's proxy path too, for the inbound
+/// side's public routes).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct Forwarder {
-    connector: Connector,
-    idle_timeout: Duration,
+    connector: TransportConnector,
+    pool: Arc<Pool>,
 }
 
 impl Forwarder {
     pub fn new(options: Option<ConnectorOptions>) -> Self {
         Forwarder {
-            connector: Connector::new(options),
-            idle_timeout: Duration::from_secs(60),
+            connector: TransportConnector::new(options),
+            pool: Pool::new(IDLE_PER_PEER, IDLE_TIMEOUT),
         }
     }
 
@@ -117,17 +129,20 @@ impl Forwarder {
         }
         let head_request = req.method == http::Method::HEAD;
 
-        let (mut up, _reused) = self
-            .connector
-            .get_http_session(peer)
-            .await
-            .map_err(upstream_failed)?;
+        let key = peer.reuse_hash();
+        let stream = match self.pool.take(key) {
+            Some(stream) => stream,
+            None => self
+                .connector
+                .new_stream(peer)
+                .await
+                .map_err(upstream_failed)?,
+        };
+        let mut up: HttpSession = HttpSession::H1(Http1Session::new_with_options(stream, peer));
         // Pooled sessions do not carry the peer's timeouts; a slow upstream must become a 504.
         up.set_read_timeout(peer.options.read_timeout);
         up.set_write_timeout(peer.options.write_timeout);
-        if up.as_http1().is_some() {
-            to_http1(&mut req).map_err(upstream_failed)?;
-        }
+        to_http1(&mut req).map_err(upstream_failed)?;
         up.write_request_header(Box::new(req))
             .await
             .map_err(upstream_failed)?;
@@ -198,9 +213,12 @@ impl Forwarder {
                 }
             }
         }
-        self.connector
-            .release_http_session(up, peer, Some(self.idle_timeout))
-            .await;
+        if let HttpSession::H1(mut up) = up {
+            up.respect_keepalive();
+            if let Some(stream) = up.reuse().await {
+                self.pool.put(key, stream);
+            }
+        }
         Ok(status)
     }
 }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod peer_cmd;
 pub mod peers_text;
+pub mod pool;
 pub mod problem;
 pub mod public_identity;
 pub mod record;

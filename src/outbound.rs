@@ -28,7 +28,7 @@ use pingora::{Error, ErrorType};
 use crate::allowlist::{Peer, ShortId, Snapshot};
 use crate::body::{self, BodyError};
 use crate::config::{HostPort, PeerUrl};
-use crate::forward::{classify, ForwardError, Forwarder};
+use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
 use crate::problem::Problem;
 use crate::record::Record;
@@ -285,7 +285,7 @@ impl Outbound {
         http_peer.options.total_connection_timeout = Some(self.timeouts.connect);
         http_peer.options.read_timeout = Some(self.timeouts.response);
         http_peer.options.write_timeout = Some(self.timeouts.response);
-        http_peer.options.idle_timeout = Some(Duration::from_secs(60));
+        http_peer.options.idle_timeout = Some(IDLE_TIMEOUT);
         http_peer.options.alpn = ALPN::H1;
         Ok(http_peer)
     }
