@@ -4,9 +4,10 @@
 //!
 //! Pingora phases used, in the order they run for one request:
 //! - `request_filter`: route, verify the signature, authorize, read and digest-check the body.
-//!   Refusals are answered here. A request with a body is also forwarded from here (see
-//!   [`crate::forward`]) and never reaches the later phases.
-//! - `upstream_peer`: the app's address, resolved without blocking (bodiless requests only).
+//!   Refusals are answered here. A verified request is also forwarded from here, body or not
+//!   (see [`crate::forward`]), and never reaches the later phases.
+//! - `upstream_peer`: the app's address, resolved without blocking (public routes only: their
+//!   bodies are streamed to the app by Pingora, never read whole).
 //! - `upstream_request_filter`: strip look-alike identity and hop-by-hop headers, set ours.
 //! - `fail_to_connect` / `fail_to_proxy`: an unreachable or slow app becomes 502 / 504.
 //! - `logging`: one log line and the metrics, for every request however it ended.
@@ -28,7 +29,7 @@ use crate::body::{self, BodyError};
 use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
-use crate::forward::{classify, ForwardError, Forwarder};
+use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
@@ -61,9 +62,10 @@ pub struct InboundCtx {
 
 /// Where an admitted request goes next.
 enum Admission {
-    /// No body (or a public route): Pingora proxies it.
+    /// A public route: Pingora proxies it, body streamed.
     Proxy,
-    /// A verified body, already read: peergate forwards it itself.
+    /// A verified request and its body (maybe empty), already read: peergate forwards it
+    /// itself, on connections of its own pool (see [`crate::pool`]).
     Forward(Bytes),
 }
 
@@ -157,14 +159,10 @@ impl Inbound {
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
-        Ok(Ok(if body.is_empty() {
-            Admission::Proxy
-        } else {
-            Admission::Forward(body)
-        }))
+        Ok(Ok(Admission::Forward(body)))
     }
 
-    async fn forward_body(
+    async fn forward_verified(
         &self,
         session: &mut Session,
         ctx: &mut InboundCtx,
@@ -214,7 +212,7 @@ impl Inbound {
         peer.options.total_connection_timeout = Some(self.timeouts.connect);
         peer.options.read_timeout = Some(self.timeouts.response);
         peer.options.write_timeout = Some(self.timeouts.response);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
         Ok(peer)
     }
 }
@@ -261,7 +259,7 @@ impl ProxyHttp for Inbound {
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => Ok(false),
             Ok(Admission::Forward(body)) => {
-                self.forward_body(session, ctx, &snap, body).await;
+                self.forward_verified(session, ctx, &snap, body).await;
                 Ok(true)
             }
             Err(problem) => {

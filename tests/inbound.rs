@@ -507,7 +507,64 @@ async fn keep_alive_carries_several_signed_requests() {
         let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
         assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
     }
-    assert_eq!(f.app.count(), 6);
+    let seen = f.app.requests();
+    assert_eq!(seen.len(), 6);
+    // peergate keeps its connection to the app too: one for all six.
+    assert!(
+        seen.iter().all(|r| r.conn == seen[0].conn),
+        "connections to the app: {:?}",
+        seen.iter().map(|r| r.conn).collect::<Vec<_>>()
+    );
+}
+
+/// An app that closes idle connections soon after answering (a short keep-alive timeout) must
+/// not cost a request: peergate finds its kept connection closed and opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_closing_idle_connections_loses_no_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                // A keep-alive answer, then the connection is closed while idle.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    for i in 0..6 {
+        let (method, body): (&str, &[u8]) = if i % 2 == 0 {
+            ("GET", b"")
+        } else {
+            ("POST", b"data")
+        };
+        let req = f.signed(&f.bob, method, &format!("/api/{i}"), &[], body);
+        let resp = f.send(req).await;
+        assert_eq!(resp.status, 200, "{method} {i}: {}", resp.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each request found the previous connection closed.
+    assert_eq!(accepted.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
