@@ -10,6 +10,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    peergate::memory::purge_promptly();
     let cli = peergate::cli::Cli::parse();
     // The demo explains itself on stdout; its per-request log lines would bury that, and its
     // readiness probes (plain TCP connects to the TLS listeners) would log handshake errors.
