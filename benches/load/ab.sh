@@ -7,6 +7,7 @@
 #
 # full: app -> alice outbound -> bob inbound -> app; in: a signing client -> bob inbound -> app.
 # Prints one line per run: A or B, requests/s, p50, p99, CPU ms per 1000 requests (the pair).
+# RATE=N runs at a constant N requests/s on 16 connections instead of the closed loop (latency).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TARGET=${CARGO_TARGET_DIR:-$HERE/../../target}
@@ -50,14 +51,16 @@ EOC
     OUT[$v]=$ao IN[$v]=$bi
 done
 sleep 2
+LOAD=(--connections 32)
+[ -n "${RATE:-}" ] && LOAD=(--connections 16 --rate "$RATE")
 for ((r = 0; r < ROUNDS; r++)); do
     for v in A B; do
         if [ "$MODE" = full ]; then
-            line=$("$PGB" load --url "http://127.0.0.1:${OUT[$v]}/peers/bob/hello" --connections 32 \
+            line=$("$PGB" load --url "http://127.0.0.1:${OUT[$v]}/peers/bob/hello" "${LOAD[@]}" \
                 --duration "$DUR" --warmup 1 --pids "${PID_A[$v]},${PID_B[$v]}")
         else
             line=$("$PGB" load --url "https://127.0.0.1:${IN[$v]}/hello" --ca "$DIR/ca.pem" \
-                --sign "$DIR/alice.pem" --presign 100000 --connections 32 --duration "$DUR" \
+                --sign "$DIR/alice.pem" --presign 100000 "${LOAD[@]}" --duration "$DUR" \
                 --warmup 1 --pids "${PID_B[$v]}")
         fi
         echo "$v $(echo "$line" | tr ' ' '\n' | grep -E '^(rps|p50_us|p99_us|cpu_ms_per_1k)=' | tr '\n' ' ')"
