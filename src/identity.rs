@@ -112,7 +112,7 @@ impl Identity {
 }
 
 /// Characters of a key id: 32 bytes of SHA-256 in base64url without padding.
-const KEY_ID_LEN: usize = 43;
+pub const KEY_ID_LEN: usize = 43;
 
 /// A public key with its key id and short ID.
 ///
@@ -142,7 +142,7 @@ impl PublicIdentity {
     }
 
     /// For 32 bytes already known to be a valid, non-weak Ed25519 point.
-    fn of_valid_raw(raw: [u8; 32]) -> Self {
+    pub(crate) fn of_valid_raw(raw: [u8; 32]) -> Self {
         let mut short_id = [0u8; SHORT_ID_LEN];
         for (slot, c) in short_id.iter_mut().zip(peer_id_symbols(&raw)) {
             *slot = c;
@@ -314,7 +314,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
 }
 
 /// [`key_id`], without an allocation: the JWK is written into a buffer on the stack.
-fn key_id_of_raw(raw: &[u8; 32]) -> [u8; KEY_ID_LEN] {
+pub(crate) fn key_id_of_raw(raw: &[u8; 32]) -> [u8; KEY_ID_LEN] {
     const HEAD: &[u8] = br#"{"crv":"Ed25519","kty":"OKP","x":""#;
     const TAIL: &[u8] = br#""}"#;
     let mut jwk = [0u8; HEAD.len() + KEY_ID_LEN + TAIL.len()];
