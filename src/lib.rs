@@ -16,6 +16,7 @@ pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod lifecycle;
+pub mod logger;
 pub mod memory;
 pub mod metrics;
 pub mod outbound;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    peergate::logger::init(level);
     match peergate::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
