@@ -19,7 +19,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::Peer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorType, RetryType};
 
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::Pool;
@@ -129,41 +129,47 @@ impl Forwarder {
         }
         let head_request = req.method == http::Method::HEAD;
 
-        let key = peer.reuse_hash();
-        let stream = match self.pool.take(key) {
-            Some(stream) => stream,
-            None => self
-                .connector
-                .new_stream(peer)
-                .await
-                .map_err(upstream_failed)?,
-        };
-        let mut up: HttpSession = HttpSession::H1(Http1Session::new_with_options(stream, peer));
-        // Pooled sessions do not carry the peer's timeouts; a slow upstream must become a 504.
-        up.set_read_timeout(peer.options.read_timeout);
-        up.set_write_timeout(peer.options.write_timeout);
         to_http1(&mut req).map_err(upstream_failed)?;
-        up.write_request_header(Box::new(req))
-            .await
-            .map_err(upstream_failed)?;
-        if !body.is_empty() {
-            up.write_request_body(body, true)
-                .await
-                .map_err(upstream_failed)?;
-        }
-        up.finish_request_body().await.map_err(upstream_failed)?;
-
-        // Skip informational answers (103 Early Hints and the like); 101 is never asked for.
-        let mut resp = loop {
-            up.read_response_header().await.map_err(upstream_failed)?;
-            let Some(head) = up.response_header() else {
+        let key = peer.reuse_hash();
+        let idempotent = req.method.is_idempotent();
+        let mut req = Some(req);
+        let mut retried = false;
+        let (mut up, mut resp) = loop {
+            // A retry always opens a new connection.
+            let pooled = if retried { None } else { self.pool.take(key) };
+            let reused = pooled.is_some();
+            let stream = match pooled {
+                Some(stream) => stream,
+                None => self
+                    .connector
+                    .new_stream(peer)
+                    .await
+                    .map_err(upstream_failed)?,
+            };
+            // Only an attempt that may be retried needs the head again afterwards.
+            let retryable = reused && idempotent;
+            let head = if retryable { req.clone() } else { req.take() };
+            let Some(head) = head else {
                 return Err(upstream_failed(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "no response header",
+                    ErrorType::InternalError,
+                    "no request head left to send",
                 )));
             };
-            if !head.status.is_informational() {
-                break head.clone();
+            match exchange(stream, peer, head, &body).await {
+                Ok(done) => break done,
+                Err(mut e) => {
+                    // Pingora's rule, as its proxy path applies it: an error that says the
+                    // upstream closed a kept connection before answering (an idle connection
+                    // it timed out as the request went out) is retried once on a new
+                    // connection, for idempotent methods only (RFC 9110 9.2.2), as nginx does.
+                    e.retry.decide_reuse(reused);
+                    if retryable && e.retry() {
+                        log::debug!("{what} closed a kept connection ({e}); retrying on a new one");
+                        retried = true;
+                        continue;
+                    }
+                    return Err(upstream_failed(e));
+                }
             }
         };
         edit_response(&mut resp).map_err(upstream_failed)?;
@@ -220,6 +226,48 @@ impl Forwarder {
             }
         }
         Ok(status)
+    }
+}
+
+/// Sends the head and body on `stream` and reads the answer's head, informational answers
+/// (103 Early Hints and the like) skipped; 101 is never asked for.
+async fn exchange(
+    stream: pingora::protocols::Stream,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    body: &Bytes,
+) -> pingora::Result<(HttpSession, ResponseHeader)> {
+    let mut up: HttpSession = HttpSession::H1(Http1Session::new_with_options(stream, peer));
+    // Pooled sessions do not carry the peer's timeouts; a slow upstream must become a 504.
+    up.set_read_timeout(peer.options.read_timeout);
+    up.set_write_timeout(peer.options.write_timeout);
+    // A request that could not be written whole was not acted on: like a kept connection
+    // closed before the answer (which Pingora marks so), worth one retry when reused.
+    let unsent = |mut e: Box<Error>| {
+        e.retry = RetryType::ReusedOnly;
+        e
+    };
+    up.write_request_header(Box::new(req))
+        .await
+        .map_err(unsent)?;
+    if !body.is_empty() {
+        up.write_request_body(body.clone(), true)
+            .await
+            .map_err(unsent)?;
+    }
+    up.finish_request_body().await.map_err(unsent)?;
+    loop {
+        up.read_response_header().await?;
+        let Some(head) = up.response_header() else {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "no response header",
+            ));
+        };
+        if !head.status.is_informational() {
+            let head = head.clone();
+            return Ok((up, head));
+        }
     }
 }
 

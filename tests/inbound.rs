@@ -567,6 +567,78 @@ async fn an_app_closing_idle_connections_loses_no_request() {
     assert_eq!(accepted.load(Ordering::SeqCst), 6);
 }
 
+/// An app that closes a kept connection as the next request arrives (its idle timeout firing
+/// just then): the request was never answered, so peergate sends it again on a new connection
+/// when that is safe (idempotent methods) and answers 502 when it is not, never sending a POST
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (counter, log) = (accepted.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let log = log.clone();
+            tokio::spawn(async move {
+                // Answers the first request of each connection; reads the second and closes.
+                for answered in [true, false] {
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let line = line.lines().next().unwrap_or_default().to_string();
+                    log.lock().unwrap().push(line);
+                    if !answered {
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    let get = |i: usize| f.signed(&f.bob, "GET", &format!("/api/get{i}"), &[], b"");
+    assert_eq!(f.send(get(1)).await.status, 200);
+    // On the kept connection, which the app closes under it: sent again on a new one.
+    let resp = f.send(get(2)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // The same for a POST: not sent again.
+    let post = f.signed(&f.bob, "POST", "/api/post", &[], b"data");
+    let resp = f.send(post).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.json()["reason"], "upstream_unreachable");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "GET /api/get1 HTTP/1.1",
+            "GET /api/get2 HTTP/1.1",
+            "GET /api/get2 HTTP/1.1",
+            "POST /api/post HTTP/1.1",
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_from_peers() {
     let f = Fixture::start();
