@@ -152,33 +152,31 @@ mod tests {
         assert_eq!(stamp(4_294_967_296), "2106-02-07T06:28:16Z");
     }
 
+    fn line(level: log::Level, target: &str, message: std::fmt::Arguments) -> String {
+        let mut line = String::new();
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_467_378);
+        let record = Record::builder()
+            .args(message)
+            .level(level)
+            .target(target)
+            .build();
+        format_line(&mut line, now, &record);
+        line
+    }
+
     #[test]
     fn a_line_is_env_loggers_default_format() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_795_467_378);
-        let mut line = String::new();
-        format_line(
-            &mut line,
-            now,
-            &Record::builder()
-                .args(format_args!("inbound GET \"/\" peer=- status=200"))
-                .level(log::Level::Info)
-                .target("peergate::record")
-                .build(),
-        );
         assert_eq!(
-            line,
+            line(
+                log::Level::Info,
+                "peergate::record",
+                format_args!("inbound GET \"/\" peer=- status=200")
+            ),
             "[2026-11-23T20:56:18Z INFO  peergate::record] inbound GET \"/\" peer=- status=200\n"
         );
-        line.clear();
-        format_line(
-            &mut line,
-            now,
-            &Record::builder()
-                .args(format_args!("x"))
-                .level(log::Level::Warn)
-                .target("")
-                .build(),
+        assert_eq!(
+            line(log::Level::Warn, "", format_args!("x")),
+            "[2026-11-23T20:56:18Z WARN ] x\n"
         );
-        assert_eq!(line, "[2026-11-23T20:56:18Z WARN ] x\n");
     }
 }

@@ -517,12 +517,27 @@ async fn keep_alive_carries_several_signed_requests() {
     );
 }
 
+/// Reads a request head off a raw app connection (and whatever came with it); `None` when the
+/// connection ends first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_closing_idle_connections_loses_no_request() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_addr = listener.local_addr().unwrap();
@@ -532,13 +547,8 @@ async fn an_app_closing_idle_connections_loses_no_request() {
         while let Ok((mut stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 // A keep-alive answer, then the connection is closed while idle.
                 let _ = stream
@@ -575,7 +585,7 @@ async fn an_app_closing_idle_connections_loses_no_request() {
 async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_addr = listener.local_addr().unwrap();
@@ -589,14 +599,9 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
             tokio::spawn(async move {
                 // Answers the first request of each connection; reads the second and closes.
                 for answered in [true, false] {
-                    let mut head = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
                     let line = String::from_utf8_lossy(&head);
                     let line = line.lines().next().unwrap_or_default().to_string();
                     log.lock().unwrap().push(line);
