@@ -41,7 +41,7 @@ struct UrlRec {
 
 /// A key, in 44 bytes. Its key id (43 characters of SHA-256) is computed again when a lookup
 /// finds a candidate instead of being kept: a fraction of a microsecond beside the 40 µs of a
-/// signature check, and 4.3 MiB less for 100 000 peers, while serving and again while a reload
+/// signature check, and 4.2 MiB less for 100 000 peers, while serving and again while a reload
 /// builds the next table beside the running one.
 struct KeyRec {
     /// The key's 32 bytes, as written.
@@ -51,7 +51,7 @@ struct KeyRec {
     peer: u32,
 }
 
-// The size the comment above promises (100 000 keys: 4.4 MiB).
+// The size the comment above promises (100 000 keys: 4.2 MiB).
 const _: () = assert!(std::mem::size_of::<KeyRec>() == 44);
 
 impl KeyRec {
