@@ -339,6 +339,14 @@ impl PeerTable {
     }
 }
 
+/// A key [`Snapshot::find_key`] found by its full key id: its place in the snapshot it came
+/// from, and the id it was found by.
+#[derive(Clone, Copy, Debug)]
+pub struct FoundKey {
+    index: u32,
+    key_id: [u8; KEY_ID_LEN],
+}
+
 /// Everything request handling needs that comes from the configuration.
 pub struct Snapshot {
     /// Shared with the configuration it was built from, when that was loaded for a gateway.
@@ -535,8 +543,18 @@ impl Snapshot {
 
     /// The verifying key for a `keyid`: the full key id, never a short ID or a name.
     pub fn key(&self, key_id: &str) -> Option<VerifyingKey> {
+        self.find_key(key_id).map(|(_, key)| key)
+    }
+
+    /// [`key`](Self::key), with a handle that finds the key's peer again without a second
+    /// lookup (which costs a hash probe and a SHA-256 of the candidate's key id).
+    pub fn find_key(&self, key_id: &str) -> Option<(FoundKey, VerifyingKey)> {
         let (index, rec) = self.table.key_rec(key_id)?;
-        self.decompressed.get(index, &rec.raw)
+        let key = self.decompressed.get(index, &rec.raw)?;
+        let mut id = [0u8; KEY_ID_LEN];
+        // key_rec matched a key id of exactly this length.
+        id.copy_from_slice(key_id.as_bytes().get(..KEY_ID_LEN)?);
+        Some((FoundKey { index, key_id: id }, key))
     }
 
     /// The 32 bytes of the key with this key id, for a reload to skip checking it again.
@@ -545,7 +563,17 @@ impl Snapshot {
     }
 
     pub fn caller(&self, key_id: &str) -> Option<(Caller, Peer<'_>)> {
-        let (_, key) = self.table.key_rec(key_id)?;
+        let (found, _) = self.find_key(key_id)?;
+        self.caller_of(&found, key_id)
+    }
+
+    /// The caller whose key [`find_key`](Self::find_key) found, if `key_id` is the id it was
+    /// found by (the one whose signature verified); `None` otherwise.
+    pub fn caller_of(&self, found: &FoundKey, key_id: &str) -> Option<(Caller, Peer<'_>)> {
+        if found.key_id.as_slice() != key_id.as_bytes() {
+            return None;
+        }
+        let key = self.table.keys.get(found.index as usize)?;
         let peer = self.table.peer(key.peer)?;
         let caller = Caller {
             short_id: peer.short_id(),
@@ -845,6 +873,23 @@ mod tests {
         }
         assert!(snap.key("p0").is_none());
         assert!(snap.key("").is_none());
+    }
+
+    #[test]
+    fn a_found_key_names_its_caller_only_for_the_id_it_was_found_by() {
+        let (snap, ids) = snapshot(3, "");
+        let (a, b) = (ids[1].public().key_id(), ids[2].public().key_id());
+        let (found, key) = snap.find_key(a).unwrap();
+        assert_eq!(Some(key), snap.key(a));
+        let (caller, peer) = snap.caller_of(&found, a).unwrap();
+        let (expected, expected_peer) = snap.caller(a).unwrap();
+        assert_eq!(caller.short_id.as_str(), expected.short_id.as_str());
+        assert_eq!(caller.key_id_header, expected.key_id_header);
+        assert_eq!(peer.name(), expected_peer.name());
+        // Another key's id, even one on the allowlist, gets nothing from this handle.
+        assert!(snap.caller_of(&found, b).is_none());
+        assert!(snap.caller_of(&found, &a[..42]).is_none());
+        assert!(snap.find_key(&a[..42]).is_none());
     }
 
     #[test]

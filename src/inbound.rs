@@ -12,6 +12,7 @@
 //! - `fail_to_connect` / `fail_to_proxy`: an unreachable or slow app becomes 502 / 504.
 //! - `logging`: one log line and the metrics, for every request however it ended.
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,17 +115,23 @@ impl Inbound {
         }
 
         let view = RequestView::new(&req.method, &req.uri, &req.headers, snap.scheme);
-        let verified = match verify_headers(
-            &view,
-            &snap.policy,
-            |k| snap.key(k),
-            &self.shared.replay,
-            unix_now(),
-        ) {
-            Ok(v) => v,
-            Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+        // The key found for the signature, so that its peer is not looked up a second time.
+        let found = Cell::new(None);
+        let lookup = |k: &str| {
+            let (key, verifying) = snap.find_key(k)?;
+            found.set(Some(key));
+            Some(verifying)
         };
-        let Some((caller, peer)) = snap.caller(&verified.key_id) else {
+        let verified =
+            match verify_headers(&view, &snap.policy, lookup, &self.shared.replay, unix_now()) {
+                Ok(v) => v,
+                Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+            };
+        // caller_of also checks that the key was found by the id whose signature verified.
+        let caller = found
+            .get()
+            .and_then(|key| snap.caller_of(&key, &verified.key_id));
+        let Some((caller, peer)) = caller else {
             return Ok(Err(Problem::from_reason(
                 Reason::UnknownKey,
                 "the signing key left the allowlist",
