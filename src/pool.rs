@@ -202,6 +202,19 @@ mod tests {
         (client.unwrap(), accepted.unwrap().0)
     }
 
+    /// Bytes the upstream side reads next: 0 once peergate's side is closed. Fails the test if
+    /// nothing comes within 5 s.
+    async fn next_read(server: &mut TcpStream) -> usize {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(server, &mut byte),
+        )
+        .await
+        .expect("the connection was closed in time")
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_connection_put_back_is_taken_again() {
         let (listener, peer, connector) = upstream().await;
@@ -251,11 +264,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(pool.take(peer.reuse_hash()).is_none());
         // Closed, not only forgotten: the upstream sees the end of the stream.
-        let mut byte = [0u8; 1];
-        let n = tokio::io::AsyncReadExt::read(&mut server, &mut byte)
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(next_read(&mut server).await, 0);
     }
 
     #[tokio::test]
@@ -265,15 +274,7 @@ mod tests {
         let (client, mut server) = connect(&listener, &peer, &connector).await;
         pool.put(peer.reuse_hash(), client);
         // Nobody takes or puts: only the sweep can close it.
-        let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::io::AsyncReadExt::read(&mut server, &mut byte),
-        )
-        .await
-        .expect("the sweep closed the connection")
-        .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(next_read(&mut server).await, 0);
         assert_eq!(pool.idle(peer.reuse_hash()), 0);
     }
 
@@ -295,10 +296,6 @@ mod tests {
         let b = pool.take(peer.reuse_hash()).unwrap();
         assert_eq!(a.id(), ids[2]);
         assert_eq!(b.id(), ids[1]);
-        let mut byte = [0u8; 1];
-        let n = tokio::io::AsyncReadExt::read(&mut servers[0], &mut byte)
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(next_read(&mut servers[0]).await, 0);
     }
 }

@@ -24,6 +24,10 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+fn bytes_mib(bytes: usize) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
 pub fn main(args: &Args) -> Result<(), String> {
     let rate: f64 = args.num("rate", 1000.0)?;
     let window: u64 = args.num("window", 90)?;
@@ -56,7 +60,7 @@ pub fn main(args: &Args) -> Result<(), String> {
                 "{} entries live ({per_second}/s x {window}s, {refused} refused): {:.1} MiB resident, {:.1} MiB of tables ({:.1} MiB right after new())",
                 cache.len(),
                 mib(steady.saturating_sub(base)),
-                cache.table_bytes() as f64 / 1048576.0,
+                bytes_mib(cache.table_bytes()),
                 mib(after_new.saturating_sub(base)),
             );
             Ok(())
@@ -74,8 +78,8 @@ pub fn main(args: &Args) -> Result<(), String> {
                 "full at {} entries: {:.1} MiB resident, {:.1} MiB of tables (ceiling {:.1} MiB)",
                 full.len(),
                 mib(at_capacity.saturating_sub(base)),
-                full.table_bytes() as f64 / 1048576.0,
-                full.max_table_bytes() as f64 / 1048576.0,
+                bytes_mib(full.table_bytes()),
+                bytes_mib(full.max_table_bytes()),
             );
             Ok(())
         }
