@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # Runs the signature engine's verify benches and prints how much the whole verify pipeline
-# (headers, base, verify_strict, replay cache, 1 KiB Content-Digest check) costs relative to
-# one raw Ed25519 verify_strict: the ratio of the two criterion medians.
+# (headers, base, strict Ed25519 verification, replay cache, 1 KiB Content-Digest check) costs
+# relative to one raw strict Ed25519 verification: the ratio of the two criterion medians.
 #
 #   benches/engine-ratio.sh                      # criterion's default timing
 #   benches/engine-ratio.sh --measurement-time 5 # extra arguments go to criterion

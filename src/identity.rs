@@ -67,8 +67,11 @@ impl Identity {
         }
     }
 
+    /// A new key from the operating system's random number generator.
     pub fn generate() -> Self {
-        Self::from_signing_key(SigningKey::generate(&mut rand::rngs::OsRng))
+        let mut seed = ed25519_dalek::SecretKey::default();
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        Self::from_signing_key(SigningKey::from_bytes(&seed))
     }
 
     /// `n` new identities with distinct short IDs, for tests that list them as peers: short IDs

@@ -9,7 +9,7 @@
 //! | `identity` | an Ed25519 identity key (PKCS#8 PEM) and its public names |
 //! | `peers` | a peers file of any size (unique keys, names and short IDs) |
 //! | `ports` | free loopback ports |
-//! | `crypto` | the cost of one Ed25519 signature, one strict verification, SHA-256 of 1 KiB |
+//! | `crypto` | the cost of one Ed25519 signature, one strict verification (peergate's and dalek's `verify_strict`), SHA-256 of 1 KiB |
 //! | `replay-mem` | the replay cache's resident memory at a given rate, and when full |
 
 mod app;

@@ -3,8 +3,9 @@
 //! | bench | what one iteration does |
 //! | --- | --- |
 //! | `sign` | [`Signer::sign`] of a typical POST with a 1 KiB JSON body (Content-Digest included) |
-//! | `verify_pipeline_1k` | [`verify_headers`] (parse `Signature-Input` / `Signature`, policy checks, build the base, `verify_strict`, replay-cache insert) and the body check of the 1 KiB body through [`Verified::body_checker`] |
-//! | `raw_ed25519_verify` | ed25519-dalek `verify_strict` of one 64-byte signature over the same request's base, alone |
+//! | `verify_pipeline_1k` | [`verify_headers`] (parse `Signature-Input` / `Signature`, policy checks, build the base, strict Ed25519 verification, replay-cache insert) and the body check of the 1 KiB body through [`Verified::body_checker`] |
+//! | `raw_ed25519_verify` | [`peergate_signature::ed25519::verify`] (strict) of one 64-byte signature over the same request's base, alone |
+//! | `raw_ed25519_verify_strict` | the same with ed25519-dalek's `verify_strict`, which accepts the same signatures and decompresses `R` too |
 //! | `digest_sha256_1k` | [`content_digest`] (sha-256, base64, field syntax) of a 1 KiB body |
 //!
 //! The interesting number is `verify_pipeline_1k / raw_ed25519_verify`: what the engine costs
@@ -216,12 +217,25 @@ fn bench_verify(c: &mut Criterion) {
             )
             .unwrap();
             let sig = entry.ed25519_signature().unwrap();
-            vk.verify_strict(&base, &sig).unwrap();
+            assert!(peergate_signature::ed25519::verify(&vk, &base, &sig));
             (base, sig)
         })
         .collect();
     let i = Cell::new(0usize);
     c.bench_function("raw_ed25519_verify", |b| {
+        b.iter(|| {
+            let n = i.get();
+            i.set((n + 1) % POOL);
+            let (base, sig) = &raw[n];
+            assert!(peergate_signature::ed25519::verify(
+                &vk,
+                black_box(base),
+                black_box(sig)
+            ))
+        })
+    });
+    let i = Cell::new(0usize);
+    c.bench_function("raw_ed25519_verify_strict", |b| {
         b.iter(|| {
             let n = i.get();
             i.set((n + 1) % POOL);

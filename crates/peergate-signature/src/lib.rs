@@ -9,6 +9,7 @@
 //! | [`base`] | the signature base (§2.5) |
 //! | [`input`] | `Signature-Input` / `Signature` parsing, choice, serialization (§4) |
 //! | [`digest`] | `Content-Digest` (RFC 9530), incremental check |
+//! | [`ed25519`] | strict Ed25519 verification without decompressing `R` |
 //! | [`sign`] | signing requests as peergate does |
 //! | [`verify`] | checking requests against the inbound policy |
 //! | [`replay`] | the nonce replay cache |
@@ -19,6 +20,7 @@
 pub mod base;
 pub mod components;
 pub mod digest;
+pub mod ed25519;
 pub mod input;
 pub mod reason;
 pub mod replay;

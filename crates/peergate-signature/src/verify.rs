@@ -286,8 +286,8 @@ fn component_refusal(e: ComponentError) -> Refusal {
     Refusal::new(reason, e.to_string())
 }
 
-/// Builds the base of `entry` over `msg` and checks the Ed25519 signature with
-/// `verify_strict` (no policy: coverage, freshness, host and replay are the caller's).
+/// Builds the base of `entry` over `msg` and checks the Ed25519 signature strictly
+/// ([`crate::ed25519::verify`]; no policy: coverage, freshness, host and replay are the caller's).
 ///
 /// Refusals: malformed identifiers or signature length ([`Reason::MalformedSignature`]), a
 /// covered component missing from the message ([`Reason::MissingComponent`]), a signature
@@ -321,17 +321,18 @@ fn check_base_signature(
     params: &SignatureParams,
 ) -> Result<(), Refusal> {
     let base = signature_base(msg, components, params_value, &[]).map_err(component_refusal)?;
-    key.verify_strict(&base, signature).map_err(|_| {
-        Refusal::new(
-            Reason::BadSignature,
-            format!(
-                "signature {} does not verify with key {}: the covered components or \
+    if crate::ed25519::verify(key, &base, signature) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        Reason::BadSignature,
+        format!(
+            "signature {} does not verify with key {}: the covered components or \
                  parameters differ from what was signed, or another key signed",
-                echo(label),
-                echo(params.keyid().ok().flatten().unwrap_or_default())
-            ),
-        )
-    })
+            echo(label),
+            echo(params.keyid().ok().flatten().unwrap_or_default())
+        ),
+    ))
 }
 
 /// What is missing from `components` under `coverage`, as words for the detail.

@@ -105,7 +105,7 @@ struct Keys {
 }
 
 fn keys() -> Keys {
-    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let signing = SigningKey::from_bytes(&rand::random());
     // PKCS#8 v1 (RFC 8410 without the optional public key). `SigningKey::to_pkcs8_pem` writes
     // v2 (OneAsymmetricKey with `[1] publicKey`), which Python's `cryptography` 48 and
     // OpenSSL 3.0 refuse to load ("ASN.1 parsing error: extra data").
