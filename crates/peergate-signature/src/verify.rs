@@ -328,7 +328,7 @@ fn check_base_signature(
         Reason::BadSignature,
         format!(
             "signature {} does not verify with key {}: the covered components or \
-                 parameters differ from what was signed, or another key signed",
+             parameters differ from what was signed, or another key signed",
             echo(label),
             echo(params.keyid().ok().flatten().unwrap_or_default())
         ),
