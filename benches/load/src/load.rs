@@ -22,7 +22,8 @@
 //! Warm-up (`--warmup`) runs first and is not recorded. With `--pids`, the CPU time (utime +
 //! stime, all threads) of those processes during the measured window is reported too.
 //!
-//! Output: one line of `key=value` pairs.
+//! Output: one line of `key=value` pairs. `--timeline FILE` also writes each measured request's
+//! start and latency (µs), to see when the slow ones happened.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -335,7 +336,7 @@ pub fn main(args: &Args) -> Result<(), String> {
                 tokio::spawn(async move { connection_loop(&shared, k, start).await })
             })
             .collect();
-        let mut all = Vec::new();
+        let mut all: Vec<(u32, u32)> = Vec::new();
         for t in tasks {
             if let Ok(mut l) = t.await {
                 all.append(&mut l);
@@ -345,7 +346,10 @@ pub fn main(args: &Args) -> Result<(), String> {
         (all, cpu, self_cpu)
     });
 
-    let mut lat = latencies;
+    if let Some(path) = args.get("timeline") {
+        write_timeline(Path::new(path), &latencies)?;
+    }
+    let mut lat: Vec<u32> = latencies.iter().map(|&(_, l)| l).collect();
     lat.sort_unstable();
     let q = |p: f64| -> u64 {
         if lat.is_empty() {
@@ -399,8 +403,21 @@ async fn connect(shared: &Shared) -> Result<Box<dyn Stream>, String> {
     }
 }
 
-/// One connection's requests; returns the latencies (µs) of those in the measured window.
-async fn connection_loop(shared: &Shared, k: usize, start: Instant) -> Vec<u32> {
+/// `--timeline FILE`: one line per measured request, `<start µs> <latency µs>`, sorted by start
+/// (µs from the start of the measured window), to see whether slow answers come together.
+fn write_timeline(path: &Path, requests: &[(u32, u32)]) -> Result<(), String> {
+    let mut sorted = requests.to_vec();
+    sorted.sort_unstable();
+    let mut text = String::with_capacity(sorted.len() * 16);
+    for (at, latency) in sorted {
+        text.push_str(&format!("{at} {latency}\n"));
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// One connection's requests; returns (start, latency) in µs of those in the measured window,
+/// the start counted from the beginning of the window.
+async fn connection_loop(shared: &Shared, k: usize, start: Instant) -> Vec<(u32, u32)> {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut stream: Option<Box<dyn Stream>> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -463,7 +480,11 @@ async fn connection_loop(shared: &Shared, k: usize, start: Instant) -> Vec<u32> 
                 }
                 if begin >= shared.measure_from {
                     let us = done.duration_since(begin).as_micros();
-                    out.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    let at = begin.duration_since(shared.measure_from).as_micros();
+                    out.push((
+                        u32::try_from(at).unwrap_or(u32::MAX),
+                        u32::try_from(us).unwrap_or(u32::MAX),
+                    ));
                 }
                 if !keep {
                     stream = None;
