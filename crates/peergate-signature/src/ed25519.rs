@@ -3,11 +3,12 @@
 //! ed25519-dalek's `verify_strict` accepts a signature `(R, s)` over `M` under key `A` when `s`
 //! is canonical, `R` and `A` are not of small order, and `[s]B - [k]A` (with
 //! `k = SHA-512(R || A || M)`) encodes to exactly the bytes of `R`. To learn `R`'s order it
-//! decompresses `R`: a square root, about 5 µs, a quarter of the whole check on a CPU with
+//! decompresses `R`: a square root, about 5 µs, a fifth of the whole check on a CPU with
 //! AVX-512 IFMA. That decompression is not needed. When the encodings are equal, `R` is the
 //! canonical encoding of a point, and the canonical encodings of the eight points of small
 //! order are eight known byte strings. So [`verify`] is dalek's plain `verify` (canonical `s`,
-//! equal encodings) plus two comparisons: the key is not weak, and `R` is none of those eight.
+//! equal encodings) plus two cheap checks: the key is not weak (three doublings), and `R` is
+//! none of those eight (byte comparisons).
 //! It accepts exactly the signatures `verify_strict` accepts; the tests build signatures that
 //! plain verification accepts and strict verification refuses, each way there is.
 
