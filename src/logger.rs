@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsFd;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Log, Metadata, Record};
 
@@ -62,7 +61,7 @@ impl Log for LineLogger {
         }
         let write = |line: &mut String| {
             line.clear();
-            format_line(line, SystemTime::now(), record);
+            format_line(line, crate::clock::unix_now(), record);
             // Nowhere to report a failed write to stderr.
             let _ = (&self.out).write_all(line.as_bytes());
             if line.capacity() > KEEP_BUFFER {
@@ -87,9 +86,8 @@ impl Log for LineLogger {
     fn flush(&self) {}
 }
 
-/// One log line, newline included.
-fn format_line(line: &mut String, now: SystemTime, record: &Record) {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+/// One log line, newline included, stamped `secs` after the Unix epoch.
+fn format_line(line: &mut String, secs: u64, record: &Record) {
     line.push('[');
     push_rfc3339_seconds(line, secs);
     let _ = write!(line, " {:<5}", record.level());
@@ -131,7 +129,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn stamp(secs: u64) -> String {
         let mut s = String::new();
@@ -154,13 +151,12 @@ mod tests {
 
     fn line(level: log::Level, target: &str, message: std::fmt::Arguments) -> String {
         let mut line = String::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_795_467_378);
         let record = Record::builder()
             .args(message)
             .level(level)
             .target(target)
             .build();
-        format_line(&mut line, now, &record);
+        format_line(&mut line, 1_795_467_378, &record);
         line
     }
 
