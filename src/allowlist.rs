@@ -173,13 +173,9 @@ impl PeerTableBuilder {
             if let Err(e) = header_value(key.key_id()) {
                 self.refuse(Problem::Refused(e));
             }
-            let mut short_id = [0u8; SHORT_ID_LEN];
-            for (slot, b) in short_id.iter_mut().zip(key.short_id().bytes()) {
-                *slot = b;
-            }
             self.keys.push(KeyRec {
                 raw: *key.raw(),
-                short_id,
+                short_id: key.short_id_bytes(),
                 peer: index,
             });
         }

@@ -183,6 +183,11 @@ impl PublicIdentity {
         std::str::from_utf8(&self.short_id).unwrap_or_default()
     }
 
+    /// The short ID's bytes, for tables that keep it without the rest.
+    pub(crate) fn short_id_bytes(&self) -> [u8; SHORT_ID_LEN] {
+        self.short_id
+    }
+
     /// The SubjectPublicKeyInfo DER, the form the peer ID is computed over.
     pub fn spki_der(&self) -> [u8; 44] {
         spki_der_of_raw(&self.raw)
