@@ -442,8 +442,11 @@ async fn sighup_reloads_the_real_binary() {
     .await;
     assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
     assert_eq!(setup.get(&dave, "/api/x").await.status, 401);
-    let log = binary.log();
-    assert!(log.contains("SIGHUP: reloading"), "{log}");
+    // Info lines reach the log file within `logger::GATHER` (2 ms), not at once.
+    eventually(RELOAD_LIMIT, "the reload is in the log", || async {
+        binary.log().contains("SIGHUP: reloading").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
