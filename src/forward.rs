@@ -103,7 +103,10 @@ impl Forwarder {
     }
 
     /// Sends `req` with `body` to `peer`, lets `edit_response` adjust the answer's head, and
-    /// relays the answer to `session`. Returns the status the client got.
+    /// relays the answer to `session`. Returns the status the client got. `before_retry`
+    /// adjusts the head before it is sent a second time (the outbound side signs it again: the
+    /// peer may have recorded the first attempt's nonce).
+    #[allow(clippy::too_many_arguments)] // the exchange's parts; a struct would only rename them
     pub async fn forward(
         &self,
         session: &mut Session,
@@ -112,6 +115,7 @@ impl Forwarder {
         mut req: RequestHeader,
         body: Bytes,
         edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,
+        before_retry: impl FnOnce(&mut RequestHeader) -> pingora::Result<()>,
     ) -> Result<u16, ForwardError> {
         let upstream_failed = |e: Box<Error>| {
             let (kind, problem) = classify(&e, what);
@@ -133,6 +137,7 @@ impl Forwarder {
         let key = peer.reuse_hash();
         let idempotent = req.method.is_idempotent();
         let mut req = Some(req);
+        let mut before_retry = Some(before_retry);
         let mut retried = false;
         let (mut up, mut resp) = loop {
             // A retry always opens a new connection.
@@ -165,6 +170,9 @@ impl Forwarder {
                     e.retry.decide_reuse(reused);
                     if retryable && e.retry() {
                         log::debug!("{what} closed a kept connection ({e}); retrying on a new one");
+                        if let (Some(adjust), Some(head)) = (before_retry.take(), req.as_mut()) {
+                            adjust(head).map_err(upstream_failed)?;
+                        }
                         retried = true;
                         continue;
                     }

@@ -201,7 +201,7 @@ impl Inbound {
                     }),
                     Ok(()) => {
                         self.forwarder
-                            .forward(session, &peer, "the app", req, body, |_| Ok(()))
+                            .forward(session, &peer, "the app", req, body, |_| Ok(()), |_| Ok(()))
                             .await
                     }
                 }

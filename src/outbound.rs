@@ -245,7 +245,6 @@ impl Outbound {
         path_and_query: &str,
         body: &[u8],
     ) -> pingora::Result<RequestHeader> {
-        let internal = |what: String| Error::explain(ErrorType::InternalError, what);
         let mut req =
             RequestHeader::build(app_req.method.clone(), path_and_query.as_bytes(), None)?;
         for (name, value) in app_req.headers.iter() {
@@ -258,19 +257,36 @@ impl Outbound {
         if !body.is_empty() {
             req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         }
+        Self::sign(snap, &mut req, url, body)?;
+        Ok(req)
+    }
+
+    /// Signs `req` now with a fresh nonce, replacing any signature it carries: also before a
+    /// retry, whose first attempt the peer may have seen (and whose nonce it then refuses).
+    fn sign(
+        snap: &Snapshot,
+        req: &mut RequestHeader,
+        url: &PeerUrl,
+        body: &[u8],
+    ) -> pingora::Result<()> {
         let now = crate::clock::unix_now();
         let view = RequestView::new(&req.method, &req.uri, &req.headers, url.scheme());
         let nonce = peergate_signature::Signer::nonce();
         let signature = snap
             .signer
             .sign(&view, Some(body), now, &nonce)
-            .map_err(|e| internal(format!("cannot sign the request: {e}")))?;
+            .map_err(|e| {
+                Error::explain(
+                    ErrorType::InternalError,
+                    format!("cannot sign the request: {e}"),
+                )
+            })?;
         if let Some(digest) = signature.content_digest {
             req.insert_header("content-digest", digest)?;
         }
         req.insert_header("signature-input", signature.signature_input)?;
         req.insert_header("signature", signature.signature)?;
-        Ok(req)
+        Ok(())
     }
 
     async fn peer_connection(&self, url: &PeerUrl) -> pingora::Result<HttpPeer> {
@@ -336,8 +352,11 @@ impl Outbound {
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     Ok(())
                 };
+                let signed_body = body.clone();
+                let resign =
+                    |head: &mut RequestHeader| Self::sign(snap, head, &peer.url, &signed_body);
                 self.forwarder
-                    .forward(session, &http_peer, &what, req, body, edit)
+                    .forward(session, &http_peer, &what, req, body, edit, resign)
                     .await
             }
         };

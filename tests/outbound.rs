@@ -500,3 +500,129 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
         }
     }
 }
+
+/// Reads one request head (through the blank line) from `stream`; `None` when it closes first.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A peer that closes a kept connection as the next request arrives (its idle timeout firing
+/// just then) after it has read that request, so it may have recorded its nonce: alice sends
+/// a GET again on a new connection, signed again with a fresh nonce, which the peer then
+/// accepts. Resent with the first nonce, the peer would refuse it as replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_is_signed_again_with_a_fresh_nonce() {
+    use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+    use peergate_signature::{verify_headers, HostRule, Policy, ReplayCache, RequestView};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let peer_identity = Identity::generate();
+
+    // The peer: TLS with a certificate from the CA alice trusts; on each connection it
+    // answers the first request and reads the second, then closes.
+    let tls =
+        tokio_rustls::TlsAcceptor::from(ca.issue(&["127.0.0.1"]).server_config(&[b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, seen) = (tls.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = tls.accept(tcp).await else {
+                    return;
+                };
+                for answer in [true, false] {
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(head);
+                    if !answer {
+                        // An orderly close (TLS close_notify), as an idle timeout ends it.
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    alice.start(
+        &[(
+            "Bob",
+            peer_identity.public(),
+            format!("https://{peer_addr}"),
+        )],
+        "ca-for-peers.pem",
+    );
+
+    let get = |path: &str| {
+        RawRequest::new("GET", format!("/peers/bob{path}"))
+            .header("Host", format!("127.0.0.1:{}", alice.outbound))
+    };
+    assert_eq!(alice.call(get("/first")).await.status, 200);
+    // Goes out on the kept connection, which the peer closes under it: sent again.
+    let resp = alice.call(get("/second")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    let heads = heads.lock().unwrap().clone();
+    let lines: Vec<&str> = heads.iter().filter_map(|h| h.lines().next()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /first HTTP/1.1",
+            "GET /second HTTP/1.1",
+            "GET /second HTTP/1.1"
+        ]
+    );
+
+    // The peer's check, in the order the peer saw them, with one replay cache: the attempt it
+    // dropped and the retry both verify, so the retry carries a nonce of its own.
+    let policy = Policy {
+        hosts: vec![HostRule::parse(&peer_addr.to_string()).unwrap()],
+        ..Policy::default()
+    };
+    let alice_key = alice.public.verifying_key().unwrap();
+    let lookup = |id: &str| (id == alice.public.key_id()).then_some(&alice_key);
+    let replay = ReplayCache::new(1000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut inputs = Vec::new();
+    for head in &heads {
+        let mut lines = head.lines();
+        let target = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let mut headers = HeaderMap::new();
+        for line in lines.take_while(|l| !l.is_empty()) {
+            let (name, value) = line.split_once(':').unwrap();
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value.trim()).unwrap(),
+            );
+        }
+        let uri: Uri = target.parse().unwrap();
+        let view = RequestView::new(&Method::GET, &uri, &headers, "https");
+        verify_headers(&view, &policy, lookup, &replay, now)
+            .unwrap_or_else(|e| panic!("the peer refuses {target}: {e:?}\n{head}"));
+        inputs.push(headers["signature-input"].to_str().unwrap().to_string());
+    }
+    assert_ne!(inputs[1], inputs[2], "the retry is signed anew");
+}
