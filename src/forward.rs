@@ -24,6 +24,7 @@ use pingora::{Error, ErrorType, RetryType};
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::Pool;
 use crate::problem::Problem;
+use crate::resolve::RESOLVE_ERROR;
 
 /// How a forward ended when it did not end well.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ pub enum ForwardError {
 pub fn classify(e: &Error, what: &str) -> (UpstreamErrorKind, Problem) {
     use ErrorType::*;
     let (kind, status) = match e.etype() {
+        t if *t == RESOLVE_ERROR => (UpstreamErrorKind::Resolve, 502),
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
             (UpstreamErrorKind::Timeout, 504)
         }
@@ -64,6 +66,7 @@ pub fn classify(e: &Error, what: &str) -> (UpstreamErrorKind, Problem) {
             format!("the TLS handshake with {what} failed: {}", error_text(e))
         }
         UpstreamErrorKind::Connect => format!("{what} cannot be reached: {}", error_text(e)),
+        UpstreamErrorKind::Resolve => format!("{what} cannot be resolved: {}", error_text(e)),
         _ => format!("{what} broke off the exchange: {}", error_text(e)),
     };
     let problem = if status == 504 {

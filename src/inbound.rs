@@ -35,7 +35,6 @@ use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
 use crate::request_path;
-use crate::resolve::resolve;
 use crate::state::Shared;
 
 /// Timeouts for the app, fixed at start.
@@ -213,7 +212,7 @@ impl Inbound {
     }
 
     async fn app_peer(&self, upstream: &HostPort) -> pingora::Result<HttpPeer> {
-        let addr = resolve(upstream).await?;
+        let addr = self.shared.resolver.resolve(upstream).await?;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.timeouts.connect);
         peer.options.total_connection_timeout = Some(self.timeouts.connect);

@@ -32,7 +32,6 @@ use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
 use crate::problem::Problem;
 use crate::record::Record;
-use crate::resolve::resolve;
 use crate::state::Shared;
 
 /// Timeouts for peers, fixed at start.
@@ -290,11 +289,14 @@ impl Outbound {
     }
 
     async fn peer_connection(&self, url: &PeerUrl) -> pingora::Result<HttpPeer> {
-        let addr = resolve(&HostPort {
-            host: url.host.clone(),
-            port: url.port,
-        })
-        .await?;
+        let addr = self
+            .shared
+            .resolver
+            .resolve(&HostPort {
+                host: url.host.clone(),
+                port: url.port,
+            })
+            .await?;
         // SNI is the peer's host name: it selects the certificate and turns verification on.
         let mut http_peer = HttpPeer::new(addr, url.https, url.host.clone());
         http_peer.options.connection_timeout = Some(self.timeouts.connect);

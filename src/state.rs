@@ -12,6 +12,7 @@ use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::RestartBound;
+use crate::resolve::Resolver;
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
@@ -23,6 +24,8 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
     /// The settings read once at start, so a reload can say which changes need a restart.
     pub started: RestartBound,
+    /// The addresses of the app's and the peers' host names, refreshed in the background.
+    pub resolver: Resolver,
 }
 
 impl Shared {
@@ -39,6 +42,7 @@ impl Shared {
             identity: config.identity.key_file.identity.clone(),
             lifecycle: Lifecycle::new(config),
             started: RestartBound::of(config),
+            resolver: Resolver::default(),
         })
     }
 

@@ -8,7 +8,11 @@
 # full: app -> alice outbound -> bob inbound -> app; in: a signing client -> bob inbound -> app.
 # Prints one line per run: A or B, requests/s, p50, p99, CPU ms per 1000 requests (the pair).
 # RATE=N runs at a constant N requests/s on 16 connections instead of the closed loop (latency).
+# NAMES=1 names the app and the peers `localhost` in the configs instead of 127.0.0.1 (host-name
+# resolution on the request path).
 set -euo pipefail
+HOST=127.0.0.1
+[ -n "${NAMES:-}" ] && HOST=localhost
 HERE=$(cd "$(dirname "$0")" && pwd)
 TARGET=${CARGO_TARGET_DIR:-$HERE/../../target}
 PGB=$TARGET/load/release/pgbench
@@ -33,15 +37,15 @@ declare -A OUT IN PID_A PID_B
 for v in A B; do
     bin=BIN_$v
     read -r ai ao aa bi bo ba <<<"$("$PGB" ports --count 6)"
-    "$PGB" peers --count 1 --out "$DIR/a$v-peers.yaml" --peer "bob,$B_SPKI,https://127.0.0.1:$bi" 2>/dev/null
-    "$PGB" peers --count 1 --out "$DIR/b$v-peers.yaml" --peer "alice,$A_SPKI,https://127.0.0.1:$ai" 2>/dev/null
+    "$PGB" peers --count 1 --out "$DIR/a$v-peers.yaml" --peer "bob,$B_SPKI,https://$HOST:$bi" 2>/dev/null
+    "$PGB" peers --count 1 --out "$DIR/b$v-peers.yaml" --peer "alice,$A_SPKI,https://$HOST:$ai" 2>/dev/null
     for side in a b; do
         if [ $side = a ]; then key=alice i=$ai o=$ao m=$aa; else key=bob i=$bi o=$bo m=$ba; fi
         cat >"$DIR/$side$v.yaml" <<EOC
 identity: { key_file: $key.pem, name: $key, hosts: ["127.0.0.1", "localhost"] }
 listen: { inbound: "127.0.0.1:$i", outbound: "127.0.0.1:$o", admin: "127.0.0.1:$m" }
 tls: { cert_file: cert.pem, key_file: key.pem, peer_ca_file: ca.pem }
-app: { upstream: "127.0.0.1:$APP" }
+app: { upstream: "$HOST:$APP" }
 peers_file: $side$v-peers.yaml
 EOC
         (cd "$DIR" && exec "${!bin}" run -c "$DIR/$side$v.yaml" >"$DIR/logs/$side$v.log" 2>&1) &

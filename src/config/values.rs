@@ -59,7 +59,7 @@ impl fmt::Display for ListenAddr {
 
 /// `host:port`, where host is a DNS name or an IP (IPv6 in brackets). Resolved at run time,
 /// asynchronously, never at load.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HostPort {
     pub host: String,
     pub port: u16,
