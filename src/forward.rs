@@ -66,7 +66,17 @@ pub fn classify(e: &Error, what: &str) -> (UpstreamErrorKind, Problem) {
             format!("the TLS handshake with {what} failed: {}", error_text(e))
         }
         UpstreamErrorKind::Connect => format!("{what} cannot be reached: {}", error_text(e)),
-        UpstreamErrorKind::Resolve => format!("{what} cannot be resolved: {}", error_text(e)),
+        UpstreamErrorKind::Resolve => {
+            // The context names the host; the cause says what the resolver answered.
+            let context = e
+                .context
+                .as_ref()
+                .map_or("cannot resolve its name", |c| c.as_str());
+            match &e.cause {
+                Some(cause) => format!("{what}: {context} ({cause})"),
+                None => format!("{what}: {context}"),
+            }
+        }
         _ => format!("{what} broke off the exchange: {}", error_text(e)),
     };
     let problem = if status == 504 {

@@ -405,6 +405,44 @@ async fn a_down_peer_gives_502_and_over_max_body_413() {
     assert_problem(&resp, 413, "body_too_large");
 }
 
+/// A peer whose host name does not resolve: 502 naming the name, counted as a resolve error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_name_does_not_resolve_gives_502() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let ghost = Identity::generate();
+    alice.start(
+        &[(
+            "Ghost",
+            ghost.public(),
+            "https://no-such-host.invalid:8443".into(),
+        )],
+        "ca-for-peers.pem",
+    );
+    for _ in 0..2 {
+        let resp = alice
+            .call(RawRequest::new("GET", "/peers/Ghost/x").header("Host", "127.0.0.1"))
+            .await;
+        assert_problem(&resp, 502, "upstream_unreachable");
+        let detail = resp.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            detail.contains("(Ghost): cannot resolve no-such-host.invalid:8443"),
+            "{detail}"
+        );
+    }
+    assert!(
+        alice
+            .metrics()
+            .contains("peergate_upstream_errors_total{direction=\"outbound\",kind=\"resolve\"} 2"),
+        "{}",
+        alice.metrics()
+    );
+}
+
 /// The Python verifier as bob: an HTTP server that checks every request with the PyPI package.
 struct PythonPeer {
     child: Child,
