@@ -40,9 +40,16 @@ pub async fn resolve(target: &HostPort) -> pingora::Result<SocketAddr> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, target.port));
     }
-    let addrs = system_lookup(target.clone())
-        .await
-        .map_err(|e| Error::because(RESOLVE_ERROR, format!("cannot resolve {target}"), e))?;
+    first_address(target, system_lookup(target.clone()).await)
+}
+
+/// The address to use from what a lookup of `target` found.
+fn first_address(
+    target: &HostPort,
+    found: io::Result<Vec<SocketAddr>>,
+) -> pingora::Result<SocketAddr> {
+    let addrs =
+        found.map_err(|e| Error::because(RESOLVE_ERROR, format!("cannot resolve {target}"), e))?;
     pick(&addrs)
         .ok_or_else(|| Error::explain(RESOLVE_ERROR, format!("{target} resolves to no address")))
 }
@@ -137,12 +144,7 @@ impl Resolver {
                 return Ok(addr);
             }
         }
-        let addrs = (self.inner.lookup)(target.clone())
-            .await
-            .map_err(|e| Error::because(RESOLVE_ERROR, format!("cannot resolve {target}"), e))?;
-        let addr = pick(&addrs).ok_or_else(|| {
-            Error::explain(RESOLVE_ERROR, format!("{target} resolves to no address"))
-        })?;
+        let addr = first_address(target, (self.inner.lookup)(target.clone()).await)?;
         let mut names = lock(&self.inner.names);
         names.known.insert(
             target.clone(),
@@ -164,7 +166,14 @@ impl Resolver {
 
     fn refresh_in_background(&self, target: HostPort, was: SocketAddr) {
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
+        // Always inside a runtime on the request paths; elsewhere the address is kept as it is.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Some(known) = lock(&inner.names).known.get_mut(&target) {
+                known.refreshing = false;
+            }
+            return;
+        };
+        runtime.spawn(async move {
             let found = (inner.lookup)(target.clone()).await;
             let mut names = lock(&inner.names);
             let Some(known) = names.known.get_mut(&target) else {
@@ -172,17 +181,14 @@ impl Resolver {
             };
             known.refreshing = false;
             known.checked = Instant::now();
-            match found.as_deref().map(pick) {
-                Ok(Some(addr)) => {
+            match first_address(&target, found) {
+                Ok(addr) => {
                     if addr != was {
                         log::info!("{target} now resolves to {addr} (was {was})");
                     }
                     known.addr = addr;
                 }
-                Ok(None) => {
-                    log::warn!("{target} resolves to no address now; still using {was}");
-                }
-                Err(e) => log::warn!("cannot resolve {target} again ({e}); still using {was}"),
+                Err(e) => log::warn!("{e}; still using {was}"),
             }
         });
     }
