@@ -181,13 +181,17 @@ impl Resolver {
             };
             known.refreshing = false;
             known.checked = Instant::now();
-            match first_address(&target, found) {
-                Ok(addr) => {
-                    if addr != was {
-                        log::info!("{target} now resolves to {addr} (was {was})");
-                    }
-                    known.addr = addr;
+            let found = first_address(&target, found);
+            if let Ok(addr) = found {
+                known.addr = addr;
+            }
+            // Logged after the lock is let go: a warning is written before `warn!` returns.
+            drop(names);
+            match found {
+                Ok(addr) if addr != was => {
+                    log::info!("{target} now resolves to {addr} (was {was})")
                 }
+                Ok(_) => {}
                 Err(e) => log::warn!("{e}; still using {was}"),
             }
         });
