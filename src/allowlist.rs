@@ -545,12 +545,18 @@ impl Snapshot {
     /// [`key`](Self::key), with a handle that finds the key's peer again without a second
     /// lookup (which costs a hash probe and a SHA-256 of the candidate's key id).
     pub fn find_key(&self, key_id: &str) -> Option<(FoundKey, VerifyingKey)> {
+        let (found, rec) = self.locate(key_id)?;
+        let key = self.decompressed.get(found.index, &rec.raw)?;
+        Some((found, key))
+    }
+
+    /// The handle and record of the key with this key id, without decompressing the key.
+    fn locate(&self, key_id: &str) -> Option<(FoundKey, &KeyRec)> {
         let (index, rec) = self.table.key_rec(key_id)?;
-        let key = self.decompressed.get(index, &rec.raw)?;
         let mut id = [0u8; KEY_ID_LEN];
         // key_rec matched a key id of exactly this length.
         id.copy_from_slice(key_id.as_bytes().get(..KEY_ID_LEN)?);
-        Some((FoundKey { index, key_id: id }, key))
+        Some((FoundKey { index, key_id: id }, rec))
     }
 
     /// The 32 bytes of the key with this key id, for a reload to skip checking it again.
@@ -559,7 +565,7 @@ impl Snapshot {
     }
 
     pub fn caller(&self, key_id: &str) -> Option<(Caller, Peer<'_>)> {
-        let (found, _) = self.find_key(key_id)?;
+        let (found, _) = self.locate(key_id)?;
         self.caller_of(&found, key_id)
     }
 
