@@ -517,21 +517,6 @@ async fn keep_alive_carries_several_signed_requests() {
     );
 }
 
-/// Reads a request head off a raw app connection (and whatever came with it); `None` when the
-/// connection ends first.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Some(head)
-}
-
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +532,7 @@ async fn an_app_closing_idle_connections_loses_no_request() {
         while let Ok((mut stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                if read_head(&mut stream).await.is_none() {
+                if read_request_head(&mut stream).await.is_none() {
                     return;
                 }
                 // A keep-alive answer, then the connection is closed while idle.
@@ -599,7 +584,7 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
             tokio::spawn(async move {
                 // Answers the first request of each connection; reads the second and closes.
                 for answered in [true, false] {
-                    let Some(head) = read_head(&mut stream).await else {
+                    let Some(head) = read_request_head(&mut stream).await else {
                         return;
                     };
                     let line = String::from_utf8_lossy(&head);

@@ -539,20 +539,6 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
     }
 }
 
-/// Reads one request head (through the blank line) from `stream`; `None` when it closes first.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 /// A peer that closes a kept connection as the next request arrives (its idle timeout firing
 /// just then) after it has read that request, so it may have recorded its nonce: alice sends
 /// a GET again on a new connection, signed again with a fresh nonce, which the peer then
@@ -585,10 +571,12 @@ async fn a_retried_request_is_signed_again_with_a_fresh_nonce() {
                     return;
                 };
                 for answer in [true, false] {
-                    let Some(head) = read_head(&mut stream).await else {
+                    let Some(head) = read_request_head(&mut stream).await else {
                         return;
                     };
-                    seen.lock().unwrap().push(head);
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
                     if !answer {
                         // An orderly close (TLS close_notify), as an idle timeout ends it.
                         let _ = stream.shutdown().await;

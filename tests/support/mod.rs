@@ -37,3 +37,18 @@ pub fn all_headers<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a s
         .map(|(_, v)| v.as_str())
         .collect()
 }
+
+/// Reads a request head (and whatever came with it) off a raw connection, as a hand-written
+/// upstream does; `None` when the connection ends first.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(head)
+}
