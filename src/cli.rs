@@ -194,14 +194,15 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
     let c = &loaded.config;
     log::info!(
-        "peergate {} as {} ({}): inbound {}, admin {}, app {}, {} peers",
+        "peergate {} as {} ({}): inbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",
         env!("CARGO_PKG_VERSION"),
         c.identity.key_file.identity.public().short_id(),
         c.identity.display_name(),
         c.listen.inbound,
         c.listen.admin,
         c.app.upstream,
-        c.peer_count()
+        c.peer_count(),
+        c.listen.threads.count()
     );
     // The gateway runs on its snapshot of the configuration (which shares the peer table
     // with `loaded`); `run_forever` never returns, so what the load freed is handed back now.
@@ -348,6 +349,15 @@ pub fn summary(loaded: &config::Loaded) -> String {
     out.push_str(&format!(
         "  admin      {} (/metrics /healthz /readyz)\n",
         c.listen.admin
+    ));
+    let threads = c.listen.threads.count();
+    let auto = if c.listen.threads == config::Threads::Auto {
+        " (auto: the CPUs this process may use)"
+    } else {
+        ""
+    };
+    out.push_str(&format!(
+        "  threads    {threads} for inbound, {threads} for outbound{auto}\n"
     ));
     let s = &c.signatures;
     out.push_str(&format!(

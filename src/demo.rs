@@ -196,9 +196,11 @@ fn start(
     peer_url: &str,
 ) -> Result<(), String> {
     let home = dir.join(p.name);
+    // Two threads per listener are plenty for a demo; `auto` would start two portals' worth of
+    // one thread per CPU in this one process.
     let text = format!(
         r#"identity: {{ key_file: identity.pem, name: {name}, hosts: ["127.0.0.1", "localhost"] }}
-listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}" }}
+listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}", threads: 2 }}
 tls: {{ cert_file: tls-cert.pem, key_file: tls-key.pem, peer_ca_file: {ca} }}
 app: {{ upstream: "127.0.0.1:{app}" }}
 peers:

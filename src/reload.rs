@@ -53,10 +53,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Longest a stream of events can put the check off (a busy directory never goes quiet).
 const MAX_SETTLE: Duration = Duration::from_secs(1);
 
-/// The settings only read at start, as comparable fingerprints: listen addresses, the TLS files
-/// (by path and content: Pingora loads the certificate once), the identity (by key, so moving
-/// the same key elsewhere is no change), the replay cache size, the connection timeouts the
-/// proxy services were built with, and the shutdown timings given to Pingora.
+/// The settings only read at start, as comparable fingerprints: listen addresses and threads,
+/// the TLS files (by path and content: Pingora loads the certificate once), the identity (by
+/// key, so moving the same key elsewhere is no change), the replay cache size, the connection
+/// timeouts the proxy services were built with, and the shutdown timings given to Pingora.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartBound {
     settings: Vec<(&'static str, String)>,
@@ -74,6 +74,7 @@ impl RestartBound {
                 ("listen.inbound", config.listen.inbound.to_string()),
                 ("listen.outbound", config.listen.outbound.to_string()),
                 ("listen.admin", config.listen.admin.to_string()),
+                ("listen.threads", config.listen.threads.to_string()),
                 ("tls.cert_file", file(tls.map(|t| &t.cert_file))),
                 ("tls.key_file", file(tls.map(|t| &t.key_file))),
                 (

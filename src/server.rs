@@ -33,6 +33,7 @@ fn add_inbound(
     let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
     let proxy = pingora::proxy::http_proxy(conf, inbound);
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
+    service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
     match &config.tls {
         Some(tls) => {
@@ -74,6 +75,7 @@ fn add_outbound(
     let mut proxy = pingora::proxy::http_proxy(conf, outbound);
     proxy.server_options = Some(options);
     let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
+    service.threads = Some(config.listen.threads.count());
     service.add_tcp(&config.listen.outbound.to_string());
     server.add_service(service);
 }
@@ -84,6 +86,8 @@ fn add_admin(server: &mut Server, loaded: &Loaded, shared: &Arc<Shared>) {
         "peergate admin".to_string(),
         pingora::apps::http_app::HttpServer::new_app(Admin::new(shared.clone())),
     );
+    // Scrapes and health checks are a few requests a second: one thread answers them.
+    admin.threads = Some(1);
     admin.add_tcp(&loaded.config.listen.admin.to_string());
     server.add_service(admin);
 }
@@ -117,8 +121,10 @@ impl Gateway {
         // `lifecycle::exit_when_drained`), then cancels what is left, giving the runtimes the
         // timeout to stop. Pingora counts whole seconds.
         let shutdown = &loaded.config.shutdown;
+        // Each service sets its own thread count (`listen.threads`); this is Pingora's
+        // default for anything that does not.
         let conf = ServerConf {
-            threads: 2,
+            threads: 1,
             grace_period_seconds: Some(whole_seconds(shutdown.grace_period.0)),
             graceful_shutdown_timeout_seconds: Some(whole_seconds(shutdown.timeout.0)),
             ..ServerConf::default()

@@ -201,3 +201,85 @@ fn help_lists_the_verbs() {
         assert!(stdout.contains(verb), "{stdout}");
     }
 }
+
+/// Kills the child when the test ends, passed or not.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `listen.threads` is what the running process starts: that many runtime threads for each
+/// proxy listener and one for the admin listener (counted by thread name in `/proc`).
+#[cfg(target_os = "linux")]
+#[test]
+fn run_starts_listen_threads_for_each_proxy_listener() {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    assert!(peergate(&["keygen", "-o", key.to_str().unwrap()])
+        .status
+        .success());
+    let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("peergate.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "identity: {{ key_file: k.pem, hosts: [localhost] }}\n\
+             listen: {{ inbound: \"127.0.0.1:{inbound}\", outbound: \"127.0.0.1:{outbound}\", admin: \"127.0.0.1:{admin}\", threads: 3 }}\n\
+             app: {{ upstream: \"127.0.0.1:9\" }}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let out = fs::File::create(&log).unwrap();
+    let child = Child(
+        Command::new(env!("CARGO_BIN_EXE_peergate"))
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", outbound)).is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "peergate did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut threads: HashMap<String, usize> = HashMap::new();
+    for task in fs::read_dir(format!("/proc/{}/task", child.0.id())).unwrap() {
+        let comm = fs::read_to_string(task.unwrap().path().join("comm")).unwrap();
+        *threads.entry(comm.trim().to_string()).or_default() += 1;
+    }
+    // Linux keeps 15 bytes of a thread's name.
+    assert_eq!(threads.get("peergate inboun"), Some(&3), "{threads:?}");
+    assert_eq!(threads.get("peergate outbou"), Some(&3), "{threads:?}");
+    assert_eq!(threads.get("peergate admin"), Some(&1), "{threads:?}");
+    // The start line says it too (log lines are written by a thread of their own, soon after).
+    loop {
+        let text = fs::read_to_string(&log).unwrap();
+        if text.contains("3 threads per proxy listener") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no start line in:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -76,6 +76,9 @@ fn minimal_config_loads_with_defaults() {
     assert_eq!(c.listen.inbound.to_string(), "0.0.0.0:8443");
     assert_eq!(c.listen.outbound.to_string(), "127.0.0.1:8480");
     assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9464");
+    assert_eq!(c.listen.threads, config::Threads::Auto);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert_eq!(c.listen.threads.count(), cpus);
     assert_eq!(c.signatures.lifetime.to_string(), "1m");
     assert_eq!(c.signatures.max_age.to_string(), "5m");
     assert_eq!(c.signatures.clock_skew.to_string(), "30s");
@@ -134,6 +137,40 @@ fn bad_address() {
     let text = "identity:\n  key_file: id.pem\n  hosts: [\"alice.example.org\"]\napp:\n  upstream: \"localhost\"\n";
     let err = load_err(&dir, text);
     assert_err(&err, &dir.path("peergate.yaml"), 5, 13, "has no port");
+}
+
+#[test]
+fn listen_threads_is_auto_or_a_count() {
+    let dir = Dir::new();
+    for (value, threads) in [("3", 3), ("\"8\"", 8), ("1024", 1024)] {
+        let path = dir.write(
+            "peergate.yaml",
+            &minimal(&format!("listen:\n  threads: {value}\n")),
+        );
+        let c = config::load(&path).unwrap().config;
+        assert_eq!(c.listen.threads, config::Threads::Count(threads), "{value}");
+        assert_eq!(c.listen.threads.count(), threads);
+    }
+    let path = dir.write("peergate.yaml", &minimal("listen:\n  threads: auto\n"));
+    let c = config::load(&path).unwrap().config;
+    assert_eq!(c.listen.threads, config::Threads::Auto);
+    assert!(c.listen.threads.count() >= 1);
+
+    for (value, needle) in [
+        (
+            "0",
+            "0 threads: expected \"auto\" or a number from 1 to 1024",
+        ),
+        ("-2", "-2 threads"),
+        ("1025", "1025 threads"),
+        ("99999999999999999999", "expected \"auto\" or a number"),
+        ("four", "\"four\": expected \"auto\""),
+        ("2.5", "floating point"),
+        ("[2]", "sequence"),
+    ] {
+        let err = load_err(&dir, &minimal(&format!("listen:\n  threads: {value}\n")));
+        assert_err(&err, &dir.path("peergate.yaml"), 7, 12, needle);
+    }
 }
 
 #[test]

@@ -93,7 +93,7 @@ impl Fixture {
         let text = format!(
             r#"
 identity: {{ key_file: alice.pem, name: Alice, hosts: ["{HOST}"] }}
-listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127.0.0.1:{admin}" }}
+listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127.0.0.1:{admin}", threads: 2 }}
 tls: {{ cert_file: {cert}, key_file: {key} }}
 app: {{ upstream: "{app_addr}", timeout: 2s, connect_timeout: 2s }}
 routes:

@@ -44,7 +44,7 @@ impl Portal {
         }
         let text = format!(
             r#"identity: {{ key_file: key.pem, name: {name}, hosts: ["127.0.0.1", "{name}.test"] }}
-listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}" }}
+listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}", threads: 2 }}
 tls: {{ cert_file: cert.pem, key_file: key.pem.tls, peer_ca_file: {peer_ca} }}
 app: {{ upstream: "{app}" }}
 outbound: {{ connect_timeout: 2s, timeout: 5s }}

@@ -344,13 +344,15 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
         .unwrap();
     assert_eq!(resp.status, 401);
 
-    // A new listen port and replay cache size (restart) with a new route and peer (live).
+    // A new listen port, thread count and replay cache size (restart) with a new route and
+    // peer (live).
     let text = std::fs::read_to_string(&setup.config)
         .unwrap()
         .replace(
             &format!("inbound: \"{}\"", setup.inbound),
             &format!("inbound: \"127.0.0.1:{}\"", free_port()),
         )
+        .replace("threads: 2", "threads: 7")
         .replace(
             "routes:\n",
             "signatures: { replay_cache_size: 5000 }\nroutes:\n  - { path: \"/public/*\", access: public }\n",
@@ -380,7 +382,11 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
     };
     assert_eq!(
         applied.restart_needed,
-        vec!["listen.inbound", "signatures.replay_cache_size"]
+        vec![
+            "listen.inbound",
+            "listen.threads",
+            "signatures.replay_cache_size"
+        ]
     );
     assert_eq!(applied.peers, 2);
     // The old port still serves, with the new route and the new peer.

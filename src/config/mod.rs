@@ -23,7 +23,7 @@ pub use peers::{Allow, Peer, PeerList, PeerSink, PeerUrl};
 pub use routes::{Access, PathPattern, Route};
 pub use units::{ByteSize, HumanDuration};
 pub use values::{
-    ExistingFile, HostName, HostPort, IdentityHeaderName, KeyFile, ListenAddr, Scheme,
+    ExistingFile, HostName, HostPort, IdentityHeaderName, KeyFile, ListenAddr, Scheme, Threads,
 };
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +190,8 @@ pub struct Listen {
     pub inbound: ListenAddr,
     pub outbound: ListenAddr,
     pub admin: ListenAddr,
+    /// Threads of the inbound listener, and as many again for the outbound one.
+    pub threads: Threads,
 }
 
 impl Default for Listen {
@@ -199,6 +201,7 @@ impl Default for Listen {
             inbound: addr([0, 0, 0, 0], 8443),
             outbound: addr([127, 0, 0, 1], 8480),
             admin: addr([127, 0, 0, 1], 9464),
+            threads: Threads::Auto,
         }
     }
 }

@@ -57,6 +57,84 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// How many threads each proxy listener (inbound, outbound) runs: `auto`, or a count.
+///
+/// A proxy that stays on two threads leaves the rest of a larger machine idle while requests
+/// queue, so `auto` follows the CPUs the process may use, as nginx's `worker_processes auto`
+/// and Envoy's `--concurrency` do. Each listener gets that many, so either one alone can use
+/// every core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threads {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+/// A typo such as `threads: 8000` would start thousands of threads per listener.
+pub const MAX_THREADS: usize = 1024;
+
+impl Threads {
+    /// The number to start: for `auto`, the CPUs this process may run on (its affinity mask and
+    /// cgroup CPU quota, as `std::thread::available_parallelism` reads them), or 2 when that
+    /// cannot be read.
+    pub fn count(self) -> usize {
+        match self {
+            Threads::Count(n) => n,
+            Threads::Auto => std::thread::available_parallelism()
+                .map(|n| n.get().min(MAX_THREADS))
+                .unwrap_or(2),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn count<E: de::Error>(n: i128) -> Result<Threads, E> {
+            match usize::try_from(n) {
+                Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Threads::Count(n)),
+                _ => Err(E::custom(format!(
+                    "{n} threads: expected \"auto\" or a number from 1 to {MAX_THREADS}"
+                ))),
+            }
+        }
+        impl Visitor<'_> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "\"auto\" or a number of threads from 1 to {MAX_THREADS}")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Threads, E> {
+                count(i128::from(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Threads, E> {
+                count(i128::from(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Threads, E> {
+                let s = s.trim();
+                if s == "auto" {
+                    return Ok(Threads::Auto);
+                }
+                match s.parse::<i128>() {
+                    Ok(n) => count(n),
+                    Err(_) => Err(E::custom(format!(
+                        "{s:?}: expected \"auto\" or a number of threads from 1 to {MAX_THREADS}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for Threads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Threads::Auto => f.write_str("auto"),
+            Threads::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// `host:port`, where host is a DNS name or an IP (IPv6 in brackets). Resolved at run time,
 /// asynchronously, never at load.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -93,7 +93,7 @@ impl Instance {
             String::new()
         };
         let text = format!(
-            "{identity_yaml}listen: {{ inbound: \"127.0.0.1:{port}\", outbound: \"127.0.0.1:{}\", admin: \"127.0.0.1:{}\" }}\n{tls_yaml}app: {{ upstream: \"{}\" }}\nroutes:\n  - {{ path: \"/*\", access: peers }}\n{}\n",
+            "{identity_yaml}listen: {{ inbound: \"127.0.0.1:{port}\", outbound: \"127.0.0.1:{}\", admin: \"127.0.0.1:{}\", threads: 2 }}\n{tls_yaml}app: {{ upstream: \"{}\" }}\nroutes:\n  - {{ path: \"/*\", access: peers }}\n{}\n",
             free_port(),
             free_port(),
             app.addr(),

@@ -116,9 +116,11 @@ impl Setup {
         peergate::identity::write_new_key(&dir.path().join("alice.pem"), false).unwrap();
         let [inbound, outbound, admin] =
             [free_port(), free_port(), free_port()].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        // `threads: 2`: tests start many gateways at once, and `auto` would give each one
+        // thread per CPU.
         let text = format!(
             r#"identity: {{ key_file: alice.pem, name: Alice, hosts: ["{HOST}"] }}
-listen: {{ inbound: "{inbound}", outbound: "{outbound}", admin: "{admin}" }}
+listen: {{ inbound: "{inbound}", outbound: "{outbound}", admin: "{admin}", threads: 2 }}
 app: {{ upstream: "{app}", timeout: 5s, connect_timeout: 2s }}
 peers_file: peers.yaml
 {extra}
