@@ -192,6 +192,9 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
         eprintln!("warning: {warning}");
     }
     let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
+    if let Some((before, after)) = crate::fd_limit::raise() {
+        log::info!("open files limit raised from {before} to {after}");
+    }
     let c = &loaded.config;
     log::info!(
         "peergate {} as {} ({}): inbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",

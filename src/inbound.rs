@@ -50,6 +50,8 @@ pub struct Inbound {
     timeouts: AppTimeouts,
     /// `X-Forwarded-Proto`: the scheme clients used to reach this listener.
     proto: &'static str,
+    /// `listen.idle_timeout`, whole seconds (see `client_idle`).
+    idle_seconds: u64,
 }
 
 /// What one request went through, for the log line and the metrics.
@@ -70,12 +72,13 @@ enum Admission {
 }
 
 impl Inbound {
-    pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool) -> Self {
+    pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool, idle_seconds: u64) -> Self {
         Inbound {
             shared,
             forwarder: Forwarder::new(None),
             timeouts,
             proto: if tls { "https" } else { "http" },
+            idle_seconds,
         }
     }
 
@@ -247,6 +250,7 @@ impl ProxyHttp for Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
     ) -> pingora::Result<bool> {
+        crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
         // peergate's own public documents: answered here, unsigned, whatever the routes say.

@@ -45,6 +45,8 @@ pub struct Outbound {
     shared: Arc<Shared>,
     forwarder: Forwarder,
     timeouts: PeerTimeouts,
+    /// `listen.idle_timeout`, whole seconds (see `client_idle`).
+    idle_seconds: u64,
 }
 
 pub struct OutboundCtx {
@@ -94,7 +96,12 @@ const DROPPED: &[&str] = &[
 impl Outbound {
     /// `ca_file`: trust roots for peers' certificates (`tls.peer_ca_file`); system roots
     /// without it.
-    pub fn new(shared: Arc<Shared>, timeouts: PeerTimeouts, ca_file: Option<String>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        timeouts: PeerTimeouts,
+        ca_file: Option<String>,
+        idle_seconds: u64,
+    ) -> Self {
         let options = pingora::connectors::ConnectorOptions {
             ca_file,
             ..pingora::connectors::ConnectorOptions::new(128)
@@ -103,6 +110,7 @@ impl Outbound {
             shared,
             forwarder: Forwarder::new(Some(options)),
             timeouts,
+            idle_seconds,
         }
     }
 
@@ -384,6 +392,7 @@ impl ProxyHttp for Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
     ) -> pingora::Result<bool> {
+        crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header()) {
             Err(problem) => ctx.record.refuse(session, &problem, None).await,

@@ -53,7 +53,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// Longest a stream of events can put the check off (a busy directory never goes quiet).
 const MAX_SETTLE: Duration = Duration::from_secs(1);
 
-/// The settings only read at start, as comparable fingerprints: listen addresses and threads,
+/// The settings only read at start, as comparable fingerprints: the `listen` settings,
 /// the TLS files (by path and content: Pingora loads the certificate once), the identity (by
 /// key, so moving the same key elsewhere is no change), the replay cache size, the connection
 /// timeouts the proxy services were built with, and the shutdown timings given to Pingora.
@@ -75,6 +75,10 @@ impl RestartBound {
                 ("listen.outbound", config.listen.outbound.to_string()),
                 ("listen.admin", config.listen.admin.to_string()),
                 ("listen.threads", config.listen.threads.to_string()),
+                (
+                    "listen.idle_timeout",
+                    config.listen.idle_timeout.to_string(),
+                ),
                 ("tls.cert_file", file(tls.map(|t| &t.cert_file))),
                 ("tls.key_file", file(tls.map(|t| &t.key_file))),
                 (

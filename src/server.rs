@@ -30,8 +30,12 @@ fn add_inbound(
         connect: config.app.connect_timeout.0,
         response: config.app.timeout.0,
     };
-    let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some());
-    let proxy = pingora::proxy::http_proxy(conf, inbound);
+    let idle = config.listen.idle_timeout.whole_seconds();
+    let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some(), idle);
+    let mut proxy = pingora::proxy::http_proxy(conf, inbound);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.listen.idle_timeout.0);
+    proxy.server_options = Some(options);
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
@@ -67,7 +71,8 @@ fn add_outbound(
         .as_ref()
         .and_then(|t| t.peer_ca_file.as_ref())
         .map(|f| f.0.to_string_lossy().into_owned());
-    let outbound = Outbound::new(shared.clone(), timeouts, ca_file);
+    let idle = config.listen.idle_timeout.whole_seconds();
+    let outbound = Outbound::new(shared.clone(), timeouts, ca_file, idle);
     // Pingora answers CONNECT with a bare 405 unless asked not to; peergate refuses it itself,
     // with a problem document that tells the app to use plain http:// URLs. Nothing is tunnelled.
     let mut options = pingora::apps::HttpServerOptions::default();
@@ -99,11 +104,6 @@ fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, Str
     Reloader::start(shared.clone(), loaded)
 }
 
-/// Pingora takes whole seconds; a fraction rounds up, so a grace period is never cut short.
-fn whole_seconds(d: std::time::Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
 /// A server assembled from a configuration, not yet running.
 pub struct Gateway {
     server: Server,
@@ -125,8 +125,8 @@ impl Gateway {
         // default for anything that does not.
         let conf = ServerConf {
             threads: 1,
-            grace_period_seconds: Some(whole_seconds(shutdown.grace_period.0)),
-            graceful_shutdown_timeout_seconds: Some(whole_seconds(shutdown.timeout.0)),
+            grace_period_seconds: Some(shutdown.grace_period.whole_seconds()),
+            graceful_shutdown_timeout_seconds: Some(shutdown.timeout.whole_seconds()),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

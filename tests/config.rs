@@ -79,6 +79,7 @@ fn minimal_config_loads_with_defaults() {
     assert_eq!(c.listen.threads, config::Threads::Auto);
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(c.listen.threads.count(), cpus);
+    assert_eq!(c.listen.idle_timeout.to_string(), "75s");
     assert_eq!(c.signatures.lifetime.to_string(), "1m");
     assert_eq!(c.signatures.max_age.to_string(), "5m");
     assert_eq!(c.signatures.clock_skew.to_string(), "30s");
@@ -170,6 +171,31 @@ fn listen_threads_is_auto_or_a_count() {
     ] {
         let err = load_err(&dir, &minimal(&format!("listen:\n  threads: {value}\n")));
         assert_err(&err, &dir.path("peergate.yaml"), 7, 12, needle);
+    }
+}
+
+#[test]
+fn listen_idle_timeout_must_be_a_second_or_more() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "peergate.yaml",
+        &minimal("listen:\n  idle_timeout: 1500ms\n"),
+    );
+    let c = config::load(&path).unwrap().config;
+    // Pingora counts whole seconds: a fraction rounds up.
+    assert_eq!(c.listen.idle_timeout.whole_seconds(), 2);
+    for short in ["0s", "999ms"] {
+        let err = load_err(
+            &dir,
+            &minimal(&format!("listen:\n  idle_timeout: {short}\n")),
+        );
+        assert_eq!(err.file, dir.path("peergate.yaml"));
+        assert!(
+            err.message.contains(&format!(
+                "listen.idle_timeout {short} is too short; use at least 1s"
+            )),
+            "{err}"
+        );
     }
 }
 

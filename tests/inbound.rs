@@ -50,6 +50,8 @@ struct Options {
     app: Handler,
     app_addr: Option<SocketAddr>,
     extra: String,
+    /// More entries for the `listen:` map, e.g. `idle_timeout: 1s`.
+    listen: String,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             app: Handler::Echo,
             app_addr: None,
             extra: String::new(),
+            listen: String::new(),
         }
     }
 }
@@ -69,6 +72,7 @@ struct Fixture {
     app: EchoApp,
     gateway: Option<Running>,
     addr: SocketAddr,
+    outbound: SocketAddr,
     client: Arc<ClientConfig>,
     bob: Key,
     carol: Key,
@@ -89,11 +93,11 @@ impl Fixture {
         let app = EchoApp::start_with(options.app);
         let app_addr = options.app_addr.unwrap_or(app.addr());
         let (bob, carol) = (Key::new(), Key::new());
-        let port = free_port();
+        let (port, out) = (free_port(), free_port());
         let text = format!(
             r#"
 identity: {{ key_file: alice.pem, name: Alice, hosts: ["{HOST}"] }}
-listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127.0.0.1:{admin}", threads: 2 }}
+listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127.0.0.1:{admin}", threads: 2, {listen} }}
 tls: {{ cert_file: {cert}, key_file: {key} }}
 app: {{ upstream: "{app_addr}", timeout: 2s, connect_timeout: 2s }}
 routes:
@@ -107,13 +111,13 @@ peers:
     allow: {{ methods: [GET], paths: ["/api/*"] }}
 {extra}
 "#,
-            out = free_port(),
             admin = free_port(),
             cert = cert_path.display(),
             key = key_path.display(),
             bob = bob.public.spki_base64(),
             carol = carol.public.spki_base64(),
             extra = options.extra,
+            listen = options.listen,
         );
         let path = dir.path().join("peergate.yaml");
         std::fs::write(&path, text).unwrap();
@@ -126,6 +130,7 @@ peers:
             app,
             gateway: Some(gateway),
             addr,
+            outbound: SocketAddr::from(([127, 0, 0, 1], out)),
             client: ca.client_config(&[b"http/1.1"]),
             bob,
             carol,
@@ -515,6 +520,60 @@ async fn keep_alive_carries_several_signed_requests() {
         "connections to the app: {:?}",
         seen.iter().map(|r| r.conn).collect::<Vec<_>>()
     );
+}
+
+/// A client connection with no request in flight is closed after `listen.idle_timeout`, over
+/// HTTP/1.1 and HTTP/2 (left to itself, Pingora keeps both open for ever once a request has
+/// been read), while one that keeps sending requests stays open past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_connections_are_closed() {
+    let f = Fixture::with(Options {
+        listen: "idle_timeout: 1s".into(),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    // In use for 2.5 s, a request every 0.5 s: one connection throughout.
+    for i in 0..5 {
+        let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
+        assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let seen = f.app.requests();
+    assert_eq!(seen.len(), 5);
+    // Then idle: closed, where before it stayed open however long the client waited.
+    conn.closed_within(Duration::from_secs(10)).await.unwrap();
+    // A refusal keeps the connection too, and the same timeout closes it.
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let unsigned = RawRequest::new("GET", "/api/x").header("Host", f.authority());
+    assert_eq!(
+        conn.request(&unsigned.to_bytes()).await.unwrap().status,
+        401
+    );
+    conn.closed_within(Duration::from_secs(10)).await.unwrap();
+
+    let (resp, _) = h2_request_then_idle(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/public/x",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    // The outbound listener, where the app is the client, the same.
+    let mut conn = RawConn::connect(f.outbound, None).await.unwrap();
+    let directory = RawRequest::new("GET", "/peers/").header("Host", "localhost");
+    assert_eq!(
+        conn.request(&directory.to_bytes()).await.unwrap().status,
+        200
+    );
+    conn.closed_within(Duration::from_secs(10)).await.unwrap();
 }
 
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must

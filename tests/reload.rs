@@ -352,7 +352,7 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
             &format!("inbound: \"{}\"", setup.inbound),
             &format!("inbound: \"127.0.0.1:{}\"", free_port()),
         )
-        .replace("threads: 2", "threads: 7")
+        .replace("threads: 2", "threads: 7, idle_timeout: 30s")
         .replace(
             "routes:\n",
             "signatures: { replay_cache_size: 5000 }\nroutes:\n  - { path: \"/public/*\", access: public }\n",
@@ -385,6 +385,7 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
         vec![
             "listen.inbound",
             "listen.threads",
+            "listen.idle_timeout",
             "signatures.replay_cache_size"
         ]
     );

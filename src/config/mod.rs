@@ -192,6 +192,10 @@ pub struct Listen {
     pub admin: ListenAddr,
     /// Threads of the inbound listener, and as many again for the outbound one.
     pub threads: Threads,
+    /// How long a client connection to the inbound or outbound listener may stay open with no
+    /// request (HTTP/1.1 keep-alive, HTTP/2); also the longest pause within a request head
+    /// after the first (Pingora gives a new connection 60 s).
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for Listen {
@@ -202,6 +206,9 @@ impl Default for Listen {
             outbound: addr([127, 0, 0, 1], 8480),
             admin: addr([127, 0, 0, 1], 9464),
             threads: Threads::Auto,
+            // Above the 60 s that peergate (and most clients) keep an idle upstream connection,
+            // so a client never reuses a connection just as this side closes it; nginx's 75 s.
+            idle_timeout: HumanDuration(Duration::from_secs(75)),
         }
     }
 }
@@ -587,6 +594,15 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
             format!(
                 "reload.poll_interval {} is too short; each check looks at the files again, so use at least 100ms (5s is the default)",
                 config.reload.poll_interval
+            ),
+        ));
+    }
+    if config.listen.idle_timeout.0 < Duration::from_secs(1) {
+        return Err(ConfigError::plain(
+            path,
+            format!(
+                "listen.idle_timeout {} is too short; use at least 1s (75s is the default)",
+                config.listen.idle_timeout
             ),
         ));
     }

@@ -35,6 +35,13 @@ impl HumanDuration {
         };
         Ok(HumanDuration(duration))
     }
+
+    /// In whole seconds, a fraction rounded up, for Pingora's settings that count seconds:
+    /// rounding down could cut a wait short, or turn it into 0, which Pingora reads as "none"
+    /// or "forever".
+    pub fn whole_seconds(&self) -> u64 {
+        self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)
+    }
 }
 
 impl fmt::Display for HumanDuration {

@@ -235,6 +235,21 @@ impl RawConn {
         self.timeout = timeout;
     }
 
+    /// Waits up to `wait` for the server to close this connection (a read that ends or
+    /// fails): how long it took, or an error if the connection was still open, or sent bytes.
+    pub async fn closed_within(&mut self, wait: Duration) -> io::Result<Duration> {
+        let started = std::time::Instant::now();
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(wait, self.io.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Ok(started.elapsed()),
+            Ok(Ok(_)) => Err(io::Error::other("the server sent bytes instead of closing")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the connection was still open after {wait:?}"),
+            )),
+        }
+    }
+
     /// Writes `bytes` (and flushes).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let io = &mut self.io;
@@ -318,6 +333,93 @@ pub async fn h2_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<RawResponse> {
+    let request = h2_build(server_name, method, uri, headers, body)?;
+    bounded(NET_TIMEOUT, "HTTP/2 exchange", async move {
+        let (mut sender, connection) = h2_connect(addr, config, server_name).await?;
+        let driver = tokio::spawn(connection);
+        let result = h2_send(&mut sender, request).await;
+        drop(sender);
+        driver.abort();
+        result
+    })
+    .await
+}
+
+/// Sends one request on a new HTTP/2 connection, reads the answer, then keeps the connection
+/// open and idle: the answer and how long the server took to close it, or an error if it was
+/// still open after `wait`.
+pub async fn h2_request_then_idle(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uri: &str,
+    wait: Duration,
+) -> io::Result<(RawResponse, Duration)> {
+    let request = h2_build(server_name, "GET", uri, &[], b"")?;
+    let (mut sender, connection) = bounded(
+        NET_TIMEOUT,
+        "HTTP/2 handshake",
+        h2_connect(addr, config, server_name),
+    )
+    .await?;
+    let mut driver = tokio::spawn(connection);
+    let response = bounded(
+        NET_TIMEOUT,
+        "HTTP/2 exchange",
+        h2_send(&mut sender, request),
+    )
+    .await?;
+    let idle = std::time::Instant::now();
+    // The sender stays alive: dropping it would make the client close the connection itself.
+    let closed = tokio::time::timeout(wait, &mut driver).await;
+    drop(sender);
+    driver.abort();
+    match closed {
+        Ok(_) => Ok((response, idle.elapsed())),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the HTTP/2 connection was still open after {wait:?} idle"),
+        )),
+    }
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+fn h2_build(
+    server_name: &str,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<hyper::Request<Full<Bytes>>> {
+    let uri = if uri.starts_with('/') {
+        format!("https://{server_name}{uri}")
+    } else {
+        uri.to_string()
+    };
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(invalid_input)?;
+    for (name, value) in headers {
+        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(invalid_input)?;
+        let value = hyper::header::HeaderValue::from_str(value).map_err(invalid_input)?;
+        request.headers_mut().append(name, value);
+    }
+    Ok(request)
+}
+
+/// A TLS connection that settled on ALPN h2, and hyper's client over it (the connection future
+/// must be driven for the sender to work).
+async fn h2_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<(
+    H2Sender,
+    impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+)> {
     let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
         config
     } else {
@@ -334,52 +436,30 @@ pub async fn h2_request(
             alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
         )));
     }
+    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .map_err(io::Error::other)
+}
 
-    let uri = if uri.starts_with('/') {
-        format!("https://{server_name}{uri}")
-    } else {
-        uri.to_string()
-    };
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .map_err(invalid_input)?;
-    for (name, value) in headers {
-        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(invalid_input)?;
-        let value = hyper::header::HeaderValue::from_str(value).map_err(invalid_input)?;
-        request.headers_mut().append(name, value);
-    }
-
-    bounded(NET_TIMEOUT, "HTTP/2 exchange", async move {
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(io::Error::other)?;
-        let driver = tokio::spawn(connection);
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(io::Error::other)?;
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.map_err(io::Error::other)?;
-            let trailers = collected.trailers().map(header_pairs).unwrap_or_default();
-            Ok(RawResponse {
-                version: "HTTP/2".to_string(),
-                status: parts.status.as_u16(),
-                reason: String::new(),
-                headers: header_pairs(&parts.headers),
-                trailers,
-                body: collected.to_bytes().to_vec(),
-            })
-        }
-        .await;
-        drop(sender);
-        driver.abort();
-        result
+async fn h2_send(
+    sender: &mut H2Sender,
+    request: hyper::Request<Full<Bytes>>,
+) -> io::Result<RawResponse> {
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(io::Error::other)?;
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.map_err(io::Error::other)?;
+    let trailers = collected.trailers().map(header_pairs).unwrap_or_default();
+    Ok(RawResponse {
+        version: "HTTP/2".to_string(),
+        status: parts.status.as_u16(),
+        reason: String::new(),
+        headers: header_pairs(&parts.headers),
+        trailers,
+        body: collected.to_bytes().to_vec(),
     })
-    .await
 }
 
 /// The rustls error behind a failed TLS connection, e.g.
