@@ -2,11 +2,11 @@
 //!
 //! Left to itself, Pingora keeps an HTTP/1.1 connection open for as long as the client likes
 //! once the first request on it has been read (its keep-alive then has no timeout), and an
-//! HTTP/2 connection too. On the inbound listener, which faces the
-//! internet, that lets anyone hold sockets and memory for nothing. Every request therefore
-//! sets the wait for the next one to `listen.idle_timeout`, and the HTTP/2 server option to the
-//! same. Pingora applies the HTTP/1.1 timeout to each read of the next request head, so a client
-//! that sends nothing for that long is closed, quietly, as a client closing is.
+//! HTTP/2 connection too. On the inbound listener, which faces the internet, that lets anyone
+//! hold sockets and memory for nothing. Every request therefore sets the wait for the next one
+//! to `listen.idle_timeout`, and the inbound listener's HTTP/2 idle timeout is the same
+//! (`server.rs`). Pingora applies the HTTP/1.1 timeout to each read of the next request head,
+//! so a client that sends nothing for that long is closed, quietly, as a client closing is.
 
 use pingora::proxy::Session;
 
