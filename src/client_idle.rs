@@ -1,17 +1,130 @@
-//! How long a client's connection may sit idle between requests.
+//! How long a client's connection may go without a complete request head.
 //!
 //! Left to itself, Pingora keeps an HTTP/1.1 connection open for as long as the client likes
 //! once the first request on it has been read (its keep-alive then has no timeout), and an
-//! HTTP/2 connection too. On the inbound listener, which faces the internet, that lets anyone
-//! hold sockets and memory for nothing. Every request therefore sets the wait for the next one
-//! to `listen.idle_timeout`, and the inbound listener's HTTP/2 idle timeout is the same
-//! (`server.rs`). Pingora applies the HTTP/1.1 timeout to each read of the next request head,
-//! so a client that sends nothing for that long is closed, quietly, as a client closing is.
+//! HTTP/2 connection too; and it times a request head only per read, so a client that sends
+//! one byte of a head every minute keeps a connection for ever. On the inbound listener, which
+//! faces the internet, that lets anyone hold sockets and memory for nothing.
+//!
+//! So, per HTTP/1 connection, [`Guarded`] keeps a deadline: a complete request head must have
+//! arrived within `listen.idle_timeout` of the connection opening or of the previous answer
+//! ending. The proxy's `request_filter` (the head is in) calls [`head_received`], its
+//! `logging` (the answer is done) calls [`answer_finished`]; both only touch a value of the
+//! connection's own task. When the deadline passes, the connection is dropped, unanswered, as
+//! a timed-out keep-alive connection is. While a request is in flight nothing is timed here:
+//! the app's and the peers' timeouts apply. HTTP/2 connections get Pingora's own idle timeout
+//! instead (set in `server.rs`), as their requests run on tasks of their own.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::Session;
+use pingora::server::ShutdownWatch;
 
-/// Sets the wait for this connection's next request, when the connection is kept at all:
-/// `Connection: close`, and HTTP/1.0 without `keep-alive`, stay closed.
+tokio::task_local! {
+    static CLOCK: Arc<HeadClock>;
+}
+
+/// The deadline of one connection's next request head; `None` while a request is in flight.
+struct HeadClock {
+    idle: Duration,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl HeadClock {
+    fn set(&self, deadline: Option<Instant>) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = deadline;
+        }
+    }
+
+    fn get(&self) -> Option<Instant> {
+        self.deadline.lock().ok().and_then(|d| *d)
+    }
+
+    /// Resolves once the deadline has passed with no head in: sleeps to the deadline in force
+    /// (or for `idle` while a request is in flight), then looks again, so the request path
+    /// never has to wake it.
+    async fn expired(&self) {
+        loop {
+            let now = Instant::now();
+            match self.get() {
+                Some(deadline) if deadline <= now => return,
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => tokio::time::sleep(self.idle).await,
+            }
+        }
+    }
+}
+
+/// The request head is in: the deadline is off until the answer is done.
+pub fn head_received() {
+    let _ = CLOCK.try_with(|clock| clock.set(None));
+}
+
+/// The answer is done: the next head has `listen.idle_timeout` from now.
+pub fn answer_finished() {
+    let _ = CLOCK.try_with(|clock| clock.set(Some(Instant::now() + clock.idle)));
+}
+
+/// A proxy whose HTTP/1 connections are closed when no complete request head arrives in time.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    idle: Duration,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(inner: A, idle: Duration) -> Self {
+        Guarded {
+            inner: Arc::new(inner),
+            idle,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if session.selected_alpn_proto() == Some(ALPN::H2) {
+            return self.inner.process_new(session, shutdown).await;
+        }
+        let clock = Arc::new(HeadClock {
+            idle: self.idle,
+            deadline: Mutex::new(Some(Instant::now() + self.idle)),
+        });
+        let serve = self.inner.process_new(session, shutdown);
+        CLOCK
+            .scope(clock.clone(), async {
+                tokio::select! {
+                    biased;
+                    reusable = serve => reusable,
+                    () = clock.expired() => {
+                        log::debug!(
+                            "closed a client connection: no complete request head within {:?}",
+                            self.idle
+                        );
+                        None
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Sets Pingora's keep-alive for this connection's next request to `listen.idle_timeout`, when
+/// the connection is kept at all (`Connection: close`, and HTTP/1.0 without `keep-alive`,
+/// stay closed): each read of the next head then times out too, not only the whole head.
 pub fn limit(session: &mut Session, idle_seconds: u64) {
     if session.get_keepalive().is_some() {
         session.set_keepalive(Some(idle_seconds));

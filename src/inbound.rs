@@ -250,6 +250,7 @@ impl ProxyHttp for Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
     ) -> pingora::Result<bool> {
+        crate::client_idle::head_received();
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
@@ -370,5 +371,6 @@ impl ProxyHttp for Inbound {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
         let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
         ctx.record.finish(session, &self.shared.metrics, peer);
+        crate::client_idle::answer_finished();
     }
 }

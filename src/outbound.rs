@@ -392,6 +392,7 @@ impl ProxyHttp for Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
     ) -> pingora::Result<bool> {
+        crate::client_idle::head_received();
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header()) {
@@ -434,5 +435,6 @@ impl ProxyHttp for Outbound {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
         let peer = ctx.peer.as_ref().map(ShortId::as_str);
         ctx.record.finish(session, &self.shared.metrics, peer);
+        crate::client_idle::answer_finished();
     }
 }

@@ -36,6 +36,7 @@ fn add_inbound(
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.listen.idle_timeout.0);
     proxy.server_options = Some(options);
+    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
@@ -79,6 +80,7 @@ fn add_outbound(
     options.allow_connect_method_proxying = true;
     let mut proxy = pingora::proxy::http_proxy(conf, outbound);
     proxy.server_options = Some(options);
+    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
     service.add_tcp(&config.listen.outbound.to_string());

@@ -5,7 +5,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -574,6 +574,75 @@ async fn idle_client_connections_are_closed() {
         200
     );
     conn.closed_within(Duration::from_secs(10)).await.unwrap();
+
+    // A head sent a line every 250 ms never pauses for a whole second, but is not complete
+    // within one either: cut, on a new connection and on a kept one, inbound and outbound.
+    for (addr, tls) in [(f.addr, Some((f.client.clone(), HOST))), (f.outbound, None)] {
+        for kept in [false, true] {
+            let mut conn = RawConn::connect(addr, tls.clone()).await.unwrap();
+            if kept {
+                let first = RawRequest::new("GET", "/peers/").header("Host", f.authority());
+                conn.request(&first.to_bytes()).await.unwrap();
+            }
+            conn.send(b"GET /api/x HTTP/1.1\r\n").await.unwrap();
+            let started = Instant::now();
+            let cut = loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if conn.send(b"x-slow: 1\r\n").await.is_err() {
+                    break true;
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    break false;
+                }
+            };
+            assert!(
+                cut,
+                "a dribbled head kept the connection (kept: {kept}, {addr})"
+            );
+        }
+    }
+}
+
+/// A request in flight is not timed by `listen.idle_timeout`: an app slower than it, a body
+/// slower than it, over HTTP/1.1 and HTTP/2, and the connection still serves afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_outlast_the_idle_timeout() {
+    let f = Fixture::with(Options {
+        app: Handler::Delay(Duration::from_millis(1500)),
+        listen: "idle_timeout: 1s".into(),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
+        let resp = conn.request(&get.to_bytes()).await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    // The body comes in two pieces 1.5 s apart.
+    let body = pattern(1000);
+    let bytes = f.signed(&f.bob, "POST", "/api/up", &[], &body).to_bytes();
+    let (first, rest) = bytes.split_at(bytes.len() - 500);
+    conn.send(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    conn.send(rest).await.unwrap();
+    let resp = conn.read_response(false).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(f.app.requests().len(), 3);
+
+    let resp = h2_request(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "GET",
+        "/public/slow",
+        &[],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must

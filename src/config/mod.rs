@@ -192,9 +192,9 @@ pub struct Listen {
     pub admin: ListenAddr,
     /// Threads of the inbound listener, and as many again for the outbound one.
     pub threads: Threads,
-    /// How long a client connection to the inbound or outbound listener may stay open with no
-    /// request (HTTP/1.1 keep-alive, HTTP/2); also the longest pause within a request head
-    /// after the first (Pingora gives a new connection 60 s).
+    /// How long a client connection to the inbound or outbound listener gets to bring a whole
+    /// request head, from opening or from the previous answer (`client_idle`); for HTTP/2, how
+    /// long it may have no request.
     pub idle_timeout: HumanDuration,
 }
 
