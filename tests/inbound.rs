@@ -645,6 +645,63 @@ async fn requests_in_flight_outlast_the_idle_timeout() {
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
+/// Signature fields built to cost the gateway much work before their signature is found bad
+/// (before the engine's limits, one such request head took seconds): tens of thousands of
+/// labels, one large field covered once per dictionary key. Each is refused at once as
+/// malformed, and nothing reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_fields_that_multiply_work_are_refused() {
+    let f = Fixture::start();
+    let garbage = format!("{}==", "A".repeat(86));
+    let crafted = |input: String, signature: String, extra: &[(&str, String)]| {
+        let mut req = RawRequest::new("GET", "/api/x")
+            .header("Host", f.authority())
+            .header("Signature-Input", input)
+            .header("Signature", signature);
+        for (name, value) in extra {
+            req = req.header(*name, value.as_str());
+        }
+        req
+    };
+    let params = format!(
+        "created={};nonce=\"{}\";keyid=\"{}\"",
+        now(),
+        Signer::nonce(),
+        f.bob.key_id()
+    );
+
+    // 5 000 labels (their signatures about half a megabyte).
+    let labels: Vec<String> = (0..5_000).map(|i| format!("s{i}=(\"@method\")")).collect();
+    let sigs: Vec<String> = (0..5_000).map(|i| format!("s{i}=:{garbage}:")).collect();
+    let resp = f
+        .send(crafted(labels.join(", "), sigs.join(", "), &[]))
+        .await;
+    assert_problem(&resp, 401, "malformed_signature");
+    assert!(
+        resp.text().contains("more than 16 signatures"),
+        "{}",
+        resp.text()
+    );
+
+    // A 6 KB dictionary field covered 60 times, once per member: 360 KB to parse.
+    let members: Vec<String> = (0..500).map(|i| format!("k{i:05}=1")).collect();
+    let keys: Vec<String> = (0..60).map(|i| format!("\"x\";key=\"k{i:05}\"")).collect();
+    let input = format!(
+        "sig1=(\"@method\" \"@authority\" \"@path\" \"@query\" {});{params}",
+        keys.join(" ")
+    );
+    let resp = f
+        .send(crafted(
+            input,
+            format!("sig1=:{garbage}:"),
+            &[("x", members.join(", "))],
+        ))
+        .await;
+    assert_problem(&resp, 401, "malformed_signature");
+    assert!(resp.text().contains("at most 65536"), "{}", resp.text());
+    assert_eq!(f.app.count(), 0);
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,9 @@
 
 use sfv::{Item, KeyRef, ListSerializer, Parameters, RefBareItem};
 
-use crate::components::{push_params, ComponentError, ComponentId, FieldOverride, MessageView};
+use crate::components::{
+    push_params, ComponentError, ComponentId, FieldOverride, MessageView, MAX_COVERED_INPUT,
+};
 
 /// Refuses a covered list that names the same component twice (§2.5).
 pub fn check_duplicates(components: &[ComponentId]) -> Result<(), ComponentError> {
@@ -79,7 +81,8 @@ pub fn serialize_components<'p>(
 ///
 /// Errors: a duplicate identifier, a covered component missing from the message, a value that
 /// cannot be signed (line break, unparsable structured field, ...), an identifier that does not
-/// apply to this message (`@status` on a request, `req` on a request, ...).
+/// apply to this message (`@status` on a request, `req` on a request, ...), components that
+/// would read more than [`MAX_COVERED_INPUT`] bytes.
 pub fn signature_base(
     msg: MessageView<'_>,
     components: &[ComponentId],
@@ -87,6 +90,12 @@ pub fn signature_base(
     overrides: &[FieldOverride<'_>],
 ) -> Result<Vec<u8>, ComponentError> {
     check_duplicates(components)?;
+    let bytes = components
+        .iter()
+        .fold(0usize, |n, c| n.saturating_add(c.input_len(msg, overrides)));
+    if bytes > MAX_COVERED_INPUT {
+        return Err(ComponentError::TooLarge { bytes });
+    }
     let mut out = Vec::with_capacity(64 * (components.len() + 1) + signature_params.len());
     for c in components {
         c.write_lines(msg, overrides, &mut out)?;
@@ -130,6 +139,65 @@ mod tests {
             serialize_inner_list(&inner.items, &inner.params)
         );
         assert_eq!(serialize_components(&[], []), "()");
+    }
+
+    /// What the components read is bounded per signature, counting a field once for every
+    /// component that reads it: the parse a component does cannot be multiplied by covering
+    /// one large field many times.
+    #[test]
+    fn covered_input_is_bounded() {
+        use crate::components::{MessageView, RequestView, MAX_COVERED_INPUT};
+        use http::{HeaderMap, HeaderValue, Method, Uri};
+
+        let members = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("k{i:05}=1"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let base = |dict: &str, query: &str, ids: &[String]| {
+            let mut h = HeaderMap::new();
+            h.insert("x", HeaderValue::from_str(dict).unwrap());
+            let u: Uri = format!("/p?{query}").parse().unwrap();
+            let m = Method::GET;
+            let req = RequestView::new(&m, &u, &h, "https");
+            let ids: Vec<ComponentId> =
+                ids.iter().map(|i| ComponentId::parse(i).unwrap()).collect();
+            signature_base(MessageView::Request(&req), &ids, "()", &[])
+        };
+        // 64 members of 9 bytes and their ", ": 702 bytes, read by each of 64 components.
+        let dict = members(64);
+        let keys: Vec<String> = (0..64).map(|i| format!("\"x\";key=\"k{i:05}\"")).collect();
+        assert!(base(&dict, "a=1", &keys).is_ok());
+        // The same field four times as large: each parse is the same work, 64 of them not.
+        let dict = members(256);
+        assert!(dict.len() * 64 > MAX_COVERED_INPUT);
+        match base(&dict, "a=1", &keys) {
+            Err(ComponentError::TooLarge { bytes }) => assert_eq!(bytes, dict.len() * 64),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // One read of a large field is fine; the budget is for repeats.
+        let big = members(5000);
+        assert!(big.len() < MAX_COVERED_INPUT);
+        assert!(base(&big, "a=1", &["\"x\";sf".to_string()]).is_ok());
+        assert!(matches!(
+            base(
+                &big,
+                "a=1",
+                &["\"x\";sf".to_string(), "\"x\";bs".to_string()]
+            ),
+            Err(ComponentError::TooLarge { .. })
+        ));
+        // @query-param scans the query once per component.
+        let query: String = (0..3000).map(|i| format!("q{i}=1&")).collect();
+        let params: Vec<String> = (0..8)
+            .map(|i| format!("\"@query-param\";name=\"q{i}\""))
+            .collect();
+        assert!(base("a=1", &query, params.get(..1).unwrap()).is_ok());
+        assert!(matches!(
+            base("a=1", &query, &params),
+            Err(ComponentError::TooLarge { .. })
+        ));
     }
 
     #[test]

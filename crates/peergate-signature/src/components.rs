@@ -133,7 +133,27 @@ pub enum ComponentError {
         /// The identifier as serialized.
         id: String,
     },
+    /// The covered fields and query parameters add up to more than
+    /// [`MAX_COVERED_INPUT`] bytes.
+    #[error(
+        "the covered fields and query parameters add up to {bytes} bytes; at most {} are read \
+         for one signature",
+        MAX_COVERED_INPUT
+    )]
+    TooLarge {
+        /// What the covered components would read, counted once per component.
+        bytes: usize,
+    },
 }
+
+/// Most bytes of field values and query the components of one signature may read, counted
+/// once for each component that reads them.
+///
+/// Each `;sf` or `;key` component parses its field again, and each `@query-param` scans the
+/// query again, so without a bound a request head of a megabyte covering the same large field
+/// 64 times (`"x";key="a"`, `"x";key="b"`, ...) costs a second of parsing before its signature
+/// can be found bad. Real signatures read a few hundred bytes.
+pub const MAX_COVERED_INPUT: usize = 64 * 1024;
 
 /// Longest piece of request-supplied text echoed back in an error message.
 const MAX_ECHO: usize = 100;
@@ -522,35 +542,64 @@ impl ComponentId {
     /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
     ///
     /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
+    /// The message this component's value comes from, with the overrides that apply to it.
+    fn target<'m, 'o>(
+        &self,
+        msg: MessageView<'m>,
+        overrides: &'o [FieldOverride<'o>],
+    ) -> Result<(MessageView<'m>, &'o [FieldOverride<'o>]), ComponentError> {
+        // `req`: the value comes from the request the response answers; field overrides
+        // belong to the message being signed, not to that request.
+        if !self.req {
+            return Ok((msg, overrides));
+        }
+        match msg {
+            MessageView::Request(_) => Err(invalid_id(
+                &self.serialized,
+                "req is only meaningful when signing or checking a response",
+            )),
+            MessageView::Response(resp) => match resp.request {
+                Some(req) => Ok((MessageView::Request(req), &[])),
+                None => Err(ComponentError::Missing {
+                    id: echo(&self.serialized),
+                    why: "the request this response answers is not available".into(),
+                }),
+            },
+        }
+    }
+
+    /// The bytes [`write_lines`](Self::write_lines) reads for this component, for
+    /// [`MAX_COVERED_INPUT`]: a field's values, the query for `@query-param`; 0 for the other
+    /// derived components, which each read a part of the target once.
+    pub(crate) fn input_len(&self, msg: MessageView<'_>, overrides: &[FieldOverride<'_>]) -> usize {
+        let Ok((target, overrides)) = self.target(msg, overrides) else {
+            return 0; // write_lines reports it
+        };
+        match self.kind {
+            ComponentKind::Field => match overrides.iter().find(|o| o.name == self.name()) {
+                Some(o) => o.value.len(),
+                None => target
+                    .headers()
+                    .get_all(self.name())
+                    .iter()
+                    .map(|v| v.len())
+                    .sum(),
+            },
+            ComponentKind::Derived(Derived::QueryParam) => match target {
+                MessageView::Request(req) => req.uri.query().map_or(0, str::len),
+                MessageView::Response(_) => 0,
+            },
+            ComponentKind::Derived(_) => 0,
+        }
+    }
+
     pub(crate) fn write_lines(
         &self,
         msg: MessageView<'_>,
         overrides: &[FieldOverride<'_>],
         out: &mut Vec<u8>,
     ) -> Result<(), ComponentError> {
-        // `req`: the value comes from the request the response answers; field overrides
-        // belong to the message being signed, not to that request.
-        let (target, overrides) = if self.req {
-            match msg {
-                MessageView::Request(_) => {
-                    return Err(invalid_id(
-                        &self.serialized,
-                        "req is only meaningful when signing or checking a response",
-                    ))
-                }
-                MessageView::Response(resp) => match resp.request {
-                    Some(req) => (MessageView::Request(req), &[][..]),
-                    None => {
-                        return Err(ComponentError::Missing {
-                            id: echo(&self.serialized),
-                            why: "the request this response answers is not available".into(),
-                        })
-                    }
-                },
-            }
-        } else {
-            (msg, overrides)
-        };
+        let (target, overrides) = self.target(msg, overrides)?;
 
         match self.kind {
             ComponentKind::Field => {

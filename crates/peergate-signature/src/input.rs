@@ -35,6 +35,18 @@ pub const SIGNATURE: &str = "signature";
 /// Length of an Ed25519 signature.
 pub const ED25519_SIGNATURE_LEN: usize = 64;
 
+/// Most signatures (labels) one `Signature-Input` or `Signature` field may hold.
+///
+/// These limits keep the work a request can cause before its signature is checked in
+/// proportion to what it is for: labels, components and parameters are looked up among
+/// their earlier siblings, and a field of a megabyte listing tens of thousands of them would
+/// otherwise cost seconds. Real messages carry a few of each.
+pub const MAX_SIGNATURES: usize = 16;
+/// Most component identifiers one signature may cover.
+pub const MAX_COMPONENTS: usize = 64;
+/// Most parameters one signature, or one component identifier, may carry.
+pub const MAX_PARAMETERS: usize = 16;
+
 /// Why the signature fields cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
@@ -285,9 +297,12 @@ pub(crate) fn joined_field<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow
 /// One `Signature-Input` member while parsing.
 struct RawInput {
     label: String,
-    /// The structural problem (not an inner list, an item that is not a string), if any.
+    /// The structural problem (not an inner list, an item that is not a string, a limit
+    /// passed), if any.
     problem: Option<String>,
     components: Result<Vec<ComponentId>, ComponentError>,
+    /// Items of the inner list seen, valid or not (for [`MAX_COMPONENTS`]).
+    items: usize,
     params: SignatureParams,
 }
 
@@ -295,17 +310,26 @@ impl RawInput {
     fn reset(&mut self) {
         self.problem = None;
         self.components = Ok(Vec::new());
+        self.items = 0;
         self.params = SignatureParams::new();
+    }
+
+    fn note(&mut self, problem: impl FnOnce() -> String) {
+        if self.problem.is_none() {
+            self.problem = Some(problem());
+        }
     }
 }
 
 #[derive(Default)]
 struct InputVisitor {
     entries: Vec<RawInput>,
+    too_many: bool,
 }
 
 impl<'de> DictionaryVisitor<'de> for InputVisitor {
-    type Out = Vec<RawInput>;
+    /// The entries, or why there are too many.
+    type Out = Result<Vec<RawInput>, InputError>;
     type Error = Infallible;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
@@ -317,11 +341,16 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor {
                 }
                 pos
             }
+            None if self.entries.len() >= MAX_SIGNATURES => {
+                self.too_many = true;
+                return Ok(None);
+            }
             None => {
                 self.entries.push(RawInput {
                     label: key.as_str().to_owned(),
                     problem: None,
                     components: Ok(Vec::with_capacity(8)),
+                    items: 0,
                     params: SignatureParams {
                         params: Vec::with_capacity(8),
                     },
@@ -333,7 +362,13 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor {
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        Ok(self.entries)
+        if self.too_many {
+            return Ok(Err(malformed(format!(
+                "Signature-Input lists more than {MAX_SIGNATURES} signatures; peergate reads at \
+                 most {MAX_SIGNATURES}"
+            ))));
+        }
+        Ok(Ok(self.entries))
     }
 }
 
@@ -359,11 +394,23 @@ impl<'de> InnerListVisitor<'de> for InputSlot<'_> {
     type Error = Infallible;
 
     fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
-        Ok(ComponentVisitor(&mut *self.0))
+        let entry = &mut *self.0;
+        entry.items += 1;
+        if entry.items > MAX_COMPONENTS {
+            let label = &entry.label;
+            let problem = format!(
+                "signature {} covers more than {MAX_COMPONENTS} components; peergate accepts \
+                 at most {MAX_COMPONENTS}",
+                echo(label)
+            );
+            entry.note(|| problem);
+            return Ok(None);
+        }
+        Ok(Some(ComponentVisitor(entry)))
     }
 
     fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
-        Ok(SignatureParamsVisitor(&mut self.0.params))
+        Ok(SignatureParamsVisitor(self.0))
     }
 }
 
@@ -417,8 +464,17 @@ impl<'de> ParameterVisitor<'de> for ComponentParams<'_, 'de> {
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
+        let full = self.params.len() >= MAX_PARAMETERS;
         match self.params.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
+            None if full => {
+                let problem = format!(
+                    "a component identifier of signature {} has more than {MAX_PARAMETERS} \
+                     parameters",
+                    echo(&self.entry.label)
+                );
+                self.entry.note(|| problem);
+            }
             None => self.params.push((key, value)),
         }
         Ok(())
@@ -474,7 +530,7 @@ where
     }
 }
 
-struct SignatureParamsVisitor<'a>(&'a mut SignatureParams);
+struct SignatureParamsVisitor<'a>(&'a mut RawInput);
 
 impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
     type Out = ();
@@ -485,7 +541,16 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        self.0.set(key, value.into());
+        let entry = &mut *self.0;
+        if entry.params.params.len() >= MAX_PARAMETERS && entry.params.get(key.as_str()).is_none() {
+            let problem = format!(
+                "signature {} has more than {MAX_PARAMETERS} parameters",
+                echo(&entry.label)
+            );
+            entry.note(|| problem);
+            return Ok(());
+        }
+        entry.params.set(key, value.into());
         Ok(())
     }
 
@@ -498,15 +563,21 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
 #[derive(Default)]
 struct SignatureVisitor {
     entries: Vec<(String, Option<Vec<u8>>)>,
+    too_many: bool,
 }
 
 impl<'de> DictionaryVisitor<'de> for SignatureVisitor {
-    type Out = Vec<(String, Option<Vec<u8>>)>;
+    /// The entries, or why there are too many.
+    type Out = Result<Vec<(String, Option<Vec<u8>>)>, InputError>;
     type Error = Infallible;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         let pos = match self.entries.iter().position(|(l, _)| l == key.as_str()) {
             Some(pos) => pos,
+            None if self.entries.len() >= MAX_SIGNATURES => {
+                self.too_many = true;
+                return Ok(None);
+            }
             None => {
                 self.entries.push((key.as_str().to_owned(), None));
                 self.entries.len() - 1
@@ -520,7 +591,13 @@ impl<'de> DictionaryVisitor<'de> for SignatureVisitor {
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        Ok(self.entries)
+        if self.too_many {
+            return Ok(Err(malformed(format!(
+                "Signature lists more than {MAX_SIGNATURES} signatures; peergate reads at most \
+                 {MAX_SIGNATURES}"
+            ))));
+        }
+        Ok(Ok(self.entries))
     }
 }
 
@@ -579,14 +656,14 @@ impl SignatureFields {
                 malformed(format!(
                     "Signature-Input is not a structured-field dictionary: {e}"
                 ))
-            })?;
+            })??;
         let mut sigs = Parser::new(signature)
             .parse_dictionary_with_visitor(SignatureVisitor::default())
             .map_err(|e| {
                 malformed(format!(
                     "Signature is not a structured-field dictionary: {e}"
                 ))
-            })?;
+            })??;
         if inputs.is_empty() {
             return Err(malformed("Signature-Input lists no signature"));
         }
@@ -707,7 +784,7 @@ pub fn signature_member(label: &str, signature: &[u8]) -> Result<String, InputEr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -770,6 +847,70 @@ mod tests {
             f.entries()[0].components().unwrap()[0].as_serialized(),
             r#""x";sf"#
         );
+    }
+
+    /// `Signature-Input` for `labels` signatures, each covering `components` distinct fields
+    /// with `params` parameters, and the matching `Signature`.
+    fn sized(labels: usize, components: usize, params: usize) -> (String, String) {
+        let inner: Vec<String> = (0..components).map(|i| format!("\"h{i}\"")).collect();
+        let params: String = (0..params).map(|i| format!(";p{i}={i}")).collect();
+        let input: Vec<String> = (0..labels)
+            .map(|l| format!("s{l}=({}){params}", inner.join(" ")))
+            .collect();
+        let sig: Vec<String> = (0..labels).map(|l| format!("s{l}=:AA==:")).collect();
+        (input.join(", "), sig.join(", "))
+    }
+
+    fn refusal(input: &str, sig: &str) -> String {
+        match SignatureFields::parse(input.as_bytes(), sig.as_bytes()) {
+            Err(InputError::Malformed(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_up_to_the_limits_parse_and_one_more_is_refused() {
+        let (input, sig) = sized(MAX_SIGNATURES, MAX_COMPONENTS, MAX_PARAMETERS);
+        let f = SignatureFields::parse(input.as_bytes(), sig.as_bytes()).unwrap();
+        assert_eq!(f.entries().len(), MAX_SIGNATURES);
+        let first = &f.entries()[0];
+        assert_eq!(first.components().unwrap().len(), MAX_COMPONENTS);
+        assert_eq!(
+            first.params().get("p15"),
+            Some(&BareItem::Integer(15.into()))
+        );
+
+        let (input, sig) = sized(MAX_SIGNATURES + 1, 1, 0);
+        assert!(refusal(&input, &sig).contains("Signature-Input lists more than 16 signatures"));
+        // The same label again is not a new signature.
+        let (input, _) = sized(1, 1, 0);
+        let again = vec![input.as_str(); MAX_SIGNATURES + 5].join(", ");
+        assert!(SignatureFields::parse(again.as_bytes(), b"s0=:AA==:").is_ok());
+        let (input, sig) = sized(1, 1, 0);
+        let sig = format!("{sig}, {}", sized(MAX_SIGNATURES + 1, 0, 0).1);
+        assert!(refusal(&input, &sig).contains("Signature lists more than 16 signatures"));
+
+        let (input, sig) = sized(1, MAX_COMPONENTS + 1, 0);
+        assert!(refusal(&input, &sig).contains("signature s0 covers more than 64 components"));
+        let (input, sig) = sized(1, 1, MAX_PARAMETERS + 1);
+        assert!(refusal(&input, &sig).contains("signature s0 has more than 16 parameters"));
+        let many: String = (0..=MAX_PARAMETERS).map(|i| format!(";p{i}")).collect();
+        let input = format!("s0=(\"h\"{many})");
+        assert!(refusal(&input, "s0=:AA==:")
+            .contains("a component identifier of signature s0 has more than 16 parameters"));
+    }
+
+    /// Fields of about a megabyte, as a request head may carry, are refused (a test that took
+    /// seconds per request before the limits: labels, components and parameters were each
+    /// looked up among all the earlier ones).
+    #[test]
+    fn megabyte_fields_are_refused() {
+        let (input, sig) = sized(40_000, 1, 0);
+        assert!(refusal(&input, &sig).contains("more than 16 signatures"));
+        let (input, sig) = sized(1, 60_000, 0);
+        assert!(refusal(&input, &sig).contains("more than 64 components"));
+        let (input, sig) = sized(1, 1, 60_000);
+        assert!(refusal(&input, &sig).contains("more than 16 parameters"));
     }
 
     #[test]

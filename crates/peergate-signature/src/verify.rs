@@ -281,7 +281,8 @@ fn component_refusal(e: ComponentError) -> Refusal {
         ComponentError::Missing { .. } => Reason::MissingComponent,
         ComponentError::InvalidIdentifier { .. }
         | ComponentError::InvalidValue { .. }
-        | ComponentError::Duplicate { .. } => Reason::MalformedSignature,
+        | ComponentError::Duplicate { .. }
+        | ComponentError::TooLarge { .. } => Reason::MalformedSignature,
     };
     Refusal::new(reason, e.to_string())
 }
