@@ -539,9 +539,6 @@ impl ComponentId {
             && self.query_name == other.query_name
     }
 
-    /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
-    ///
-    /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
     /// The message this component's value comes from, with the overrides that apply to it.
     fn target<'m, 'o>(
         &self,
@@ -593,6 +590,9 @@ impl ComponentId {
         }
     }
 
+    /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
+    ///
+    /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
     pub(crate) fn write_lines(
         &self,
         msg: MessageView<'_>,

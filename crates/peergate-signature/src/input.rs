@@ -314,9 +314,11 @@ impl RawInput {
         self.params = SignatureParams::new();
     }
 
-    fn note(&mut self, problem: impl FnOnce() -> String) {
+    /// Records `problem` (built only when none is recorded yet: past a limit every further
+    /// item lands here).
+    fn note(&mut self, problem: impl FnOnce(&str) -> String) {
         if self.problem.is_none() {
-            self.problem = Some(problem());
+            self.problem = Some(problem(&self.label));
         }
     }
 }
@@ -397,13 +399,13 @@ impl<'de> InnerListVisitor<'de> for InputSlot<'_> {
         let entry = &mut *self.0;
         entry.items += 1;
         if entry.items > MAX_COMPONENTS {
-            let label = &entry.label;
-            let problem = format!(
-                "signature {} covers more than {MAX_COMPONENTS} components; peergate accepts \
-                 at most {MAX_COMPONENTS}",
-                echo(label)
-            );
-            entry.note(|| problem);
+            entry.note(|label| {
+                format!(
+                    "signature {} covers more than {MAX_COMPONENTS} components; peergate \
+                     accepts at most {MAX_COMPONENTS}",
+                    echo(label)
+                )
+            });
             return Ok(None);
         }
         Ok(Some(ComponentVisitor(entry)))
@@ -467,14 +469,13 @@ impl<'de> ParameterVisitor<'de> for ComponentParams<'_, 'de> {
         let full = self.params.len() >= MAX_PARAMETERS;
         match self.params.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
-            None if full => {
-                let problem = format!(
+            None if full => self.entry.note(|label| {
+                format!(
                     "a component identifier of signature {} has more than {MAX_PARAMETERS} \
                      parameters",
-                    echo(&self.entry.label)
-                );
-                self.entry.note(|| problem);
-            }
+                    echo(label)
+                )
+            }),
             None => self.params.push((key, value)),
         }
         Ok(())
@@ -543,11 +544,12 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
     ) -> Result<(), Self::Error> {
         let entry = &mut *self.0;
         if entry.params.params.len() >= MAX_PARAMETERS && entry.params.get(key.as_str()).is_none() {
-            let problem = format!(
-                "signature {} has more than {MAX_PARAMETERS} parameters",
-                echo(&entry.label)
-            );
-            entry.note(|| problem);
+            entry.note(|label| {
+                format!(
+                    "signature {} has more than {MAX_PARAMETERS} parameters",
+                    echo(label)
+                )
+            });
             return Ok(());
         }
         entry.params.set(key, value.into());
