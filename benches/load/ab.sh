@@ -9,7 +9,7 @@
 # Prints one line per run: A or B, requests/s, p50, p99, CPU ms per 1000 requests (the pair).
 # RATE=N runs at a constant N requests/s on 16 connections instead of the closed loop (latency).
 # NAMES=1 names the app and the peers `localhost` in the configs instead of 127.0.0.1 (host-name
-# resolution on the request path).
+# resolution on the request path). WORKERS=N sets listen.threads (default 2, as run.sh).
 set -euo pipefail
 HOST=127.0.0.1
 [ -n "${NAMES:-}" ] && HOST=localhost
@@ -43,7 +43,7 @@ for v in A B; do
         if [ $side = a ]; then key=alice i=$ai o=$ao m=$aa; else key=bob i=$bi o=$bo m=$ba; fi
         cat >"$DIR/$side$v.yaml" <<EOC
 identity: { key_file: $key.pem, name: $key, hosts: ["127.0.0.1", "localhost"] }
-listen: { inbound: "127.0.0.1:$i", outbound: "127.0.0.1:$o", admin: "127.0.0.1:$m" }
+listen: { inbound: "127.0.0.1:$i", outbound: "127.0.0.1:$o", admin: "127.0.0.1:$m", threads: ${WORKERS:-2} }
 tls: { cert_file: cert.pem, key_file: key.pem, peer_ca_file: ca.pem }
 app: { upstream: "$HOST:$APP" }
 peers_file: $side$v-peers.yaml

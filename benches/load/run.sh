@@ -19,7 +19,9 @@
 # per-request log lines of peergate and access log of nginx, default on for both),
 # SUSTAIN (s, default 60: bob with the large allowlist at its peak for a whole replay window,
 # for its resident memory when the replay cache holds all it ever holds; 0 skips it),
-# KEEP=1 (keep the work directory), CARGO_TARGET_DIR (where to build).
+# WORKERS (default 2: nginx's worker_processes and peergate's listen.threads, the same on both
+# sides whatever the machine), KEEP=1 (keep the work directory), CARGO_TARGET_DIR (where to
+# build).
 # Needs: cargo, and nginx + wrk (installed with apt-get when missing, as root).
 set -euo pipefail
 
@@ -32,6 +34,7 @@ RATE_CONNS=${RATE_CONNS:-16}
 PEERS=${PEERS:-100000}
 SUSTAIN=${SUSTAIN:-60}
 LOGS=${LOGS:-on}
+WORKERS=${WORKERS:-2}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -112,7 +115,7 @@ read -r BOB_spki BOB_key_id BOB_short_id <<<"$("$PGB" identity --out "$DIR/bob.p
 pg_config() { # name inbound outbound admin peers_file
     cat >"$DIR/$1.yaml" <<EOF
 identity: { key_file: $2.pem, name: $2, hosts: ["127.0.0.1", "localhost"] }
-listen: { inbound: "127.0.0.1:$3", outbound: "127.0.0.1:$4", admin: "127.0.0.1:$5" }
+listen: { inbound: "127.0.0.1:$3", outbound: "127.0.0.1:$4", admin: "127.0.0.1:$5", threads: $WORKERS }
 tls: { cert_file: cert.pem, key_file: key.pem, peer_ca_file: ca.pem }
 app: { upstream: "127.0.0.1:$APP_PORT" }
 peers_file: $6
@@ -134,7 +137,7 @@ fi
 
 nginx_common() { # name
     cat <<EOF
-worker_processes 2;
+worker_processes $WORKERS;
 user root root;
 pid $DIR/$1.pid;
 error_log $DIR/$1.error.log warn;
@@ -288,7 +291,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     SKIP_REST=0
 fi
-RATE=- WRK_ng_full=- WRK_pg_full=- CHECK_S=- STARTUP_S=- RELOAD_S=- RSS_big=0 HWM_big_after_reload=0 HWM_pg_in_big= REPLAY_big=- REPLAY_MEM=-
+RATE=- RATE4=- WRK_ng_full=- WRK_pg_full=- CHECK_S=- STARTUP_S=- RELOAD_S=- RSS_big=0 HWM_big_after_reload=0 HWM_pg_in_big= REPLAY_big=- REPLAY_MEM=-
 RSS_big_idle=0 RSS_big_sustained=0 RSS_big_after_reload=0 SUSTAINED=-
 if [ $SKIP_REST = 0 ]; then
 # Constant rate at half, then a quarter of the peergate full-path peak: the app alone, then the
@@ -395,7 +398,7 @@ row() { # label key hwm_kib
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 {
     machine
-    echo "peergate $("$PG" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'); ${DURATION}s per run after ${WARMUP}s warm-up; $CONNS connections (closed loop); logs $LOGS"
+    echo "peergate $("$PG" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'); ${DURATION}s per run after ${WARMUP}s warm-up; $CONNS connections (closed loop); logs $LOGS; $WORKERS nginx workers and peergate threads per listener"
     echo
     echo "| setup                                        |   req/s   | p50 ms   | p99 ms   | CPU s/1k req | peak RSS MiB |"
     echo "| -------------------------------------------- | --------- | -------- | -------- | ------------ | ------------ |"
