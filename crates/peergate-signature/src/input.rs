@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -292,7 +293,22 @@ pub(crate) fn joined_field<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow
 // identifier is built. This runs on every request, ahead of the signature check.
 //
 // RFC 9651 semantics are kept: a label given twice keeps its first place and its last value,
-// and a problem in a value that a later duplicate replaces does not count.
+// and a problem in a value that a later duplicate replaces does not count. A limit passed
+// (MAX_SIGNATURES, MAX_COMPONENTS, MAX_PARAMETERS) is the exception: the parse stops there
+// and the field is refused whole.
+
+/// Ends a parse early: a limit was passed, and the reason is recorded beside the entries (a
+/// field past a limit is refused whole, so the rest of it need not be read).
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a limit was passed")
+    }
+}
+
+impl std::error::Error for Stop {}
 
 /// One `Signature-Input` member while parsing.
 struct RawInput {
@@ -303,6 +319,8 @@ struct RawInput {
     components: Result<Vec<ComponentId>, ComponentError>,
     /// Items of the inner list seen, valid or not (for [`MAX_COMPONENTS`]).
     items: usize,
+    /// A limit was passed here and ended the parse; `problem` says which.
+    stopped: bool,
     params: SignatureParams,
 }
 
@@ -314,25 +332,23 @@ impl RawInput {
         self.params = SignatureParams::new();
     }
 
-    /// Records `problem` (built only when none is recorded yet: past a limit every further
-    /// item lands here).
-    fn note(&mut self, problem: impl FnOnce(&str) -> String) {
-        if self.problem.is_none() {
-            self.problem = Some(problem(&self.label));
-        }
+    /// Records that a limit was passed, to end the parse with [`Stop`].
+    fn limit(&mut self, why: impl FnOnce(&str) -> String) -> Stop {
+        self.problem = Some(why(&self.label));
+        self.stopped = true;
+        Stop
     }
 }
 
-#[derive(Default)]
-struct InputVisitor {
-    entries: Vec<RawInput>,
-    too_many: bool,
+/// Fills `entries`; `too_many` tells a parse ended by [`MAX_SIGNATURES`].
+struct InputVisitor<'s> {
+    entries: &'s mut Vec<RawInput>,
+    too_many: &'s mut bool,
 }
 
-impl<'de> DictionaryVisitor<'de> for InputVisitor {
-    /// The entries, or why there are too many.
-    type Out = Result<Vec<RawInput>, InputError>;
-    type Error = Infallible;
+impl<'de> DictionaryVisitor<'de> for InputVisitor<'_> {
+    type Out = ();
+    type Error = Stop;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         let pos = match self.entries.iter().position(|e| e.label == key.as_str()) {
@@ -344,8 +360,8 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor {
                 pos
             }
             None if self.entries.len() >= MAX_SIGNATURES => {
-                self.too_many = true;
-                return Ok(None);
+                *self.too_many = true;
+                return Err(Stop);
             }
             None => {
                 self.entries.push(RawInput {
@@ -353,6 +369,7 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor {
                     problem: None,
                     components: Ok(Vec::with_capacity(8)),
                     items: 0,
+                    stopped: false,
                     params: SignatureParams {
                         params: Vec::with_capacity(8),
                     },
@@ -364,20 +381,14 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor {
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        if self.too_many {
-            return Ok(Err(malformed(format!(
-                "Signature-Input lists more than {MAX_SIGNATURES} signatures; peergate reads at \
-                 most {MAX_SIGNATURES}"
-            ))));
-        }
-        Ok(Ok(self.entries))
+        Ok(())
     }
 }
 
 struct InputSlot<'a>(&'a mut RawInput);
 
 impl<'de> EntryVisitor<'de> for InputSlot<'_> {
-    type Error = Infallible;
+    type Error = Stop;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         self.0.problem = Some(format!(
@@ -393,22 +404,21 @@ impl<'de> EntryVisitor<'de> for InputSlot<'_> {
 }
 
 impl<'de> InnerListVisitor<'de> for InputSlot<'_> {
-    type Error = Infallible;
+    type Error = Stop;
 
     fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         let entry = &mut *self.0;
         entry.items += 1;
         if entry.items > MAX_COMPONENTS {
-            entry.note(|label| {
+            return Err(entry.limit(|label| {
                 format!(
                     "signature {} covers more than {MAX_COMPONENTS} components; peergate \
                      accepts at most {MAX_COMPONENTS}",
                     echo(label)
                 )
-            });
-            return Ok(None);
+            }));
         }
-        Ok(Some(ComponentVisitor(entry)))
+        Ok(ComponentVisitor(entry))
     }
 
     fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
@@ -420,7 +430,7 @@ struct ComponentVisitor<'a>(&'a mut RawInput);
 
 impl<'de> ItemVisitor<'de> for ComponentVisitor<'_> {
     type Out = ();
-    type Error = Infallible;
+    type Error = Stop;
 
     fn bare_item(
         self,
@@ -459,7 +469,7 @@ struct ComponentParams<'a, 'de> {
 
 impl<'de> ParameterVisitor<'de> for ComponentParams<'_, 'de> {
     type Out = ();
-    type Error = Infallible;
+    type Error = Stop;
 
     fn parameter(
         &mut self,
@@ -469,13 +479,15 @@ impl<'de> ParameterVisitor<'de> for ComponentParams<'_, 'de> {
         let full = self.params.len() >= MAX_PARAMETERS;
         match self.params.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
-            None if full => self.entry.note(|label| {
-                format!(
-                    "a component identifier of signature {} has more than {MAX_PARAMETERS} \
-                     parameters",
-                    echo(label)
-                )
-            }),
+            None if full => {
+                return Err(self.entry.limit(|label| {
+                    format!(
+                        "a component identifier of signature {} has more than \
+                         {MAX_PARAMETERS} parameters",
+                        echo(label)
+                    )
+                }))
+            }
             None => self.params.push((key, value)),
         }
         Ok(())
@@ -506,11 +518,11 @@ enum Either<L, R> {
 
 impl<'de, L, R> ParameterVisitor<'de> for Either<L, R>
 where
-    L: ParameterVisitor<'de, Out = (), Error = Infallible>,
+    L: ParameterVisitor<'de, Out = (), Error = Stop>,
     R: ParameterVisitor<'de, Out = (), Error = Infallible>,
 {
     type Out = ();
-    type Error = Infallible;
+    type Error = Stop;
 
     fn parameter(
         &mut self,
@@ -519,14 +531,14 @@ where
     ) -> Result<(), Self::Error> {
         match self {
             Either::Left(l) => l.parameter(key, value),
-            Either::Right(r) => r.parameter(key, value),
+            Either::Right(r) => r.parameter(key, value).map_err(|never| match never {}),
         }
     }
 
     fn finish(self) -> Result<(), Self::Error> {
         match self {
             Either::Left(l) => l.finish(),
-            Either::Right(r) => r.finish(),
+            Either::Right(r) => r.finish().map_err(|never| match never {}),
         }
     }
 }
@@ -535,7 +547,7 @@ struct SignatureParamsVisitor<'a>(&'a mut RawInput);
 
 impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
     type Out = ();
-    type Error = Infallible;
+    type Error = Stop;
 
     fn parameter(
         &mut self,
@@ -544,13 +556,12 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
     ) -> Result<(), Self::Error> {
         let entry = &mut *self.0;
         if entry.params.params.len() >= MAX_PARAMETERS && entry.params.get(key.as_str()).is_none() {
-            entry.note(|label| {
+            return Err(entry.limit(|label| {
                 format!(
                     "signature {} has more than {MAX_PARAMETERS} parameters",
                     echo(label)
                 )
-            });
-            return Ok(());
+            }));
         }
         entry.params.set(key, value.into());
         Ok(())
@@ -562,24 +573,19 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
 }
 
 /// `Signature` members while parsing: label and bytes (or `None`: not a byte sequence).
-#[derive(Default)]
-struct SignatureVisitor {
-    entries: Vec<(String, Option<Vec<u8>>)>,
-    too_many: bool,
+/// Fills `entries`; a parse that ends with [`Stop`] passed [`MAX_SIGNATURES`].
+struct SignatureVisitor<'s> {
+    entries: &'s mut Vec<(String, Option<Vec<u8>>)>,
 }
 
-impl<'de> DictionaryVisitor<'de> for SignatureVisitor {
-    /// The entries, or why there are too many.
-    type Out = Result<Vec<(String, Option<Vec<u8>>)>, InputError>;
-    type Error = Infallible;
+impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
+    type Out = ();
+    type Error = Stop;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         let pos = match self.entries.iter().position(|(l, _)| l == key.as_str()) {
             Some(pos) => pos,
-            None if self.entries.len() >= MAX_SIGNATURES => {
-                self.too_many = true;
-                return Ok(None);
-            }
+            None if self.entries.len() >= MAX_SIGNATURES => return Err(Stop),
             None => {
                 self.entries.push((key.as_str().to_owned(), None));
                 self.entries.len() - 1
@@ -593,20 +599,14 @@ impl<'de> DictionaryVisitor<'de> for SignatureVisitor {
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        if self.too_many {
-            return Ok(Err(malformed(format!(
-                "Signature lists more than {MAX_SIGNATURES} signatures; peergate reads at most \
-                 {MAX_SIGNATURES}"
-            ))));
-        }
-        Ok(Ok(self.entries))
+        Ok(())
     }
 }
 
 struct SignatureSlot<'a>(&'a mut Option<Vec<u8>>);
 
 impl<'de> EntryVisitor<'de> for SignatureSlot<'_> {
-    type Error = Infallible;
+    type Error = Stop;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         Ok(self)
@@ -619,7 +619,7 @@ impl<'de> EntryVisitor<'de> for SignatureSlot<'_> {
 
 impl<'de> ItemVisitor<'de> for SignatureSlot<'_> {
     type Out = ();
-    type Error = Infallible;
+    type Error = Stop;
 
     fn bare_item(
         self,
@@ -652,20 +652,46 @@ impl SignatureFields {
 
     /// Parses the two field values and matches their labels.
     pub fn parse(signature_input: &[u8], signature: &[u8]) -> Result<SignatureFields, InputError> {
-        let inputs = Parser::new(signature_input)
-            .parse_dictionary_with_visitor(InputVisitor::default())
-            .map_err(|e| {
-                malformed(format!(
+        let mut inputs = Vec::new();
+        let mut too_many = false;
+        let parsed = Parser::new(signature_input).parse_dictionary_with_visitor(InputVisitor {
+            entries: &mut inputs,
+            too_many: &mut too_many,
+        });
+        if let Err(e) = parsed {
+            // A limit ended the parse: its reason, else the syntax error.
+            if too_many {
+                return Err(malformed(format!(
+                    "Signature-Input lists more than {MAX_SIGNATURES} signatures; peergate reads \
+                     at most {MAX_SIGNATURES}"
+                )));
+            }
+            let limit = inputs
+                .into_iter()
+                .find(|i| i.stopped)
+                .and_then(|i| i.problem);
+            return Err(match limit {
+                Some(problem) => malformed(problem),
+                None => malformed(format!(
                     "Signature-Input is not a structured-field dictionary: {e}"
+                )),
+            });
+        }
+        let mut sigs = Vec::new();
+        let parsed = Parser::new(signature)
+            .parse_dictionary_with_visitor(SignatureVisitor { entries: &mut sigs });
+        if let Err(e) = parsed {
+            return Err(if sigs.len() >= MAX_SIGNATURES {
+                malformed(format!(
+                    "Signature lists more than {MAX_SIGNATURES} signatures; peergate reads at \
+                     most {MAX_SIGNATURES}"
                 ))
-            })??;
-        let mut sigs = Parser::new(signature)
-            .parse_dictionary_with_visitor(SignatureVisitor::default())
-            .map_err(|e| {
+            } else {
                 malformed(format!(
                     "Signature is not a structured-field dictionary: {e}"
                 ))
-            })??;
+            });
+        }
         if inputs.is_empty() {
             return Err(malformed("Signature-Input lists no signature"));
         }
@@ -821,6 +847,13 @@ mod tests {
         assert!(SignatureFields::parse(b"sig-b26=(@method)", SIG.as_bytes()).is_err());
         assert!(SignatureFields::parse(input, b"sig-b26=\"x\"").is_err());
         assert!(SignatureFields::parse(b"", b"").is_err());
+        // A syntax error is reported as such, even after a member with a problem of its own.
+        let err = SignatureFields::parse(b"a=1, b=(", SIG.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Signature-Input is not a structured-field dictionary"),
+            "{err}"
+        );
     }
 
     #[test]
