@@ -226,6 +226,40 @@ impl Inbound {
     }
 }
 
+/// What was wrong with a client's request, for a problem's detail: the error type with the
+/// innermost explanation Pingora gave (`InvalidHTTPHeader (too many Connection header
+/// nominations)`). Only the innermost: the outer contexts name the app's address, which a
+/// client has no business seeing.
+fn client_error_text(e: &Error) -> String {
+    let mut innermost = None;
+    let mut cause = e.cause.as_deref();
+    while let Some(inner) = cause.and_then(as_pingora) {
+        if let Some(context) = inner.context.as_ref().filter(|c| !c.as_str().is_empty()) {
+            innermost = Some(context.as_str());
+        }
+        cause = inner.cause.as_deref();
+    }
+    match innermost {
+        Some(why) => {
+            // Bounded: a context may quote what the client sent.
+            let end = (0..=why.len().min(200))
+                .rev()
+                .find(|&i| why.is_char_boundary(i))
+                .unwrap_or(0);
+            let cut = why.get(..end).unwrap_or_default();
+            format!("{} ({cut})", e.etype().as_str())
+        }
+        None => e.etype().as_str().to_string(),
+    }
+}
+
+/// A cause in an error chain as a Pingora error: Pingora chains them boxed or not.
+fn as_pingora<'e>(cause: &'e (dyn std::error::Error + Send + Sync + 'static)) -> Option<&'e Error> {
+    cause
+        .downcast_ref::<Error>()
+        .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -349,7 +383,7 @@ impl ProxyHttp for Inbound {
                     400,
                     "bad_request",
                     "Bad request",
-                    format!("the request could not be read: {}", e.etype().as_str()),
+                    format!("the request could not be read: {}", client_error_text(e)),
                 );
                 ctx.record.refuse(session, &problem, None).await;
             }

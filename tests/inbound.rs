@@ -702,6 +702,22 @@ async fn signature_fields_that_multiply_work_are_refused() {
     assert_eq!(f.app.count(), 0);
 }
 
+/// A request Pingora refuses while proxying a public route (here: ten or more headers named
+/// in `Connection`) gets a problem document that says why, and never the app's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pingora_refuses_on_a_public_route_says_why() {
+    let f = Fixture::start();
+    let req = RawRequest::new("GET", "/public/page")
+        .header("Host", f.authority())
+        .header("Connection", "a, b, c, d, e, f, g, h, i, j");
+    let resp = f.send(req).await;
+    assert_problem(&resp, 400, "bad_request");
+    let detail = resp.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("Connection"), "{detail}");
+    assert!(!detail.contains(&f.app.addr().to_string()), "{detail}");
+    assert_eq!(f.app.count(), 0);
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
