@@ -573,9 +573,10 @@ impl<'de> ParameterVisitor<'de> for SignatureParamsVisitor<'_> {
 }
 
 /// `Signature` members while parsing: label and bytes (or `None`: not a byte sequence).
-/// Fills `entries`; a parse that ends with [`Stop`] passed [`MAX_SIGNATURES`].
+/// Fills `entries`; `too_many` tells a parse ended by [`MAX_SIGNATURES`].
 struct SignatureVisitor<'s> {
     entries: &'s mut Vec<(String, Option<Vec<u8>>)>,
+    too_many: &'s mut bool,
 }
 
 impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
@@ -585,7 +586,10 @@ impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         let pos = match self.entries.iter().position(|(l, _)| l == key.as_str()) {
             Some(pos) => pos,
-            None if self.entries.len() >= MAX_SIGNATURES => return Err(Stop),
+            None if self.entries.len() >= MAX_SIGNATURES => {
+                *self.too_many = true;
+                return Err(Stop);
+            }
             None => {
                 self.entries.push((key.as_str().to_owned(), None));
                 self.entries.len() - 1
@@ -678,10 +682,13 @@ impl SignatureFields {
             });
         }
         let mut sigs = Vec::new();
-        let parsed = Parser::new(signature)
-            .parse_dictionary_with_visitor(SignatureVisitor { entries: &mut sigs });
+        let mut too_many = false;
+        let parsed = Parser::new(signature).parse_dictionary_with_visitor(SignatureVisitor {
+            entries: &mut sigs,
+            too_many: &mut too_many,
+        });
         if let Err(e) = parsed {
-            return Err(if sigs.len() >= MAX_SIGNATURES {
+            return Err(if too_many {
                 malformed(format!(
                     "Signature lists more than {MAX_SIGNATURES} signatures; peergate reads at \
                      most {MAX_SIGNATURES}"
@@ -924,6 +931,16 @@ mod tests {
         let (input, sig) = sized(1, 1, 0);
         let sig = format!("{sig}, {}", sized(MAX_SIGNATURES + 1, 0, 0).1);
         assert!(refusal(&input, &sig).contains("Signature lists more than 16 signatures"));
+        // Exactly 16 and then a syntax error (a trailing comma): the syntax error, not the limit.
+        let (input, sig) = sized(MAX_SIGNATURES, 1, 0);
+        let bad_sig = format!("{sig},");
+        assert!(
+            refusal(&input, &bad_sig).contains("Signature is not a structured-field dictionary")
+        );
+        let input = format!("{input},");
+        assert!(
+            refusal(&input, &sig).contains("Signature-Input is not a structured-field dictionary")
+        );
 
         let (input, sig) = sized(1, MAX_COMPONENTS + 1, 0);
         assert!(refusal(&input, &sig).contains("signature s0 covers more than 64 components"));
