@@ -136,12 +136,13 @@ pub enum ComponentError {
     /// The covered fields and query parameters add up to more than
     /// [`MAX_COVERED_INPUT`] bytes.
     #[error(
-        "the covered fields and query parameters add up to {bytes} bytes; at most {} are read \
-         for one signature",
+        "the covered fields and query parameters add up to {bytes} bytes or more; at most {} \
+         are read for one signature",
         MAX_COVERED_INPUT
     )]
     TooLarge {
-        /// What the covered components would read, counted once per component.
+        /// What the covered components had read, counted once per component, when the one
+        /// that passed the bound was reached.
         bytes: usize,
     },
 }
@@ -154,6 +155,23 @@ pub enum ComponentError {
 /// 64 times (`"x";key="a"`, `"x";key="b"`, ...) costs a second of parsing before its signature
 /// can be found bad. Real signatures read a few hundred bytes.
 pub const MAX_COVERED_INPUT: usize = 64 * 1024;
+
+/// What the components of one signature have read so far, against [`MAX_COVERED_INPUT`].
+#[derive(Debug, Default)]
+pub(crate) struct CoveredInput {
+    read: usize,
+}
+
+impl CoveredInput {
+    /// Counts `bytes` more; refuses once the total passes the bound.
+    fn charge(&mut self, bytes: usize) -> Result<(), ComponentError> {
+        self.read = self.read.saturating_add(bytes);
+        if self.read > MAX_COVERED_INPUT {
+            return Err(ComponentError::TooLarge { bytes: self.read });
+        }
+        Ok(())
+    }
+}
 
 /// Longest piece of request-supplied text echoed back in an error message.
 const MAX_ECHO: usize = 100;
@@ -565,49 +583,41 @@ impl ComponentId {
         }
     }
 
-    /// The bytes [`write_lines`](Self::write_lines) reads for this component, for
-    /// [`MAX_COVERED_INPUT`]: a field's values, the query for `@query-param`; 0 for the other
-    /// derived components, which each read a part of the target once.
-    pub(crate) fn input_len(&self, msg: MessageView<'_>, overrides: &[FieldOverride<'_>]) -> usize {
-        let Ok((target, overrides)) = self.target(msg, overrides) else {
-            return 0; // write_lines reports it
-        };
-        match self.kind {
-            ComponentKind::Field => match overrides.iter().find(|o| o.name == self.name()) {
-                Some(o) => o.value.len(),
-                None => target
-                    .headers()
-                    .get_all(self.name())
-                    .iter()
-                    .map(|v| v.len())
-                    .sum(),
-            },
-            ComponentKind::Derived(Derived::QueryParam) => match target {
-                MessageView::Request(req) => req.uri.query().map_or(0, str::len),
-                MessageView::Response(_) => 0,
-            },
-            ComponentKind::Derived(_) => 0,
-        }
-    }
-
     /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
     ///
     /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
+    /// What the component reads (a field's values, the query for `@query-param`) is charged to
+    /// `budget` first, before any of it is parsed.
     pub(crate) fn write_lines(
         &self,
         msg: MessageView<'_>,
         overrides: &[FieldOverride<'_>],
+        budget: &mut CoveredInput,
         out: &mut Vec<u8>,
     ) -> Result<(), ComponentError> {
         let (target, overrides) = self.target(msg, overrides)?;
 
         match self.kind {
             ComponentKind::Field => {
+                let over = overrides
+                    .iter()
+                    .find(|o| o.name == self.name())
+                    .map(|o| o.value);
+                let from_map = target.headers().get_all(self.name());
+                budget.charge(match over {
+                    Some(v) => v.len(),
+                    None => from_map.iter().map(|v| v.len()).sum(),
+                })?;
                 let start = self.begin_line(out);
-                self.write_field(target, overrides, out)?;
+                self.write_field(over, from_map, out)?;
                 self.end_line(out, start)
             }
-            ComponentKind::Derived(Derived::QueryParam) => self.write_query_params(target, out),
+            ComponentKind::Derived(Derived::QueryParam) => {
+                if let MessageView::Request(req) = target {
+                    budget.charge(req.uri.query().map_or(0, str::len))?;
+                }
+                self.write_query_params(target, out)
+            }
             ComponentKind::Derived(d) => {
                 let start = self.begin_line(out);
                 self.write_derived(d, target, out)?;
@@ -649,18 +659,13 @@ impl ComponentId {
         }
     }
 
+    /// The field's value from `over` (the signer's replacement) or else the message's lines.
     fn write_field(
         &self,
-        msg: MessageView<'_>,
-        overrides: &[FieldOverride<'_>],
+        over: Option<&[u8]>,
+        from_map: http::header::GetAll<'_, http::HeaderValue>,
         out: &mut Vec<u8>,
     ) -> Result<(), ComponentError> {
-        let over = overrides
-            .iter()
-            .find(|o| o.name == self.name())
-            .map(|o| o.value);
-        let headers = msg.headers();
-        let from_map = headers.get_all(self.name());
         let lines = over.into_iter().chain(
             from_map
                 .iter()
@@ -1164,7 +1169,12 @@ mod tests {
     fn line(id: &str, req: &RequestView<'_>) -> Result<String, ComponentError> {
         let id = ComponentId::parse(id)?;
         let mut out = Vec::new();
-        id.write_lines(MessageView::Request(req), &[], &mut out)?;
+        id.write_lines(
+            MessageView::Request(req),
+            &[],
+            &mut CoveredInput::default(),
+            &mut out,
+        )?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -1262,16 +1272,31 @@ mod tests {
         let mut out = Vec::new();
         let status = ComponentId::parse("\"@status\"").unwrap();
         status
-            .write_lines(MessageView::Response(&resp), &[], &mut out)
+            .write_lines(
+                MessageView::Response(&resp),
+                &[],
+                &mut CoveredInput::default(),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(out, b"\"@status\": 200\n");
         let method = ComponentId::parse("\"@method\"").unwrap();
         assert!(method
-            .write_lines(MessageView::Response(&resp), &[], &mut Vec::new())
+            .write_lines(
+                MessageView::Response(&resp),
+                &[],
+                &mut CoveredInput::default(),
+                &mut Vec::new()
+            )
             .is_err());
         let method_req = ComponentId::parse("\"@method\";req").unwrap();
         assert!(matches!(
-            method_req.write_lines(MessageView::Response(&resp), &[], &mut Vec::new()),
+            method_req.write_lines(
+                MessageView::Response(&resp),
+                &[],
+                &mut CoveredInput::default(),
+                &mut Vec::new()
+            ),
             Err(ComponentError::Missing { .. })
         ));
     }

@@ -19,7 +19,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use sfv::visitor::{
     DictionaryVisitor, EntryVisitor, Ignored, InnerListVisitor, ItemVisitor, ParameterVisitor,
 };
@@ -32,6 +32,11 @@ use crate::components::{echo, ComponentError, ComponentId};
 pub const SIGNATURE_INPUT: &str = "signature-input";
 /// Field name of `Signature`.
 pub const SIGNATURE: &str = "signature";
+
+/// The two names as [`HeaderName`]s, for lookups on every verified request: a lookup by
+/// `&str` validates and lowercases the name first, each time.
+static SIGNATURE_INPUT_NAME: HeaderName = HeaderName::from_static(SIGNATURE_INPUT);
+static SIGNATURE_NAME: HeaderName = HeaderName::from_static(SIGNATURE);
 
 /// Length of an Ed25519 signature.
 pub const ED25519_SIGNATURE_LEN: usize = 64;
@@ -271,7 +276,7 @@ pub struct SignatureFields {
 
 /// The field lines of `name`, joined with `", "` (borrowed when there is a single line).
 /// `None` when the field is absent.
-pub(crate) fn joined_field<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, [u8]>> {
+pub(crate) fn joined_field<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<Cow<'h, [u8]>> {
     let mut lines = headers.get_all(name).iter();
     let first = lines.next()?;
     let Some(second) = lines.next() else {
@@ -640,8 +645,8 @@ impl SignatureFields {
     /// Reads both fields from `headers` (several field lines of one field are joined with
     /// `", "`). [`InputError::Absent`] when neither is present.
     pub fn from_headers(headers: &HeaderMap) -> Result<SignatureFields, InputError> {
-        let input = joined_field(headers, SIGNATURE_INPUT);
-        let sig = joined_field(headers, SIGNATURE);
+        let input = joined_field(headers, &SIGNATURE_INPUT_NAME);
+        let sig = joined_field(headers, &SIGNATURE_NAME);
         match (input, sig) {
             (None, None) => Err(InputError::Absent),
             (Some(_), None) => Err(malformed(

@@ -39,6 +39,8 @@ pub const NONCE_BYTES: usize = 16;
 
 /// Field name of `Content-Digest`.
 pub const CONTENT_DIGEST: &str = "content-digest";
+/// [`CONTENT_DIGEST`] as a [`HeaderName`], looked up without parsing the name each time.
+pub(crate) static CONTENT_DIGEST_NAME: HeaderName = HeaderName::from_static(CONTENT_DIGEST);
 
 /// Why a message could not be signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

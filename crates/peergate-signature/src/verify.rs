@@ -35,7 +35,7 @@ use crate::input::{
 };
 use crate::reason::{Reason, Refusal};
 use crate::replay::{ReplayCache, ReplayError};
-use crate::sign::{ALG, CONTENT_DIGEST, LABEL, TAG};
+use crate::sign::{ALG, CONTENT_DIGEST, CONTENT_DIGEST_NAME, LABEL, TAG};
 
 /// One entry of `identity.hosts`: a host, with or without a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -552,7 +552,7 @@ pub fn verify_request<K: Borrow<VerifyingKey>>(
     // 9. The signed Content-Digest, ready for the body.
     let covers_digest = covers_digest(&components);
     let digest = if covers_digest {
-        let field = joined_field(req.headers, CONTENT_DIGEST).ok_or_else(|| {
+        let field = joined_field(req.headers, &CONTENT_DIGEST_NAME).ok_or_else(|| {
             Refusal::new(
                 Reason::MissingComponent,
                 "the signature covers content-digest but the request has no Content-Digest",
