@@ -18,6 +18,11 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The forwarding fields, as names that need no parsing (and, being custom names, no
+/// allocation) on every request.
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
 /// Removes every copy of every identity header look-alike and every hop-by-hop field, then
 /// sets the forwarding headers and, for a verified caller, the identity headers.
 pub fn prepare(
@@ -47,7 +52,7 @@ pub fn prepare(
     if let Some(ip) = client_ip {
         let earlier: Vec<&str> = req
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::trim)
@@ -58,9 +63,9 @@ pub fn prepare(
         } else {
             format!("{}, {ip}", earlier.join(", "))
         };
-        req.insert_header("x-forwarded-for", forwarded_for)?;
+        req.insert_header(X_FORWARDED_FOR.clone(), forwarded_for)?;
     }
-    req.insert_header("x-forwarded-proto", proto)?;
+    req.insert_header(X_FORWARDED_PROTO.clone(), proto)?;
 
     if let Some(caller) = caller {
         req.insert_header(names.id.clone(), caller.id_header.clone())?;

@@ -115,44 +115,33 @@ impl Forwarder {
         }
     }
 
-    /// Sends `req` with `body` to `peer`, lets `edit_response` adjust the answer's head, and
-    /// relays the answer to `session`. Returns the status the client got. `before_retry`
-    /// adjusts the head before it is sent a second time (the outbound side signs it again: the
-    /// peer may have recorded the first attempt's nonce).
-    #[allow(clippy::too_many_arguments)] // the exchange's parts; a struct would only rename them
+    /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
+    /// `edit_response` adjust the answer's head, and relays the answer to `session`. Returns the
+    /// status the client got.
+    ///
+    /// `build` runs once per attempt: a retry sends a head made afresh (the outbound side's
+    /// carries a new signature and nonce, since the peer may have recorded the first
+    /// attempt's), so no copy of the head is kept for a retry that almost never happens.
     pub async fn forward(
         &self,
         session: &mut Session,
         peer: &HttpPeer,
         what: &str,
-        mut req: RequestHeader,
         body: Bytes,
+        mut build: impl FnMut(&RequestHeader) -> Result<RequestHeader, ForwardError>,
         edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,
-        before_retry: impl FnOnce(&mut RequestHeader) -> pingora::Result<()>,
     ) -> Result<u16, ForwardError> {
         let upstream_failed = |e: Box<Error>| {
             let (kind, problem) = classify(&e, what);
             ForwardError::Upstream { kind, problem }
         };
-        // The whole body is known: frame it with Content-Length, never chunked, and never
-        // ask the upstream for 100-continue (the client got its 100 from us already).
-        req.remove_header(&http::header::TRANSFER_ENCODING);
-        req.remove_header(&http::header::EXPECT);
-        if body.is_empty() && !method_expects_body(&req.method) {
-            req.remove_header(&http::header::CONTENT_LENGTH);
-        } else {
-            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-                .map_err(upstream_failed)?;
-        }
-        let head_request = req.method == http::Method::HEAD;
-
-        to_http1(&mut req).map_err(upstream_failed)?;
         let key = peer.reuse_hash();
-        let idempotent = req.method.is_idempotent();
-        let mut req = Some(req);
-        let mut before_retry = Some(before_retry);
         let mut retried = false;
-        let (mut up, mut resp) = loop {
+        let (mut up, mut resp, head_request) = loop {
+            let mut req = build(session.req_header())?;
+            frame(&mut req, &body).map_err(upstream_failed)?;
+            let head_request = req.method == http::Method::HEAD;
+            let idempotent = req.method.is_idempotent();
             // A retry always opens a new connection.
             let pooled = if retried { None } else { self.pool.take(key) };
             let reused = pooled.is_some();
@@ -164,28 +153,16 @@ impl Forwarder {
                     .await
                     .map_err(upstream_failed)?,
             };
-            // Only an attempt that may be retried needs the head again afterwards.
-            let retryable = reused && idempotent;
-            let head = if retryable { req.clone() } else { req.take() };
-            let Some(head) = head else {
-                return Err(upstream_failed(Error::explain(
-                    ErrorType::InternalError,
-                    "no request head left to send",
-                )));
-            };
-            match exchange(stream, peer, head, &body).await {
-                Ok(done) => break done,
+            match exchange(stream, peer, req, &body).await {
+                Ok((up, resp)) => break (up, resp, head_request),
                 Err(mut e) => {
                     // Pingora's rule, as its proxy path applies it: an error that says the
                     // upstream closed a kept connection before answering (an idle connection
                     // it timed out as the request went out) is retried once on a new
                     // connection, for idempotent methods only (RFC 9110 9.2.2), as nginx does.
                     e.retry.decide_reuse(reused);
-                    if retryable && e.retry() {
+                    if reused && idempotent && e.retry() {
                         log::debug!("{what} closed a kept connection ({e}); retrying on a new one");
-                        if let (Some(adjust), Some(head)) = (before_retry.take(), req.as_mut()) {
-                            adjust(head).map_err(upstream_failed)?;
-                        }
                         retried = true;
                         continue;
                     }
@@ -290,6 +267,19 @@ async fn exchange(
             return Ok((up, head));
         }
     }
+}
+
+/// Frames the head for a body peergate holds whole: `Content-Length`, never chunked, and never
+/// a 100-continue for the upstream (the client got its 100 from us already); then HTTP/1.1.
+fn frame(req: &mut RequestHeader, body: &Bytes) -> pingora::Result<()> {
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::EXPECT);
+    if body.is_empty() && !method_expects_body(&req.method) {
+        req.remove_header(&http::header::CONTENT_LENGTH);
+    } else {
+        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    }
+    to_http1(req)
 }
 
 /// Rewrites a head that arrived over HTTP/2 (or in absolute form) for an HTTP/1.1 upstream:

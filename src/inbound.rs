@@ -20,6 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use peergate_signature::{verify_headers, Reason, RequestView};
+use pingora::http::RequestHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
@@ -184,29 +186,25 @@ impl Inbound {
                 Err(ForwardError::Upstream { kind, problem })
             }
             Ok(peer) => {
-                let mut req = session.req_header().clone();
-                match app_request::prepare(
-                    &mut req,
-                    &snap.identity_headers,
-                    ctx.caller.as_ref(),
-                    client_ip(session),
-                    self.proto,
-                ) {
-                    Err(e) => Err(ForwardError::Upstream {
-                        kind: UpstreamErrorKind::Protocol,
-                        problem: Problem::new(
-                            500,
-                            "internal_error",
-                            "Internal error",
-                            e.to_string(),
-                        ),
-                    }),
-                    Ok(()) => {
-                        self.forwarder
-                            .forward(session, &peer, "the app", req, body, |_| Ok(()), |_| Ok(()))
-                            .await
-                    }
-                }
+                let ip = client_ip(session);
+                let caller = ctx.caller.as_ref();
+                let build = |incoming: &RequestHeader| {
+                    let mut req = incoming.clone();
+                    app_request::prepare(&mut req, &snap.identity_headers, caller, ip, self.proto)
+                        .map_err(|e| ForwardError::Upstream {
+                            kind: UpstreamErrorKind::Protocol,
+                            problem: Problem::new(
+                                500,
+                                "internal_error",
+                                "Internal error",
+                                e.to_string(),
+                            ),
+                        })?;
+                    Ok(req)
+                };
+                self.forwarder
+                    .forward(session, &peer, "the app", body, build, |_| Ok(()))
+                    .await
             }
         };
         ctx.record
@@ -270,6 +268,11 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 #[async_trait]
 impl ProxyHttp for Inbound {
     type CTX = InboundCtx;
+
+    /// No downstream modules. Pingora's default installs its response-compression module
+    /// (at level 0, so it never compresses), which still builds a context for every request
+    /// and inspects its `Accept-Encoding` and the answer's headers; peergate never compresses.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> InboundCtx {
         InboundCtx {

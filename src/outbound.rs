@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use peergate_signature::RequestView;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::ALPN;
@@ -92,6 +93,15 @@ const DROPPED: &[&str] = &[
     "signature-input",
     "content-digest",
 ];
+
+/// The fields the signature adds, as names that need no parsing (and, being custom names, no
+/// allocation) on every request.
+static CONTENT_DIGEST: http::HeaderName = http::HeaderName::from_static("content-digest");
+static SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static("signature-input");
+static SIGNATURE: http::HeaderName = http::HeaderName::from_static("signature");
+
+/// Fields the signed head gets beyond the app's: `Host`, `Content-Length` and the three above.
+const ADDED: usize = 5;
 
 impl Outbound {
     /// `ca_file`: trust roots for peers' certificates (`tls.peer_ca_file`); system roots
@@ -252,8 +262,12 @@ impl Outbound {
         path_and_query: &str,
         body: &[u8],
     ) -> pingora::Result<RequestHeader> {
-        let mut req =
-            RequestHeader::build(app_req.method.clone(), path_and_query.as_bytes(), None)?;
+        // Sized up front: a head that grows while it is filled is copied at each doubling.
+        let mut req = RequestHeader::build(
+            app_req.method.clone(),
+            path_and_query.as_bytes(),
+            Some(app_req.headers.len() + ADDED),
+        )?;
         for (name, value) in app_req.headers.iter() {
             if DROPPED.contains(&name.as_str()) || snap.identity_headers.matches(name.as_str()) {
                 continue;
@@ -289,10 +303,10 @@ impl Outbound {
                 )
             })?;
         if let Some(digest) = signature.content_digest {
-            req.insert_header("content-digest", digest)?;
+            req.insert_header(CONTENT_DIGEST.clone(), digest)?;
         }
-        req.insert_header("signature-input", signature.signature_input)?;
-        req.insert_header("signature", signature.signature)?;
+        req.insert_header(SIGNATURE_INPUT.clone(), signature.signature_input)?;
+        req.insert_header(SIGNATURE.clone(), signature.signature)?;
         Ok(())
     }
 
@@ -336,17 +350,12 @@ impl Outbound {
                 return;
             }
         };
-        let prepared = match Self::signed_request(snap, session.req_header(), &peer.url, &pq, &body)
-        {
-            Ok(req) => self.peer_connection(&peer.url).await.map(|p| (req, p)),
-            Err(e) => Err(e),
-        };
-        let result = match prepared {
+        let result = match self.peer_connection(&peer.url).await {
             Err(e) => {
                 let (kind, problem) = classify(&e, &what);
                 Err(ForwardError::Upstream { kind, problem })
             }
-            Ok((req, http_peer)) => {
+            Ok(http_peer) => {
                 let names = &snap.identity_headers;
                 let edit = |resp: &mut ResponseHeader| {
                     let spoofed: Vec<http::HeaderName> = resp
@@ -362,11 +371,16 @@ impl Outbound {
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     Ok(())
                 };
+                // Signed afresh for every attempt: a retry carries a new nonce.
                 let signed_body = body.clone();
-                let resign =
-                    |head: &mut RequestHeader| Self::sign(snap, head, &peer.url, &signed_body);
+                let build = |app_req: &RequestHeader| {
+                    Self::signed_request(snap, app_req, &peer.url, &pq, &signed_body).map_err(|e| {
+                        let (kind, problem) = classify(&e, &what);
+                        ForwardError::Upstream { kind, problem }
+                    })
+                };
                 self.forwarder
-                    .forward(session, &http_peer, &what, req, body, edit, resign)
+                    .forward(session, &http_peer, &what, body, build, edit)
                     .await
             }
         };
@@ -379,6 +393,11 @@ impl Outbound {
 #[async_trait]
 impl ProxyHttp for Outbound {
     type CTX = OutboundCtx;
+
+    /// No downstream modules. Pingora's default installs its response-compression module
+    /// (at level 0, so it never compresses), which still builds a context for every request
+    /// and inspects its `Accept-Encoding` and the answer's headers; peergate never compresses.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> OutboundCtx {
         OutboundCtx {
