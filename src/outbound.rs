@@ -94,13 +94,8 @@ const DROPPED: &[&str] = &[
     "content-digest",
 ];
 
-/// The fields the signature adds, as names that need no parsing (and, being custom names, no
-/// allocation) on every request.
-static CONTENT_DIGEST: http::HeaderName = http::HeaderName::from_static("content-digest");
-static SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static("signature-input");
-static SIGNATURE: http::HeaderName = http::HeaderName::from_static("signature");
-
-/// Fields the signed head gets beyond the app's: `Host`, `Content-Length` and the three above.
+/// Fields the signed head gets beyond the app's: `Host`, `Content-Length`, `Content-Digest`,
+/// `Signature-Input` and `Signature`.
 const ADDED: usize = 5;
 
 impl Outbound {
@@ -303,10 +298,10 @@ impl Outbound {
                 )
             })?;
         if let Some(digest) = signature.content_digest {
-            req.insert_header(CONTENT_DIGEST.clone(), digest)?;
+            req.insert_header("content-digest", digest)?;
         }
-        req.insert_header(SIGNATURE_INPUT.clone(), signature.signature_input)?;
-        req.insert_header(SIGNATURE.clone(), signature.signature)?;
+        req.insert_header("signature-input", signature.signature_input)?;
+        req.insert_header("signature", signature.signature)?;
         Ok(())
     }
 
