@@ -17,6 +17,7 @@
     clippy::panic
 )]
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
@@ -264,8 +265,9 @@ pub enum ComponentKind {
 #[derive(Debug, Clone)]
 pub struct ComponentId {
     /// The identifier as it appears in a signature base, e.g. `"example-dict";key="a"`.
-    /// The name is `serialized[1..=name_len]`: valid names need no escaping.
-    serialized: String,
+    /// The name is `serialized[1..=name_len]`: valid names need no escaping. Borrowed for the
+    /// [`COMMON_IDS`], which every signed request covers.
+    serialized: Cow<'static, str>,
     name_len: usize,
     kind: ComponentKind,
     has_params: bool,
@@ -276,6 +278,19 @@ pub struct ComponentId {
     /// For `@query-param`: the `name` parameter, decoded and re-encoded (§2.2.8).
     query_name: Option<String>,
 }
+
+/// Identifiers without parameters that peergate's signatures (and most others) cover: built
+/// for every signature checked, so kept serialized instead of allocated each time.
+const COMMON_IDS: [&str; 8] = [
+    "\"@method\"",
+    "\"@authority\"",
+    "\"@path\"",
+    "\"@query\"",
+    "\"@target-uri\"",
+    "\"content-digest\"",
+    "\"content-type\"",
+    "\"content-length\"",
+];
 
 impl PartialEq for ComponentId {
     fn eq(&self, other: &Self) -> bool {
@@ -366,9 +381,18 @@ impl ComponentId {
         name: &str,
         params: &[(&'p KeyRef, RefBareItem<'p>)],
     ) -> Result<ComponentId, ComponentError> {
-        let mut serialized = String::with_capacity(name.len() + 2 + 16 * params.len());
-        push_sf_string(&mut serialized, name);
-        push_params(&mut serialized, params.iter().copied());
+        let common = COMMON_IDS
+            .iter()
+            .find(|id| params.is_empty() && id.get(1..id.len() - 1) == Some(name));
+        let serialized: Cow<'static, str> = match common {
+            Some(id) => Cow::Borrowed(id),
+            None => {
+                let mut out = String::with_capacity(name.len() + 2 + 16 * params.len());
+                push_sf_string(&mut out, name);
+                push_params(&mut out, params.iter().copied());
+                Cow::Owned(out)
+            }
+        };
 
         let kind = if name.starts_with('@') {
             match Derived::from_name(name) {
@@ -1321,6 +1345,23 @@ mod tests {
         let id = ComponentId::parse(r#""@query-param";name="a \"b\"""#).unwrap();
         assert_eq!(id.name(), "@query-param");
         assert_eq!(id.as_serialized(), r#""@query-param";name="a \"b\"""#);
+    }
+
+    /// The identifiers kept serialized are what serializing them gives, name and all, and
+    /// one with parameters is not taken for its plain form.
+    #[test]
+    fn common_identifiers_are_their_serialization() {
+        for common in COMMON_IDS {
+            let item: Item = Parser::new(common).parse().unwrap();
+            assert_eq!(item.serialize(), common);
+            let name = item.bare_item.as_string().unwrap().as_str();
+            let id = ComponentId::new(name).unwrap();
+            assert!(matches!(id.serialized, Cow::Borrowed(_)), "{common}");
+            assert_eq!((id.as_serialized(), id.name()), (common, name));
+        }
+        let id = ComponentId::parse(r#""content-type";sf"#).unwrap();
+        assert_eq!(id.as_serialized(), r#""content-type";sf"#);
+        assert!(!id.is_plain_field("content-type") && id.name() == "content-type");
     }
 
     #[test]

@@ -77,7 +77,45 @@ fn malformed(s: impl Into<String>) -> InputError {
 /// than hashing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SignatureParams {
-    params: Vec<(Key, BareItem)>,
+    params: Vec<(ParamKey, BareItem)>,
+}
+
+/// A parameter name: the six RFC 9421 defines are static, others are kept as received. Every
+/// verified request carries most of the six, and owning their names would allocate each one.
+#[derive(Debug, Clone, PartialEq)]
+enum ParamKey {
+    Defined(&'static KeyRef),
+    Other(Key),
+}
+
+/// RFC 9421 §2.3's signature parameters.
+const DEFINED_PARAMS: [&KeyRef; 6] = [
+    sfv::key_ref("created"),
+    sfv::key_ref("expires"),
+    sfv::key_ref("nonce"),
+    sfv::key_ref("alg"),
+    sfv::key_ref("keyid"),
+    sfv::key_ref("tag"),
+];
+
+impl ParamKey {
+    fn of(key: &KeyRef) -> ParamKey {
+        match DEFINED_PARAMS.iter().find(|d| **d == key) {
+            Some(defined) => ParamKey::Defined(defined),
+            None => ParamKey::Other(key.to_owned()),
+        }
+    }
+
+    fn as_ref(&self) -> &KeyRef {
+        match self {
+            ParamKey::Defined(k) => k,
+            ParamKey::Other(k) => k,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        self.as_ref().as_str()
+    }
 }
 
 impl SignatureParams {
@@ -169,7 +207,7 @@ impl SignatureParams {
             .find(|(k, _)| k.as_str() == key.as_str())
         {
             Some(slot) => slot.1 = value,
-            None => self.params.push((key.to_owned(), value)),
+            None => self.params.push((ParamKey::of(key), value)),
         }
     }
 
@@ -183,20 +221,27 @@ impl SignatureParams {
 
     /// Appends an integer parameter (`created`, `expires`).
     pub fn push_integer(&mut self, key: &str, value: u64) -> Result<(), InputError> {
-        let i = Integer::try_from(value)
-            .map_err(|_| malformed(format!("{key}={value} is out of range")))?;
-        self.push(key, BareItem::Integer(i))
+        self.push(key, BareItem::Integer(sf_integer(key, value)?))
     }
 
     /// Appends a string parameter (`nonce`, `keyid`, `alg`, `tag`).
     pub fn push_string(&mut self, key: &str, value: &str) -> Result<(), InputError> {
-        let s = StringRef::from_str(value).map_err(|e| {
-            malformed(format!(
-                "{key} must be printable ASCII to fit a structured-field string: {e}"
-            ))
-        })?;
-        self.push(key, BareItem::String(s.to_owned()))
+        self.push(key, BareItem::String(sf_string(key, value)?.to_owned()))
     }
+}
+
+/// `value` as the structured-field Integer of parameter `key`.
+pub(crate) fn sf_integer(key: &str, value: u64) -> Result<Integer, InputError> {
+    Integer::try_from(value).map_err(|_| malformed(format!("{key}={value} is out of range")))
+}
+
+/// `value` as the structured-field String of parameter `key`.
+pub(crate) fn sf_string<'v>(key: &str, value: &'v str) -> Result<&'v StringRef, InputError> {
+    StringRef::from_str(value).map_err(|e| {
+        malformed(format!(
+            "{key} must be printable ASCII to fit a structured-field string: {e}"
+        ))
+    })
 }
 
 /// One signature from the request: label, covered components, parameters, bytes.

@@ -17,15 +17,16 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore as _;
+use sfv::{key_ref, KeyRef, RefBareItem};
 
-use crate::base::signature_base;
+use crate::base::{serialize_components, signature_base};
 use crate::components::{
-    ComponentError, ComponentId, Derived, FieldOverride, MessageView, RequestView,
+    push_params, ComponentError, ComponentId, Derived, FieldOverride, MessageView, RequestView,
 };
 use crate::digest::{content_digest, DigestAlgorithm};
 use crate::input::{
-    signature_input_member, signature_member, signature_params_value, InputError, SignatureParams,
-    SIGNATURE, SIGNATURE_INPUT,
+    sf_integer, sf_string, signature_input_member, signature_member, signature_params_value,
+    InputError, SignatureParams, SIGNATURE, SIGNATURE_INPUT,
 };
 
 /// The label peergate signs with.
@@ -34,6 +35,13 @@ pub const LABEL: &str = "peer";
 pub const TAG: &str = "peergate";
 /// The `alg` value peergate writes.
 pub const ALG: &str = "ed25519";
+/// The parameter names [`Signer::sign`] writes, checked at compile time.
+const CREATED: &KeyRef = key_ref("created");
+const EXPIRES: &KeyRef = key_ref("expires");
+const NONCE: &KeyRef = key_ref("nonce");
+const KEYID: &KeyRef = key_ref("keyid");
+const ALG_KEY: &KeyRef = key_ref("alg");
+const TAG_KEY: &KeyRef = key_ref("tag");
 /// Random bytes in a nonce from [`Signer::nonce`] (128 bits).
 pub const NONCE_BYTES: usize = 16;
 
@@ -116,6 +124,18 @@ pub fn sign_message(
     overrides: &[FieldOverride<'_>],
 ) -> Result<Signed, SignError> {
     let params_value = signature_params_value(components, params);
+    sign_params_value(key, msg, label, components, params_value, overrides)
+}
+
+/// [`sign_message`] with the `@signature-params` value already serialized.
+fn sign_params_value(
+    key: &SigningKey,
+    msg: MessageView<'_>,
+    label: &str,
+    components: &[ComponentId],
+    params_value: String,
+    overrides: &[FieldOverride<'_>],
+) -> Result<Signed, SignError> {
     let signature_input = signature_input_member(label, &params_value)?;
     let base = signature_base(msg, components, &params_value, overrides)?;
     let signature = sign_base(key, &base);
@@ -136,6 +156,69 @@ pub struct Signer {
     key_id: String,
     lifetime: Duration,
     digest: DigestAlgorithm,
+    /// What [`Signer::components_for`] returns, made once for each of its five outcomes (see
+    /// [`Shape`]): building identifiers allocates and validates, on every signed request.
+    shapes: [Vec<ComponentId>; 5],
+    /// The parameters after `nonce`, serialized once: `;keyid="…";alg="ed25519";tag="peergate"`
+    /// (or why the key id cannot be written).
+    fixed_params: Result<String, InputError>,
+}
+
+/// Which of the covered lists a request takes: no body, or a body with or without
+/// `Content-Type` and `Content-Length`; [`Shape::ALL`] is the order of [`Signer::shapes`].
+#[derive(Clone, Copy)]
+struct Shape {
+    body: bool,
+    content_type: bool,
+    content_length: bool,
+}
+
+impl Shape {
+    const ALL: [Shape; 5] = [
+        Shape::new(false, false, false),
+        Shape::new(true, false, false),
+        Shape::new(true, true, false),
+        Shape::new(true, false, true),
+        Shape::new(true, true, true),
+    ];
+
+    const fn new(body: bool, content_type: bool, content_length: bool) -> Shape {
+        Shape {
+            body,
+            content_type,
+            content_length,
+        }
+    }
+
+    fn of(req: &RequestView<'_>, has_body: bool) -> Shape {
+        Shape {
+            body: has_body,
+            content_type: has_body && req.headers.contains_key(CONTENT_TYPE),
+            content_length: has_body && req.headers.contains_key(CONTENT_LENGTH),
+        }
+    }
+
+    fn components(self) -> Vec<ComponentId> {
+        let mut out: Vec<ComponentId> = [
+            Derived::Method,
+            Derived::Authority,
+            Derived::Path,
+            Derived::Query,
+        ]
+        .into_iter()
+        .filter_map(|d| ComponentId::derived(d).ok())
+        .collect();
+        if self.body {
+            out.extend(ComponentId::new(CONTENT_DIGEST).ok());
+            if self.content_type {
+                out.extend(ComponentId::new(CONTENT_TYPE.as_str()).ok());
+            }
+            if self.content_length {
+                out.extend(ComponentId::new(CONTENT_LENGTH.as_str()).ok());
+            }
+        }
+        out
+    }
 }
 
 impl fmt::Debug for Signer {
@@ -150,11 +233,22 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// A signer with `key`, announced as `key_id`; signatures expire `lifetime` after creation.
     pub fn new(key: SigningKey, key_id: String, lifetime: Duration) -> Self {
+        let fixed_params = [(KEYID, key_id.as_str()), (ALG_KEY, ALG), (TAG_KEY, TAG)]
+            .into_iter()
+            .map(|(k, v)| Ok((k, RefBareItem::String(sf_string(k.as_str(), v)?))))
+            .collect::<Result<Vec<_>, InputError>>()
+            .map(|params| {
+                let mut out = String::with_capacity(key_id.len() + 40);
+                push_params(&mut out, params);
+                out
+            });
         Signer {
             key,
             key_id,
             lifetime,
             digest: DigestAlgorithm::Sha256,
+            shapes: Shape::ALL.map(Shape::components),
+            fixed_params,
         }
     }
 
@@ -184,25 +278,7 @@ impl Signer {
     /// with a non-empty body `content-digest`, plus `content-type` and `content-length` when
     /// the request has them.
     pub fn components_for(req: &RequestView<'_>, has_body: bool) -> Vec<ComponentId> {
-        let mut out: Vec<ComponentId> = [
-            Derived::Method,
-            Derived::Authority,
-            Derived::Path,
-            Derived::Query,
-        ]
-        .into_iter()
-        .filter_map(|d| ComponentId::derived(d).ok())
-        .collect();
-        if has_body {
-            out.extend(ComponentId::new(CONTENT_DIGEST).ok());
-            if req.headers.contains_key(CONTENT_TYPE) {
-                out.extend(ComponentId::new(CONTENT_TYPE.as_str()).ok());
-            }
-            if req.headers.contains_key(CONTENT_LENGTH) {
-                out.extend(ComponentId::new(CONTENT_LENGTH.as_str()).ok());
-            }
-        }
-        out
+        Shape::of(req, has_body).components()
     }
 
     /// The parameters peergate writes, in this order: `created`, `expires`, `nonce`, `keyid`,
@@ -232,8 +308,28 @@ impl Signer {
     ) -> Result<SignatureHeaders, SignError> {
         let body = body.filter(|b| !b.is_empty());
         let digest = body.map(|b| content_digest(self.digest, b));
-        let components = Signer::components_for(req, digest.is_some());
-        let params = self.params_for(now, nonce)?;
+        let [bodiless, digest_only, with_type, with_length, with_both] = &self.shapes;
+        let shape = Shape::of(req, digest.is_some());
+        let components = match (shape.body, shape.content_type, shape.content_length) {
+            (false, _, _) => bodiless,
+            (true, false, false) => digest_only,
+            (true, true, false) => with_type,
+            (true, false, true) => with_length,
+            (true, true, true) => with_both,
+        };
+        // What `params_for` gives, serialized straight into the value: this runs per request.
+        let expires = now.saturating_add(self.lifetime.as_secs());
+        let dynamic = [
+            (CREATED, RefBareItem::Integer(sf_integer("created", now)?)),
+            (
+                EXPIRES,
+                RefBareItem::Integer(sf_integer("expires", expires)?),
+            ),
+            (NONCE, RefBareItem::String(sf_string("nonce", nonce)?)),
+        ];
+        let fixed = self.fixed_params.as_ref().map_err(Clone::clone)?;
+        let mut params_value = serialize_components(components, dynamic);
+        params_value.push_str(fixed);
         let overrides: Vec<FieldOverride<'_>> = digest
             .as_deref()
             .map(|d| FieldOverride {
@@ -242,12 +338,12 @@ impl Signer {
             })
             .into_iter()
             .collect();
-        let signed = sign_message(
+        let signed = sign_params_value(
             &self.key,
             MessageView::Request(req),
             LABEL,
-            &components,
-            &params,
+            components,
+            params_value,
             &overrides,
         )?;
         let content_digest = match digest {
@@ -270,6 +366,73 @@ impl Signer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `Signer::sign` serializes its parameters and reuses its covered lists; what it writes
+    /// must be what the general path writes from `components_for` and `params_for`.
+    #[test]
+    fn sign_matches_the_general_path() {
+        use http::{Method, Uri};
+        let signer = Signer::new(
+            SigningKey::from_bytes(&[7u8; 32]),
+            "key-1".to_owned(),
+            Duration::from_secs(60),
+        );
+        let uri: Uri = "/a/b?x=1".parse().unwrap();
+        let fields: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("content-type", "text/plain")],
+            &[("content-length", "5")],
+            &[("content-type", "text/plain"), ("content-length", "5")],
+        ];
+        for extra in fields {
+            for body in [None, Some(&b"hello"[..])] {
+                for nonce in ["n1", r#"a "quoted" \ one"#] {
+                    let mut headers = HeaderMap::new();
+                    headers.insert("host", HeaderValue::from_static("example.org"));
+                    for (k, v) in extra {
+                        headers.insert(*k, HeaderValue::from_static(v));
+                    }
+                    let req = RequestView::new(&Method::POST, &uri, &headers, "https");
+                    let fast = signer.sign(&req, body, 1_700_000_000, nonce).unwrap();
+
+                    let digest = body.map(|b| content_digest(DigestAlgorithm::Sha256, b));
+                    let overrides: Vec<FieldOverride<'_>> = digest
+                        .as_deref()
+                        .map(|d| FieldOverride {
+                            name: CONTENT_DIGEST,
+                            value: d.as_bytes(),
+                        })
+                        .into_iter()
+                        .collect();
+                    let general = sign_message(
+                        &signer.key,
+                        MessageView::Request(&req),
+                        LABEL,
+                        &Signer::components_for(&req, body.is_some()),
+                        &signer.params_for(1_700_000_000, nonce).unwrap(),
+                        &overrides,
+                    )
+                    .unwrap();
+                    assert_eq!(fast.signature_input, general.signature_input.as_str());
+                    assert_eq!(fast.signature, general.signature_field.as_str());
+                }
+            }
+        }
+        // A key id that cannot be written fails as the general path fails.
+        let bad = Signer::new(
+            SigningKey::from_bytes(&[7u8; 32]),
+            "café".to_owned(),
+            Duration::from_secs(60),
+        );
+        let headers = HeaderMap::new();
+        let req = RequestView::new(&Method::GET, &uri, &headers, "https");
+        let err = bad.sign(&req, None, 1, "n").unwrap_err();
+        assert_eq!(
+            err,
+            SignError::Input(bad.params_for(1, "n").unwrap_err()),
+            "{err}"
+        );
+    }
 
     #[test]
     fn nonce_is_128_bit_base64url() {
