@@ -251,8 +251,16 @@ impl Sink {
             }
             pending.writer_asleep = false;
             drop(pending);
-            std::thread::sleep(GATHER);
-            self.write_queued(&mut lock(&self.writing), &[]);
+            // While lines keep coming, gather on the timer: a writer that slept on the
+            // condvar after every batch would be woken for the next line by a futex call on a
+            // request's thread. Only a quiet spell of one GATHER sends it back to sleep.
+            loop {
+                std::thread::sleep(GATHER);
+                if lock(&self.pending).bytes.is_empty() {
+                    break;
+                }
+                self.write_queued(&mut lock(&self.writing), &[]);
+            }
         }
     }
 
