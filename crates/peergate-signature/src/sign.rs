@@ -330,14 +330,7 @@ impl Signer {
         let fixed = self.fixed_params.as_ref().map_err(Clone::clone)?;
         let mut params_value = serialize_components(components, dynamic);
         params_value.push_str(fixed);
-        let overrides: Vec<FieldOverride<'_>> = digest
-            .as_deref()
-            .map(|d| FieldOverride {
-                name: CONTENT_DIGEST,
-                value: d.as_bytes(),
-            })
-            .into_iter()
-            .collect();
+        let overrides = digest_override(digest.as_deref());
         let signed = sign_params_value(
             &self.key,
             MessageView::Request(req),
@@ -360,6 +353,18 @@ impl Signer {
                 .map_err(|_| SignError::HeaderValue("Signature"))?,
         })
     }
+}
+
+/// The signer's new `Content-Digest`, if any, as the field the base reads instead of the
+/// request's own.
+fn digest_override(digest: Option<&str>) -> Vec<FieldOverride<'_>> {
+    digest
+        .map(|d| FieldOverride {
+            name: CONTENT_DIGEST,
+            value: d.as_bytes(),
+        })
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -396,14 +401,7 @@ mod tests {
                     let fast = signer.sign(&req, body, 1_700_000_000, nonce).unwrap();
 
                     let digest = body.map(|b| content_digest(DigestAlgorithm::Sha256, b));
-                    let overrides: Vec<FieldOverride<'_>> = digest
-                        .as_deref()
-                        .map(|d| FieldOverride {
-                            name: CONTENT_DIGEST,
-                            value: d.as_bytes(),
-                        })
-                        .into_iter()
-                        .collect();
+                    let overrides = digest_override(digest.as_deref());
                     let general = sign_message(
                         &signer.key,
                         MessageView::Request(&req),
