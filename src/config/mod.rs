@@ -507,6 +507,23 @@ impl PeerSink for TableSink {
     }
 }
 
+/// Refuses a duration setting below `min`: "`key` `value` is too short; `advice`".
+fn at_least(
+    path: &Path,
+    key: &str,
+    value: &HumanDuration,
+    min: Duration,
+    advice: &str,
+) -> Result<(), ConfigError> {
+    if value.0 < min {
+        return Err(ConfigError::plain(
+            path,
+            format!("{key} {value} is too short; {advice}"),
+        ));
+    }
+    Ok(())
+}
+
 fn plain_http_warning(peer: &Peer) -> Option<String> {
     let url = peer.url.as_ref().filter(|u| !u.https)?;
     Some(format!(
@@ -588,24 +605,20 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
             ),
         ));
     }
-    if config.reload.poll_interval.0 < Duration::from_millis(100) {
-        return Err(ConfigError::plain(
-            path,
-            format!(
-                "reload.poll_interval {} is too short; each check looks at the files again, so use at least 100ms (5s is the default)",
-                config.reload.poll_interval
-            ),
-        ));
-    }
-    if config.listen.idle_timeout.0 < Duration::from_secs(1) {
-        return Err(ConfigError::plain(
-            path,
-            format!(
-                "listen.idle_timeout {} is too short; use at least 1s (75s is the default)",
-                config.listen.idle_timeout
-            ),
-        ));
-    }
+    at_least(
+        path,
+        "reload.poll_interval",
+        &config.reload.poll_interval,
+        Duration::from_millis(100),
+        "each check looks at the files again, so use at least 100ms (5s is the default)",
+    )?;
+    at_least(
+        path,
+        "listen.idle_timeout",
+        &config.listen.idle_timeout,
+        Duration::from_secs(1),
+        "use at least 1s (75s is the default)",
+    )?;
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::plain(
             path,

@@ -68,6 +68,14 @@ fn malformed(s: impl Into<String>) -> InputError {
     InputError::Malformed(s.into())
 }
 
+/// `field` (`Signature-Input` or `Signature`) lists past [`MAX_SIGNATURES`].
+fn too_many_signatures(field: &str) -> InputError {
+    malformed(format!(
+        "{field} lists more than {MAX_SIGNATURES} signatures; peergate reads at most \
+         {MAX_SIGNATURES}"
+    ))
+}
+
 /// The parameters of one signature (`created`, `expires`, `nonce`, `alg`, `keyid`, `tag`
 /// and any others), in the order received or built.
 ///
@@ -715,10 +723,7 @@ impl SignatureFields {
         if let Err(e) = parsed {
             // A limit ended the parse: its reason, else the syntax error.
             if too_many {
-                return Err(malformed(format!(
-                    "Signature-Input lists more than {MAX_SIGNATURES} signatures; peergate reads \
-                     at most {MAX_SIGNATURES}"
-                )));
+                return Err(too_many_signatures("Signature-Input"));
             }
             let limit = inputs
                 .into_iter()
@@ -739,10 +744,7 @@ impl SignatureFields {
         });
         if let Err(e) = parsed {
             return Err(if too_many {
-                malformed(format!(
-                    "Signature lists more than {MAX_SIGNATURES} signatures; peergate reads at \
-                     most {MAX_SIGNATURES}"
-                ))
+                too_many_signatures("Signature")
             } else {
                 malformed(format!(
                     "Signature is not a structured-field dictionary: {e}"
