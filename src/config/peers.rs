@@ -294,21 +294,21 @@ pub(super) fn read_file<S: PeerSink>(
     let mut announced = false;
     // The fast reader never reports an error of its own: reading the file whole tells what is
     // wrong, exactly as it always did.
-    let cut = std::fs::File::open(path).and_then(|f| fast::cut(std::io::BufReader::new(f)));
-    let text = match cut {
-        Ok(fast::Cut::Slices(slices)) => {
-            scope.reading(path);
-            announced = true;
-            let mut sink = fresh();
-            if fast::parse(slices, &mut sink) {
-                return Ok(sink);
-            }
-            // Each slice was freed as soon as it was parsed, so the file is read again (should it
-            // have changed meanwhile, the answer is about the new file, whole).
-            drop(sink);
-            std::fs::read_to_string(path).map_err(cannot_read)?
-        }
-        Ok(fast::Cut::Whole(text)) => text,
+    let begin = || {
+        scope.reading(path);
+        announced = true;
+        fresh()
+    };
+    let read = std::fs::File::open(path).and_then(|f| {
+        let len = f.metadata().ok().map(|m| m.len());
+        fast::read(std::io::BufReader::new(f), len, begin)
+    });
+    let text = match read {
+        Ok(fast::Read::Done(sink)) => return Ok(sink),
+        // Each slice was freed as soon as it was parsed, so the file is read again (should it
+        // have changed meanwhile, the answer is about the new file, whole).
+        Ok(fast::Read::Abandoned) => std::fs::read_to_string(path).map_err(cannot_read)?,
+        Ok(fast::Read::Whole(text)) => text,
         Err(_) => std::fs::read_to_string(path).map_err(cannot_read)?,
     };
     if text.trim().is_empty() {
@@ -328,21 +328,22 @@ pub(super) fn read_file<S: PeerSink>(
     Ok(sink)
 }
 
-/// Loading a large peers file on all cores, without holding it twice.
+/// Loading a large peers file on all cores, without holding it whole.
 ///
 /// Reading a file of 100 000 peers as one YAML document takes seconds and hundreds of MiB:
 /// serde_yaml holds every event of the document in memory before deserializing, and each key
 /// is parsed (an Ed25519 point decompression, the weak-key check, a SHA-256 and a SHA-512) one
 /// after the other. When the file has the plain shape people and `peergate peer add` write
-/// (`peers:` then a block list, one item per `- ` at one indentation), [`cut`] reads it as
-/// slices of whole items, and [`parse`] deserializes the slices on several threads, with the
-/// same `Deserialize` code and so the same checks per entry, handing the peers on in file
-/// order as they come; a slice's text is freed once it is parsed and its peers once the sink
-/// has them, so the file, the parsed entries and what the sink makes of them are never all in
-/// memory at once. The checks across entries (one key, one short ID, one name per peer; no
-/// name equal to a short ID), which the one-document path makes through [`context`] as it
-/// goes, are made as the peers arrive against the peers read before, and at the end among
-/// the file's own.
+/// (`peers:` then a block list, one item per `- ` at one indentation), [`read`] cuts it into
+/// slices of whole items as it reads, and [`parse`] deserializes the slices on several
+/// threads, with the same `Deserialize` code and so the same checks per entry, handing the
+/// peers on in file order as they come. Reading, parsing and filling the sink go on at the
+/// same time, a few slices apart: a slice's text is freed once it is parsed and its peers once
+/// the sink has them, so the file's text (14 MiB for 100 000 peers) is never in memory whole,
+/// and what a load adds at its peak is about the size of what the sink makes. The checks
+/// across entries (one key, one short ID, one name per peer; no name equal to a short ID),
+/// which the one-document path makes through [`context`] as it goes, are made as the peers
+/// arrive against the peers read before, and at the end among the file's own.
 ///
 /// Whatever this path does not understand or does not accept sends the file to be read as one
 /// document, which gives the very answer it always gave: the same peers, or the same error at
@@ -373,13 +374,18 @@ pub(super) mod fast {
     /// peers. A call costs under a millisecond.
     const COLLECT_EVERY: usize = 32;
 
-    /// A peers file as [`cut`] read it.
+    /// How [`read`] ended.
     #[derive(Debug)]
-    pub enum Cut {
-        /// Of the plain shape, with enough items to be worth parsing in parallel.
-        Slices(Vec<Slice>),
-        /// Anything else: the whole text, for the one-document path.
+    pub enum Read<S> {
+        /// Every peer of the file is in the sink.
+        Done(S),
+        /// Not of the plain shape, or too few items to be worth it, as soon as that showed:
+        /// the whole text, read once all the same, and no sink made.
         Whole(String),
+        /// Taken, then given up on (a line further down not of the plain shape or not UTF-8, a
+        /// slice that does not parse, a conflict between entries, an I/O error): the sink was
+        /// dropped, and the file must be read again as one document for the exact answer.
+        Abandoned,
     }
 
     /// Whole items of the peers list, as text.
@@ -412,71 +418,165 @@ pub(super) mod fast {
         }
     }
 
-    /// Reads a peers file line by line into slices of [`SLICE`] items, each its own allocation
-    /// so that it can be freed once parsed. A file not of the plain shape ([`Shape`]) or with
-    /// too few items comes back whole, read once all the same; `Err` for an I/O error or text
-    /// that is not UTF-8 (the caller then reads the file whole, which reports it).
-    pub fn cut(mut reader: impl BufRead) -> io::Result<Cut> {
-        let mut shape = Shape::default();
-        // What comes before the first item (the `peers:` line, comments): for `Whole` only.
-        let mut before = String::new();
-        let mut slices: Vec<Slice> = Vec::new();
-        // The slice being read, copied out at its exact size when full.
-        let mut current = String::new();
-        let (mut items, mut in_current) = (0, 0);
+    /// Cuts the lines of a peers file into slices of [`SLICE`] items, each its own allocation so
+    /// that it can be freed once parsed, checking the plain shape ([`Shape`]) as it goes.
+    #[derive(Default)]
+    pub struct Cutter {
+        shape: Shape,
+        /// What comes before the first item (the `peers:` line, comments).
+        before: String,
+        /// Full slices not handed on yet.
+        full: Vec<Slice>,
+        /// The slice being read, copied out at its exact size when full.
+        current: String,
+        in_current: usize,
+        items: usize,
+        /// Bytes taken, for the estimate of how many items the file holds.
+        bytes: u64,
+    }
+
+    impl Cutter {
+        /// Takes one line (with its `\n`, if any); `false`, and nothing taken, when it is not
+        /// UTF-8 or not of the plain shape.
+        pub fn feed(&mut self, line: &[u8]) -> bool {
+            let Some((text, kind)) = std::str::from_utf8(line)
+                .ok()
+                .and_then(|text| Some((text, self.shape.line(text)?)))
+            else {
+                return false;
+            };
+            self.bytes += line.len() as u64;
+            match kind {
+                Line::Outside => self.before.push_str(text),
+                Line::Item => {
+                    if self.in_current == SLICE {
+                        self.close_current();
+                    }
+                    self.items += 1;
+                    self.in_current += 1;
+                    self.current.push_str(text);
+                }
+                Line::Inside => self.current.push_str(text),
+            }
+            true
+        }
+
+        fn close_current(&mut self) {
+            if self.in_current > 0 {
+                self.full.push(Slice {
+                    text: self.current.as_str().into(),
+                    items: self.in_current,
+                });
+                self.current.clear();
+                self.in_current = 0;
+            }
+        }
+
+        /// The end of the file: the last slice is full too.
+        pub fn finish(&mut self) {
+            self.close_current();
+        }
+
+        /// The slices full so far, to hand on.
+        pub fn take_full(&mut self) -> std::vec::Drain<'_, Slice> {
+            self.full.drain(..)
+        }
+
+        /// Whether this is a plain peers file with enough items for the fast path, so far.
+        fn worth_it(&self) -> bool {
+            self.shape.header && self.items >= MIN_ITEMS
+        }
+
+        /// How many items a file of `len` bytes holds, judging by the lines taken so far; a
+        /// little more, so that a sink reserved for it rarely grows.
+        fn estimate(&self, len: Option<u64>) -> usize {
+            let taken = self.items as u64;
+            let estimate = match len {
+                Some(len) if self.bytes > 0 && len > self.bytes => {
+                    (len as u128 * taken as u128 / self.bytes as u128) as u64
+                }
+                _ => taken,
+            };
+            usize::try_from(estimate + estimate / 64).unwrap_or(usize::MAX)
+        }
+
+        /// Everything taken so far, as text.
+        fn into_text(self) -> String {
+            let mut text = self.before;
+            for slice in self.full {
+                text.push_str(&slice.text);
+            }
+            text.push_str(&self.current);
+            text
+        }
+    }
+
+    /// Reads a peers file of `len` bytes (when known) line by line. A file not of the plain shape,
+    /// or with fewer than [`MIN_ITEMS`] items, comes back as [`Read::Whole`] as soon as that is
+    /// clear. Otherwise `begin` makes the sink once the first [`MIN_ITEMS`] items have been read,
+    /// and the rest of the file is read, cut and parsed at the same time ([`parse`]), so that its
+    /// text is never in memory whole. `Err` for an I/O error or text that is not UTF-8 before
+    /// that point (the caller then reads the file whole, which reports it).
+    pub fn read<R, S>(
+        mut reader: R,
+        len: Option<u64>,
+        begin: impl FnOnce() -> S,
+    ) -> io::Result<Read<S>>
+    where
+        R: BufRead + Send,
+        S: PeerSink,
+    {
+        let mut cutter = Cutter::default();
         let mut line = Vec::new();
         loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
+                cutter.finish();
+                if !cutter.worth_it() {
+                    return Ok(Read::Whole(cutter.into_text()));
+                }
                 break;
             }
-            let Some((text, kind)) = std::str::from_utf8(&line)
-                .ok()
-                .and_then(|text| Some((text, shape.line(text)?)))
-            else {
-                let mut whole = before.into_bytes();
-                for slice in slices {
-                    whole.extend_from_slice(slice.text.as_bytes());
-                }
-                whole.extend_from_slice(current.as_bytes());
+            if !cutter.feed(&line) {
+                let mut whole = cutter.into_text().into_bytes();
                 whole.extend_from_slice(&line);
                 reader.read_to_end(&mut whole)?;
                 return String::from_utf8(whole)
-                    .map(Cut::Whole)
+                    .map(Read::Whole)
                     .map_err(|_| io::ErrorKind::InvalidData.into());
-            };
-            match kind {
-                Line::Outside => before.push_str(text),
-                Line::Item => {
-                    if in_current == SLICE {
-                        slices.push(Slice {
-                            text: current.as_str().into(),
-                            items: in_current,
-                        });
-                        current.clear();
-                        in_current = 0;
-                    }
-                    items += 1;
-                    in_current += 1;
-                    current.push_str(text);
-                }
-                Line::Inside => current.push_str(text),
+            }
+            if cutter.worth_it() {
+                break;
             }
         }
-        if in_current > 0 {
-            slices.push(Slice {
-                text: current.as_str().into(),
-                items: in_current,
-            });
-        }
-        if shape.header && items >= MIN_ITEMS {
-            return Ok(Cut::Slices(slices));
-        }
-        let mut whole = before;
-        for slice in slices {
-            whole.push_str(&slice.text);
-        }
-        Ok(Cut::Whole(whole))
+        let estimate = cutter.estimate(len);
+        let mut sink = begin();
+        sink.reserve(estimate);
+        // The rest of the file is cut on a thread of its own, so that this one can take the
+        // peers in order as they come (the sink and the load scope's checks are on this thread).
+        let rest = move |hand_on: &mut dyn FnMut(Slice) -> bool| -> bool {
+            if !cutter.take_full().all(&mut *hand_on) {
+                return false;
+            }
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) if cutter.feed(&line) => {}
+                    _ => return false,
+                }
+                if !cutter.take_full().all(&mut *hand_on) {
+                    return false;
+                }
+            }
+            cutter.finish();
+            cutter.take_full().all(hand_on)
+        };
+        Ok(if parse(rest, estimate, &mut sink) {
+            Read::Done(sink)
+        } else {
+            Read::Abandoned
+        })
     }
 
     /// Where a line of a plain peers file belongs.
@@ -552,37 +652,38 @@ pub(super) mod fast {
         shape.header.then_some(items)
     }
 
-    /// Parses `slices` on several threads and pushes their peers into `sink` in file order, or
-    /// returns `false` (the sink then holds some of them) to have the file read as one document.
-    pub fn parse<S: PeerSink>(slices: Vec<Slice>, sink: &mut S) -> bool {
-        let count = slices.len();
-        let items: usize = slices.iter().map(|s| s.items).sum();
+    /// Parses the slices `cut` hands on (it returns whether it read the whole file, all of it of
+    /// the plain shape) on several threads, and pushes their peers into `sink` in file order,
+    /// for about `items` peers. `false` (the sink then holds some of them) to have the file read
+    /// as one document.
+    ///
+    /// Slice `i` goes to thread `i % threads` through a channel with room for one, and its
+    /// peers come back through another: the memory in flight is a few slices per thread,
+    /// whatever the size of the file. No wait can close a cycle: the slice this thread waits
+    /// for was cut before any the cutting thread may be stuck on, and the thread parsing it has
+    /// handed over everything before it.
+    fn parse<S: PeerSink>(
+        cut: impl FnOnce(&mut dyn FnMut(Slice) -> bool) -> bool + Send,
+        items: usize,
+        sink: &mut S,
+    ) -> bool {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, MAX_THREADS)
-            .min(count);
-        // Slices go to threads round-robin; results come back in file order.
-        let mut queues: Vec<Vec<Slice>> = (0..threads).map(|_| Vec::new()).collect();
-        for (i, slice) in slices.into_iter().enumerate() {
-            if let Some(queue) = queues.get_mut(i % threads) {
-                queue.push(slice);
-            }
-        }
+            .clamp(1, MAX_THREADS);
         let known = context::known_keys();
-        sink.reserve(items);
         std::thread::scope(|scope| {
+            let mut inputs = Vec::with_capacity(threads);
             let mut receivers = Vec::with_capacity(threads);
             let mut workers = Vec::with_capacity(threads);
-            for mine in queues {
-                // Room for one result ahead: enough to keep the threads busy, and the memory
-                // in flight a few slices, whatever the size of the file.
+            for _ in 0..threads {
+                let (input, slices) = mpsc::sync_channel::<Slice>(1);
                 let (results, receiver) = mpsc::sync_channel(1);
                 // Worker threads have no load scope: `context`'s cross-entry checks are no-ops
                 // there, and are made as the peers arrive instead.
                 let known = known.clone();
                 workers.push(scope.spawn(move || {
                     let _reuse = context::ReuseKeys::install(known);
-                    for slice in mine {
+                    for slice in slices {
                         let peers = slice.parse();
                         // Its text is not needed any more (see `COLLECT_EVERY`).
                         drop(slice);
@@ -592,35 +693,49 @@ pub(super) mod fast {
                         }
                     }
                 }));
+                inputs.push(input);
                 receivers.push(receiver);
             }
-            let taken = take_in_order(&receivers, count, items, sink);
-            // Threads still parsing stop at their next result.
+            let cutting = scope.spawn(move || {
+                let mut next = 0usize;
+                let mut hand_on = |slice: Slice| {
+                    let to = inputs.get(next % threads);
+                    next += 1;
+                    to.is_some_and(|to| to.send(slice).is_ok())
+                };
+                cut(&mut hand_on)
+            });
+            let taken = take_in_order(&receivers, items, sink);
+            // Threads still parsing stop at their next result, and the cutting at its next slice.
             drop(receivers);
-            workers
-                .into_iter()
-                .fold(taken, |ok, worker| worker.join().is_ok() && ok)
+            let whole_file = cutting.join().unwrap_or(false);
+            workers.into_iter().fold(taken && whole_file, |ok, worker| {
+                worker.join().is_ok() && ok
+            })
         })
     }
 
-    /// Slice `i` comes from thread `i % threads`: pushes the peers of all `count` slices into
-    /// the sink in file order, checking them against each other and the peers read before.
+    /// Slice `i` comes from thread `i % threads`, until the thread of the first slice that was
+    /// never cut has nothing more: pushes the peers of all slices into the sink in file order,
+    /// checking them against each other and the peers read before.
     fn take_in_order<S: PeerSink>(
         receivers: &[Receiver<Option<Vec<Peer>>>],
-        count: usize,
         items: usize,
         sink: &mut S,
     ) -> bool {
         let mut claims = Claims::with_capacity(items);
-        for i in 0..count {
+        for i in 0usize.. {
             let Some(receiver) = i
                 .checked_rem(receivers.len())
                 .and_then(|t| receivers.get(t))
             else {
                 return false;
             };
-            let Ok(Some(peers)) = receiver.recv() else {
-                return false;
+            let peers = match receiver.recv() {
+                Ok(Some(peers)) => peers,
+                Ok(None) => return false,
+                // Closed: every slice cut has been taken.
+                Err(_) => break,
             };
             if i % COLLECT_EVERY == COLLECT_EVERY - 1 {
                 crate::memory::release_freed();
@@ -634,7 +749,6 @@ pub(super) mod fast {
         }
         claims.distinct()
     }
-
     /// The checks across entries that [`context`] makes when a file is read as one document:
     /// no key (by key id) and no short ID twice, no name twice (case-insensitively), no name
     /// equal to a short ID, among the file's peers and against the peers read before.
@@ -794,11 +908,23 @@ mod tests {
     /// The peers of `text` when the fast path takes it, without a load scope (as in a file
     /// read with no peers before it).
     fn fast_path(text: &str) -> Option<Vec<Peer>> {
-        let fast::Cut::Slices(slices) = fast::cut(text.as_bytes()).unwrap() else {
-            return None;
-        };
-        let mut peers = Vec::new();
-        fast::parse(slices, &mut peers).then_some(peers)
+        match fast::read(text.as_bytes(), Some(text.len() as u64), Vec::new).ok()? {
+            fast::Read::Done(peers) => Some(peers),
+            fast::Read::Whole(_) | fast::Read::Abandoned => None,
+        }
+    }
+
+    /// The slices a whole plain-shaped `text` is cut into.
+    fn slices_of(text: &str) -> Vec<fast::Slice> {
+        let mut cutter = fast::Cutter::default();
+        for line in text.split_inclusive('\n') {
+            assert!(
+                cutter.feed(line.as_bytes()),
+                "not of the plain shape: {line:?}"
+            );
+        }
+        cutter.finish();
+        cutter.take_full().collect()
     }
 
     /// The same file read as one document, the way every file was read before the fast path.
@@ -834,9 +960,7 @@ mod tests {
     #[test]
     fn slices_hold_whole_items_and_all_of_the_list() {
         let text = big_file(1500);
-        let fast::Cut::Slices(slices) = fast::cut(text.as_bytes()).unwrap() else {
-            panic!("a plain file of 1500 items is cut into slices");
-        };
+        let slices = slices_of(&text);
         assert_eq!(slices.len(), 6);
         assert!(slices.iter().all(|s| s.text().starts_with("  - name: p")));
         assert_eq!(slices.iter().map(fast::Slice::items).sum::<usize>(), 1500);
@@ -849,42 +973,175 @@ mod tests {
     }
 
     #[test]
-    fn a_file_the_fast_path_does_not_take_is_read_whole_and_unchanged() {
+    fn a_file_the_fast_path_does_not_take_is_read_whole_with_the_same_answer() {
         let big = big_file(1500);
         let middle = big.len() / 2;
         let line = middle + big[middle..].find("\n  - name").unwrap() + 1;
         let with = |insert: &str| format!("{}{insert}{}", &big[..line], &big[line..]);
+        // Clear before the first MIN_ITEMS items: handed back whole, unchanged, no sink made.
         for (what, text) in [
             ("few items", big_file(20)),
+            ("no peers: header", big.replace("peers:\n", "people:\n")),
+            (
+                "a tab at the start",
+                big.replacen("url: https", "url:\thttps", 1),
+            ),
+            ("empty", String::new()),
+        ] {
+            let read = fast::read(text.as_bytes(), None, || -> Vec<Peer> {
+                panic!("{what}: no sink is made")
+            });
+            match read.unwrap() {
+                fast::Read::Whole(whole) => assert!(whole == text, "{what}: text changed"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Clear only further down: taken, then given up on.
+        for (what, text) in [
             (
                 "a tab half-way",
                 with("  - name: tabbed\n    url:\thttps://x\n"),
             ),
             ("a CRLF half-way", with("  # a comment\r\n")),
             ("a second document", format!("{big}---\npeers: []\n")),
-            ("no peers: header", big.replace("peers:\n", "people:\n")),
-            ("empty", String::new()),
         ] {
-            match fast::cut(text.as_bytes()).unwrap() {
-                fast::Cut::Whole(whole) => assert!(whole == text, "{what}: text changed"),
-                fast::Cut::Slices(_) => panic!("{what}: cut into slices"),
+            match fast::read(text.as_bytes(), None, Vec::new).unwrap() {
+                fast::Read::Abandoned => {}
+                other => panic!("{what}: {other:?}"),
             }
         }
-        // Not UTF-8 half-way: the error of reading the file whole, as before.
-        let mut bytes = with("  # \u{e9}\n").into_bytes();
-        let at = bytes.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
-        bytes[at] = 0xff;
+        // Either way, a load gives the answer of reading the file as one document.
+        for (what, text) in [
+            ("few items", big_file(20)),
+            ("a CRLF half-way", with("  # a comment\r\n")),
+        ] {
+            let peers = read(&text).unwrap();
+            assert_eq!(
+                summary(&peers),
+                summary(&read_whole(&text).unwrap()),
+                "{what}"
+            );
+        }
+        for (what, text) in [
+            (
+                "a tab half-way",
+                with("  - name: tabbed\n    url:\thttps://x\n"),
+            ),
+            ("a second document", format!("{big}---\npeers: []\n")),
+        ] {
+            let err = read(&text).unwrap_err();
+            let whole = read_whole(&text).unwrap_err();
+            assert!(whole.contains(&err.message), "{what}: {err} vs {whole}");
+        }
+        // Not UTF-8: before the first MIN_ITEMS items, the reader's error; further down, given up
+        // on. A load reports the error of reading the file whole, as before.
+        let mut early = big
+            .replacen("name: p1\n", "name: p\u{e9}\n", 1)
+            .into_bytes();
+        let mut late = with("  # \u{e9}\n").into_bytes();
+        for bytes in [&mut early, &mut late] {
+            let at = bytes.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+            bytes[at] = 0xff;
+        }
         assert_eq!(
-            fast::cut(&bytes[..]).unwrap_err().kind(),
+            fast::read(&early[..], None, Vec::new).unwrap_err().kind(),
             std::io::ErrorKind::InvalidData
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peers.yaml");
-        std::fs::write(&path, &bytes).unwrap();
-        let scope = context::LoadScope::begin();
-        let err = read_file(&path, &scope, Vec::new).unwrap_err();
-        let expected = std::fs::read_to_string(&path).unwrap_err();
-        assert_eq!(err.message, format!("cannot read: {expected}"));
+        assert!(matches!(
+            fast::read(&late[..], None, Vec::new),
+            Ok(fast::Read::Abandoned)
+        ));
+        for bytes in [early, late] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("peers.yaml");
+            std::fs::write(&path, &bytes).unwrap();
+            let scope = context::LoadScope::begin();
+            let err = read_file(&path, &scope, Vec::new).unwrap_err();
+            let expected = std::fs::read_to_string(&path).unwrap_err();
+            assert_eq!(err.message, format!("cannot read: {expected}"));
+        }
+    }
+
+    /// A reader that, once `gate` bytes are read, waits (once, up to 30 s) until `opened` is set.
+    struct Gated<'a> {
+        data: &'a [u8],
+        gate: Option<usize>,
+        opened: &'a std::sync::atomic::AtomicBool,
+        waited_out: &'a std::sync::atomic::AtomicBool,
+    }
+
+    impl std::io::Read for Gated<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            use std::sync::atomic::Ordering;
+            if self.gate == Some(0) {
+                self.gate = None;
+                let start = std::time::Instant::now();
+                while !self.opened.load(Ordering::SeqCst) {
+                    if start.elapsed() > std::time::Duration::from_secs(30) {
+                        self.waited_out.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            let n = buf
+                .len()
+                .min(self.data.len())
+                .min(self.gate.unwrap_or(usize::MAX));
+            let (now, rest) = self.data.split_at(n);
+            buf[..n].copy_from_slice(now);
+            self.data = rest;
+            self.gate = self.gate.map(|g| g - n);
+            Ok(n)
+        }
+    }
+
+    /// A sink that says when its first peer arrives.
+    struct Signalling<'a> {
+        peers: Vec<Peer>,
+        opened: &'a std::sync::atomic::AtomicBool,
+    }
+
+    impl PeerSink for Signalling<'_> {
+        fn push(&mut self, peer: Peer) {
+            self.opened.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.peers.push(peer);
+        }
+
+        fn reserve(&mut self, peers: usize) {
+            self.peers.reserve(peers);
+        }
+    }
+
+    #[test]
+    fn peers_arrive_while_the_rest_of_the_file_is_still_unread() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // The reader stops two thirds in until the sink has its first peer: a reader that read
+        // the whole file before parsing would wait out its 30 s.
+        let text = big_file(1500);
+        let (opened, waited_out) = (AtomicBool::new(false), AtomicBool::new(false));
+        let reader = Gated {
+            data: text.as_bytes(),
+            gate: Some(text.len() * 2 / 3),
+            opened: &opened,
+            waited_out: &waited_out,
+        };
+        let read = fast::read(
+            std::io::BufReader::with_capacity(4096, reader),
+            Some(text.len() as u64),
+            || Signalling {
+                peers: Vec::new(),
+                opened: &opened,
+            },
+        );
+        let fast::Read::Done(sink) = read.unwrap() else {
+            panic!("the fast path should take this file");
+        };
+        assert!(
+            !waited_out.load(Ordering::SeqCst),
+            "no peer arrived before the gate"
+        );
+        assert_eq!(summary(&sink.peers), summary(&read_whole(&text).unwrap()));
     }
 
     #[test]
