@@ -65,9 +65,9 @@ pub fn head_received() {
     let _ = CLOCK.try_with(|clock| clock.set(None));
 }
 
-/// The answer is done: the next head has `listen.idle_timeout` from now.
-pub fn answer_finished() {
-    let _ = CLOCK.try_with(|clock| clock.set(Some(Instant::now() + clock.idle)));
+/// The answer was done at `ended`: the next head has `listen.idle_timeout` from then.
+pub fn answer_finished(ended: Instant) {
+    let _ = CLOCK.try_with(|clock| clock.set(Some(ended + clock.idle)));
 }
 
 /// A proxy whose HTTP/1 connections are closed when no complete request head arrives in time.

@@ -407,7 +407,7 @@ impl ProxyHttp for Inbound {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
         let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
-        ctx.record.finish(session, &self.shared.metrics, peer);
-        crate::client_idle::answer_finished();
+        let ended = ctx.record.finish(session, &self.shared.metrics, peer);
+        crate::client_idle::answer_finished(ended);
     }
 }

@@ -448,7 +448,7 @@ impl ProxyHttp for Outbound {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
         let peer = ctx.peer.as_ref().map(ShortId::as_str);
-        ctx.record.finish(session, &self.shared.metrics, peer);
-        crate::client_idle::answer_finished();
+        let ended = ctx.record.finish(session, &self.shared.metrics, peer);
+        crate::client_idle::answer_finished(ended);
     }
 }

@@ -2,7 +2,8 @@
 //! answered; and the one place that turns that into the client's answer, the metrics and the
 //! log line, so the inbound and outbound sides report the same way.
 
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use pingora::proxy::Session;
@@ -100,9 +101,11 @@ impl Record {
     }
 
     /// Counts the request and writes its log line. `peer` is a short ID from the allowlist
-    /// (the caller inbound, the peer called outbound) or `None`.
-    pub fn finish(&self, session: &Session, metrics: &Metrics, peer: Option<&str>) {
-        let elapsed = self.start.elapsed();
+    /// (the caller inbound, the peer called outbound) or `None`. Returns the time it took the
+    /// end of the answer to be, for the connection's next deadline.
+    pub fn finish(&self, session: &Session, metrics: &Metrics, peer: Option<&str>) -> Instant {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         let outcome = if self.refused.is_some() {
             Outcome::Refused
         } else if self.upstream_error.is_some() {
@@ -122,22 +125,92 @@ impl Record {
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let req = session.req_header();
-        let target: String = String::from_utf8_lossy(req.raw_path())
-            .chars()
-            .take(200)
-            .collect();
         log::info!(
-            "{} {} {:?} peer={} outcome={} reason={} status={} duration_ms={:.3}",
+            "{} {} {} peer={} outcome={} reason={} status={} duration_ms={}",
             self.direction.as_str(),
             req.method,
-            target,
+            Target(req.raw_path()),
             peer.unwrap_or("-"),
             outcome.as_str(),
             self.refused
                 .or(self.upstream_error.map(UpstreamErrorKind::as_str))
                 .unwrap_or("-"),
             status,
-            elapsed.as_secs_f64() * 1000.0
+            Millis(elapsed)
         );
+        now
+    }
+}
+
+/// The request target as the log line shows it: its first 200 characters (invalid UTF-8
+/// replaced), quoted and escaped as Rust's `Debug` does, so that a control character or a
+/// quote cannot forge a line or a field; written straight into the line.
+struct Target<'a>(&'a [u8]);
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = String::from_utf8_lossy(self.0);
+        let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+        write!(f, "{:?}", text.get(..end).unwrap_or(&text))
+    }
+}
+
+/// A duration in milliseconds with three decimals (to the microsecond, rounded), written with
+/// integers: float formatting with a precision costs more than the rest of the line.
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_nanos().saturating_add(500) / 1000;
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the log line used to write for a target: a `String` of its first 200 characters,
+    /// formatted with `Debug`.
+    fn collected(raw: &[u8]) -> String {
+        let target: String = String::from_utf8_lossy(raw).chars().take(200).collect();
+        format!("{target:?}")
+    }
+
+    #[test]
+    fn targets_are_quoted_escaped_and_cut_at_200_characters() {
+        let long = "/é".repeat(150);
+        for raw in [
+            &b"/hello?x=1"[..],
+            b"/a\"b\\c",
+            b"/line\nbreak\r\x1b[31m",
+            b"/bad\xff\xfeutf8",
+            long.as_bytes(),
+            b"",
+        ] {
+            assert_eq!(Target(raw).to_string(), collected(raw), "{raw:?}");
+        }
+        assert_eq!(Target(b"/a\"\n").to_string(), r#""/a\"\n""#);
+        assert_eq!(Target(long.as_bytes()).to_string().chars().count(), 202);
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        for (nanos, text) in [
+            (0, "0.000"),
+            (1_203_600, "1.204"),
+            (1_203_400, "1.203"),
+            (999_700, "1.000"),
+            (42, "0.000"),
+            (12_000_000_000, "12000.000"),
+        ] {
+            let d = Duration::from_nanos(nanos);
+            assert_eq!(Millis(d).to_string(), text);
+            assert_eq!(
+                text,
+                format!("{:.3}", d.as_secs_f64() * 1000.0),
+                "as before"
+            );
+        }
     }
 }
