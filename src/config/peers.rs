@@ -681,7 +681,7 @@ pub(super) mod fast {
                 // Worker threads have no load scope: `context`'s cross-entry checks are no-ops
                 // there, and are made as the peers arrive instead.
                 let known = known.clone();
-                workers.push(scope.spawn(move || {
+                let worker = std::thread::Builder::new().spawn_scoped(scope, move || {
                     let _reuse = context::ReuseKeys::install(known);
                     for slice in slices {
                         let peers = slice.parse();
@@ -692,11 +692,15 @@ pub(super) mod fast {
                             return;
                         }
                     }
-                }));
+                });
+                // No thread to be had: the one-document path (the workers started end as
+                // their inputs close).
+                let Ok(worker) = worker else { return false };
+                workers.push(worker);
                 inputs.push(input);
                 receivers.push(receiver);
             }
-            let cutting = scope.spawn(move || {
+            let cutting = std::thread::Builder::new().spawn_scoped(scope, move || {
                 let mut next = 0usize;
                 let mut hand_on = |slice: Slice| {
                     let to = inputs.get(next % threads);
@@ -705,6 +709,7 @@ pub(super) mod fast {
                 };
                 cut(&mut hand_on)
             });
+            let Ok(cutting) = cutting else { return false };
             let taken = take_in_order(&receivers, items, sink);
             // Threads still parsing stop at their next result, and the cutting at its next slice.
             drop(receivers);
