@@ -305,11 +305,11 @@ pub(super) fn read_file<S: PeerSink>(
     });
     let text = match read {
         Ok(fast::Read::Done(sink)) => return Ok(sink),
-        // Each slice was freed as soon as it was parsed, so the file is read again (should it
-        // have changed meanwhile, the answer is about the new file, whole).
-        Ok(fast::Read::Abandoned) => std::fs::read_to_string(path).map_err(cannot_read)?,
         Ok(fast::Read::Whole(text)) => text,
-        Err(_) => std::fs::read_to_string(path).map_err(cannot_read)?,
+        // Given up on: each slice was freed as soon as it was parsed, so the file is read again
+        // (should it have changed meanwhile, the answer is about the new file, whole). An error
+        // is reported by reading the file whole.
+        Ok(fast::Read::Abandoned) | Err(_) => std::fs::read_to_string(path).map_err(cannot_read)?,
     };
     if text.trim().is_empty() {
         return Err(super::ConfigError::plain(path, "the file is empty"));
@@ -555,18 +555,15 @@ pub(super) mod fast {
         // The rest of the file is cut on a thread of its own, so that this one can take the
         // peers in order as they come (the sink and the load scope's checks are on this thread).
         let rest = move |hand_on: &mut dyn FnMut(Slice) -> bool| -> bool {
-            if !cutter.take_full().all(&mut *hand_on) {
-                return false;
-            }
             loop {
+                if !cutter.take_full().all(&mut *hand_on) {
+                    return false;
+                }
                 line.clear();
                 match reader.read_until(b'\n', &mut line) {
                     Ok(0) => break,
                     Ok(_) if cutter.feed(&line) => {}
                     _ => return false,
-                }
-                if !cutter.take_full().all(&mut *hand_on) {
-                    return false;
                 }
             }
             cutter.finish();
