@@ -10,6 +10,7 @@
 //! | [`input`] | `Signature-Input` / `Signature` parsing, choice, serialization (§4) |
 //! | [`digest`] | `Content-Digest` (RFC 9530), incremental check |
 //! | [`ed25519`] | strict Ed25519 verification without decompressing `R` |
+//! | [`keypair`] | Ed25519 signing with AWS-LC, byte for byte dalek's |
 //! | [`sign`] | signing requests as peergate does |
 //! | [`verify`] | checking requests against the inbound policy |
 //! | [`replay`] | the nonce replay cache |
@@ -22,6 +23,7 @@ pub mod components;
 pub mod digest;
 pub mod ed25519;
 pub mod input;
+pub mod keypair;
 pub mod reason;
 pub mod replay;
 pub mod sign;
@@ -33,6 +35,7 @@ pub use components::{
 };
 pub use digest::{content_digest, DigestAlgorithm, DigestError, DigestVerifier};
 pub use input::{InputError, SignatureEntry, SignatureFields, SignatureParams};
+pub use keypair::KeyPair;
 pub use reason::{Reason, Refusal};
 pub use replay::{ReplayCache, ReplayError};
 pub use sign::{sign_base, sign_message, SignError, SignatureHeaders, Signed, Signer};

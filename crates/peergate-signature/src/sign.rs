@@ -28,6 +28,7 @@ use crate::input::{
     sf_integer, sf_string, signature_input_member, signature_member, signature_params_value,
     InputError, SignatureParams, SIGNATURE, SIGNATURE_INPUT,
 };
+use crate::keypair::KeyPair;
 
 /// The label peergate signs with.
 pub const LABEL: &str = "peer";
@@ -124,12 +125,19 @@ pub fn sign_message(
     overrides: &[FieldOverride<'_>],
 ) -> Result<Signed, SignError> {
     let params_value = signature_params_value(components, params);
-    sign_params_value(key, msg, label, components, params_value, overrides)
+    sign_params_value(
+        |base| sign_base(key, base),
+        msg,
+        label,
+        components,
+        params_value,
+        overrides,
+    )
 }
 
 /// [`sign_message`] with the `@signature-params` value already serialized.
 fn sign_params_value(
-    key: &SigningKey,
+    sign: impl FnOnce(&[u8]) -> [u8; 64],
     msg: MessageView<'_>,
     label: &str,
     components: &[ComponentId],
@@ -138,7 +146,7 @@ fn sign_params_value(
 ) -> Result<Signed, SignError> {
     let signature_input = signature_input_member(label, &params_value)?;
     let base = signature_base(msg, components, &params_value, overrides)?;
-    let signature = sign_base(key, &base);
+    let signature = sign(&base);
     let signature_field = signature_member(label, &signature)?;
     Ok(Signed {
         label: label.to_owned(),
@@ -152,7 +160,7 @@ fn sign_params_value(
 /// Signs outgoing requests as peergate does.
 #[derive(Clone)]
 pub struct Signer {
-    key: SigningKey,
+    key: KeyPair,
     key_id: String,
     lifetime: Duration,
     digest: DigestAlgorithm,
@@ -243,7 +251,7 @@ impl Signer {
                 out
             });
         Signer {
-            key,
+            key: KeyPair::new(key),
             key_id,
             lifetime,
             digest: DigestAlgorithm::Sha256,
@@ -332,7 +340,7 @@ impl Signer {
         params_value.push_str(fixed);
         let overrides = digest_override(digest.as_deref());
         let signed = sign_params_value(
-            &self.key,
+            |base| self.key.sign(base),
             MessageView::Request(req),
             LABEL,
             components,
@@ -403,7 +411,7 @@ mod tests {
                     let digest = body.map(|b| content_digest(DigestAlgorithm::Sha256, b));
                     let overrides = digest_override(digest.as_deref());
                     let general = sign_message(
-                        &signer.key,
+                        signer.key.signing_key(),
                         MessageView::Request(&req),
                         LABEL,
                         &Signer::components_for(&req, body.is_some()),
