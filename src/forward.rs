@@ -8,6 +8,7 @@
 //! connection kept in [`crate::pool`] (opened by Pingora's transport connector when none is
 //! idle), and the response is relayed chunk by chunk.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ pub enum ForwardError {
 
 /// Maps a Pingora error on the way to an upstream to the metric kind and the status a client
 /// should see: 504 when the upstream was too slow, 502 otherwise.
-pub fn classify(e: &Error, what: &str) -> (UpstreamErrorKind, Problem) {
+pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKind, Problem) {
     use ErrorType::*;
     let (kind, status) = match e.etype() {
         t if *t == RESOLVE_ERROR => (UpstreamErrorKind::Resolve, 502),
@@ -126,7 +127,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         peer: &HttpPeer,
-        what: &str,
+        what: &(dyn fmt::Display + Sync),
         body: Bytes,
         mut build: impl FnMut(&RequestHeader) -> Result<RequestHeader, ForwardError>,
         edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,

@@ -182,7 +182,7 @@ impl Inbound {
     ) {
         let result = match self.app_peer(&snap.upstream).await {
             Err(e) => {
-                let (kind, problem) = classify(&e, "the app");
+                let (kind, problem) = classify(&e, &"the app");
                 Err(ForwardError::Upstream { kind, problem })
             }
             Ok(peer) => {
@@ -203,7 +203,7 @@ impl Inbound {
                     Ok(req)
                 };
                 self.forwarder
-                    .forward(session, &peer, "the app", body, build, |_| Ok(()))
+                    .forward(session, &peer, &"the app", body, build, |_| Ok(()))
                     .await
             }
         };
@@ -395,7 +395,7 @@ impl ProxyHttp for Inbound {
                 can_reuse_downstream: false,
             };
         }
-        let (kind, problem) = classify(e, "the app");
+        let (kind, problem) = classify(e, &"the app");
         ctx.record
             .upstream_failed(session, &self.shared.metrics, kind, &problem)
             .await;

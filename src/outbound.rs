@@ -12,6 +12,7 @@
 //! digest), then [`crate::forward`] sends the signed request and relays the answer, with the
 //! called peer's identity headers added.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,14 @@ struct Called {
     url: PeerUrl,
     id_header: HeaderValue,
     name_header: HeaderValue,
+}
+
+/// How errors name the peer (`peer <short id> (<name>)`), written only when one does: a
+/// `String` made for every request would cost more than the whole routing step.
+impl fmt::Display for Called {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer {} ({})", self.short_id, self.name)
+    }
 }
 
 /// Where the app's request goes.
@@ -333,7 +342,7 @@ impl Outbound {
         peer: Called,
         pq: String,
     ) {
-        let what = format!("peer {} ({})", peer.short_id, peer.name);
+        let what: &(dyn fmt::Display + Sync) = &peer;
         let body = match body::read_whole(session, snap.max_body, |_| Ok(())).await {
             Ok(body) => body,
             Err(BodyError::Refused(problem)) => {
@@ -347,7 +356,7 @@ impl Outbound {
         };
         let result = match self.peer_connection(&peer.url).await {
             Err(e) => {
-                let (kind, problem) = classify(&e, &what);
+                let (kind, problem) = classify(&e, what);
                 Err(ForwardError::Upstream { kind, problem })
             }
             Ok(http_peer) => {
@@ -370,12 +379,12 @@ impl Outbound {
                 let signed_body = body.clone();
                 let build = |app_req: &RequestHeader| {
                     Self::signed_request(snap, app_req, &peer.url, &pq, &signed_body).map_err(|e| {
-                        let (kind, problem) = classify(&e, &what);
+                        let (kind, problem) = classify(&e, what);
                         ForwardError::Upstream { kind, problem }
                     })
                 };
                 self.forwarder
-                    .forward(session, &http_peer, &what, body, build, edit)
+                    .forward(session, &http_peer, what, body, build, edit)
                     .await
             }
         };
