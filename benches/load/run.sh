@@ -21,7 +21,8 @@
 # for its resident memory when the replay cache holds all it ever holds; 0 skips it),
 # WORKERS (default 2: nginx's worker_processes and peergate's listen.threads, the same on both
 # sides whatever the machine), KEEP=1 (keep the work directory), CARGO_TARGET_DIR (where to
-# build).
+# build), PG_BIN (a peergate binary to measure instead of building this tree's: the same table
+# for an older build, run in turn with the current one).
 # Needs: cargo, and nginx + wrk (installed with apt-get when missing, as root).
 set -euo pipefail
 
@@ -52,9 +53,11 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 say "building peergate (release) and the harness tools"
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin peergate)
+if [ -z "${PG_BIN:-}" ]; then
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin peergate)
+fi
 (cd "$HERE" && CARGO_TARGET_DIR=$TARGET/load cargo build --release --quiet)
-PG=$TARGET/release/peergate
+PG=${PG_BIN:-$TARGET/release/peergate}
 PGB=$TARGET/load/release/pgbench
 [ "$(getconf CLK_TCK)" = 100 ] || { echo "CLK_TCK is not 100; pgbench assumes it" >&2; exit 1; }
 
