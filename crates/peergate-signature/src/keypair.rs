@@ -12,6 +12,9 @@
 //! with [`crate::ed25519`] (AWS-LC's verification is slower than dalek's AVX-512 IFMA backend
 //! and not strict). When AWS-LC cannot take the key, or a signing call fails, dalek signs, so
 //! the fast path can only ever make signing cheaper, never fail it.
+//!
+//! AWS-LC holds its own copy of the seed; it is wiped when the last clone of the pair is
+//! dropped (AWS-LC clears every allocation it frees), as dalek's `SigningKey` wipes its own.
 
 #![deny(
     clippy::unwrap_used,
