@@ -66,8 +66,9 @@ struct Called {
     name_header: HeaderValue,
 }
 
-/// How errors name the peer (`peer <short id> (<name>)`), written only when one does: a
-/// `String` made for every request would cost more than the whole routing step.
+/// How errors name the peer (`peer <short id> (<name>)`), written only when there is one:
+/// formatting it for every request cost 0.6 % of the outbound side's CPU (benches/README.md,
+/// change 29).
 impl fmt::Display for Called {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "peer {} ({})", self.short_id, self.name)
