@@ -367,6 +367,10 @@ pub(super) mod fast {
     const SLICE: usize = 256;
     /// Most threads used.
     const MAX_THREADS: usize = 8;
+    /// The most peers a sink is reserved for up front. A larger file grows the sink as its
+    /// peers come; a length that promises more than the file holds (a sparse or a growing file)
+    /// must not reserve memory that is never used, nor ask for more than can be allocated.
+    pub const MAX_RESERVE: usize = 1_000_000;
     /// Slices taken between two [`release_freed`](crate::memory::release_freed) calls, some
     /// 8 000 peers and a megabyte of text. The allocator hands freed memory back to the system
     /// only a second later, so the text of the slices parsed would otherwise stay resident
@@ -488,8 +492,8 @@ pub(super) mod fast {
         }
 
         /// How many items a file of `len` bytes holds, judging by the lines taken so far; a
-        /// little more, so that a sink reserved for it rarely grows.
-        fn estimate(&self, len: Option<u64>) -> usize {
+        /// little more, so that a sink reserved for it rarely grows; at most [`MAX_RESERVE`].
+        pub fn estimate(&self, len: Option<u64>) -> usize {
             let taken = self.items as u64;
             let estimate = match len {
                 Some(len) if self.bytes > 0 && len > self.bytes => {
@@ -497,7 +501,9 @@ pub(super) mod fast {
                 }
                 _ => taken,
             };
-            usize::try_from(estimate + estimate / 64).unwrap_or(usize::MAX)
+            usize::try_from(estimate.saturating_add(estimate / 64))
+                .unwrap_or(usize::MAX)
+                .min(MAX_RESERVE)
         }
 
         /// Everything taken so far, as text.
@@ -751,6 +757,7 @@ pub(super) mod fast {
         }
         claims.distinct()
     }
+
     /// The checks across entries that [`context`] makes when a file is read as one document:
     /// no key (by key id) and no short ID twice, no name twice (case-insensitively), no name
     /// equal to a short ID, among the file's peers and against the peers read before.
@@ -1062,6 +1069,23 @@ mod tests {
             let expected = std::fs::read_to_string(&path).unwrap_err();
             assert_eq!(err.message, format!("cannot read: {expected}"));
         }
+    }
+
+    #[test]
+    fn the_estimate_follows_the_file_and_stays_bounded() {
+        let text = big_file(1500);
+        let mut cutter = fast::Cutter::default();
+        let mut lines = text.split_inclusive('\n');
+        for line in lines.by_ref().take(text.lines().count() / 3) {
+            assert!(cutter.feed(line.as_bytes()));
+        }
+        // A third of the file read: about three times the items seen, and a little more.
+        let estimate = cutter.estimate(Some(text.len() as u64));
+        assert!((1500..1600).contains(&estimate), "{estimate}");
+        // No length, or one shorter than what was read: the items seen.
+        assert_eq!(cutter.estimate(None), cutter.estimate(Some(1)));
+        // A length far beyond anything real (a sparse file) reserves no more than the bound.
+        assert_eq!(cutter.estimate(Some(u64::MAX)), fast::MAX_RESERVE);
     }
 
     /// A reader that, once `gate` bytes are read, waits (once, up to 30 s) until `opened` is set.
