@@ -5,6 +5,12 @@
 //! `//`; rather than guess which reading an app uses, a path that any of them could read in more
 //! than one way is refused. What is left has one meaning: its percent-decoded form, which is what
 //! the route patterns are matched against.
+//!
+//! `;` is refused too, raw or encoded. Servlet containers (Tomcat, Jetty) cut each segment at its
+//! first `;` (path parameters) before they route, so `/public/..;/admin` is `/admin` to them
+//! while every other reader sees a segment named `..;` below `/public`; `/secret;x/y` is
+//! `/secret/y` to them and not under `/secret/` to a route pattern. Spring Security's strict
+//! firewall refuses `;` for the same reason.
 
 use std::fmt;
 
@@ -36,7 +42,10 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
                     return refuse("has a % that is not followed by two hex digits");
                 };
-                if matches!(value, b'/' | b'\\' | b'.' | b'%') || value < 0x20 || value == 0x7f {
+                if matches!(value, b'/' | b'\\' | b'.' | b'%' | b';')
+                    || value < 0x20
+                    || value == 0x7f
+                {
                     return refuse(&format!(
                         "encodes {:?} as %{value:02X}; send it unencoded or not at all",
                         char::from(value)
@@ -46,6 +55,12 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return refuse("contains a backslash"),
+            b';' => {
+                return refuse(
+                    "contains ; (path parameters), which some apps cut off before routing \
+                     (Tomcat, Jetty) and others keep",
+                )
+            }
             _ => {
                 decoded.push(b);
                 i += 1;
@@ -103,6 +118,11 @@ mod tests {
             ("/api//x", "empty segment"),
             ("/api/%252e", "%25"),
             ("/api/%00", "%00"),
+            ("/public/..;/admin", "path parameters"),
+            ("/public/.;/x", "path parameters"),
+            ("/secret;x/y", "path parameters"),
+            ("/public/..%3B/admin", "%3B"),
+            ("/public/..%3b/admin", "%3B"),
             ("/api/%zz", "two hex digits"),
             ("/api/%2", "two hex digits"),
             ("/api/%ff", "UTF-8"),
