@@ -342,7 +342,10 @@ impl IdentityHeaderName {
     pub fn parse(s: &str) -> Result<Self, String> {
         let name = http::HeaderName::from_bytes(s.trim().as_bytes())
             .map_err(|_| format!("{s:?} is not a valid HTTP header name"))?;
-        if RESERVED_HEADERS.contains(&name.as_str()) {
+        // Compared folded (`_` = `-`), as the identity headers are stripped: `Content_Length`
+        // would otherwise pass here and then strip every request's `Content-Length`.
+        let folded = name.as_str().replace('_', "-");
+        if RESERVED_HEADERS.contains(&folded.as_str()) {
             return Err(format!(
                 "{s:?} is a header the proxy itself relies on; pick another name for an identity header"
             ));
@@ -423,6 +426,19 @@ mod tests {
         assert!(IdentityHeaderName::parse("Host")
             .unwrap_err()
             .contains("relies on"));
+        for look_alike in [
+            "Content_Length",
+            "signature_input",
+            "X_Forwarded_For",
+            "HOST",
+        ] {
+            assert!(
+                IdentityHeaderName::parse(look_alike)
+                    .unwrap_err()
+                    .contains("relies on"),
+                "{look_alike}"
+            );
+        }
         assert!(IdentityHeaderName::parse("X Peer")
             .unwrap_err()
             .contains("not a valid"));
