@@ -18,6 +18,39 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Fields a `Connection` header may not nominate for removal: what frames the request, what the
+/// signature rests on, and what peergate itself sets for the app. Removing `Host` would hand the
+/// app a request without the authority that was verified. Pingora refuses the first four on the
+/// routes it proxies itself; [`protected_nomination`] refuses all of them on every route.
+const PROTECTED: &[&str] = &[
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "content-length",
+    "transfer-encoding",
+    "content-digest",
+    "signature",
+    "signature-input",
+];
+
+/// The first field the request's `Connection` header nominates that must reach the app (see
+/// [`PROTECTED`]), spelled as it came.
+pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|token| {
+            token.first() == Some(&b':')
+                || PROTECTED
+                    .iter()
+                    .any(|p| p.as_bytes().eq_ignore_ascii_case(token))
+        })
+        .map(|token| String::from_utf8_lossy(token).into_owned())
+}
+
 /// `X-Forwarded-For` to look up without parsing the name. (Pingora's `insert_header` takes
 /// names as `&'static str` with one allocation fewer than as `HeaderName`s, which it titles
 /// into a copy before parsing the name again.)

@@ -114,6 +114,14 @@ impl Inbound {
                 )))
             }
         };
+        if let Some(name) = app_request::protected_nomination(req) {
+            return Ok(Err(Problem::new(
+                400,
+                "bad_request",
+                "Bad request",
+                format!("the Connection header names {name:?}, a field the app must receive"),
+            )));
+        }
         if access_for(&snap.routes, &path) == Access::Public {
             return Ok(Ok(Admission::Proxy));
         }
@@ -291,6 +299,19 @@ impl ProxyHttp for Inbound {
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
+        if session.req_header().method == http::Method::CONNECT {
+            // Pingora is told to let CONNECT through (see `server.rs`) so that it is refused
+            // here, as a problem document that is logged and counted, instead of with its bare
+            // 405. Nothing is tunnelled: the connection closes after the answer.
+            let problem = Problem::new(
+                405,
+                "connect_not_supported",
+                "CONNECT is not supported",
+                "the inbound listener relays HTTP requests to the app; it opens no tunnels",
+            );
+            ctx.record.refuse(session, &problem, None).await;
+            return Ok(true);
+        }
         // peergate's own public documents: answered here, unsigned, whatever the routes say.
         let public = {
             let req = session.req_header();

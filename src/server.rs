@@ -35,6 +35,9 @@ fn add_inbound(
     let mut proxy = pingora::proxy::http_proxy(conf, inbound);
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.listen.idle_timeout.0);
+    // Pingora answers CONNECT with a bare 405 unless asked not to; `Inbound::request_filter`
+    // refuses it itself with a problem document (`connect_not_supported`). Nothing is tunnelled.
+    options.allow_connect_method_proxying = true;
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);

@@ -718,6 +718,53 @@ async fn a_request_pingora_refuses_on_a_public_route_says_why() {
     assert_eq!(f.app.count(), 0);
 }
 
+/// `Connection` may nominate hop-by-hop fields, not the ones the app must receive: a signed
+/// request that names `Host` would otherwise reach the app without the authority that was
+/// verified. Refused on every route, before anything is forwarded; other nominations are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_nominate_the_fields_the_app_must_receive() {
+    let f = Fixture::start();
+    for name in [
+        "host",
+        "Content-Length",
+        "signature-input",
+        "X-Forwarded-For",
+        ":authority",
+    ] {
+        let nominating = ("Connection", format!("keep-alive, {name}"));
+        let signed = f.signed(
+            &f.bob,
+            "POST",
+            "/api/x",
+            &[(nominating.0, nominating.1.as_str())],
+            b"hello",
+        );
+        let resp = f.send(signed).await;
+        assert_problem(&resp, 400, "bad_request");
+        let detail = resp.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(name), "{detail}");
+        let public = RawRequest::new("GET", "/public/page")
+            .header("Host", f.authority())
+            .header(nominating.0, &nominating.1);
+        assert_problem(&f.send(public).await, 400, "bad_request");
+    }
+    assert_eq!(f.app.count(), 0);
+
+    // Nominating an ordinary field still works: it is removed, and the request goes through.
+    let signed = f.signed(
+        &f.bob,
+        "GET",
+        "/api/x",
+        &[("Connection", "x-hop"), ("X-Hop", "1"), ("X-Kept", "1")],
+        b"",
+    );
+    assert_eq!(f.send(signed).await.status, 200);
+    let seen = f.app.last().unwrap();
+    assert_eq!(seen.header("x-hop"), None);
+    assert_eq!(seen.header("x-kept"), Some("1"));
+    assert_eq!(seen.header("host"), Some(f.authority().as_str()));
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1221,6 +1268,36 @@ async fn spoofed_identity_headers_never_reach_the_app() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_as_a_problem_and_nothing_is_tunnelled() {
+    let f = Fixture::start();
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    // What a tunnel would carry follows the CONNECT at once: it must reach nobody.
+    let connect = RawRequest::new("CONNECT", f.authority()).header("Host", f.authority());
+    let mut bytes = connect.to_bytes();
+    bytes.extend_from_slice(
+        &RawRequest::new("GET", "/public/tunnelled")
+            .header("Host", f.authority())
+            .to_bytes(),
+    );
+    let resp = conn.request(&bytes).await.unwrap();
+    assert_problem(&resp, 405, "connect_not_supported");
+    assert!(resp.header("accept-signature").is_none());
+    conn.closed_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(f.app.count(), 0, "nothing reached the app");
+    let m = f.metrics_eventually(&[
+        "peergate_rejections_total{direction=\"inbound\",reason=\"connect_not_supported\"} 1",
+    ]);
+    assert!(
+        m.contains(
+            "peergate_rejections_total{direction=\"inbound\",reason=\"connect_not_supported\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
     let f = Fixture::start();
     // Carol may GET /api/* only. Each trick aims at /admin.
@@ -1251,9 +1328,19 @@ async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
         "/public/../admin",
         "/public/%2e%2e/admin",
         "/public/..%2fadmin",
+        // Servlet containers cut a segment at `;`: to them these are /admin and /api/x.
+        "/public/..;/admin",
+        "/public/..%3B/admin",
+        "/public/.;/../api/x",
     ] {
         let req = RawRequest::new("GET", target).header("Host", f.authority());
         let resp = f.send(req).await;
+        assert_problem(&resp, 400, "bad_path");
+        assert_eq!(f.app.count(), 0, "{target} reached the app");
+    }
+    // Nor is a path parameter a way out of a peer's `allow` rule.
+    for target in ["/api/..;/admin", "/api;x/../admin", "/api/x;y"] {
+        let resp = f.send(f.signed(&f.carol, "GET", target, &[], b"")).await;
         assert_problem(&resp, 400, "bad_path");
         assert_eq!(f.app.count(), 0, "{target} reached the app");
     }
