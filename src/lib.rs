@@ -18,6 +18,7 @@ pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod lifecycle;
+pub mod local_app;
 pub mod logger;
 pub mod memory;
 pub mod metrics;

@@ -49,6 +49,9 @@ pub struct Outbound {
     timeouts: PeerTimeouts,
     /// `listen.idle_timeout`, whole seconds (see `client_idle`).
     idle_seconds: u64,
+    /// The listener serves this machine only (`outbound.allow_remote_clients: false`): see
+    /// [`crate::local_app`].
+    loopback_only: bool,
 }
 
 pub struct OutboundCtx {
@@ -116,6 +119,7 @@ impl Outbound {
         timeouts: PeerTimeouts,
         ca_file: Option<String>,
         idle_seconds: u64,
+        loopback_only: bool,
     ) -> Self {
         let options = pingora::connectors::ConnectorOptions {
             ca_file,
@@ -126,10 +130,11 @@ impl Outbound {
             forwarder: Forwarder::new(Some(options)),
             timeouts,
             idle_seconds,
+            loopback_only,
         }
     }
 
-    fn route(snap: &Snapshot, req: &RequestHeader) -> Result<Target, Problem> {
+    fn route(snap: &Snapshot, req: &RequestHeader, loopback_only: bool) -> Result<Target, Problem> {
         if req.method == http::Method::CONNECT {
             return Err(Problem::new(
                 405,
@@ -146,6 +151,7 @@ impl Outbound {
                 || raw
                     .get(..8)
                     .is_some_and(|p| p.eq_ignore_ascii_case(b"https://")));
+        crate::local_app::check(req, absolute, loopback_only)?;
         if absolute {
             let uri = http::Uri::try_from(raw).map_err(|_| {
                 Problem::new(
@@ -419,7 +425,7 @@ impl ProxyHttp for Outbound {
         crate::client_idle::head_received();
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
-        match Self::route(&snap, session.req_header()) {
+        match Self::route(&snap, session.req_header(), self.loopback_only) {
             Err(problem) => ctx.record.refuse(session, &problem, None).await,
             Ok(Target::Directory) => {
                 let body = Self::directory(&snap);

@@ -76,7 +76,8 @@ fn add_outbound(
         .and_then(|t| t.peer_ca_file.as_ref())
         .map(|f| f.0.to_string_lossy().into_owned());
     let idle = config.listen.idle_timeout.whole_seconds();
-    let outbound = Outbound::new(shared.clone(), timeouts, ca_file, idle);
+    let loopback_only = !config.outbound.allow_remote_clients;
+    let outbound = Outbound::new(shared.clone(), timeouts, ca_file, idle, loopback_only);
     // Pingora answers CONNECT with a bare 405 unless asked not to; peergate refuses it itself,
     // with a problem document that tells the app to use plain http:// URLs. Nothing is tunnelled.
     let mut options = pingora::apps::HttpServerOptions::default();

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use peergate::config;
 use peergate::identity::{Identity, PublicIdentity};
@@ -226,6 +227,72 @@ async fn the_peer_directory_lists_the_allowlist() {
     assert_eq!(entry["key_id"], bob.public.key_id());
     assert_eq!(entry["name"], "Bob");
     assert_eq!(entry["url"], bob.url());
+}
+
+/// A web page in a browser on the same machine reaches the loopback listener too: a form posted
+/// from another site, a fetch with fetch metadata, a page whose name was rebound to 127.0.0.1.
+/// None of them gets a request signed or the directory read; apps still get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_cannot_make_signed_calls_or_read_the_directory() {
+    let (_root, alice, bob) = pair();
+    let local = format!("127.0.0.1:{}", alice.outbound);
+    let post = |host: &str| {
+        RawRequest::new("POST", "/peers/bob/transfer")
+            .header("Host", host)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(b"to=mallory")
+    };
+    // A cross-site form post (no CORS preflight for a form): Origin is another site.
+    let resp = alice
+        .call(post(&local).header("Origin", "https://evil.example"))
+        .await;
+    assert_problem(&resp, 403, "cross_origin");
+    // A fetch from another site's page, with fetch metadata.
+    let resp = alice
+        .call(post(&local).header("Sec-Fetch-Site", "cross-site"))
+        .await;
+    assert_problem(&resp, 403, "cross_origin");
+    // DNS rebinding: same-origin to the browser, but the name is not a local one.
+    let rebound = format!("evil.example:{}", alice.outbound);
+    let resp = alice
+        .call(post(&rebound).header("Origin", format!("http://{rebound}")))
+        .await;
+    assert_problem(&resp, 403, "foreign_host");
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers").header("Host", rebound.as_str()))
+        .await;
+    assert_problem(&resp, 403, "foreign_host");
+    assert!(!resp.text().contains(bob.public.key_id()));
+    assert_eq!(bob.app.count(), 0, "no refused request reached bob");
+
+    // Apps: by address or localhost, without browser headers; a user opening the directory
+    // in the address bar (Sec-Fetch-Site: none).
+    for host in [local.clone(), format!("localhost:{}", alice.outbound)] {
+        let resp = alice.call(post(&host)).await;
+        assert_eq!(resp.status, 200, "{host}: {}", resp.text());
+    }
+    let resp = alice
+        .call(
+            RawRequest::new("GET", "/peers")
+                .header("Host", local.as_str())
+                .header("Sec-Fetch-Site", "none"),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(bob.app.count(), 2);
+    // Requests are counted once their answer has gone out: the last may lag a moment.
+    let wanted = [("cross_origin", 2), ("foreign_host", 2)].map(|(reason, n)| {
+        format!("peergate_rejections_total{{direction=\"outbound\",reason=\"{reason}\"}} {n}")
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut m = alice.metrics();
+    while !wanted.iter().all(|w| m.contains(w)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = alice.metrics();
+    }
+    for w in &wanted {
+        assert!(m.contains(w), "{w} in {m}");
+    }
 }
 
 /// A real HTTP client configured with a proxy: Python's urllib with a ProxyHandler, as an app
