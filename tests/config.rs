@@ -189,14 +189,53 @@ fn listen_idle_timeout_must_be_a_second_or_more() {
             &dir,
             &minimal(&format!("listen:\n  idle_timeout: {short}\n")),
         );
-        assert_eq!(err.file, dir.path("peergate.yaml"));
-        assert!(
-            err.message.contains(&format!(
-                "listen.idle_timeout {short} is too short; use at least 1s"
-            )),
-            "{err}"
+        assert_err(
+            &err,
+            &dir.path("peergate.yaml"),
+            7,
+            17,
+            &format!("listen.idle_timeout {short} is too short; use at least 1s"),
         );
     }
+}
+
+/// Checks made once the whole file is read (a floor, one setting against another) point at the
+/// value too, in block and in flow style.
+#[test]
+fn checks_after_reading_name_the_line_and_column() {
+    let dir = Dir::new();
+    let file = dir.path("peergate.yaml");
+    for (extra, line, column, needle) in [
+        (
+            "listen:\n  inbound: \"0.0.0.0:8443\"\n  outbound: \"10.0.0.5:8480\"\n",
+            8,
+            13,
+            "listen.outbound 10.0.0.5:8480 is not a loopback address",
+        ),
+        (
+            "reload: { poll_interval: 50ms }\n",
+            6,
+            26,
+            "reload.poll_interval 50ms is too short",
+        ),
+        (
+            "signatures:\n  max_age: 300s\n  replay_cache_size: 0\n",
+            8,
+            22,
+            "signatures.replay_cache_size must be at least 1",
+        ),
+    ] {
+        let err = load_err(&dir, &minimal(extra));
+        assert_err(&err, &file, line, column, needle);
+    }
+    // With remote clients allowed, the same address loads.
+    let path = dir.write(
+        "peergate.yaml",
+        &minimal(
+            "listen: { outbound: \"10.0.0.5:8480\" }\noutbound: { allow_remote_clients: true }\n",
+        ),
+    );
+    assert!(config::load(&path).is_ok());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! error, so a running instance can try a reload and keep what it has when the new files are bad.
 
 mod context;
+mod locate;
 pub mod peers;
 pub mod routes;
 pub mod units;
@@ -420,6 +421,20 @@ impl ConfigError {
         }
     }
 
+    /// An error about the setting at `key` (map keys from the top), found after the file was
+    /// read: located by reading the file again (see [`locate`]); without a position if the
+    /// setting cannot be found there.
+    fn at_setting(file: &Path, key: &[&str], message: impl Into<String>) -> Self {
+        let position = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| locate::value_position(&text, key));
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            message: message.into(),
+        }
+    }
+
     fn plain(file: &Path, message: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
@@ -510,15 +525,16 @@ impl PeerSink for TableSink {
 /// Refuses a duration setting below `min`: "`key` `value` is too short; `advice`".
 fn at_least(
     path: &Path,
-    key: &str,
+    key: &[&str],
     value: &HumanDuration,
     min: Duration,
     advice: &str,
 ) -> Result<(), ConfigError> {
     if value.0 < min {
-        return Err(ConfigError::plain(
+        return Err(ConfigError::at_setting(
             path,
-            format!("{key} {value} is too short; {advice}"),
+            key,
+            format!("{} {value} is too short; {advice}", key.join(".")),
         ));
     }
     Ok(())
@@ -596,8 +612,9 @@ fn load_inner(
     };
     drop(scope);
     if !config.listen.outbound.0.ip().is_loopback() && !config.outbound.allow_remote_clients {
-        return Err(ConfigError::plain(
+        return Err(ConfigError::at_setting(
             path,
+            &["listen", "outbound"],
             format!(
                 "listen.outbound {} is not a loopback address: anything that can reach it speaks as this identity. \
 Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in front of it is trusted",
@@ -607,21 +624,22 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     }
     at_least(
         path,
-        "reload.poll_interval",
+        &["reload", "poll_interval"],
         &config.reload.poll_interval,
         Duration::from_millis(100),
         "each check looks at the files again, so use at least 100ms (5s is the default)",
     )?;
     at_least(
         path,
-        "listen.idle_timeout",
+        &["listen", "idle_timeout"],
         &config.listen.idle_timeout,
         Duration::from_secs(1),
         "use at least 1s (75s is the default)",
     )?;
     if config.signatures.replay_cache_size == 0 {
-        return Err(ConfigError::plain(
+        return Err(ConfigError::at_setting(
             path,
+            &["signatures", "replay_cache_size"],
             "signatures.replay_cache_size must be at least 1 (it bounds how many nonces are remembered)",
         ));
     }
