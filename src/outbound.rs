@@ -224,6 +224,18 @@ impl Outbound {
     }
 
     fn on_peer(peer: Peer<'_>, pq: &str) -> Result<Target, Problem> {
+        let path = pq.split_once('?').map_or(pq, |(path, _)| path);
+        if crate::request_path::has_dot_segment(path) {
+            return Err(Problem::new(
+                400,
+                "bad_path",
+                "Ambiguous path",
+                format!(
+                    "the path {path:?} has a . or .. segment, which could take the request out of \
+                     the peer's base path; resolve it before sending"
+                ),
+            ));
+        }
         let Some(url) = peer.url() else {
             return Err(Problem::new(
                 404,

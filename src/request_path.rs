@@ -87,9 +87,36 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(decoded)
 }
 
+/// Whether `raw` (a path, percent-encoded as sent) has a `.` or `..` segment, spelled plainly or
+/// with `%2e`: the outbound side refuses those, as resolving them on the peer's side could leave
+/// the base path of the peer's URL.
+pub fn has_dot_segment(raw: &str) -> bool {
+    raw.split('/').any(|segment| {
+        let dots = segment.replace("%2e", ".").replace("%2E", ".");
+        dots == "." || dots == ".."
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_seen_however_spelled() {
+        for raw in ["/..", "/a/../b", "/a/./b", "/%2e%2E/x", "/a/.%2e", "/x/."] {
+            assert!(has_dot_segment(raw), "{raw}");
+        }
+        for raw in [
+            "/",
+            "/a/b",
+            "/a..b/c",
+            "/.well-known/x",
+            "/...",
+            "/%2e%2e%2e",
+        ] {
+            assert!(!has_dot_segment(raw), "{raw}");
+        }
+    }
 
     #[test]
     fn normal_paths_decode() {

@@ -410,6 +410,19 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         .await;
     assert_problem(&resp, 405, "connect_not_supported");
 
+    // Dot segments could leave the peer's base path once resolved there: refused, unsent.
+    for target in [
+        "/peers/Bob/../admin",
+        "/peers/Bob/x/%2e%2e/admin",
+        "/peers/Bob/./x",
+    ] {
+        let resp = alice
+            .call(RawRequest::new("GET", target).header("Host", "127.0.0.1"))
+            .await;
+        assert_problem(&resp, 400, "bad_path");
+    }
+    assert_eq!(bob.app.count(), 0);
+
     // A peer whose certificate does not verify: 502, and mallory's app sees nothing.
     let resp = alice
         .call(RawRequest::new("GET", "/peers/Mallory/x").header("Host", "127.0.0.1"))
