@@ -1267,6 +1267,25 @@ async fn spoofed_identity_headers_never_reach_the_app() {
     );
 }
 
+/// A pipelined request (sent before the previous answer) is not served: the first gets its
+/// answer and the connection closes at once, so the client retries on a new one; nothing hangs
+/// and the second never reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_get_one_answer_then_a_close() {
+    let f = Fixture::start();
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let mut bytes = f.signed(&f.bob, "GET", "/api/first", &[], b"").to_bytes();
+    bytes.extend_from_slice(&f.signed(&f.bob, "GET", "/api/second", &[], b"").to_bytes());
+    let resp = conn.request(&bytes).await.unwrap();
+    assert_eq!(resp.status, 200);
+    conn.closed_within(Duration::from_secs(2)).await.unwrap();
+    let seen = f.app.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/api/first");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_as_a_problem_and_nothing_is_tunnelled() {
     let f = Fixture::start();
