@@ -24,10 +24,12 @@ use crate::problem::Problem;
 /// `Err` with the refusal when the request comes from a web page rather than from an app.
 /// `loopback_only` is true when the listener serves this machine only (the default).
 pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> Result<(), Problem> {
+    // On every request: nothing here allocates unless it refuses. A value that is not visible
+    // ASCII matches nothing local (U+FFFD is no host), so it is refused.
     let header = |name: http::header::HeaderName| {
         req.headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").trim())
     };
     let host = header(http::header::HOST);
     if let Some(site) = req.headers.get("sec-fetch-site") {
@@ -40,8 +42,8 @@ pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> R
         }
     }
     if let Some(origin) = header(http::header::ORIGIN) {
-        let same = host.as_deref().is_some_and(|host| {
-            origin_authority(&origin).is_some_and(|a| a.eq_ignore_ascii_case(host))
+        let same = host.is_some_and(|host| {
+            origin_authority(origin).is_some_and(|a| a.eq_ignore_ascii_case(host))
         });
         if !same {
             return Err(cross_origin(format!(
@@ -51,7 +53,7 @@ pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> R
     }
     if loopback_only && !absolute_form {
         if let Some(host) = host {
-            if !is_local_host(&host) {
+            if !is_local_host(host) {
                 return Err(Problem::new(
                     403,
                     "foreign_host",
@@ -95,31 +97,36 @@ fn origin_authority(origin: &str) -> Option<&str> {
 /// An IP address (any: a browser that connects to a literal address resolved no name), or
 /// `localhost` and names below it, which resolve to loopback and nowhere else (RFC 6761).
 fn is_local_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
+    if let Some(rest) = host.strip_prefix('[') {
         // [v6] or [v6]:port
         return rest.split_once(']').is_some_and(|(ip, port)| {
-            ip.parse::<std::net::Ipv6Addr>().is_ok() && valid_port(port)
+            ip.parse::<std::net::Ipv6Addr>().is_ok()
+                && (port.is_empty() || port.strip_prefix(':').is_some_and(is_port))
         });
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if valid_port(&format!(":{port}")) => name,
-            Some(_) => return false,
-            None => host,
-        }
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return false,
+        None => host,
     };
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return true;
     }
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
+    // `localhost` or a name ending in `.localhost`, in any case, with or without the root dot.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let split = name.len().checked_sub("localhost".len());
+    split.is_some_and(|at| {
+        name.get(at..)
+            .is_some_and(|last| last.eq_ignore_ascii_case("localhost"))
+            && name
+                .get(..at)
+                .is_some_and(|before| before.is_empty() || before.ends_with('.'))
+    })
 }
 
-/// Empty, or `:` and a port number.
-fn valid_port(port: &str) -> bool {
-    port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok())
+/// A port number: digits only, at most 65535.
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -229,6 +236,10 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1:x",
             "[zz]:1",
+            "notlocalhost:8480",
+            "127.0.0.1:+80",
+            "localhost:99999",
+            "[::1]:",
         ] {
             assert_eq!(
                 reason(&[("Host", host)], false, true),

@@ -92,8 +92,18 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
 /// the base path of the peer's URL.
 pub fn has_dot_segment(raw: &str) -> bool {
     raw.split('/').any(|segment| {
-        let dots = segment.replace("%2e", ".").replace("%2E", ".");
-        dots == "." || dots == ".."
+        // Counts the dots of a segment made of dots only; on every request, so no allocation.
+        let mut rest = segment.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        dots == 1 || dots == 2
     })
 }
 
