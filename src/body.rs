@@ -37,7 +37,10 @@ pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Problem> {
         let n = value
             .to_str()
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(str::trim)
+            // 1*DIGIT (RFC 9110 §8.6): `parse` would also take a sign.
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| {
                 Problem::new(
                     400,

@@ -122,6 +122,12 @@ impl Inbound {
                 format!("the Connection header names {name:?}, a field the app must receive"),
             )));
         }
+        // Pingora forwards a list such as `Content-Length: 5, 5` as it came on the routes it
+        // proxies; an app may read it another way than Pingora framed the body. Refused on
+        // every route, as it is for signed requests.
+        if let Err(problem) = body::declared_length(req) {
+            return Ok(Err(problem));
+        }
         if access_for(&snap.routes, &path) == Access::Public {
             return Ok(Ok(Admission::Proxy));
         }
