@@ -609,7 +609,8 @@ impl ComponentId {
 
     /// Appends this component's signature base line(s) to `out`: `"<id>": <value>` + LF.
     ///
-    /// `@query-param` writes one line per occurrence of the name, in query order (§2.2.8).
+    /// `@query-param` writes the one occurrence of its name; a name that occurs more than once
+    /// cannot be covered (§2.2.8).
     /// What the component reads (a field's values, the query for `@query-param`) is charged to
     /// `budget` first, before any of it is parsed.
     pub(crate) fn write_lines(
@@ -791,10 +792,17 @@ impl ComponentId {
                 out.extend(req.scheme.bytes().map(|b| b.to_ascii_lowercase()));
             }
             Derived::TargetUri => {
-                let auth = self.authority_of(req)?;
+                // The target URI of RFC 9110 §7.1: the authority as the request gives it (Host,
+                // or the URI's own), not normalized as `@authority` is (§2.2.3 normalizes that
+                // one only). It must still be a valid authority.
+                self.authority_of(req)?;
                 out.extend(req.scheme.bytes().map(|b| b.to_ascii_lowercase()));
                 out.extend_from_slice(b"://");
-                auth.write(req.scheme, out);
+                out.extend_from_slice(
+                    Authority::raw_of_request(req)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
                 write_path(req.uri, out);
                 if let Some(q) = req.uri.query() {
                     out.push(b'?');
@@ -842,20 +850,28 @@ impl ComponentId {
                 .bad_value("@query-param is a request component; on a response use it with ;req"));
         };
         let wanted = self.query_name.as_deref().unwrap_or_default();
-        let mut found = false;
-        for (name, value) in form_pairs(req.uri.query().unwrap_or_default()) {
+        let mut value = None;
+        for (name, v) in form_pairs(req.uri.query().unwrap_or_default()) {
             if form_reencode(name) != wanted {
                 continue;
             }
-            found = true;
-            let start = self.begin_line(out);
-            out.extend_from_slice(form_reencode(value).as_bytes());
-            self.end_line(out, start)?;
+            if value.is_some() {
+                // §2.2.8: "If a parameter name occurs multiple times in a request, the named
+                // query parameter MUST NOT be included."
+                return Err(self.bad_value(format!(
+                    "the query has the parameter {} more than once, and RFC 9421 §2.2.8 leaves a \
+                     repeated name out of signatures; cover @query instead",
+                    echo(wanted)
+                )));
+            }
+            value = Some(v);
         }
-        if !found {
+        let Some(value) = value else {
             return Err(self.missing(format!("the query has no parameter named {}", echo(wanted))));
-        }
-        Ok(())
+        };
+        let start = self.begin_line(out);
+        out.extend_from_slice(form_reencode(value).as_bytes());
+        self.end_line(out, start)
     }
 }
 
@@ -1008,9 +1024,11 @@ fn form_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|s| s.split_once('=').unwrap_or((s, "")))
 }
 
-/// Decodes a form-encoded string (`+` is a space, `%XX` a byte) and percent-encodes the bytes
-/// again (§2.2.8). Decoded bytes that are not UTF-8 are encoded as they are, not replaced by
-/// U+FFFD, so two different values never share an encoding.
+/// Decodes a form-encoded string (`+` is a space, `%XX` a byte) and percent-encodes it again
+/// (§2.2.8), as the URL standard's form parser does: decoded bytes that are not UTF-8 become
+/// U+FFFD (`%EF%BF%BD`), which is what other implementations sign. So `%FF` and `%FE` share an
+/// encoding; a signature that must pin the exact bytes covers `@query` (peergate's inbound side
+/// requires it, or `@target-uri`, whatever else is covered).
 fn form_reencode(s: &str) -> String {
     let plus_free: std::borrow::Cow<'_, str> = if s.contains('+') {
         s.replace('+', " ").into()
@@ -1019,10 +1037,10 @@ fn form_reencode(s: &str) -> String {
     };
     let bytes: Vec<u8> = percent_decode(plus_free.as_bytes()).collect();
     let mut out = String::with_capacity(bytes.len());
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => out.extend(utf8_percent_encode(text, FORM_ENCODE)),
-        Err(_) => out.extend(percent_encoding::percent_encode(&bytes, FORM_ENCODE)),
-    }
+    out.extend(utf8_percent_encode(
+        &String::from_utf8_lossy(&bytes),
+        FORM_ENCODE,
+    ));
     out
 }
 
@@ -1086,6 +1104,21 @@ impl Authority {
             .to_str()
             .map_err(|_| AuthorityError::Invalid("the Host header is not visible ASCII".into()))?;
         Authority::parse(text)
+    }
+
+    /// The authority text as the request carries it (the URI's, else the one Host header,
+    /// without surrounding whitespace), for `@target-uri`. `None` where [`Self::of_request`]
+    /// fails.
+    pub fn raw_of_request<'a>(req: &RequestView<'a>) -> Option<&'a str> {
+        if let Some(a) = req.uri.authority() {
+            return Some(a.as_str());
+        }
+        let mut hosts = req.headers.get_all(http::header::HOST).iter();
+        let host = hosts.next()?;
+        if hosts.next().is_some() {
+            return None;
+        }
+        std::str::from_utf8(trim_ows(host.to_str().ok()?.as_bytes())).ok()
     }
 
     /// Parses `host[:port]`; the host is lowercased. Refuses user info, empty hosts, characters
@@ -1367,7 +1400,9 @@ mod tests {
     #[test]
     fn query_param_reencoding() {
         assert_eq!(form_reencode("a+b%20c"), "a%20b%20c");
-        assert_eq!(form_reencode("%FF"), "%FF");
+        // Not UTF-8: U+FFFD, as the URL standard's parser gives it.
+        assert_eq!(form_reencode("%FF"), "%EF%BF%BD");
+        assert_eq!(form_reencode("%C3%28"), "%EF%BF%BD%28");
         assert_eq!(form_reencode("%zz"), "%25zz");
         assert_eq!(form_reencode("~"), "%7E");
     }
