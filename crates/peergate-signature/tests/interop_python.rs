@@ -525,6 +525,54 @@ fn theirs_parameter_order_differs_from_ours_and_verifies_here() {
     assert_eq!(v.tag.as_deref(), Some("peergate"));
 }
 
+/// `@target-uri` with the Host as sent (upper case, the default port) and `@query-param` over
+/// bytes that are not UTF-8: the package signs them as RFC 9421 gives them (the target as
+/// received; U+FFFD), and so must the base here be built.
+#[test]
+fn theirs_target_uri_and_query_param_as_the_rfc_gives_them_verify_here() {
+    let keys = keys();
+    let now = unix_now();
+    let unsigned = request(
+        "GET",
+        "/api/x?r=%FF&s=%C3%28&t=ok",
+        "Alice.Example.org:443",
+        None,
+    );
+    let (req, out) = sign_theirs(
+        &keys,
+        &unsigned,
+        None,
+        now,
+        "py-nonce-rfc",
+        json!({
+            "covered": ["@method", "@target-uri", "\"@query-param\";name=\"r\"",
+                        "\"@query-param\";name=\"s\""],
+        }),
+    );
+    let base = out["signature_base"].as_str().unwrap();
+    assert!(
+        base.contains("\"@target-uri\": https://Alice.Example.org:443/api/x?r=%FF&s=%C3%28&t=ok\n"),
+        "{base}"
+    );
+    assert!(
+        base.contains("\"@query-param\";name=\"r\": %EF%BF%BD\n"),
+        "{base}"
+    );
+    assert!(
+        base.contains("\"@query-param\";name=\"s\": %EF%BF%BD%28\n"),
+        "{base}"
+    );
+    assert_eq!(our_base(&req), base);
+    verify_here(
+        &keys,
+        &req,
+        None,
+        &policy_for("alice.example.org", None),
+        now,
+    )
+    .unwrap();
+}
+
 #[test]
 fn theirs_tampered_is_refused_here() {
     let keys = keys();
