@@ -147,7 +147,26 @@ impl PeerUrl {
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             return Err(format!("{s:?}: a peer URL may not carry credentials"));
         }
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        // http::Uri gives no port both without one and for one past 65535 (or with a sign):
+        // read it from the authority text, so that `:99999` is an error, not the default port.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let port_text = authority
+            .rfind(':')
+            .and_then(|i| authority.get(i + 1..))
+            .filter(|p| !p.contains(']'));
+        let port = match port_text {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) if port != 0 && p.bytes().all(|b| b.is_ascii_digit()) => port,
+                _ => return Err(format!("{s:?}: the port must be a number from 1 to 65535")),
+            },
+        };
         let base_path = uri.path().trim_end_matches('/').to_string();
         Ok(PeerUrl {
             https,
@@ -1299,5 +1318,19 @@ mod tests {
         assert!(PeerUrl::parse("https://x/?a=b")
             .unwrap_err()
             .contains("query"));
+        // A port past 65535 is an error, not the default port (http::Uri's port_u16 is None).
+        for bad in [
+            "https://x:99999",
+            "https://x:65536/",
+            "https://x:0",
+            "http://x:+80",
+        ] {
+            let err = PeerUrl::parse(bad).err();
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("1 to 65535")),
+                "{bad}: {err:?}"
+            );
+        }
+        assert_eq!(PeerUrl::parse("https://x:65535").unwrap().port, 65535);
     }
 }

@@ -205,32 +205,42 @@ impl<'de> Deserialize<'de> for HostName {
     }
 }
 
-/// Splits `host[:port]`, lowercasing the host; `None` when the host is not a DNS name or IP.
+/// Splits `host[:port]`, lowercasing the host; `None` when the host is not a DNS name, an IPv4
+/// address or an IPv6 address (in brackets when a port follows), or the port is not 1-65535.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+    let port_of = |p: &str| -> Option<u16> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok().filter(|&port| port != 0)
+    };
+    if let Some(rest) = s.strip_prefix('[') {
         let (v6, after) = rest.split_once(']')?;
         v6.parse::<std::net::Ipv6Addr>().ok()?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':')?.parse().ok()?),
+            p => Some(port_of(p.strip_prefix(':')?)?),
         };
-        (v6.to_string(), port)
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
-            None => (s.to_string(), None),
-        }
+        return Some((v6.to_ascii_lowercase(), port));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some((s.to_ascii_lowercase(), None));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(port_of(p)?)),
+        None => (s, None),
     };
+    // A name or an IPv4 address: dot-separated labels of letters, digits and '-'. Anything with
+    // a ':' left in it (a URL, an IPv6 address with a port but no brackets) is not a host.
     let valid = !host.is_empty()
         && host.len() <= 253
-        && (host.contains(':')
-            || host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            }));
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
     valid.then(|| (host.to_ascii_lowercase(), port))
 }
 
@@ -415,9 +425,18 @@ mod tests {
             "[::1",
             "[zz]:1",
             "https://x",
+            "https://alice.example.org:8443",
+            "http://127.0.0.1:33000",
+            "not a host:1:2",
+            "::1:8443x",
+            "a:+80",
+            "a:0",
         ] {
             assert_eq!(split_host_port(bad), None, "{bad}");
         }
+        // A bare IPv6 address is a host without a port; with a port it needs brackets.
+        assert_eq!(split_host_port("::1"), Some(("::1".into(), None)));
+        assert_eq!(split_host_port("[FE80::1]"), Some(("fe80::1".into(), None)));
     }
 
     #[test]
