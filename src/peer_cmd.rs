@@ -88,7 +88,7 @@ pub fn check_identity_document(doc: &serde_json::Value) -> Result<RemotePeer, St
     let stated_key_id = field("key_id")?;
     if stated_key_id != public.key_id() {
         return Err(format!(
-            "the identity document is inconsistent (tampered?): it states key id {stated_key_id} but its public key has key id {}; refusing it",
+            "the identity document is inconsistent (tampered?): it states key id {stated_key_id:?} but its public key has key id {}; refusing it",
             public.key_id()
         ));
     }
@@ -102,7 +102,7 @@ pub fn check_identity_document(doc: &serde_json::Value) -> Result<RemotePeer, St
     let stated_short_id = field("short_id")?;
     if stated_short_id != public.short_id() {
         return Err(format!(
-            "the identity document is inconsistent (tampered?): it states short ID {stated_short_id} but its public key has short ID {}; refusing it",
+            "the identity document is inconsistent (tampered?): it states short ID {stated_short_id:?} but its public key has short ID {}; refusing it",
             public.short_id()
         ));
     }
@@ -124,10 +124,31 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.chars().count() > 128 {
         return Err("a peer's name is at most 128 characters".into());
     }
-    if let Some(c) = name.chars().find(|c| c.is_control() || *c == '/') {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_control() || c == '/' || is_invisible(c))
+    {
         return Err(format!("a peer's name may not contain {c:?}"));
     }
     Ok(())
+}
+
+/// Characters that change how the text around them looks, or where a YAML reader counts a
+/// line, without showing themselves: line and paragraph separators (libyaml counts them as line
+/// breaks, which would shift every later error position in the peers file), bidirectional
+/// overrides and isolates, zero-width characters, the BOM. A name from a peer's identity
+/// document with one of them could pass for another peer's name.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+    )
 }
 
 /// The trust roots for fetching: `--ca-file`, else the configuration's `tls.peer_ca_file`,
@@ -481,22 +502,26 @@ pub fn peer_table(loaded: &Loaded) -> String {
 pub fn remove(config_path: &Path, handle: &str, yes: bool) -> Result<(), CliError> {
     let loaded = load(config_path)?;
     let wanted = handle.trim();
-    let peer = loaded
-        .config
-        .peers
-        .0
-        .iter()
-        .find(|p| {
-            p.name.to_lowercase() == wanted.to_lowercase()
-                || p.short_id() == wanted
-                || p.keys().any(|k| k.key_id() == wanted)
-        })
-        .ok_or_else(|| {
-            usage(format!(
-                "no peer is named {wanted:?} or has that short ID; `peergate peer list -c {}` shows them",
-                config_path.display()
-            ))
-        })?;
+    let mut matching = loaded.config.peers.0.iter().filter(|p| {
+        p.name.to_lowercase() == wanted.to_lowercase()
+            || p.short_id() == wanted
+            || p.keys().any(|k| k.key_id() == wanted)
+    });
+    let peer = matching.next().ok_or_else(|| {
+        usage(format!(
+            "no peer is named {wanted:?} or has that short ID; `peergate peer list -c {}` shows them",
+            config_path.display()
+        ))
+    })?;
+    // A handle that is one peer's name and another's key id must not pick either by file order:
+    // the peer left trusted would be the one the person meant to remove.
+    if let Some(other) = matching.next() {
+        return Err(usage(format!(
+            "{wanted:?} names more than one peer ({} and {}); remove by short ID",
+            peer.short_id(),
+            other.short_id()
+        )));
+    }
     let key_id = peer.primary.key_id().to_string();
     let short_id = peer.short_id().to_string();
     let name = peer.name.clone();
@@ -704,8 +729,31 @@ mod tests {
             .unwrap_err()
             .contains("key_id"));
 
-        let mut odd_name = good;
+        let mut odd_name = good.clone();
         odd_name["name"] = "a/b".into();
         assert_eq!(check_identity_document(&odd_name).unwrap().name, None);
+        for invisible in ["Eve\u{2028}x", "Bob\u{202e}", "B\u{200b}ob", "\u{feff}Bob"] {
+            odd_name["name"] = invisible.into();
+            assert_eq!(
+                check_identity_document(&odd_name).unwrap().name,
+                None,
+                "{invisible:?}"
+            );
+        }
+
+        // What a peer states is echoed escaped: no terminal control sequence gets through.
+        let mut bad = good;
+        bad["key_id"] = "\u{1b}[2K\rpeer added\n".into();
+        let err = check_identity_document(&bad).unwrap_err();
+        assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+        assert!(err.contains("\\u{1b}"), "{err:?}");
+    }
+
+    #[test]
+    fn names_written_to_the_peers_file_keep_line_counting_intact() {
+        let quoted = crate::peers_text::quote("Eve\u{2028}\u{2029}\u{85}x");
+        assert_eq!(quoted, "\"Eve\\u2028\\u2029\\u0085x\"");
+        let back: String = serde_yaml::from_str(&quoted).unwrap();
+        assert_eq!(back, "Eve\u{2028}\u{2029}\u{85}x");
     }
 }

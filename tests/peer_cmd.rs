@@ -224,6 +224,43 @@ fn name_override_and_inline_peers() {
     assert!(loaded.config.peers.0.is_empty());
 }
 
+/// A handle that is one peer's name and another peer's key id is refused, not resolved by file
+/// order (which would leave the peer meant to be removed trusted).
+#[test]
+fn remove_refuses_a_handle_that_names_two_peers() {
+    let alice = Alice::new();
+    let bob = Identity::generate();
+    let carol_key_id = alice.carol.public().key_id().to_string();
+    let mut text = alice.peers_text();
+    text = text.replace(
+        "\n# Keep this comment at the end.\n",
+        &format!(
+            "  - name: \"{carol_key_id}\"\n    public_key: \"{}\"\n\n# Keep this comment at the end.\n",
+            bob.public().spki_base64()
+        ),
+    );
+    fs::write(&alice.peers, &text).unwrap();
+    assert!(peergate::config::load(&alice.config).is_ok());
+    let out = peergate(&["peer", "remove", &carol_key_id, "--yes", "-c", alice.c()]);
+    let (_, stderr) = self::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("more than one peer"), "{stderr}");
+    assert_eq!(alice.peers_text(), text, "nothing removed");
+    // By short ID it is unambiguous.
+    let out = peergate(&[
+        "peer",
+        "remove",
+        alice.carol.public().short_id(),
+        "--yes",
+        "-c",
+        alice.c(),
+    ]);
+    assert!(out.status.success(), "{}", self::text(&out).1);
+    assert!(!alice
+        .peers_text()
+        .contains(&alice.carol.public().spki_base64()));
+}
+
 #[test]
 fn remove_by_short_id_and_by_name_and_unknown_peers() {
     let alice = Alice::new();
