@@ -177,7 +177,13 @@ pub fn exit_when_drained(
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
                     let lifecycle = &shared.lifecycle;
                     let start = Instant::now();
-                    let drained = lifecycle.wait_drained(start + lifecycle.grace_period);
+                    // The configuration caps the grace period at a year; should it still be
+                    // too long for the clock, the wait is a year rather than an overflow.
+                    let deadline = start
+                        .checked_add(lifecycle.grace_period)
+                        .or_else(|| start.checked_add(crate::config::units::MAX_DURATION))
+                        .unwrap_or(start);
+                    let drained = lifecycle.wait_drained(deadline);
                     // Pingora announces the end of the grace period before it cancels what is
                     // left: a drain seen after that is the cancellation, not requests finishing.
                     if drained && !grace_over(&mut phases) {

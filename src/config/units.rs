@@ -12,6 +12,12 @@ use serde::{Deserialize, Deserializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration a setting takes. Nothing here needs more, and a bound keeps every use
+/// in range: a deadline (`Instant` + grace period), `expires` as a 15-digit structured-field
+/// integer, a timer. Measured: `shutdown.grace_period: 99999999999999999h` used to load and
+/// then panic the drain thread at SIGTERM.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -33,6 +39,11 @@ impl HumanDuration {
                 ))
             }
         };
+        if duration > MAX_DURATION {
+            return Err(format!(
+                "{text:?} is longer than a year; durations go up to 8760h"
+            ));
+        }
         Ok(HumanDuration(duration))
     }
 
@@ -161,6 +172,20 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_go_up_to_a_year() {
+        assert_eq!(HumanDuration::parse("8760h").unwrap().0, MAX_DURATION);
+        for long in [
+            "8761h",
+            "525601m",
+            "99999999999999999h",
+            "18446744073709551615s",
+        ] {
+            let err = HumanDuration::parse(long).unwrap_err();
+            assert!(err.contains("longer than a year"), "{long}: {err}");
+        }
+    }
 
     #[test]
     fn durations() {
