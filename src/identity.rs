@@ -468,15 +468,19 @@ pub fn load_key(path: &Path) -> Result<LoadedIdentity, IdentityError> {
         path: path.to_path_buf(),
         reason,
     };
-    let text = fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::InvalidData => bad(
-            "not a text file; expected a PKCS#8 PEM \"-----BEGIN PRIVATE KEY-----\" block".into(),
-        ),
-        _ => IdentityError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
+    let text =
+        crate::files::read_to_string(path, crate::files::MAX_KEY_FILE).map_err(|source| {
+            match source.kind() {
+                std::io::ErrorKind::InvalidData => bad(
+                    "not a text file; expected a PKCS#8 PEM \"-----BEGIN PRIVATE KEY-----\" block"
+                        .into(),
+                ),
+                _ => IdentityError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
     let label = text
         .lines()
         .map(str::trim)

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fd_limit;
+pub mod files;
 pub mod forward;
 pub mod identity;
 pub mod inbound;

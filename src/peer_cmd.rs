@@ -157,7 +157,8 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let pem = crate::files::read(path, crate::files::MAX_KEY_FILE)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert =
                     cert.map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
@@ -580,7 +581,8 @@ fn load(path: &Path) -> Result<Loaded, CliError> {
 }
 
 fn read_text(path: &Path) -> Result<String, CliError> {
-    fs::read_to_string(path).map_err(|e| failed(format!("{}: {e}", path.display())))
+    crate::files::read_to_string(path, crate::files::MAX_CONFIG_FILE)
+        .map_err(|e| failed(format!("{}: {e}", path.display())))
 }
 
 /// Edits `file` through `edit`, validates the result as the configuration it belongs to

@@ -436,8 +436,8 @@ fn read_profile(path: &std::path::Path) -> Result<String, String> {
             MAX_PROFILE_BYTES / 1024
         ));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("identity.profile {}: {e}", path.display()))?;
+    let bytes = crate::files::read(path, MAX_PROFILE_BYTES)
+        .map_err(|e| format!("identity.profile {}: {e}", path.display()))?;
     String::from_utf8(bytes)
         .map_err(|_| format!("identity.profile {} is not UTF-8 text", path.display()))
 }

@@ -130,7 +130,7 @@ impl RestartBound {
 }
 
 fn digest_hex(path: &Path) -> String {
-    match std::fs::read(path) {
+    match crate::files::read(path, crate::files::MAX_CONFIG_FILE) {
         Ok(bytes) => Sha256::digest(&bytes)
             .iter()
             .take(12)
@@ -542,7 +542,8 @@ impl Watched {
             .map_or(0, |d| d.as_nanos() as i128);
         self.stamp = None;
         self.digest = None;
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
+        // Only a regular file: a link to /dev/zero would be hashed forever.
+        let Ok(mut file) = crate::files::open_regular(&self.path) else {
             return;
         };
         let stamp = file.metadata().ok().map(|m| Stamp::of(&m));

@@ -444,3 +444,24 @@ fn empty_and_unreadable_files() {
     let err = load_err(&dir, "identity: [unclosed\n");
     assert!(err.position.is_some(), "{err}");
 }
+
+/// A device given where a file belongs is refused at once, not read: `/dev/zero` as the key or
+/// as the configuration used to fill memory until the process was killed.
+#[test]
+fn devices_in_place_of_files_are_refused_without_reading_them() {
+    let dir = Dir::new();
+    let err = config::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.message.contains("not a regular file"), "{err}");
+
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/dev/zero", dir.path("zero.pem")).unwrap();
+    let path = dir.write(
+        "peergate.yaml",
+        "identity:\n  key_file: zero.pem\n  hosts: [\"alice.example.org\"]\napp:\n  upstream: \"127.0.0.1:3000\"\n",
+    );
+    let err = config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+
+    let path = dir.write("peergate.yaml", &minimal("peers_file: /dev/zero\n"));
+    assert!(config::load(&path).is_err());
+}

@@ -456,7 +456,7 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
     path: &Path,
     scope: &context::LoadScope,
 ) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_to_string(path, crate::files::MAX_CONFIG_FILE)
         .map_err(|e| ConfigError::plain(path, format!("cannot read: {e}")))?;
     if text.trim().is_empty() {
         return Err(ConfigError::plain(path, "the file is empty"));

@@ -318,8 +318,11 @@ pub(super) fn read_file<S: PeerSink>(
         announced = true;
         fresh()
     };
-    let read = std::fs::File::open(path).and_then(|f| {
+    let read = crate::files::open_regular(path).and_then(|f| {
         let len = f.metadata().ok().map(|m| m.len());
+        if len.is_some_and(|len| len > crate::files::MAX_CONFIG_FILE) {
+            return Err(crate::files::too_large(crate::files::MAX_CONFIG_FILE));
+        }
         fast::read(std::io::BufReader::new(f), len, begin)
     });
     let text = match read {
@@ -328,7 +331,10 @@ pub(super) fn read_file<S: PeerSink>(
         // Given up on: each slice was freed as soon as it was parsed, so the file is read again
         // (should it have changed meanwhile, the answer is about the new file, whole). An error
         // is reported by reading the file whole.
-        Ok(fast::Read::Abandoned) | Err(_) => std::fs::read_to_string(path).map_err(cannot_read)?,
+        Ok(fast::Read::Abandoned) | Err(_) => {
+            crate::files::read_to_string(path, crate::files::MAX_CONFIG_FILE)
+                .map_err(cannot_read)?
+        }
     };
     if text.trim().is_empty() {
         return Err(super::ConfigError::plain(path, "the file is empty"));

@@ -1,0 +1,92 @@
+//! Opening the files a configuration names, which may not be what they seem.
+//!
+//! A path can name a device, a FIFO or a directory. `/dev/zero` given as the key file filled
+//! memory until the process was killed, and a peers file replaced by a link to it kept the
+//! reloader hashing forever. So every file peergate reads whole must be a regular file, checked
+//! on the open file (a swap after the check changes nothing), and is read up to a limit.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The most a configuration or peers file may hold: far above a million peers (~150 MB).
+pub const MAX_CONFIG_FILE: u64 = 1 << 30;
+
+/// The most a key or certificate file may hold.
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Opens `path` for reading if it is a regular file (after following symlinks).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, device or pipe)",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads the regular file at `path` whole, as UTF-8, refusing one larger than `limit` bytes.
+/// Text that is not UTF-8 is an [`io::ErrorKind::InvalidData`] error, as with
+/// [`std::fs::read_to_string`].
+pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
+    let file = open_regular(path)?;
+    let mut text = String::new();
+    file.take(limit.saturating_add(1))
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(text)
+}
+
+/// Reads the regular file at `path` whole, refusing one larger than `limit` bytes.
+pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(bytes)
+}
+
+/// The error for a file past `limit` bytes.
+pub fn too_large(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("larger than {} MiB", limit >> 20),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regular_files_are_read_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "abc").unwrap();
+        assert_eq!(read_to_string(&path, 3).unwrap(), "abc");
+        let err = read_to_string(&path, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        assert_eq!(
+            read_to_string(&path, 10).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn devices_and_directories_are_refused_without_reading() {
+        for path in ["/dev/zero", "/dev/null"] {
+            let err = read_to_string(Path::new(path), MAX_KEY_FILE).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{path}");
+            assert!(err.to_string().contains("not a regular file"), "{path}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_to_string(dir.path(), 10).is_err());
+    }
+}
