@@ -29,7 +29,9 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 
 /// Reads the regular file at `path` whole, as UTF-8, refusing one larger than `limit` bytes.
 /// Text that is not UTF-8 is an [`io::ErrorKind::InvalidData`] error, as with
-/// [`std::fs::read_to_string`].
+/// [`std::fs::read_to_string`]. A leading byte order mark (some Windows editors write one) is
+/// dropped: YAML readers took it for content and gave misleading errors ("missing field", "more
+/// than one document"), and PEM readers found no block.
 pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
     let file = open_regular(path)?;
     let mut text = String::new();
@@ -37,6 +39,9 @@ pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
         .read_to_string(&mut text)?;
     if text.len() as u64 > limit {
         return Err(too_large(limit));
+    }
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
     }
     Ok(text)
 }
@@ -70,6 +75,8 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, "abc").unwrap();
         assert_eq!(read_to_string(&path, 3).unwrap(), "abc");
+        std::fs::write(&path, "\u{feff}peers: []\n").unwrap();
+        assert_eq!(read_to_string(&path, 100).unwrap(), "peers: []\n");
         let err = read_to_string(&path, 2).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
         std::fs::write(&path, [0xff, 0xfe]).unwrap();

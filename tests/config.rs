@@ -465,3 +465,20 @@ fn devices_in_place_of_files_are_refused_without_reading_them() {
     let path = dir.write("peergate.yaml", &minimal("peers_file: /dev/zero\n"));
     assert!(config::load(&path).is_err());
 }
+
+/// A byte order mark at the start of a file (some Windows editors write one) is not content.
+#[test]
+fn a_byte_order_mark_is_not_content() {
+    let dir = Dir::new();
+    dir.write("id.pem", &format!("\u{feff}{KEY_PEM}"));
+    dir.write(
+        "peers.yaml",
+        &format!("\u{feff}peers:\n  - name: Bob\n    public_key: \"{BOB}\"\n"),
+    );
+    let path = dir.write(
+        "peergate.yaml",
+        &format!("\u{feff}{}", minimal("peers_file: peers.yaml\n")),
+    );
+    let loaded = config::load(&path).unwrap();
+    assert_eq!(loaded.config.peers.0.len(), 1);
+}
