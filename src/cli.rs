@@ -127,7 +127,16 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
-            CliError::Identity(_) | CliError::Failed(_) => 1,
+            // A key file that is not a key, is missing, or a keygen target that exists: the
+            // argument is wrong, as with a key named in a configuration (which is a Config
+            // error). A key that cannot be read for another reason is a failure.
+            CliError::Identity(identity::IdentityError::Io { source, .. })
+                if source.kind() != std::io::ErrorKind::NotFound =>
+            {
+                1
+            }
+            CliError::Identity(_) => 2,
+            CliError::Failed(_) => 1,
         }
     }
 }

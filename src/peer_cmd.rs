@@ -380,7 +380,12 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
             .and_then(|t| t.peer_ca_file.as_ref())
             .map(|f| f.0.clone())
     });
-    let tls = client_config(ca_file.as_deref()).map_err(failed)?;
+    // A CA file that cannot be used is bad input (--ca-file or tls.peer_ca_file); the system's
+    // roots failing to load is a failure.
+    let tls = client_config(ca_file.as_deref()).map_err(|e| match ca_file {
+        Some(_) => usage(e),
+        None => failed(e),
+    })?;
     let remote = fetch_identity(&url, tls).map_err(failed)?;
     let public = &remote.public;
 

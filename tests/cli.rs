@@ -76,7 +76,7 @@ fn keygen_never_overwrites_without_force() {
     assert!(peergate(&["keygen", "-o", key_s]).status.success());
     let before = fs::read(&key).unwrap();
     let out = peergate(&["keygen", "-o", key_s]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a bad argument");
     assert!(text(&out).1.contains("--force"), "{}", text(&out).1);
     assert_eq!(fs::read(&key).unwrap(), before, "the old key is untouched");
     assert!(peergate(&["keygen", "-o", key_s, "--force"])
@@ -122,7 +122,7 @@ fn id_warns_about_a_readable_key_and_refuses_bad_ones() {
             fs::write(&path, content).unwrap();
         }
         let out = peergate(&["id", "-k", path.to_str().unwrap()]);
-        assert!(!out.status.success(), "{name} was accepted");
+        assert_eq!(out.status.code(), Some(2), "{name}: bad input");
         let stderr = text(&out).1;
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(stderr.contains(name), "the error names the file: {stderr}");
