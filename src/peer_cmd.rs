@@ -675,6 +675,11 @@ fn validate(
         if e.file == tmp {
             e.file = file.to_path_buf();
         }
+        // Messages that quote a file (an entry "of peers[0] in <file>") name the one the person
+        // knows, not the temporary copy that is already gone.
+        e.message = e
+            .message
+            .replace(&tmp.display().to_string(), &file.display().to_string());
         failed(format!(
             "the edited file would not load, so nothing changed: {e}"
         ))

@@ -224,6 +224,39 @@ fn name_override_and_inline_peers() {
     assert!(loaded.config.peers.0.is_empty());
 }
 
+/// An edit that would not load is refused with the error about the real peers file, not about
+/// the temporary copy it was checked in (which is gone by then); the file is unchanged.
+#[test]
+fn a_refused_add_names_the_real_file() {
+    let alice = Alice::new();
+    // Bob calls himself by Carol's short ID, which a name may not be.
+    let bob = Instance::start(Options {
+        name: alice.carol.public().short_id().to_string(),
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let before = alice.peers_text();
+    let out = peergate(&[
+        "peer",
+        "add",
+        &bob.url(),
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(&bob),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("short ID"), "{stderr}");
+    assert!(!stderr.contains(".peergate-"), "the temporary copy: {stderr}");
+    assert!(
+        stderr.contains(&alice.peers.display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(alice.peers_text(), before);
+}
+
 /// A handle that is one peer's name and another peer's key id is refused, not resolved by file
 /// order (which would leave the peer meant to be removed trusted).
 #[test]
