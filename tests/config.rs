@@ -224,6 +224,18 @@ fn checks_after_reading_name_the_line_and_column() {
             22,
             "signatures.replay_cache_size must be at least 1",
         ),
+        (
+            "outbound: { timeout: 0s }\n",
+            6,
+            22,
+            "outbound.timeout 0s is too short",
+        ),
+        (
+            "signatures: { lifetime: 0s }\n",
+            6,
+            25,
+            "signatures.lifetime 0s is too short",
+        ),
     ] {
         let err = load_err(&dir, &minimal(extra));
         assert_err(&err, &file, line, column, needle);

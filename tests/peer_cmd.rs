@@ -249,7 +249,10 @@ fn a_refused_add_names_the_real_file() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("short ID"), "{stderr}");
-    assert!(!stderr.contains(".peergate-"), "the temporary copy: {stderr}");
+    assert!(
+        !stderr.contains(".peergate-"),
+        "the temporary copy: {stderr}"
+    );
     assert!(
         stderr.contains(&alice.peers.display().to_string()),
         "{stderr}"

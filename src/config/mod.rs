@@ -636,6 +636,31 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         Duration::from_secs(1),
         "use at least 1s (75s is the default)",
     )?;
+    // 0 is no timeout at all to the proxy library, and a signature of lifetime 0 is expired
+    // when it is made: neither is what anyone writing `0s` meant.
+    for (key, value) in [
+        (["app", "connect_timeout"], &config.app.connect_timeout),
+        (["app", "timeout"], &config.app.timeout),
+        (
+            ["outbound", "connect_timeout"],
+            &config.outbound.connect_timeout,
+        ),
+        (["outbound", "timeout"], &config.outbound.timeout),
+    ] {
+        at_least(
+            path,
+            &key,
+            value,
+            Duration::from_millis(1),
+            "use a real duration",
+        )?;
+    }
+    for (key, value) in [
+        (["signatures", "lifetime"], &config.signatures.lifetime),
+        (["signatures", "max_age"], &config.signatures.max_age),
+    ] {
+        at_least(path, &key, value, Duration::from_secs(1), "use at least 1s")?;
+    }
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::at_setting(
             path,
