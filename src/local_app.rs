@@ -86,10 +86,12 @@ fn origin_authority(origin: &str) -> Option<&str> {
     if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
         return None;
     }
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => ":80",
-        "https" => ":443",
-        _ => return Some(authority),
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        return Some(authority);
     };
     Some(authority.strip_suffix(default_port).unwrap_or(authority))
 }
