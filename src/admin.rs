@@ -1,12 +1,22 @@
 //! The admin listener: `/metrics` for Prometheus, `/healthz` and `/readyz` for orchestrators.
+//!
+//! It runs on a thread of its own, outside Pingora's services. Pingora closes every service's
+//! listener when SIGTERM starts the drain, and the drain lasts up to `shutdown.grace_period` +
+//! `shutdown.timeout` (30 s by default): a liveness probe refused for that long gets the process
+//! killed in the middle of the drain it was asked for. Here `/healthz` answers until the process
+//! exits, and `/readyz` turns 503 as soon as the proxy listeners close (its listener check).
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use bytes::Bytes;
 use http::{Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Notify;
 
 use crate::clock::unix_now;
 use crate::config::HostPort;
@@ -16,65 +26,140 @@ use crate::state::Shared;
 /// well under the 1 s probe timeout orchestrators use by default.
 const APP_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub struct Admin {
-    shared: Arc<Shared>,
+/// How long a connection may take to send a request head, and may stay idle between requests.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running admin listener. Dropping it stops it (after the request being answered).
+pub struct AdminListener {
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
 }
 
-impl Admin {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Admin { shared }
+impl AdminListener {
+    /// Binds `addr` now, so that a port in use is an error at start, and serves on a thread.
+    pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<AdminListener, String> {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("admin listener {addr}: {e}"))?;
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("peergate-admin".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(serve(listener, shared, stopped)),
+                    Err(e) => log::error!("admin listener {addr}: cannot start: {e}"),
+                }
+            })
+            .map_err(|e| format!("admin listener {addr}: cannot start a thread: {e}"))?;
+        Ok(AdminListener {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
-    let body = body.into();
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(body)
-        .unwrap_or_default()
+impl Drop for AdminListener {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
-#[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path().to_string();
-        match path.as_str() {
-            "/metrics" => {
-                // The cache drops expired nonces only when a shard needs room, so without a
-                // sweep the gauge would count nonces that no longer block anything, and a
-                // gateway whose traffic stopped would keep their memory. A scrape sweeps:
-                // O(entries) on this listener's own threads, at the operator's scrape
-                // interval, a few milliseconds for a million entries.
-                let replay = &self.shared.replay;
-                replay.purge_expired(unix_now());
-                self.shared
-                    .metrics
-                    .replay_cache_entries
-                    .set(i64::try_from(replay.len()).unwrap_or(i64::MAX));
-                reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    self.shared.metrics.render(),
-                )
-            }
-            "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => {
-                let (ready, body) = readiness(&self.shared).await;
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                reply(status, "text/plain; charset=utf-8", body)
-            }
-            _ => reply(
-                StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "not found: the admin listener serves /metrics, /healthz and /readyz\n",
-            ),
+async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log::error!("admin listener: {e}");
+            return;
         }
+    };
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.notified() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                log::warn!("admin listener: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(&shared, req.uri().path()).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("admin listener: connection: {e}");
+            }
+        });
+        // Reap the finished ones so that the set does not grow with every connection served.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let body = body.into();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, value);
+    }
+    resp
+}
+
+/// The answer to a request for `path`, whatever its method.
+async fn respond(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => {
+            // The cache drops expired nonces only when a shard needs room, so without a sweep
+            // the gauge would count nonces that no longer block anything, and a gateway whose
+            // traffic stopped would keep their memory. A scrape sweeps: O(entries) on this
+            // listener's own thread, at the operator's scrape interval, a few milliseconds for
+            // a million entries.
+            let replay = &shared.replay;
+            replay.purge_expired(unix_now());
+            shared
+                .metrics
+                .replay_cache_entries
+                .set(i64::try_from(replay.len()).unwrap_or(i64::MAX));
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.metrics.render(),
+            )
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        "/readyz" => {
+            let (ready, body) = readiness(shared).await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "text/plain; charset=utf-8", body)
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: the admin listener serves /metrics, /healthz and /readyz\n",
+        ),
     }
 }
 

@@ -8,10 +8,9 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
-use crate::admin::Admin;
+use crate::admin::AdminListener;
 use crate::config::Loaded;
 use crate::inbound::{AppTimeouts, Inbound};
 use crate::outbound::{Outbound, PeerTimeouts};
@@ -91,18 +90,6 @@ fn add_outbound(
     server.add_service(service);
 }
 
-/// The admin listener: metrics and health for operators.
-fn add_admin(server: &mut Server, loaded: &Loaded, shared: &Arc<Shared>) {
-    let mut admin = Service::new(
-        "peergate admin".to_string(),
-        pingora::apps::http_app::HttpServer::new_app(Admin::new(shared.clone())),
-    );
-    // Scrapes and health checks are a few requests a second: one thread answers them.
-    admin.threads = Some(1);
-    admin.add_tcp(&loaded.config.listen.admin.to_string());
-    server.add_service(admin);
-}
-
 /// Starts the hot reloader of this gateway (file changes, SIGHUP, a periodic check), and
 /// records the configuration just loaded as the last successful load.
 fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, String> {
@@ -116,6 +103,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     /// Lives as long as the gateway runs: dropping it stops the reloader.
     reloader: Option<Reloader>,
+    /// Outside Pingora, so that it answers through a graceful shutdown (see `admin`).
+    admin: Option<AdminListener>,
 }
 
 impl Gateway {
@@ -141,13 +130,14 @@ impl Gateway {
 
         add_inbound(&mut server, &conf, loaded, &shared)?;
         add_outbound(&mut server, &conf, loaded, &shared);
-        add_admin(&mut server, loaded, &shared);
+        let admin = AdminListener::start(loaded.config.listen.admin.0, shared.clone())?;
         let reloader = start_reloader(loaded, &shared)?;
 
         Ok(Gateway {
             server,
             shared,
             reloader: Some(reloader),
+            admin: Some(admin),
         })
     }
 
@@ -162,6 +152,7 @@ impl Gateway {
             self.shared.clone(),
         );
         let _reloader = self.reloader;
+        let _admin = self.admin;
         self.server.run_forever()
     }
 
@@ -186,6 +177,7 @@ impl Gateway {
             stop: signal,
             thread,
             _reloader: self.reloader,
+            _admin: self.admin,
         }
     }
 }
@@ -216,6 +208,8 @@ pub struct Running {
     thread: Option<JoinHandle<()>>,
     /// Dropped with the gateway (after the server thread has ended), which stops it.
     _reloader: Option<Reloader>,
+    /// Likewise.
+    _admin: Option<AdminListener>,
 }
 
 impl Running {

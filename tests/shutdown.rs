@@ -70,6 +70,13 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
         done.load(Ordering::SeqCst) < 20,
         "the listener closed only after every request had been answered ({refused_after:?})"
     );
+    // While it drains, the admin listener still answers: alive, not ready. (A liveness probe
+    // refused during the drain would get the process killed in the middle of it.)
+    let health = setup.admin("/healthz").await;
+    assert_eq!(health.status, 200, "{}", binary.log());
+    let ready = setup.admin("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("listeners"), "{}", ready.text());
 
     for (i, request) in requests.into_iter().enumerate() {
         let resp = request
