@@ -51,6 +51,25 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
         .map(|token| String::from_utf8_lossy(token).into_owned())
 }
 
+/// RFC 9113 §8.2.3: an HTTP/2 client may split `Cookie` into several fields, which MUST be
+/// joined with `"; "` before the request goes on over HTTP/1.1; an app reading one `Cookie` line
+/// would otherwise see only the first part. (An HTTP/1.1 client sends one line, per RFC 6265.)
+fn join_cookies(req: &mut RequestHeader) -> pingora::Result<()> {
+    let cookies = req.headers.get_all(http::header::COOKIE);
+    if cookies.iter().nth(1).is_none() {
+        return Ok(());
+    }
+    let joined = cookies
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    let value = http::HeaderValue::from_bytes(&joined)
+        .map_err(|e| pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "cookie", e))?;
+    req.remove_header(&http::header::COOKIE);
+    req.insert_header(http::header::COOKIE, value)
+}
+
 /// `X-Forwarded-For` to look up without parsing the name. (Pingora's `insert_header` takes
 /// names as `&'static str` with one allocation fewer than as `HeaderName`s, which it titles
 /// into a copy before parsing the name again.)
@@ -81,6 +100,7 @@ pub fn prepare(
     for name in doomed {
         req.remove_header(&name);
     }
+    join_cookies(req)?;
 
     if let Some(ip) = client_ip {
         let earlier: Vec<&str> = req

@@ -1,6 +1,8 @@
 //! Reading a request body whole, within `signatures.max_body`, for the two sides that must see
 //! all of it before sending anything upstream (inbound: the digest check; outbound: signing).
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use peergate_signature::Reason;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -62,6 +64,11 @@ pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Problem> {
     Ok(found)
 }
 
+/// How long a body may send nothing before it is refused. Pingora times out each HTTP/1 read
+/// after 60 s itself, but not an HTTP/2 stream's: a stream that stopped mid-body held its
+/// buffer, and kept its connection from ever being idle, for as long as the client liked.
+const BODY_STALL: Duration = Duration::from_secs(60);
+
 /// Reads the whole body (refusing past `limit` bytes, by the declared length before reading
 /// when there is one), handing every chunk to `inspect` as it arrives. A client waiting for
 /// `100 Continue` gets it first: by then the request head has been accepted.
@@ -92,11 +99,22 @@ pub async fn read_whole(
         .unwrap_or(0)
         .min(max);
     let mut body = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = session
-        .read_request_body()
-        .await
-        .map_err(BodyError::Client)?
-    {
+    loop {
+        let read = tokio::time::timeout(BODY_STALL, session.read_request_body()).await;
+        let Ok(read) = read else {
+            return Err(BodyError::Refused(Problem::new(
+                400,
+                "bad_request",
+                "Bad request",
+                format!(
+                    "the request body stalled: no data for {} s",
+                    BODY_STALL.as_secs()
+                ),
+            )));
+        };
+        let Some(chunk) = read.map_err(BodyError::Client)? else {
+            break;
+        };
         if body.len().saturating_add(chunk.len()) > max {
             return Err(too_large(limit).into());
         }

@@ -34,6 +34,9 @@ pub enum Outcome {
     Refused,
     /// Accepted, but the upstream failed (502/504).
     Error,
+    /// The client went away before any answer was written (mid-body, or while the upstream
+    /// was answering): nothing was refused and nothing failed upstream, but it is no success.
+    Aborted,
 }
 
 impl Outcome {
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Refused => "refused",
             Outcome::Error => "error",
+            Outcome::Aborted => "aborted",
         }
     }
 }

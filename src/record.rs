@@ -106,10 +106,16 @@ impl Record {
     pub fn finish(&self, session: &Session, metrics: &Metrics, peer: Option<&str>) -> Instant {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
+        let status = self
+            .status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .unwrap_or(0);
         let outcome = if self.refused.is_some() {
             Outcome::Refused
         } else if self.upstream_error.is_some() {
             Outcome::Error
+        } else if status == 0 {
+            Outcome::Aborted
         } else {
             Outcome::Ok
         };
@@ -120,10 +126,6 @@ impl Record {
             self.refused,
             elapsed,
         );
-        let status = self
-            .status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
-            .unwrap_or(0);
         let req = session.req_header();
         log::info!(
             "{} {} {} peer={} outcome={} reason={} status={} duration_ms={}",

@@ -1286,6 +1286,55 @@ async fn spoofed_identity_headers_never_reach_the_app() {
     );
 }
 
+/// RFC 9113 §8.2.3: Cookie fields an HTTP/2 client split are joined with "; " for the
+/// HTTP/1.1 app, which would otherwise read only the first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_http2_cookies_reach_the_app_as_one_line() {
+    let f = Fixture::start();
+    let resp = h2_request(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "GET",
+        "/public/page",
+        &[("cookie", "a=1"), ("cookie", "b=2")],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = f.app.last().unwrap();
+    let cookies: Vec<&(String, String)> =
+        seen.headers.iter().filter(|(n, _)| n == "cookie").collect();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(seen.header("cookie"), Some("a=1; b=2"));
+}
+
+/// A client that leaves in the middle of its body got no answer: counted once, as `aborted`,
+/// not as `ok`, and nothing reached the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_body_is_counted_as_aborted() {
+    let f = Fixture::start();
+    let body = vec![b'x'; 100];
+    let mut bytes = f
+        .signed(&f.bob, "POST", "/api/upload", &[], &body)
+        .to_bytes();
+    bytes.truncate(bytes.len() - 90);
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    conn.send(&bytes).await.unwrap();
+    drop(conn);
+    let needle = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"aborted\",peer=\"{}\"}} 1",
+        f.bob.public.short_id()
+    );
+    let m = f.metrics_eventually(&[&needle]);
+    assert!(m.contains(&needle), "{m}");
+    assert!(!m.contains("outcome=\"ok\""), "{m}");
+    assert_eq!(f.app.count(), 0);
+}
+
 /// A pipelined request (sent before the previous answer) is not served: the first gets its
 /// answer and the connection closes at once, so the client retries on a new one; nothing hangs
 /// and the second never reaches the app.
