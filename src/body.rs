@@ -48,7 +48,7 @@ pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Problem> {
                     400,
                     "bad_request",
                     "Bad request",
-                    "Content-Length is not a number",
+                    "Content-Length must be a single number (RFC 9110 §8.6)",
                 )
             })?;
         if found.is_some_and(|f| f != n) {
