@@ -270,7 +270,7 @@ fn run_starts_listen_threads_for_each_proxy_listener() {
     let expected = [
         ("peergate inboun", 3),
         ("peergate outbou", 3),
-        ("peergate admin", 1),
+        ("peergate-admin", 1),
     ];
     loop {
         let mut threads: HashMap<String, usize> = HashMap::new();
