@@ -90,6 +90,20 @@ fn ca(instance: &Instance) -> &str {
     instance.ca_path.to_str().unwrap()
 }
 
+/// `peergate peer add <peer> --yes -c <alice's config> --ca-file <the peer's CA>`.
+fn add_with_yes(alice: &Alice, peer: &Instance) -> Output {
+    peergate(&[
+        "peer",
+        "add",
+        &peer.url(),
+        "--yes",
+        "-c",
+        alice.c(),
+        "--ca-file",
+        ca(peer),
+    ])
+}
+
 #[test]
 fn add_fetches_checks_and_appends_keeping_the_rest_of_the_file() {
     let alice = Alice::new();
@@ -236,16 +250,7 @@ fn a_refused_add_names_the_real_file() {
         ..Options::default()
     });
     let before = alice.peers_text();
-    let out = peergate(&[
-        "peer",
-        "add",
-        &bob.url(),
-        "--yes",
-        "-c",
-        alice.c(),
-        "--ca-file",
-        ca(&bob),
-    ]);
+    let out = add_with_yes(&alice, &bob);
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("short ID"), "{stderr}");
@@ -305,16 +310,7 @@ fn remove_by_short_id_and_by_name_and_unknown_peers() {
         host: "bob.test".into(),
         ..Options::default()
     });
-    let out = peergate(&[
-        "peer",
-        "add",
-        &bob.url(),
-        "--yes",
-        "-c",
-        alice.c(),
-        "--ca-file",
-        ca(&bob),
-    ]);
+    let out = add_with_yes(&alice, &bob);
     assert!(out.status.success(), "{}", text(&out).1);
     let with_bob = alice.peers_text();
 
@@ -525,16 +521,7 @@ fn an_edit_that_would_not_load_never_lands() {
     });
     let before = alice.peers_text();
     // The name Bob gives himself is taken: refused before anything is written.
-    let out = peergate(&[
-        "peer",
-        "add",
-        &bob.url(),
-        "--yes",
-        "-c",
-        alice.c(),
-        "--ca-file",
-        ca(&bob),
-    ]);
+    let out = add_with_yes(&alice, &bob);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--name"), "{stderr}");
