@@ -13,9 +13,16 @@
 //! connection's own task. When the deadline passes, the connection is dropped, unanswered, as
 //! a timed-out keep-alive connection is. While a request is in flight nothing is timed here:
 //! the app's and the peers' timeouts apply. HTTP/2 connections get Pingora's own idle timeout
-//! instead (set in `server.rs`), as their requests run on tasks of their own.
+//! instead (set in `server.rs`), as their requests run on tasks of their own; but that one
+//! starts only once the HTTP/2 handshake is done, and Pingora gives the handshake no time
+//! limit, so a client that finished TLS with ALPN h2 and never sent the connection preface kept
+//! its connection for ever. So an HTTP/2 connection, too, must bring its first request head
+//! within `listen.idle_timeout`: its streams' tasks say so through [`H2_AWAITING`].
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,9 +67,68 @@ impl HeadClock {
     }
 }
 
-/// The request head is in: the deadline is off until the answer is done.
-pub fn head_received() {
+/// HTTP/2 connections still waiting for their first request head, by (local, peer) address,
+/// with the flag their first stream sets. An entry lives from the connection's start until its
+/// first request or its end, whichever comes first.
+static H2_AWAITING: LazyLock<Mutex<Awaiting>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// (local, peer) address of a connection → whether its first request head has come.
+type Awaiting = HashMap<(SocketAddr, SocketAddr), Arc<AtomicBool>>;
+
+/// The request head is in: the deadline is off until the answer is done (HTTP/1), or for good
+/// (HTTP/2, whose first request this may be).
+pub fn head_received(session: &Session) {
     let _ = CLOCK.try_with(|clock| clock.set(None));
+    if session.is_http2() {
+        let local = session.server_addr().and_then(|a| a.as_inet());
+        let peer = session.client_addr().and_then(|a| a.as_inet());
+        if let (Some(local), Some(peer), Ok(mut awaiting)) = (local, peer, H2_AWAITING.lock()) {
+            if let Some(seen) = awaiting.remove(&(*local, *peer)) {
+                seen.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection, closing it if its first request head has not come within
+/// `idle` of its start (the handshake included).
+async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
+    inner: &Arc<A>,
+    session: Stream,
+    shutdown: &ShutdownWatch,
+    idle: Duration,
+) -> Option<Stream> {
+    let digest = session.get_socket_digest();
+    let key = digest
+        .as_ref()
+        .and_then(|d| Some((*d.local_addr()?.as_inet()?, *d.peer_addr()?.as_inet()?)));
+    let Some(key) = key else {
+        return inner.process_new(session, shutdown).await;
+    };
+    let seen = Arc::new(AtomicBool::new(false));
+    if let Ok(mut awaiting) = H2_AWAITING.lock() {
+        awaiting.insert(key, seen.clone());
+    }
+    let first_head = async {
+        tokio::time::sleep(idle).await;
+        if seen.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = inner.process_new(session, shutdown) => served,
+        () = first_head => {
+            log::debug!("closed an HTTP/2 client connection: no request head within {idle:?}");
+            None
+        }
+    };
+    if let Ok(mut awaiting) = H2_AWAITING.lock() {
+        // Only this connection's own entry (a new connection could reuse the addresses).
+        if awaiting.get(&key).is_some_and(|s| Arc::ptr_eq(s, &seen)) {
+            awaiting.remove(&key);
+        }
+    }
+    served
 }
 
 /// The answer was done at `ended`: the next head has `listen.idle_timeout` from then.
@@ -93,7 +159,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if session.selected_alpn_proto() == Some(ALPN::H2) {
-            return self.inner.process_new(session, shutdown).await;
+            return serve_h2(&self.inner, session, shutdown, self.idle).await;
         }
         let clock = Arc::new(HeadClock {
             idle: self.idle,

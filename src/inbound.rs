@@ -301,7 +301,7 @@ impl ProxyHttp for Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
     ) -> pingora::Result<bool> {
-        crate::client_idle::head_received();
+        crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());

@@ -434,7 +434,7 @@ impl ProxyHttp for Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
     ) -> pingora::Result<bool> {
-        crate::client_idle::head_received();
+        crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header(), self.loopback_only) {

@@ -566,6 +566,18 @@ async fn idle_client_connections_are_closed() {
     .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
 
+    // HTTP/2 with no connection preface at all (TLS done, ALPN h2, then silence): the
+    // handshake is timed too.
+    let mut h2 = (*f.client).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let mut conn = RawConn::connect(f.addr, Some((Arc::new(h2), HOST)))
+        .await
+        .unwrap();
+    assert_eq!(conn.alpn(), Some(&b"h2"[..]));
+    conn.closed_within_reading(Duration::from_secs(10))
+        .await
+        .unwrap();
+
     // The outbound listener, where the app is the client, the same.
     let mut conn = RawConn::connect(f.outbound, None).await.unwrap();
     let directory = RawRequest::new("GET", "/peers/").header("Host", "localhost");

@@ -250,6 +250,30 @@ impl RawConn {
         }
     }
 
+    /// Like [`Self::closed_within`], reading past what the server sends first (an HTTP/2
+    /// server's SETTINGS, or a GOAWAY before it closes).
+    pub async fn closed_within_reading(&mut self, wait: Duration) -> io::Result<Duration> {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        let io = &mut self.io;
+        let closed = tokio::time::timeout(wait, async {
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        match closed {
+            Ok(()) => Ok(started.elapsed()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the connection was still open after {wait:?}"),
+            )),
+        }
+    }
+
     /// Writes `bytes` (and flushes).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let io = &mut self.io;
