@@ -37,11 +37,7 @@ const PROTECTED: &[&str] = &[
 /// The first field the request's `Connection` header nominates that must reach the app (see
 /// [`PROTECTED`]), spelled as it came.
 pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
-    req.headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
+    connection_tokens(req)
         .find(|token| {
             token.first() == Some(&b':')
                 || PROTECTED
@@ -49,6 +45,16 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
                     .any(|p| p.as_bytes().eq_ignore_ascii_case(token))
         })
         .map(|token| String::from_utf8_lossy(token).into_owned())
+}
+
+/// The field names the request's `Connection` headers nominate, trimmed, empty ones left out.
+fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &[u8]> {
+    req.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
 }
 
 /// RFC 9113 §8.2.3: an HTTP/2 client may split `Cookie` into several fields, which MUST be
@@ -90,13 +96,7 @@ pub fn prepare(
         .filter(|name| names.matches(name.as_str()) || HOP_BY_HOP.contains(&name.as_str()))
         .cloned()
         .collect();
-    for value in req.headers.get_all(http::header::CONNECTION) {
-        for token in value.to_str().unwrap_or_default().split(',') {
-            if let Ok(name) = http::HeaderName::from_bytes(token.trim().as_bytes()) {
-                doomed.push(name);
-            }
-        }
-    }
+    doomed.extend(connection_tokens(req).filter_map(|t| http::HeaderName::from_bytes(t).ok()));
     for name in doomed {
         req.remove_header(&name);
     }
