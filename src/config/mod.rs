@@ -622,44 +622,61 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
             ),
         ));
     }
-    at_least(
-        path,
-        &["reload", "poll_interval"],
-        &config.reload.poll_interval,
-        Duration::from_millis(100),
-        "each check looks at the files again, so use at least 100ms (5s is the default)",
-    )?;
-    at_least(
-        path,
-        &["listen", "idle_timeout"],
-        &config.listen.idle_timeout,
-        Duration::from_secs(1),
-        "use at least 1s (75s is the default)",
-    )?;
-    // 0 is no timeout at all to the proxy library, and a signature of lifetime 0 is expired
-    // when it is made: neither is what anyone writing `0s` meant.
-    for (key, value) in [
-        (["app", "connect_timeout"], &config.app.connect_timeout),
-        (["app", "timeout"], &config.app.timeout),
+    // Floors under durations. 0 is no timeout at all to the proxy library, and a signature of
+    // lifetime 0 is expired when it is made: neither is what anyone writing `0s` meant.
+    let ms = Duration::from_millis;
+    let floors = [
+        (
+            ["reload", "poll_interval"],
+            &config.reload.poll_interval,
+            ms(100),
+            "each check looks at the files again, so use at least 100ms (5s is the default)",
+        ),
+        (
+            ["listen", "idle_timeout"],
+            &config.listen.idle_timeout,
+            ms(1000),
+            "use at least 1s (75s is the default)",
+        ),
+        (
+            ["app", "connect_timeout"],
+            &config.app.connect_timeout,
+            ms(1),
+            "use a real duration",
+        ),
+        (
+            ["app", "timeout"],
+            &config.app.timeout,
+            ms(1),
+            "use a real duration",
+        ),
         (
             ["outbound", "connect_timeout"],
             &config.outbound.connect_timeout,
-        ),
-        (["outbound", "timeout"], &config.outbound.timeout),
-    ] {
-        at_least(
-            path,
-            &key,
-            value,
-            Duration::from_millis(1),
+            ms(1),
             "use a real duration",
-        )?;
-    }
-    for (key, value) in [
-        (["signatures", "lifetime"], &config.signatures.lifetime),
-        (["signatures", "max_age"], &config.signatures.max_age),
-    ] {
-        at_least(path, &key, value, Duration::from_secs(1), "use at least 1s")?;
+        ),
+        (
+            ["outbound", "timeout"],
+            &config.outbound.timeout,
+            ms(1),
+            "use a real duration",
+        ),
+        (
+            ["signatures", "lifetime"],
+            &config.signatures.lifetime,
+            ms(1000),
+            "use at least 1s",
+        ),
+        (
+            ["signatures", "max_age"],
+            &config.signatures.max_age,
+            ms(1000),
+            "use at least 1s",
+        ),
+    ];
+    for (key, value, min, advice) in floors {
+        at_least(path, &key, value, min, advice)?;
     }
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::at_setting(
