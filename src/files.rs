@@ -33,13 +33,14 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 /// dropped: YAML readers took it for content and gave misleading errors ("missing field", "more
 /// than one document"), and PEM readers found no block.
 pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
-    let file = open_regular(path)?;
-    let mut text = String::new();
-    file.take(limit.saturating_add(1))
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(too_large(limit));
-    }
+    let mut text = String::from_utf8(read(path, limit)?)
+        // The same error as std::fs::read_to_string gives.
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })?;
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
     }
