@@ -324,6 +324,38 @@ fn duplicates_are_found_across_the_config_and_the_peers_file() {
 }
 
 #[test]
+fn a_repeated_key_is_named_where_it_repeats() {
+    let dir = Dir::new();
+    // serde_yaml places this error at the start of the mapping holding both keys (7:3 here).
+    let err = load_err(
+        &dir,
+        &minimal("listen:\n  inbound: \"0.0.0.0:8443\"\n  admin: \"127.0.0.1:9090\"\n  inbound: \"0.0.0.0:9443\"\n"),
+    );
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        9,
+        3,
+        "listen: duplicate field `inbound`",
+    );
+    let err = load_err(&dir, &minimal("app:\n  upstream: \"127.0.0.1:3001\"\n"));
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        6,
+        1,
+        "duplicate field `app`",
+    );
+
+    let peers_file = dir.write(
+        "peers.yaml",
+        &format!("peers:\n  - name: Carol\n    public_key: \"{CAROL}\"\n  - name: bob\n    public_key: \"{BOB}\"\n    url: https://bob.example.org\n    name: robert\n"),
+    );
+    let err = load_err(&dir, &minimal("peers_file: peers.yaml\n"));
+    assert_err(&err, &peers_file, 7, 5, "peers[1]: duplicate field `name`");
+}
+
+#[test]
 fn route_pattern_that_does_not_parse() {
     let dir = Dir::new();
     let err = load_err(

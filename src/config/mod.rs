@@ -405,14 +405,17 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn from_yaml(file: &Path, err: &serde_yaml::Error) -> Self {
-        let position = err.location().map(|l| (l.line(), l.column()));
+    fn from_yaml(file: &Path, text: &str, err: &serde_yaml::Error) -> Self {
+        let mut position = err.location().map(|l| (l.line(), l.column()));
         let mut message = err.to_string();
         if let Some((line, column)) = position {
             let suffix = format!(" at line {line} column {column}");
             if let Some(stripped) = message.strip_suffix(&suffix) {
                 message = stripped.to_string();
             }
+        }
+        if message.contains("duplicate field `") {
+            position = locate::duplicate_key_position(text, &message).or(position);
         }
         ConfigError {
             file: file.to_path_buf(),
@@ -462,7 +465,7 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
         return Err(ConfigError::plain(path, "the file is empty"));
     }
     scope.reading(path);
-    serde_yaml::from_str(&text).map_err(|e| ConfigError::from_yaml(path, &e))
+    serde_yaml::from_str(&text).map_err(|e| ConfigError::from_yaml(path, &text, &e))
 }
 
 /// Reads and validates the configuration at `path` and the peers file it names.

@@ -343,7 +343,7 @@ pub(super) fn read_file<S: PeerSink>(
         scope.reading(path);
     }
     let file: PeersFile =
-        serde_yaml::from_str(&text).map_err(|e| super::ConfigError::from_yaml(path, &e))?;
+        serde_yaml::from_str(&text).map_err(|e| super::ConfigError::from_yaml(path, &text, &e))?;
     drop(text);
     let mut sink = fresh();
     sink.reserve(file.peers.0.len());
