@@ -3,8 +3,10 @@
 //! serde_yaml puts a line and column only on its own errors. A check made once the whole file
 //! is read (one setting against another, a floor under a duration) knows the setting's path but
 //! not where it is written. So the text is walked again along that path, and the walk fails at
-//! the value on purpose: the position serde_yaml gives that failure is the value's. Only on the
-//! error path; `None` when the path is not in the text (a default), or the text changed.
+//! the value on purpose: the position serde_yaml gives that failure is the value's. The same
+//! walk finds the second of two equal keys, which serde_yaml's own error places at the start of
+//! their mapping. Only on the error path; `None` when the path is not in the text (a default),
+//! or the text changed.
 
 use std::cell::Cell;
 use std::fmt;
