@@ -88,6 +88,15 @@ enum Target {
     },
 }
 
+/// What the app's path is relative to.
+#[derive(Clone, Copy)]
+enum Under {
+    /// `/peers/<peer>/<rest>`: `<rest>` goes under the peer URL's base path.
+    BasePath,
+    /// An absolute-form URL: the app wrote the whole path, base path and all.
+    Host,
+}
+
 /// Request fields never passed from the app to a peer: hop-by-hop and proxy fields, and
 /// everything peergate sets itself.
 const DROPPED: &[&str] = &[
@@ -173,8 +182,10 @@ impl Outbound {
                         format!("{host} is not the host of a peer on the allowlist; peergate only reaches its peers, it is not an open proxy"),
                     )
                 })?;
+            // The app wrote the whole URL, the peer's base path included if it has one: sent
+            // as written (DESIGN.md: `http://<peer host>/<rest>` → `https://<peer host>/<rest>`).
             let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-            return Self::on_peer(peer, pq);
+            return Self::on_peer(peer, pq, Under::Host);
         }
 
         let path = req.uri.path();
@@ -220,10 +231,10 @@ impl Outbound {
             Some(q) => format!("/{tail}?{q}"),
             None => format!("/{tail}"),
         };
-        Self::on_peer(peer, &pq)
+        Self::on_peer(peer, &pq, Under::BasePath)
     }
 
-    fn on_peer(peer: Peer<'_>, pq: &str) -> Result<Target, Problem> {
+    fn on_peer(peer: Peer<'_>, pq: &str, under: Under) -> Result<Target, Problem> {
         let path = pq.split_once('?').map_or(pq, |(path, _)| path);
         if crate::request_path::has_dot_segment(path) {
             return Err(Problem::new(
@@ -248,8 +259,12 @@ impl Outbound {
                 ),
             ));
         };
+        let base = match under {
+            Under::BasePath => url.base_path.as_str(),
+            Under::Host => "",
+        };
         Ok(Target::Peer {
-            path_and_query: format!("{}{pq}", url.base_path),
+            path_and_query: format!("{base}{pq}"),
             peer: Called {
                 short_id: peer.short_id(),
                 name: peer.name().to_string(),

@@ -356,6 +356,35 @@ async fn apps_using_http_proxy_reach_peers_unchanged() {
     }
 }
 
+/// A peer URL with a path: `/peers/<peer>/<rest>` goes under it, while an app using the
+/// outbound listener as its proxy writes the whole URL, base path included, and it is sent as
+/// written (it was once prefixed a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_url_base_path_is_added_once() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
+    let (alice_url, bob_url) = (alice.url(), format!("{}/base/", bob.url()));
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
+
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/bob/api/items?x=1").header("Host", "127.0.0.1"))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(bob.app.last().unwrap().target, "/base/api/items?x=1");
+
+    let url = format!("http://127.0.0.1:{}/base/api/proxy?x=2", bob.inbound);
+    let proxy = alice.outbound_addr();
+    let out = tokio::task::spawn_blocking(move || urllib_through_proxy(proxy, &url, None))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(bob.app.last().unwrap().target, "/base/api/proxy?x=2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
     let root = tempfile::tempdir().unwrap();
