@@ -35,5 +35,6 @@ pub mod request_path;
 pub mod resolve;
 pub mod server;
 pub mod state;
+pub mod tls_cert;
 
 pub use peergate_signature as signature;

@@ -44,10 +44,17 @@ fn add_inbound(
     let addr = config.listen.inbound.to_string();
     match &config.tls {
         Some(tls) => {
-            let cert = tls.cert_file.0.to_string_lossy().into_owned();
-            let key = tls.key_file.0.to_string_lossy().into_owned();
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| format!("tls: cannot use {cert} and {key}: {e}"))?;
+            // Loaded and checked with the configuration; Pingora would read the files only
+            // on its listener thread, and panic there (see `tls_cert`).
+            let cert = tls
+                .cert
+                .as_ref()
+                .ok_or("tls: the certificate was not loaded with the configuration")?;
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| format!("tls: {e}"))?;
+            settings.set_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                cert.0.clone(),
+            )));
             settings.enable_h2();
             service.add_tls_with_settings(&addr, None, settings);
         }
@@ -97,6 +104,16 @@ fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, Str
     Reloader::start(shared.clone(), loaded)
 }
 
+/// Whether `addr` can be listened on now. Pingora binds its listeners on their own threads
+/// and, when an address is in use, tries again every second for ever (it waits for an old
+/// process handing over its sockets): the process would run with that listener missing. So
+/// the address is bound once here, and released, before anything starts.
+fn free_to_listen(setting: &str, addr: std::net::SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| format!("{setting}: cannot listen on {addr}: {e}"))
+}
+
 /// A server assembled from a configuration, not yet running.
 pub struct Gateway {
     server: Server,
@@ -128,6 +145,9 @@ impl Gateway {
         server.bootstrap();
         let conf = server.configuration.clone();
 
+        let listen = &loaded.config.listen;
+        free_to_listen("listen.inbound", listen.inbound.0)?;
+        free_to_listen("listen.outbound", listen.outbound.0)?;
         add_inbound(&mut server, &conf, loaded, &shared)?;
         add_outbound(&mut server, &conf, loaded, &shared);
         let admin = AdminListener::start(loaded.config.listen.admin.0, shared.clone())?;

@@ -299,3 +299,73 @@ fn run_starts_listen_threads_for_each_proxy_listener() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A listener address that is taken, or TLS files that do not load, stop `run` at once with the
+/// setting named. Pingora would retry a taken address every second, or panic on its listener
+/// thread over the TLS files, while the process ran on without that listener.
+#[test]
+fn run_refuses_to_start_without_every_listener() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    assert!(peergate(&["keygen", "-o", key.to_str().unwrap()])
+        .status
+        .success());
+    fs::write(dir.path().join("empty.pem"), "").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let cfg = dir.path().join("peergate.yaml");
+    let run = |inbound: u16, tls: &str| {
+        let (outbound, admin) = (free_port(), free_port());
+        fs::write(
+            &cfg,
+            format!(
+                "identity: {{ key_file: k.pem, hosts: [localhost] }}\n\
+                 listen: {{ inbound: \"127.0.0.1:{inbound}\", outbound: \"127.0.0.1:{outbound}\", admin: \"127.0.0.1:{admin}\" }}\n\
+                 app: {{ upstream: \"127.0.0.1:9\" }}\n{tls}"
+            ),
+        )
+        .unwrap();
+        let mut child = Child(
+            Command::new(env!("CARGO_BIN_EXE_peergate"))
+                .args(["run", "-c", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "peergate run did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status.code(), stderr)
+    };
+
+    let (code, stderr) = run(taken_port, "");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "listen.inbound: cannot listen on 127.0.0.1:{taken_port}"
+        )),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(
+        free_port(),
+        "tls: { cert_file: empty.pem, key_file: k.pem }\n",
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("peergate.yaml:4:19: tls.cert_file: ")
+            && stderr.contains("holds no certificate"),
+        "{stderr}"
+    );
+    drop(taken);
+}

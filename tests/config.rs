@@ -355,6 +355,48 @@ fn a_repeated_key_is_named_where_it_repeats() {
     assert_err(&err, &peers_file, 7, 5, "peers[1]: duplicate field `name`");
 }
 
+/// The inbound listener's certificate and key are read with the configuration, so `check`
+/// finds what would stop the listener (Pingora used to read them only on its own thread, and
+/// panic there while the rest of the process went on running).
+#[test]
+fn tls_files_that_do_not_load_are_named_with_their_line() {
+    let dir = Dir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    dir.write("cert.pem", &cert.pem());
+    dir.write("key.pem", &key.serialize_pem());
+    dir.write("other-key.pem", &other.serialize_pem());
+    dir.write("empty.pem", "");
+    let tls =
+        |cert: &str, key: &str| minimal(&format!("tls:\n  cert_file: {cert}\n  key_file: {key}\n"));
+    let file = dir.path("peergate.yaml");
+
+    let good = dir.write("peergate.yaml", &tls("cert.pem", "key.pem"));
+    let loaded = config::load(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.config.tls.unwrap().cert.is_some());
+
+    let err = load_err(&dir, &tls("empty.pem", "key.pem"));
+    assert_err(&err, &file, 7, 14, "tls.cert_file: ");
+    assert!(err.message.contains("holds no certificate"), "{err}");
+    let err = load_err(&dir, &tls("key.pem", "key.pem"));
+    assert_err(&err, &file, 7, 14, "holds no certificate");
+    let err = load_err(&dir, &tls("cert.pem", "empty.pem"));
+    assert_err(&err, &file, 8, 13, "tls.key_file: ");
+    assert!(err.message.contains("holds no private key"), "{err}");
+    let err = load_err(&dir, &tls("cert.pem", "other-key.pem"));
+    assert_err(
+        &err,
+        &file,
+        8,
+        13,
+        "is not the private key of the certificate in",
+    );
+}
+
 #[test]
 fn route_pattern_that_does_not_parse() {
     let dir = Dir::new();

@@ -221,6 +221,9 @@ pub struct Tls {
     pub key_file: ExistingFile,
     #[serde(default)]
     pub peer_ca_file: Option<ExistingFile>,
+    /// `cert_file` and `key_file` as read and checked at load time (see [`crate::tls_cert`]).
+    #[serde(skip)]
+    pub cert: Option<crate::tls_cert::ServerCert>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -680,6 +683,18 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     ];
     for (key, value, min, advice) in floors {
         at_least(path, &key, value, min, advice)?;
+    }
+    if let Some(tls) = &mut config.tls {
+        match crate::tls_cert::load(&tls.cert_file.0, &tls.key_file.0) {
+            Ok(cert) => tls.cert = Some(cert),
+            Err((which, message)) => {
+                return Err(ConfigError::at_setting(
+                    path,
+                    &["tls", which.setting()],
+                    format!("tls.{}: {message}", which.setting()),
+                ))
+            }
+        }
     }
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::at_setting(
