@@ -652,11 +652,40 @@ fn write_synced(tmp: &Path, text: &str, like: &Path) -> Result<(), CliError> {
         .open(tmp)
         .map_err(io)?;
     if let Ok(meta) = fs::metadata(like) {
+        keep_owner(&f, &meta, like)?;
         // Keep the file's mode (a peers file may be deliberately private).
         let _ = f.set_permissions(meta.permissions());
     }
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)
+}
+
+/// Gives the new copy the owner and group of the file it replaces. A peers file is often
+/// root's and readable by the service's group (`root:peergate 0640`); edited with `sudo`, a
+/// copy owned by `root:root` would leave the service unable to read its own allowlist at the
+/// next reload or restart. When that cannot be done (not root, not the owner), nothing changes.
+#[cfg(unix)]
+fn keep_owner(copy: &fs::File, original: &fs::Metadata, path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = (original.uid(), original.gid());
+    let mine = copy
+        .metadata()
+        .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    if mine.uid() == uid && mine.gid() == gid {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(copy, Some(uid), Some(gid)).map_err(|e| {
+        failed(format!(
+            "cannot give the edited copy the owner and group of {} (uid {uid}, gid {gid}): {e}; \
+             nothing changed. Run the command as the file's owner or as root",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(not(unix))]
+fn keep_owner(_: &fs::File, _: &fs::Metadata, _: &Path) -> Result<(), CliError> {
+    Ok(())
 }
 
 fn validate(

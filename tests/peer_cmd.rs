@@ -598,3 +598,35 @@ fn an_edit_that_would_not_load_never_lands() {
         .unwrap()
         .starts_with("peers: # none yet\n  - name: \"Bob\"\n"));
 }
+
+/// An edit keeps the peers file's owner, group and mode: a `root:peergate 0640` file edited
+/// with `sudo` must stay readable by the service (it became `root:root`). Run as root (as CI
+/// runs), the file is handed to another owner and group first; otherwise the caller's own are
+/// kept, which is all an unprivileged user can do.
+#[cfg(unix)]
+#[test]
+fn an_edit_keeps_the_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let alice = Alice::new();
+    let root = fs::metadata(&alice.peers).unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&alice.peers, Some(65534), Some(65533)).unwrap();
+    }
+    fs::set_permissions(&alice.peers, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = fs::metadata(&alice.peers).unwrap();
+
+    let out = peergate(&["peer", "remove", "Carol's NAS", "--yes", "-c", alice.c()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(!alice.peers_text().contains("Carol's NAS"));
+    let after = fs::metadata(&alice.peers).unwrap();
+    assert_ne!(
+        after.ino(),
+        before.ino(),
+        "the file was replaced, not edited in place"
+    );
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert_eq!(after.permissions().mode() & 0o7777, 0o640);
+    if root {
+        assert_eq!((after.uid(), after.gid()), (65534, 65533));
+    }
+}
