@@ -69,7 +69,11 @@ impl Record {
         metrics.upstream_error(self.direction, kind);
         self.upstream_error = Some(kind);
         self.status = Some(problem.status);
-        if let Err(e) = problem.send(session, None).await {
+        let shown = match self.direction {
+            Direction::Inbound => app_failure_for_callers(kind, problem),
+            Direction::Outbound => None,
+        };
+        if let Err(e) = shown.as_ref().unwrap_or(problem).send(session, None).await {
             log::debug!(
                 "{}: could not send the failure: {e}",
                 self.direction.as_str()
@@ -167,6 +171,28 @@ impl fmt::Display for Millis {
         let micros = self.0.as_nanos().saturating_add(500) / 1000;
         write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
+}
+
+/// What a caller of the inbound listener is told when the app failed: the kind of failure,
+/// not the app's address or the connector's own words. Those are for the operator (logged
+/// here); the caller is another installation, or on a public route anyone at all. `None`
+/// keeps `problem` (a failure that is not the app's, such as an internal error).
+fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option<Problem> {
+    let detail = match (problem.reason, kind) {
+        ("upstream_timeout", _) => "the app did not answer in time",
+        ("upstream_unreachable", UpstreamErrorKind::Protocol) => {
+            "the app broke off the exchange or did not answer in HTTP"
+        }
+        ("upstream_unreachable", _) => "the app cannot be reached",
+        _ => return None,
+    };
+    log::warn!("inbound: {}", problem.detail);
+    Some(Problem::new(
+        problem.status,
+        problem.reason,
+        problem.title,
+        detail,
+    ))
 }
 
 #[cfg(test)]
