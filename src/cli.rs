@@ -206,11 +206,12 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     }
     let c = &loaded.config;
     log::info!(
-        "peergate {} as {} ({}): inbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",
+        "peergate {} as {} ({}): inbound {}, outbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",
         env!("CARGO_PKG_VERSION"),
         c.identity.key_file.identity.public().short_id(),
         c.identity.display_name(),
         c.listen.inbound,
+        c.listen.outbound,
         c.listen.admin,
         c.app.upstream,
         c.peer_count(),

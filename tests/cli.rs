@@ -292,7 +292,10 @@ fn run_starts_listen_threads_for_each_proxy_listener() {
     // The start line says it too (log lines are written by a thread of their own, soon after).
     loop {
         let text = fs::read_to_string(&log).unwrap();
-        if text.contains("3 threads per proxy listener") {
+        if text.contains(&format!(
+            ", outbound 127.0.0.1:{outbound}, admin 127.0.0.1:{admin}, "
+        )) && text.contains("3 threads per proxy listener")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no start line in:\n{text}");
