@@ -54,7 +54,8 @@ const SETTLE: Duration = Duration::from_millis(200);
 const MAX_SETTLE: Duration = Duration::from_secs(1);
 
 /// The settings only read at start, as comparable fingerprints: the `listen` settings,
-/// the TLS files (by path and content: Pingora loads the certificate once), the identity (by
+/// whether TLS is on (the certificate and key themselves are replaced live), the peer CA file
+/// (by path and content: the outbound connector loads it once), the identity (by
 /// key, so moving the same key elsewhere is no change), the replay cache size, the connection
 /// timeouts the proxy services were built with, and the shutdown timings given to Pingora.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,8 +80,9 @@ impl RestartBound {
                     "listen.idle_timeout",
                     config.listen.idle_timeout.to_string(),
                 ),
-                ("tls.cert_file", file(tls.map(|t| &t.cert_file))),
-                ("tls.key_file", file(tls.map(|t| &t.key_file))),
+                // The certificate and key are replaced live; only turning TLS on or off
+                // changes what the listener speaks.
+                ("tls", if tls.is_some() { "on" } else { "off" }.to_string()),
                 (
                     "tls.peer_ca_file",
                     file(tls.and_then(|t| t.peer_ca_file.as_ref())),
@@ -221,6 +223,10 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
     let peers = snapshot.peer_count();
     shared.install(snapshot);
+    let new_cert = loaded.config.tls.as_ref().and_then(|t| t.cert.as_ref());
+    if let (Some(slot), Some(cert)) = (&shared.server_cert, new_cert) {
+        slot.replace(cert);
+    }
     // What the load freed, and the snapshot replaced unless a request still holds it, go
     // back to the system now: the reloader sleeps until the next change.
     crate::memory::release_freed();
@@ -247,6 +253,10 @@ fn files_of(loaded: &Loaded) -> Vec<PathBuf> {
     let mut files = vec![loaded.path.clone()];
     files.extend(config.peers_file.as_ref().map(|f| f.0.clone()));
     files.extend(config.identity.profile.as_ref().map(|f| f.0.clone()));
+    if let Some(tls) = &config.tls {
+        files.push(tls.cert_file.0.clone());
+        files.push(tls.key_file.0.clone());
+    }
     files
 }
 

@@ -43,18 +43,16 @@ fn add_inbound(
     service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
     match &config.tls {
-        Some(tls) => {
+        Some(_) => {
             // Loaded and checked with the configuration; Pingora would read the files only
-            // on its listener thread, and panic there (see `tls_cert`).
-            let cert = tls
-                .cert
-                .as_ref()
+            // on its listener thread, and panic there (see `tls_cert`). A reload replaces it.
+            let slot = shared
+                .server_cert
+                .clone()
                 .ok_or("tls: the certificate was not loaded with the configuration")?;
             let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
                 .map_err(|e| format!("tls: {e}"))?;
-            settings.set_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                cert.0.clone(),
-            )));
+            settings.set_cert_resolver(slot);
             settings.enable_h2();
             service.add_tls_with_settings(&addr, None, settings);
         }

@@ -13,6 +13,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::RestartBound;
 use crate::resolve::Resolver;
+use crate::tls_cert::CertSlot;
 
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
@@ -26,6 +27,8 @@ pub struct Shared {
     pub started: RestartBound,
     /// The addresses of the app's and the peers' host names, refreshed in the background.
     pub resolver: Resolver,
+    /// The inbound listener's certificate and key (with `tls:`), which a reload replaces.
+    pub server_cert: Option<Arc<CertSlot>>,
 }
 
 impl Shared {
@@ -43,6 +46,11 @@ impl Shared {
             lifecycle: Lifecycle::new(config),
             started: RestartBound::of(config),
             resolver: Resolver::default(),
+            server_cert: config
+                .tls
+                .as_ref()
+                .and_then(|t| t.cert.as_ref())
+                .map(|c| Arc::new(CertSlot::new(c))),
         })
     }
 

@@ -7,14 +7,45 @@
 //! So the files are read here, at load time, with the bounded reader every other file goes
 //! through; the chain and key must parse and belong together, and the listener is handed the
 //! result (a certificate resolver), so Pingora never opens the files itself.
+//!
+//! The resolver is a [`CertSlot`] that a reload fills with the pair it read: a renewed
+//! certificate (certbot, cert-manager) is served from the next handshake on, without a restart.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// The pair the inbound listener presents; replaced whole by a reload.
+pub struct CertSlot(ArcSwap<CertifiedKey>);
+
+impl CertSlot {
+    pub fn new(cert: &ServerCert) -> CertSlot {
+        CertSlot(ArcSwap::new(cert.0.clone()))
+    }
+
+    /// Serves `cert` from the next handshake on; connections already open keep theirs.
+    pub fn replace(&self, cert: &ServerCert) {
+        self.0.store(cert.0.clone());
+    }
+}
+
+impl fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertSlot")
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
 
 /// Which of the two settings a problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -356,6 +356,90 @@ async fn apps_using_http_proxy_reach_peers_unchanged() {
     }
 }
 
+/// The certificate bob's inbound listener presents to a new TLS connection.
+async fn served_certificate(addr: SocketAddr, ca: &TestCa) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("bob.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with bob");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Replaces `path` in one step, as certbot's and cert-manager's renewals do.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("renewing");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A renewed certificate is served from the next handshake on, without a restart; one that
+/// does not load is not, and the pair in force stays (the reload is counted as failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut bob = portal("bob", root.path(), &ca);
+    let alice = Identity::generate();
+    bob.start(
+        &[("Alice", alice.public(), "https://127.0.0.1:9".into())],
+        "ca-for-peers.pem",
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], bob.inbound));
+    let first = served_certificate(addr, &ca).await;
+    assert_eq!(
+        first,
+        std::fs::read_to_string(bob.dir.join("cert.pem"))
+            .map(|pem| pem_der(&pem))
+            .unwrap()
+    );
+
+    let renewed = ca.issue(&["bob.test"]);
+    replace_file(&bob.dir.join("key.pem.tls"), &renewed.key_pem);
+    replace_file(&bob.dir.join("cert.pem"), &renewed.cert_pem);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while served_certificate(addr, &ca).await != renewed.cert_der.to_vec() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate is not served 5 s after it was written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let failures = "peergate_config_reloads_total{result=\"failure\"}";
+    let failed_before = metric_value(&bob.metrics(), failures);
+    replace_file(&bob.dir.join("cert.pem"), "not a certificate\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric_value(&bob.metrics(), failures) <= failed_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed reload counted:\n{}",
+            bob.metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        served_certificate(addr, &ca).await,
+        renewed.cert_der.to_vec()
+    );
+}
+
+/// The value of the series `name_and_labels` in a Prometheus text page (0 when absent).
+fn metric_value(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The DER of the first certificate in `pem`.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
 /// A peer URL with a path: `/peers/<peer>/<rest>` goes under it, while an app using the
 /// outbound listener as its proxy writes the whole URL, base path included, and it is sent as
 /// written (it was once prefixed a second time).
