@@ -191,8 +191,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// Sets Pingora's keep-alive for this connection's next request to `listen.idle_timeout`, when
 /// the connection is kept at all (`Connection: close`, and HTTP/1.0 without `keep-alive`,
 /// stay closed): each read of the next head then times out too, not only the whole head.
+///
+/// And the same limit on writing the answer: a client that takes no bytes of it for that long
+/// is cut off. Pingora's server session has no write timeout of its own, so a client that
+/// stopped reading held its connection, the request in flight and the upstream connection
+/// behind it (on the outbound side, the peer's and its app's too) for as long as it liked.
 pub fn limit(session: &mut Session, idle_seconds: u64) {
     if session.get_keepalive().is_some() {
         session.set_keepalive(Some(idle_seconds));
     }
+    session.set_write_timeout(Some(Duration::from_secs(idle_seconds)));
 }

@@ -615,6 +615,49 @@ async fn idle_client_connections_are_closed() {
     }
 }
 
+/// A client that stops reading the answer is cut off after `listen.idle_timeout` without
+/// progress, on a signed route and on a public one: before, nothing timed the write, and the
+/// client held its connection, the request and the app connection behind it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BIG: usize = 64 << 20;
+    let f = Fixture::with(Options {
+        app: Handler::custom(|_| Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: vec![b'x'; BIG],
+        }),
+        listen: "idle_timeout: 1s".into(),
+        ..Options::default()
+    });
+    let public = RawRequest::new("GET", "/public/big").header("Host", f.authority());
+    for req in [f.signed(&f.bob, "GET", "/api/big", &[], b""), public] {
+        let tcp = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(f.client.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(&req.to_bytes()).await.unwrap();
+        // Reads nothing for a while: the answer fills the socket buffers and stalls.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "still open after {got} bytes");
+        assert!(got < BIG, "the whole answer came ({got} bytes)");
+    }
+}
+
 /// A request in flight is not timed by `listen.idle_timeout`: an app slower than it, a body
 /// slower than it, over HTTP/1.1 and HTTP/2, and the connection still serves afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
