@@ -109,16 +109,30 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     if let Ok(mut awaiting) = H2_AWAITING.lock() {
         awaiting.insert(key, seen.clone());
     }
+    // Pingora's HTTP/2 handshake watches neither the clock nor a shutdown: a connection that
+    // never sends its preface would also hold a graceful shutdown for its whole grace period.
+    let mut stopping = shutdown.clone();
+    let shutdown_begins = async move {
+        while !*stopping.borrow_and_update() {
+            if stopping.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     let first_head = async {
-        tokio::time::sleep(idle).await;
+        let why = tokio::select! {
+            () = tokio::time::sleep(idle) => "no request head within the idle timeout",
+            () = shutdown_begins => "no request head yet, and peergate is shutting down",
+        };
         if seen.load(Ordering::Acquire) {
             std::future::pending::<()>().await;
         }
+        why
     };
     let served = tokio::select! {
         served = inner.process_new(session, shutdown) => served,
-        () = first_head => {
-            log::debug!("closed an HTTP/2 client connection: no request head within {idle:?}");
+        why = first_head => {
+            log::debug!("closed an HTTP/2 client connection: {why} ({idle:?})");
             None
         }
     };

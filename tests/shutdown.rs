@@ -187,3 +187,48 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
         binary.log()
     );
 }
+
+/// HTTP/2 connections that finished TLS but never sent their preface do not hold a graceful
+/// shutdown for its whole grace period (Pingora's HTTP/2 handshake watches no shutdown): the
+/// process exits at once, as with idle HTTP/1.1 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_without_a_preface_do_not_hold_a_shutdown() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key, _) = ca.issue(&["localhost"]).write_files(certs.path());
+    let extra = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n{GRACE}",
+        cert.display(),
+        key.display()
+    );
+    let setup = Setup::new(app.addr(), &[&bob], &extra);
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        let tcp = tokio::net::TcpStream::connect(setup.inbound).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"h2"]))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        silent.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+    let status = binary
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM\n{}", binary.log()));
+    let took = sigterm.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after SIGTERM with 5 silent HTTP/2 connections (grace period 10 s)"
+    );
+}
