@@ -96,6 +96,11 @@ fn error_text(e: &Error) -> String {
     }
 }
 
+/// How recently a kept app connection must have been used to carry a request that cannot be
+/// retried (POST, PATCH): well under the idle timeouts app servers close connections at
+/// (2 s to 5 s in common ones).
+pub const UNSAFE_REUSE_WITHIN: Duration = Duration::from_secs(1);
+
 /// Idle connections kept per upstream.
 const IDLE_PER_PEER: usize = 128;
 
@@ -106,13 +111,21 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Forwarder {
     connector: TransportConnector,
     pool: Arc<Pool>,
+    /// How recently a kept connection must have been used to carry a request that cannot be
+    /// retried (see [`UNSAFE_REUSE_WITHIN`]).
+    unsafe_reuse_within: Duration,
 }
 
 impl Forwarder {
-    pub fn new(options: Option<ConnectorOptions>) -> Self {
+    /// `unsafe_reuse_within`: [`UNSAFE_REUSE_WITHIN`] for an upstream whose idle timeout is
+    /// not known (the app), where a new connection costs little; [`IDLE_TIMEOUT`] for peers,
+    /// whose listeners keep idle connections longer than that (`listen.idle_timeout`, 75 s)
+    /// and where a new connection costs a TLS handshake across the network.
+    pub fn new(options: Option<ConnectorOptions>, unsafe_reuse_within: Duration) -> Self {
         Forwarder {
             connector: TransportConnector::new(options),
             pool: Pool::new(IDLE_PER_PEER, IDLE_TIMEOUT),
+            unsafe_reuse_within,
         }
     }
 
@@ -143,8 +156,14 @@ impl Forwarder {
             frame(&mut req, &body).map_err(upstream_failed)?;
             let head_request = req.method == http::Method::HEAD;
             let idempotent = req.method.is_idempotent();
-            // A retry always opens a new connection.
-            let pooled = if retried { None } else { self.pool.take(key) };
+            // A retry always opens a new connection. A request that cannot be retried takes
+            // only a connection used recently enough: one idle for longer may be being closed
+            // by the upstream's own idle timeout just as the request goes out, a 502.
+            let pooled = match (retried, idempotent) {
+                (true, _) => None,
+                (false, true) => self.pool.take(key),
+                (false, false) => self.pool.take_fresh(key, self.unsafe_reuse_within),
+            };
             let reused = pooled.is_some();
             let stream = match pooled {
                 Some(stream) => stream,

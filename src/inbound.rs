@@ -77,7 +77,7 @@ impl Inbound {
     pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool, idle_seconds: u64) -> Self {
         Inbound {
             shared,
-            forwarder: Forwarder::new(None),
+            forwarder: Forwarder::new(None, crate::forward::UNSAFE_REUSE_WITHIN),
             timeouts,
             proto: if tls { "https" } else { "http" },
             idle_seconds,

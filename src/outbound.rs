@@ -136,7 +136,7 @@ impl Outbound {
         };
         Outbound {
             shared,
-            forwarder: Forwarder::new(Some(options)),
+            forwarder: Forwarder::new(Some(options), IDLE_TIMEOUT),
             timeouts,
             idle_seconds,
             loopback_only,

@@ -52,12 +52,24 @@ impl Pool {
 
     /// The most recently used idle connection to `key` that is still open, if any.
     pub fn take(&self, key: u64) -> Option<Stream> {
+        self.take_fresh(key, self.idle_timeout)
+    }
+
+    /// Like [`take`](Self::take), but only a connection idle for less than `within`; older
+    /// ones stay for requests that may take them.
+    pub fn take_fresh(&self, key: u64, within: Duration) -> Option<Stream> {
         let now = Instant::now();
         loop {
             let idle = {
                 let mut lists = self.lists.lock().ok()?;
                 let list = lists.by_peer.get_mut(&key)?;
                 let idle = list.pop()?;
+                let age = now.duration_since(idle.since);
+                if age >= within && age < self.idle_timeout {
+                    // The newest is too old for this request, so every other one is too.
+                    list.push(idle);
+                    return None;
+                }
                 if list.is_empty() {
                     lists.by_peer.remove(&key);
                 }
@@ -265,6 +277,22 @@ mod tests {
         assert!(pool.take(peer.reuse_hash()).is_none());
         // Closed, not only forgotten: the upstream sees the end of the stream.
         assert_eq!(next_read(&mut server).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_take_leaves_an_older_connection_for_others() {
+        let (listener, peer, connector) = upstream().await;
+        let pool = Pool::new(4, Duration::from_secs(60));
+        let key = peer.reuse_hash();
+        let (client, _server) = connect(&listener, &peer, &connector).await;
+        pool.put(key, client);
+        assert!(pool.take_fresh(key, Duration::from_secs(5)).is_some());
+        let (client, _server) = connect(&listener, &peer, &connector).await;
+        pool.put(key, client);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(pool.take_fresh(key, Duration::from_millis(100)).is_none());
+        assert_eq!(pool.idle(key), 1, "kept for a request that may take it");
+        assert!(pool.take(key).is_some());
     }
 
     #[tokio::test]

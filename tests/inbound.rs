@@ -887,7 +887,7 @@ async fn an_app_closing_idle_connections_loses_no_request() {
 /// An app that closes a kept connection as the next request arrives (its idle timeout firing
 /// just then): the request was never answered, so peergate sends it again on a new connection
 /// when that is safe (idempotent methods) and answers 502 when it is not, never sending a POST
-/// twice.
+/// twice; and a POST takes a kept connection only if it was used within the last second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -939,6 +939,14 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.json()["reason"], "upstream_unreachable");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A POST after a second of quiet goes out on a new connection: the kept one may be the
+    // one the app's idle timeout is closing (it was sent on the kept one, and got a 502).
+    assert_eq!(f.send(get(3)).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let post = f.signed(&f.bob, "POST", "/api/post2", &[], b"data");
+    let resp = f.send(post).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen,
@@ -947,6 +955,8 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
             "GET /api/get2 HTTP/1.1",
             "GET /api/get2 HTTP/1.1",
             "POST /api/post HTTP/1.1",
+            "GET /api/get3 HTTP/1.1",
+            "POST /api/post2 HTTP/1.1",
         ]
     );
 }
