@@ -173,6 +173,53 @@ impl fmt::Display for Millis {
     }
 }
 
+/// The app's failures, logged at most once a second: with the app down, every request fails
+/// the same way, and a line each would bury the rest of the log.
+static APP_FAILURES: Throttled = Throttled::new();
+
+/// A warning written at most once per second, saying how many like it were left out.
+struct Throttled {
+    /// The second (since [`START`]) of the last line written, plus one; 0 before any.
+    last: std::sync::atomic::AtomicU64,
+    left_out: std::sync::atomic::AtomicU64,
+}
+
+static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+impl Throttled {
+    const fn new() -> Throttled {
+        Throttled {
+            last: std::sync::atomic::AtomicU64::new(0),
+            left_out: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn warn(&self, detail: &str) {
+        match self.admit(START.elapsed().as_secs() + 1) {
+            Some(0) => log::warn!("inbound: {detail}"),
+            Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
+            None => {}
+        }
+    }
+
+    /// Whether a line may be written in `second` (counted from 1), and how many were left out
+    /// before it.
+    fn admit(&self, second: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last.load(Relaxed);
+        if last == second
+            || self
+                .last
+                .compare_exchange(last, second, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.left_out.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.left_out.swap(0, Relaxed))
+    }
+}
+
 /// What a caller of the inbound listener is told when the app failed: the kind of failure,
 /// not the app's address or the connector's own words. Those are for the operator (logged
 /// here); the caller is another installation, or on a public route anyone at all. `None`
@@ -186,7 +233,7 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
         ("upstream_unreachable", _) => "the app cannot be reached",
         _ => return None,
     };
-    log::warn!("inbound: {}", problem.detail);
+    APP_FAILURES.warn(&problem.detail);
     Some(Problem::new(
         problem.status,
         problem.reason,
@@ -198,6 +245,17 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_warning_is_written_once_a_second_and_counts_the_rest() {
+        let t = Throttled::new();
+        assert_eq!(t.admit(1), Some(0));
+        assert_eq!(t.admit(1), None);
+        assert_eq!(t.admit(1), None);
+        assert_eq!(t.admit(2), Some(2));
+        assert_eq!(t.admit(2), None);
+        assert_eq!(t.admit(7), Some(1));
+    }
 
     /// What the log line used to write for a target: a `String` of its first 200 characters,
     /// formatted with `Debug`.
