@@ -397,6 +397,52 @@ fn tls_files_that_do_not_load_are_named_with_their_line() {
     );
 }
 
+/// Two listeners that cannot both be bound are refused when the file is read (equal addresses
+/// made Pingora abort the process at start).
+#[test]
+fn listeners_on_one_address_are_refused() {
+    let dir = Dir::new();
+    let file = dir.path("peergate.yaml");
+    let err = load_err(
+        &dir,
+        &minimal("listen:\n  inbound: \"127.0.0.1:8443\"\n  outbound: \"127.0.0.1:8443\"\n"),
+    );
+    assert_err(
+        &err,
+        &file,
+        8,
+        13,
+        "listen.outbound 127.0.0.1:8443 overlaps listen.inbound",
+    );
+    // The wildcard address covers every other address on its port.
+    let err = load_err(
+        &dir,
+        &minimal("listen:\n  inbound: \"0.0.0.0:9000\"\n  admin: \"127.0.0.1:9000\"\n"),
+    );
+    assert_err(
+        &err,
+        &file,
+        8,
+        10,
+        "listen.admin 127.0.0.1:9000 overlaps listen.inbound",
+    );
+    // Against a default (admin is 127.0.0.1:9464): named at the setting that is written.
+    let err = load_err(&dir, &minimal("listen:\n  outbound: \"127.0.0.1:9464\"\n"));
+    assert_err(
+        &err,
+        &file,
+        7,
+        13,
+        "listen.admin 127.0.0.1:9464 overlaps listen.outbound",
+    );
+    // Two specific addresses may share a port.
+    let ok = dir.write(
+        "peergate.yaml",
+        &minimal("listen:\n  inbound: \"127.0.0.2:8480\"\n"),
+    );
+    config::load(&ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn route_pattern_that_does_not_parse() {
     let dir = Dir::new();

@@ -628,6 +628,33 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
             ),
         ));
     }
+    // Each listener needs an address of its own: two on one port, where one of them is the
+    // wildcard address or both are the same, cannot both be bound (Pingora aborted the process
+    // when the inbound and outbound addresses were equal).
+    let listeners = [
+        ("inbound", config.listen.inbound.0),
+        ("outbound", config.listen.outbound.0),
+        ("admin", config.listen.admin.0),
+    ];
+    for (i, (name, addr)) in listeners.iter().enumerate() {
+        for (earlier, other) in &listeners[..i] {
+            let overlap = addr.port() == other.port()
+                && (addr.ip() == other.ip()
+                    || addr.ip().is_unspecified()
+                    || other.ip().is_unspecified());
+            if overlap && addr.port() != 0 {
+                let message = format!(
+                    "listen.{name} {addr} overlaps listen.{earlier} {other}: each listener needs a port of its own (or, on one port, two different specific addresses)"
+                );
+                // At whichever of the two is written in the file (the other may be a default).
+                let mut err = ConfigError::at_setting(path, &["listen", name], message.clone());
+                if err.position.is_none() {
+                    err = ConfigError::at_setting(path, &["listen", earlier], message);
+                }
+                return Err(err);
+            }
+        }
+    }
     // Floors under durations. 0 is no timeout at all to the proxy library, and a signature of
     // lifetime 0 is expired when it is made: neither is what anyone writing `0s` meant.
     let ms = Duration::from_millis;
