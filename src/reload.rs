@@ -172,6 +172,9 @@ pub struct Applied {
     /// profile page.
     pub files: Vec<PathBuf>,
     pub poll_interval: Duration,
+    /// Why the certificate and key did not load: the rest was applied, the pair in force
+    /// stays, and the reload counts as failed.
+    pub tls_error: Option<String>,
 }
 
 /// Reads and validates the configuration at `config_path` and puts it in force, or keeps the
@@ -180,13 +183,24 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
     let reloads = &shared.metrics.config_reloads;
     match try_reload(shared, config_path) {
         Ok(applied) => {
-            reloads.with_label_values(&["success"]).inc();
-            mark_loaded(shared);
-            log::info!(
-                "configuration reloaded from {}: {} peers on the allowlist",
-                config_path.display(),
-                applied.peers
-            );
+            if let Some(e) = &applied.tls_error {
+                // Counted as a failure, and not as the last successful reload, so that a
+                // broken renewal is seen before the certificate in force expires.
+                reloads.with_label_values(&["failure"]).inc();
+                log::error!(
+                    "configuration reloaded from {} ({} peers on the allowlist), but the TLS certificate and key do not load, so the ones in force stay: {e}",
+                    config_path.display(),
+                    applied.peers
+                );
+            } else {
+                reloads.with_label_values(&["success"]).inc();
+                mark_loaded(shared);
+                log::info!(
+                    "configuration reloaded from {}: {} peers on the allowlist",
+                    config_path.display(),
+                    applied.peers
+                );
+            }
             if !applied.restart_needed.is_empty() {
                 log::warn!(
                     "configuration reloaded, but these changed settings only take effect after a restart: {}",
@@ -210,7 +224,8 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     // as fast); see `config::load_serving`.
     let current = shared.snapshot();
     let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key_bytes(key_id));
-    let mut loaded = config::load_serving(config_path, Some(known)).map_err(ReloadError::Config)?;
+    let mut loaded =
+        config::load_reloading(config_path, Some(known)).map_err(ReloadError::Config)?;
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", config_path.display());
     }
@@ -235,6 +250,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         restart_needed,
         files: files_of(&loaded),
         poll_interval: loaded.config.reload.poll_interval.0,
+        tls_error: loaded.tls_error.map(|e| e.to_string()),
     })
 }
 

@@ -375,7 +375,8 @@ fn replace_file(path: &Path, text: &str) {
 }
 
 /// A renewed certificate is served from the next handshake on, without a restart; one that
-/// does not load is not, and the pair in force stays (the reload is counted as failed).
+/// does not load is not, and the pair in force stays (the reload is counted as failed, and the
+/// rest of the change applies).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_without_a_restart() {
     let root = tempfile::tempdir().unwrap();
@@ -407,14 +408,29 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A broken renewal, written with a change to the allowlist: the allowlist change is
+    // applied (a broken certificate must never hold back taking a peer off), the pair in
+    // force stays, and the reload counts as failed.
     let failures = "peergate_config_reloads_total{result=\"failure\"}";
     let failed_before = metric_value(&bob.metrics(), failures);
     replace_file(&bob.dir.join("cert.pem"), "not a certificate\n");
+    let config = bob.dir.join("peergate.yaml");
+    let carol = Identity::generate();
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "  - name: Carol\n    public_key: \"{}\"\n",
+            carol.public().spki_base64()
+        );
+    replace_file(&config, &text);
+    let shared = bob.gateway.as_ref().unwrap().shared().clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while metric_value(&bob.metrics(), failures) <= failed_before {
+    while shared.snapshot().peer_count() != 2
+        || metric_value(&bob.metrics(), failures) <= failed_before
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "no failed reload counted:\n{}",
+            "peers {}, metrics:\n{}",
+            shared.snapshot().peer_count(),
             bob.metrics()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -456,6 +456,9 @@ pub struct Loaded {
     pub config: Config,
     pub path: PathBuf,
     pub warnings: Vec<String>,
+    /// Why `tls.cert_file` / `tls.key_file` did not load, for a reload only
+    /// ([`load_reloading`]): everything else was loaded, and `tls.cert` is `None`.
+    pub tls_error: Option<ConfigError>,
 }
 
 fn parse_file<T: for<'de> Deserialize<'de>>(
@@ -473,7 +476,7 @@ fn parse_file<T: for<'de> Deserialize<'de>>(
 
 /// Reads and validates the configuration at `path` and the peers file it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, None, Collect::List)
+    load_inner(path, None, Collect::List, TlsPair::Required)
 }
 
 /// Like [`load`], for a gateway (`peergate run` and its reloads): the peers go into the table
@@ -484,7 +487,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Everything else is read and checked as by [`load`].
 pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, None, Collect::Table)
+    load_inner(path, None, Collect::Table, TlsPair::Required)
+}
+
+/// Like [`load_serving`], for a reload: a certificate or key that does not load does not fail
+/// the load but is reported in [`Loaded::tls_error`], so that a broken renewal never holds
+/// back the rest of a change (a peer taken off the allowlist above all). The listener keeps
+/// the pair it serves.
+pub fn load_reloading(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
+    let _reuse = context::ReuseKeys::install(known);
+    load_inner(path, None, Collect::Table, TlsPair::Separate)
 }
 
 /// Like [`load`], but reads the peers list from `candidate` instead of the configured
@@ -492,7 +504,16 @@ pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, Con
 /// replaces the real file, so an edit that does not load never lands. Errors in the candidate
 /// are reported against the real peers file's name, which is what the person knows.
 pub fn load_with_peers_file(path: &Path, candidate: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, Some(candidate), Collect::List)
+    load_inner(path, Some(candidate), Collect::List, TlsPair::Required)
+}
+
+/// What a certificate or key that does not load does to a load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TlsPair {
+    /// Fails it (`check`, start, `peer add`).
+    Required,
+    /// Is reported beside it ([`Loaded::tls_error`]; a reload).
+    Separate,
 }
 
 /// Where a load puts the peers.
@@ -574,6 +595,7 @@ fn load_inner(
     path: &Path,
     peers_candidate: Option<&Path>,
     collect: Collect,
+    tls_pair: TlsPair,
 ) -> Result<Loaded, ConfigError> {
     let scope = context::LoadScope::begin();
     let mut config: Config = parse_file(path, &scope)?;
@@ -711,15 +733,20 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     for (key, value, min, advice) in floors {
         at_least(path, &key, value, min, advice)?;
     }
+    let mut tls_error = None;
     if let Some(tls) = &mut config.tls {
         match crate::tls_cert::load(&tls.cert_file.0, &tls.key_file.0) {
             Ok(cert) => tls.cert = Some(cert),
             Err((which, message)) => {
-                return Err(ConfigError::at_setting(
+                let err = ConfigError::at_setting(
                     path,
                     &["tls", which.setting()],
                     format!("tls.{}: {message}", which.setting()),
-                ))
+                );
+                match tls_pair {
+                    TlsPair::Required => return Err(err),
+                    TlsPair::Separate => tls_error = Some(err),
+                }
             }
         }
     }
@@ -749,5 +776,6 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         config,
         path: path.to_path_buf(),
         warnings,
+        tls_error,
     })
 }
