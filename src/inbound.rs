@@ -402,10 +402,27 @@ impl ProxyHttp for Inbound {
         ctx: &mut InboundCtx,
     ) -> FailToProxy {
         let from_upstream = matches!(e.esource(), ErrorSource::Upstream);
-        if !from_upstream {
-            // The client broke the exchange; there is no one to answer.
+        // Once an answer has started, nothing more can be said on this connection: it is cut.
+        let answer_started = session.response_written().is_some();
+        if answer_started && from_upstream {
+            let (kind, _) = classify(e, &"the app");
+            let broke = ForwardError::Aborted {
+                kind: Some(kind),
+                detail: format!("the app broke off its answer: {}", e.etype().as_str()),
+            };
+            ctx.record
+                .forwarded(session, &self.shared.metrics, Err(broke))
+                .await;
+        }
+        if !from_upstream || answer_started {
+            // The client broke the exchange (or stopped reading the answer), or the answer was
+            // cut: there is no one to answer, or no way to.
             let code = match e.etype() {
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                _ if answer_started => 0,
+                ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::WriteTimedout
+                | ErrorType::ConnectionClosed => 0,
                 _ => 400,
             };
             if code > 0 {

@@ -656,6 +656,10 @@ async fn a_client_that_stops_reading_is_cut_off() {
         assert!(ended.is_ok(), "still open after {got} bytes");
         assert!(got < BIG, "the whole answer came ({got} bytes)");
     }
+    // Not a refusal: the answer had started (a problem document cannot follow a 200 head).
+    let metrics = f.metrics();
+    assert!(!metrics.contains("outcome=\"refused\""), "{metrics}");
+    assert!(!metrics.contains("reason=\"bad_request\""), "{metrics}");
 }
 
 /// A request in flight is not timed by `listen.idle_timeout`: an app slower than it, a body
