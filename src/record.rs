@@ -207,7 +207,9 @@ impl Throttled {
     fn admit(&self, second: u64) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
         let last = self.last.load(Relaxed);
-        if last == second
+        // `<=`: a thread that read the clock before another wrote a line must not write one
+        // for an earlier second.
+        if second <= last
             || self
                 .last
                 .compare_exchange(last, second, Relaxed, Relaxed)
@@ -255,6 +257,9 @@ mod tests {
         assert_eq!(t.admit(2), Some(2));
         assert_eq!(t.admit(2), None);
         assert_eq!(t.admit(7), Some(1));
+        // A late thread with an earlier second writes nothing.
+        assert_eq!(t.admit(6), None);
+        assert_eq!(t.admit(8), Some(1));
     }
 
     /// What the log line used to write for a target: a `String` of its first 200 characters,
