@@ -111,6 +111,8 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     }
     // Pingora's HTTP/2 handshake watches neither the clock nor a shutdown: a connection that
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
+    // A second after the shutdown begins is enough for one whose first request is on its way
+    // (Pingora then drains it with GOAWAY like any other).
     let mut stopping = shutdown.clone();
     let shutdown_begins = async move {
         while !*stopping.borrow_and_update() {
@@ -118,6 +120,7 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
                 std::future::pending::<()>().await;
             }
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let first_head = async {
         let why = tokio::select! {

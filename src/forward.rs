@@ -119,8 +119,10 @@ pub struct Forwarder {
 impl Forwarder {
     /// `unsafe_reuse_within`: [`UNSAFE_REUSE_WITHIN`] for an upstream whose idle timeout is
     /// not known (the app), where a new connection costs little; [`IDLE_TIMEOUT`] for peers,
-    /// whose listeners keep idle connections longer than that (`listen.idle_timeout`, 75 s)
-    /// and where a new connection costs a TLS handshake across the network.
+    /// whose listeners keep idle connections longer than that by default
+    /// (`listen.idle_timeout`, 75 s; a peer that sets it lower, or a load balancer in front
+    /// of it, can still close one under a request) and where a new connection costs a TLS
+    /// handshake across the network.
     pub fn new(options: Option<ConnectorOptions>, unsafe_reuse_within: Duration) -> Self {
         Forwarder {
             connector: TransportConnector::new(options),

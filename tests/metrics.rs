@@ -313,7 +313,7 @@ async fn healthz_is_liveness_and_readyz_checks_listeners_identity_allowlist_and_
 }
 
 /// A proxy listener that cannot start is not left for `/readyz` to find: the process stops at
-/// once, before the admin listener answers, so a supervisor sees it fail. (It used to run on
+/// once, so a supervisor sees it fail. (It used to run on
 /// without that listener, `/healthz` answering 200; `/readyz` turning 503 as the listeners
 /// close is checked in tests/shutdown.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,9 +346,5 @@ async fn a_listener_that_cannot_start_stops_the_process() {
         )),
         "{}",
         binary.log()
-    );
-    assert!(
-        std::net::TcpStream::connect(setup.admin).is_err(),
-        "the admin listener answered"
     );
 }
