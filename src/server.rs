@@ -103,9 +103,10 @@ fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, Str
 }
 
 /// Whether `addr` can be listened on now. Pingora binds its listeners on their own threads
-/// and, when an address is in use, tries again every second for ever (it waits for an old
-/// process handing over its sockets): the process would run with that listener missing. So
-/// the address is bound once here, and released, before anything starts.
+/// and, when an address is in use, tries again every second, thirty times (it waits for an old
+/// process handing over its sockets), and then gives that listener up: the process would run
+/// without it. So the address is bound once here, and released, before anything starts.
+/// (Listeners that overlap each other are refused with the configuration.)
 fn free_to_listen(setting: &str, addr: std::net::SocketAddr) -> Result<(), String> {
     std::net::TcpListener::bind(addr)
         .map(drop)
