@@ -27,6 +27,18 @@ async fn ready(setup: &Setup, binary: &mut Binary) {
     );
 }
 
+/// Sends SIGTERM and waits up to `limit` for the exit, which must be 0; returns how long it took.
+async fn terminate(binary: &mut Binary, limit: Duration) -> Duration {
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+    let status = binary
+        .wait_exit(limit)
+        .await
+        .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM\n{}", binary.log()));
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    sigterm.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
@@ -157,14 +169,7 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
         tokio::spawn(async move { setup.get_result(&bob, "/api/stuck").await })
     };
     app.wait_for(1, Duration::from_secs(5)).await;
-    let sigterm = Instant::now();
-    binary.signal("TERM");
-    let status = binary
-        .wait_exit(Duration::from_secs(6))
-        .await
-        .unwrap_or_else(|| panic!("still running 6 s after SIGTERM\n{}", binary.log()));
-    let took = sigterm.elapsed();
-    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    let took = terminate(&mut binary, Duration::from_secs(6)).await;
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "grace 1 s + timeout 1 s, exit after {took:?}"
@@ -219,14 +224,7 @@ async fn http2_connections_without_a_preface_do_not_hold_a_shutdown() {
         silent.push(tls);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let sigterm = Instant::now();
-    binary.signal("TERM");
-    let status = binary
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM\n{}", binary.log()));
-    let took = sigterm.elapsed();
-    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    let took = terminate(&mut binary, Duration::from_secs(5)).await;
     assert!(
         took < Duration::from_secs(3),
         "exited {took:?} after SIGTERM with 5 silent HTTP/2 connections (grace period 10 s)"
