@@ -80,6 +80,10 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<N
         }
     };
     let mut connections = tokio::task::JoinSet::new();
+    // A descriptor held in reserve: when the process runs out of them (a flood of client
+    // connections up to the open-files limit), it is let go so that this listener can still
+    // accept, and a liveness probe still gets its 200 instead of killing a process that works.
+    let mut reserve = open_reserve();
     loop {
         let accepted = tokio::select! {
             () = stop.notified() => break,
@@ -87,13 +91,27 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<N
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
+            Err(e) if out_of_descriptors(&e) && reserve.is_some() => {
+                // The next accept takes the descriptor let go here.
+                log::warn!(
+                    "admin listener: out of file descriptors ({e}); using the one held in reserve"
+                );
+                reserve = None;
+                continue;
+            }
             Err(e) => {
-                // Out of descriptors, most likely: wait rather than spin.
+                // Out of descriptors with none in reserve, most likely: wait rather than spin.
                 log::warn!("admin listener: cannot accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                if reserve.is_none() {
+                    reserve = open_reserve();
+                }
                 continue;
             }
         };
+        if reserve.is_none() {
+            reserve = open_reserve();
+        }
         let shared = shared.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: http::Request<_>| {
@@ -112,6 +130,14 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<N
         // Reap the finished ones so that the set does not grow with every connection served.
         while connections.try_join_next().is_some() {}
     }
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -348,3 +348,53 @@ async fn a_listener_that_cannot_start_stops_the_process() {
         binary.log()
     );
 }
+
+/// At the open-files limit (a flood of client connections), the admin listener still answers
+/// `/healthz` with the descriptor it holds in reserve, so a liveness probe does not kill a
+/// process that is working; afterwards it takes a new reserve.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_at_the_open_files_limit() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let binary = Binary::run(&setup);
+    wait_listening(setup.admin);
+    assert_eq!(setup.admin("/healthz").await.status, 200);
+    let pid = binary.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open + 2,
+        rlim_max: open + 2,
+    };
+    // SAFETY: prlimit reads `limit`, which lives for the call; the old value is not asked for.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // More client connections than descriptors left: the proxy listener takes what there is.
+    let mut flood = Vec::new();
+    for _ in 0..16 {
+        flood.push(tokio::net::TcpStream::connect(setup.inbound).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe = tokio::time::timeout(Duration::from_secs(5), setup.admin("/healthz"))
+        .await
+        .unwrap_or_else(|_| panic!("no answer at the open-files limit\n{}", binary.log()));
+    assert_eq!(probe.status, 200);
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(setup.admin("/healthz").await.status, 200);
+    assert!(
+        binary.log().contains("using the one held in reserve"),
+        "{}",
+        binary.log()
+    );
+}
