@@ -4,6 +4,7 @@
 //! mode and as an HTTP proxy, and what peergate signs is also checked by an RFC 9421
 //! implementation none of us wrote.
 
+mod ops;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -367,13 +368,6 @@ async fn served_certificate(addr: SocketAddr, ca: &TestCa) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// Replaces `path` in one step, as certbot's and cert-manager's renewals do.
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("renewing");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// A renewed certificate is served from the next handshake on, without a restart; one that
 /// does not load is not, and the pair in force stays (the reload is counted as failed, and the
 /// rest of the change applies).
@@ -397,8 +391,8 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     );
 
     let renewed = ca.issue(&["bob.test"]);
-    replace_file(&bob.dir.join("key.pem.tls"), &renewed.key_pem);
-    replace_file(&bob.dir.join("cert.pem"), &renewed.cert_pem);
+    ops::write_by_rename(&bob.dir.join("key.pem.tls"), &renewed.key_pem);
+    ops::write_by_rename(&bob.dir.join("cert.pem"), &renewed.cert_pem);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while served_certificate(addr, &ca).await != renewed.cert_der.to_vec() {
         assert!(
@@ -412,8 +406,8 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     // applied (a broken certificate must never hold back taking a peer off), the pair in
     // force stays, and the reload counts as failed.
     let failures = "peergate_config_reloads_total{result=\"failure\"}";
-    let failed_before = metric_value(&bob.metrics(), failures);
-    replace_file(&bob.dir.join("cert.pem"), "not a certificate\n");
+    let failed_before = ops::series(&bob.metrics(), failures).unwrap_or(0.0);
+    ops::write_by_rename(&bob.dir.join("cert.pem"), "not a certificate\n");
     let config = bob.dir.join("peergate.yaml");
     let carol = Identity::generate();
     let text = std::fs::read_to_string(&config).unwrap()
@@ -421,11 +415,11 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
             "  - name: Carol\n    public_key: \"{}\"\n",
             carol.public().spki_base64()
         );
-    replace_file(&config, &text);
+    ops::write_by_rename(&config, &text);
     let shared = bob.gateway.as_ref().unwrap().shared().clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while shared.snapshot().peer_count() != 2
-        || metric_value(&bob.metrics(), failures) <= failed_before
+        || ops::series(&bob.metrics(), failures).unwrap_or(0.0) <= failed_before
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -439,13 +433,6 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         served_certificate(addr, &ca).await,
         renewed.cert_der.to_vec()
     );
-}
-
-/// The value of the series `name_and_labels` in a Prometheus text page (0 when absent).
-fn metric_value(page: &str, name_and_labels: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The DER of the first certificate in `pem`.

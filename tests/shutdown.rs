@@ -214,14 +214,14 @@ async fn http2_connections_without_a_preface_do_not_hold_a_shutdown() {
 
     let mut silent = Vec::new();
     for _ in 0..5 {
-        let tcp = tokio::net::TcpStream::connect(setup.inbound).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"h2"]))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        silent.push(tls);
+        let conn = RawConn::connect(
+            setup.inbound,
+            Some((ca.client_config(&[b"h2"]), "localhost")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(conn.alpn(), Some(&b"h2"[..]));
+        silent.push(conn);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let took = terminate(&mut binary, Duration::from_secs(5)).await;
