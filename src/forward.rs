@@ -101,8 +101,12 @@ fn error_text(e: &Error) -> String {
 /// (2 s to 5 s in common ones).
 pub const UNSAFE_REUSE_WITHIN: Duration = Duration::from_secs(1);
 
-/// Idle connections kept per upstream.
-const IDLE_PER_PEER: usize = 128;
+/// Idle connections kept per upstream. Under a steady load the number of requests in flight
+/// swings, and every connection closed at a dip is opened again at the next rise: to a peer
+/// that is a TLS handshake on both gateways (benches/README.md, change 30, for what 128 cost).
+/// The list never holds more than were once in use at the same time, and [`IDLE_TIMEOUT`]
+/// closes them after the load is gone.
+const IDLE_PER_PEER: usize = 1024;
 
 /// How long an idle upstream connection is kept (Pingora's proxy path too, for the inbound
 /// side's public routes).

@@ -888,6 +888,61 @@ async fn an_app_closing_idle_connections_loses_no_request() {
     assert_eq!(accepted.load(Ordering::SeqCst), 6);
 }
 
+/// Connections to the app that were in use at the same time are kept for the next burst:
+/// the swings of a steady load do not close connections only to open them again. 200 requests
+/// in flight at once, twice; the app sees 200 connections, not 200 plus those closed between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_a_burst_are_kept_for_the_next() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+
+    const BURST: usize = 200;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while read_request_head(&mut stream).await.is_some() {
+                    // Long enough for the whole burst to be in flight together.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    for burst in 0..2 {
+        let requests: Vec<_> = (0..BURST)
+            .map(|i| {
+                let req = f.signed(&f.bob, "GET", &format!("/api/{burst}/{i}"), &[], b"");
+                let (addr, client) = (f.addr, f.client.clone());
+                tokio::spawn(async move {
+                    raw_request(addr, Some((client, HOST)), &req.to_bytes())
+                        .await
+                        .map(|answer| answer.status)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for request in requests {
+            assert_eq!(request.await.unwrap(), Ok(200), "burst {burst}");
+        }
+        if burst == 0 {
+            assert_eq!(accepted.load(Ordering::SeqCst), BURST);
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), BURST);
+}
+
 /// An app that closes a kept connection as the next request arrives (its idle timeout firing
 /// just then): the request was never answered, so peergate sends it again on a new connection
 /// when that is safe (idempotent methods) and answers 502 when it is not, never sending a POST
