@@ -54,9 +54,9 @@ fn add_inbound(
                 .map_err(|e| format!("tls: {e}"))?;
             settings.set_cert_resolver(slot);
             settings.enable_h2();
-            service.add_tls_with_settings(&addr, None, settings);
+            service.add_listener(listener(&addr).tls(settings));
         }
-        None => service.add_tcp(&addr),
+        None => service.add_listener(listener(&addr)),
     }
     server.add_service(service);
     Ok(())
@@ -91,8 +91,20 @@ fn add_outbound(
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
-    service.add_tcp(&config.listen.outbound.to_string());
+    service.add_listener(listener(&config.listen.outbound.to_string()));
     server.add_service(service);
+}
+
+/// What a client connection's reads go through before TLS or the HTTP parser. Pingora's
+/// default is a 64 KiB buffer, allocated zeroed for every connection accepted; it was most of
+/// what a kept client connection cost (benches/README.md, change 31). rustls reads 4 KiB at a
+/// time and Pingora reads bodies into buffers of its own, so 16 KiB (a whole TLS record)
+/// keeps large uploads at one read call per record.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
+
+fn listener(addr: &str) -> pingora::listeners::ListenerConfig {
+    pingora::listeners::ListenerConfig::tcp(addr)
+        .l4_buffer(pingora::listeners::L4BufferSettings::default().read(CLIENT_READ_BUFFER))
 }
 
 /// Starts the hot reloader of this gateway (file changes, SIGHUP, a periodic check), and
