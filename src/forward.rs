@@ -173,9 +173,10 @@ impl Forwarder {
             let reused = pooled.is_some();
             let stream = match pooled {
                 Some(stream) => stream,
-                None => self
-                    .connector
-                    .new_stream(peer)
+                // Boxed: the connect-and-handshake future is 8 KiB, and held inline it made
+                // every request's future that much larger (allocated, and copied when boxed,
+                // for each request), though most requests take a kept connection.
+                None => Box::pin(self.connector.new_stream(peer))
                     .await
                     .map_err(upstream_failed)?,
             };
