@@ -10,6 +10,7 @@
 #   inbound    client --TLS--> proxy --> app           (peergate: verify each signature)
 #   full path  client --> proxy A --TLS--> proxy B --> app
 #              (peergate: alice outbound signs, bob inbound verifies; nginx: plain proxies)
+#   many       the two full paths again with MANY (1000) connections
 #   scale      bob with 2 peers vs 100 000 peers; load and reload times; replay cache memory
 #   latency    constant rate at half, then a quarter of the full-path peak: added p99 over the
 #              app alone
@@ -17,7 +18,8 @@
 # Environment: DURATION (s, default 10), WARMUP (s, 2), CONNS (closed-loop connections, 32),
 # RATE_CONNS (constant-rate connections, 16), PEERS (large allowlist, 100000), LOGS (on|off:
 # per-request log lines of peergate and access log of nginx, default on for both),
-# SUSTAIN (s, default 60: bob with the large allowlist at its peak for a whole replay window,
+# MANY (default 1000: the full paths again with this many connections, where idle upstream
+# connections and per-connection memory count; 0 skips it), SUSTAIN (s, default 60: bob with the large allowlist at its peak for a whole replay window,
 # for its resident memory when the replay cache holds all it ever holds; 0 skips it),
 # WORKERS (default 2: nginx's worker_processes and peergate's listen.threads, the same on both
 # sides whatever the machine), KEEP=1 (keep the work directory), CARGO_TARGET_DIR (where to
@@ -34,6 +36,9 @@ CONNS=${CONNS:-32}
 RATE_CONNS=${RATE_CONNS:-16}
 PEERS=${PEERS:-100000}
 SUSTAIN=${SUSTAIN:-60}
+MANY=${MANY:-1000}
+# The many-connections runs hold ~2 descriptors per connection in each proxy and the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 LOGS=${LOGS:-on}
 WORKERS=${WORKERS:-2}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -295,7 +300,7 @@ else
     SKIP_REST=0
 fi
 RATE=- RATE4=- WRK_ng_full=- WRK_pg_full=- CHECK_S=- STARTUP_S=- RELOAD_S=- RSS_big=0 HWM_big_after_reload=0 HWM_pg_in_big= REPLAY_big=- REPLAY_MEM=-
-RSS_big_idle=0 RSS_big_sustained=0 RSS_big_after_reload=0 SUSTAINED=-
+RSS_big_idle=0 RSS_big_sustained=0 RSS_big_after_reload=0 SUSTAINED=- HWM_ng_full_many= HWM_pg_full_many=
 if [ $SKIP_REST = 0 ]; then
 # Constant rate at half, then a quarter of the peergate full-path peak: the app alone, then the
 # nginx pair and the peergate pair (A B B A). A p99 is the tail of one run on a shared machine,
@@ -314,6 +319,16 @@ pair ng_full_rate4 "$NGA_ALL $NGB_ALL" "$NGA_URL" --connections "$RATE_CONNS" --
 say "wrk cross-check"
 WRK_ng_full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$NGA_URL" | awk '/Requests\/sec/ {print $2}')
 WRK_pg_full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$ALICE_URL" | awk '/Requests\/sec/ {print $2}')
+
+# The full paths with many connections: more than either side keeps idle by default (nginx
+# `keepalive 128` per worker, peergate 1 024 per upstream), so reuse and the memory a
+# connection holds show. Peak RSS after these runs is the most each pair held so far.
+if [ "$MANY" -gt 0 ]; then
+    pair ng_full_many "$NGA_ALL $NGB_ALL" "$NGA_URL" --connections "$MANY" \
+        -- pg_full_many "$PID_alice $PID_bob" "$ALICE_URL" --connections "$MANY"
+    HWM_ng_full_many=$(hwm_kib $NGA_ALL $NGB_ALL)
+    HWM_pg_full_many=$(hwm_kib "$PID_alice" "$PID_bob")
+fi
 
 # Scale: bob with $PEERS peers (a separate process on its own ports).
 say "scale: $PEERS peers"
@@ -412,10 +427,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
     row "nginx A -> TLS -> nginx B -> app" ng_full "$HWM_ng_full"
     row "alice (sign) -> TLS -> bob (verify) -> app" pg_full "$HWM_pg_full"
     row "alice -> bob with $PEERS peers -> app" pg_full_big
+    row "nginx A -> nginx B -> app, $MANY connections" ng_full_many "$HWM_ng_full_many"
+    row "alice -> bob -> app, $MANY connections" pg_full_many "$HWM_pg_full_many"
     echo
     echo "ratios peergate/nginx (same run):"
-    for pair in "inbound:pg_in:ng_in" "full path:pg_full:ng_full"; do
+    for pair in "inbound:pg_in:ng_in" "full path:pg_full:ng_full" "full path, $MANY connections:pg_full_many:ng_full_many"; do
         IFS=: read -r name pg ng <<<"$pair"
+        [ -n "$(field "$pg" rps)" ] || continue
         echo "  $name: req/s $(ratio "$(field "$pg" rps)" "$(field "$ng" rps)"), p50 $(ratio "$(field "$pg" p50_us)" "$(field "$ng" p50_us)"), p99 $(ratio "$(field "$pg" p99_us)" "$(field "$ng" p99_us)"), CPU/req $(ratio "$(field "$pg" cpu_ms_per_1k)" "$(field "$ng" cpu_ms_per_1k)")"
     done
     echo "  wrk, full path: peergate $WRK_pg_full req/s, nginx $WRK_ng_full req/s: $(ratio "$WRK_pg_full" "$WRK_ng_full")"
@@ -446,6 +464,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
     echo "replay cache (capacity 1 000 000): bob held $REPLAY_bob entries after its runs, big bob $REPLAY_big;"
     echo "  the inbound peak rate held for a whole 60-s window (signature lifetime): $REPLAY_MEM"
     echo
-    echo "errors (connection/non-2xx): $(for k in app ng_in pg_in pg_in_small pg_in_big pg_in_big_sustained ng_full pg_full pg_full_big app_rate ng_full_rate pg_full_rate app_rate4 ng_full_rate4 pg_full_rate4; do printf '%s=%s/%s ' "$k" "$(field "$k" errors)" "$(field "$k" non2xx)"; done)"
+    echo "errors (connection/non-2xx): $(for k in app ng_in pg_in pg_in_small pg_in_big pg_in_big_sustained ng_full pg_full pg_full_big ng_full_many pg_full_many app_rate ng_full_rate pg_full_rate app_rate4 ng_full_rate4 pg_full_rate4; do printf '%s=%s/%s ' "$k" "$(field "$k" errors)" "$(field "$k" non2xx)"; done)"
     echo "client-side signing: pg_in presigned $(field pg_in presign_s)s, inline $(field pg_in inline_signed); pg_in_big inline $(field pg_in_big inline_signed)"
 } | tee "$DIR/table.md"
