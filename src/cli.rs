@@ -200,10 +200,11 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
+    // Before the gateway is built: its connection pools size themselves by the limit.
     if let Some((before, after)) = crate::fd_limit::raise() {
         log::info!("open files limit raised from {before} to {after}");
     }
+    let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
     let c = &loaded.config;
     log::info!(
         "peergate {} as {} ({}): inbound {}, outbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",

@@ -29,6 +29,19 @@ pub fn raise() -> Option<(libc::rlim_t, libc::rlim_t)> {
     Some((before, limit.rlim_max))
 }
 
+/// The soft `RLIMIT_NOFILE` now, if it can be read (`None` also for "unlimited").
+pub fn soft() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

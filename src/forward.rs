@@ -101,12 +101,23 @@ fn error_text(e: &Error) -> String {
 /// (2 s to 5 s in common ones).
 pub const UNSAFE_REUSE_WITHIN: Duration = Duration::from_secs(1);
 
-/// Idle connections kept per upstream. Under a steady load the number of requests in flight
-/// swings, and every connection closed at a dip is opened again at the next rise: to a peer
-/// that is a TLS handshake on both gateways (benches/README.md, change 30, for what 128 cost).
-/// The list never holds more than were once in use at the same time, and [`IDLE_TIMEOUT`]
-/// closes them after the load is gone.
-const IDLE_PER_PEER: usize = 1024;
+/// The most idle connections kept per upstream. Under a steady load the number of requests
+/// in flight swings, and every connection closed at a dip is opened again at the next rise: to
+/// a peer that is a TLS handshake on both gateways (benches/README.md, change 30, for what 128
+/// cost). The list never holds more than were once in use at the same time, and
+/// [`IDLE_TIMEOUT`] closes them after the load is gone.
+const MOST_IDLE_PER_UPSTREAM: usize = 1024;
+
+/// Idle connections kept per upstream under an open-files limit of `limit`: an eighth of it, so
+/// that where the limit is small (1 024, the usual soft default when the hard limit is no
+/// higher) kept connections leave descriptors for clients; between 16 and
+/// [`MOST_IDLE_PER_UPSTREAM`].
+pub fn idle_per_upstream(limit: Option<u64>) -> usize {
+    let eighth = limit.map_or(MOST_IDLE_PER_UPSTREAM, |n| {
+        usize::try_from(n / 8).unwrap_or(MOST_IDLE_PER_UPSTREAM)
+    });
+    eighth.clamp(16, MOST_IDLE_PER_UPSTREAM)
+}
 
 /// How long an idle upstream connection is kept (Pingora's proxy path too, for the inbound
 /// side's public routes).
@@ -130,7 +141,7 @@ impl Forwarder {
     pub fn new(options: Option<ConnectorOptions>, unsafe_reuse_within: Duration) -> Self {
         Forwarder {
             connector: TransportConnector::new(options),
-            pool: Pool::new(IDLE_PER_PEER, IDLE_TIMEOUT),
+            pool: Pool::new(idle_per_upstream(crate::fd_limit::soft()), IDLE_TIMEOUT),
             unsafe_reuse_within,
         }
     }
@@ -331,4 +342,21 @@ fn method_expects_body(method: &http::Method) -> bool {
         *method,
         http::Method::POST | http::Method::PUT | http::Method::PATCH
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_connections_follow_the_open_files_limit() {
+        // The common soft default keeps what peergate kept before it followed the limit.
+        assert_eq!(idle_per_upstream(Some(1024)), 128);
+        assert_eq!(idle_per_upstream(Some(4096)), 512);
+        assert_eq!(idle_per_upstream(Some(8192)), 1024);
+        assert_eq!(idle_per_upstream(Some(1 << 20)), 1024);
+        assert_eq!(idle_per_upstream(Some(64)), 16);
+        assert_eq!(idle_per_upstream(Some(0)), 16);
+        assert_eq!(idle_per_upstream(None), 1024);
+    }
 }

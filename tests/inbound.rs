@@ -898,6 +898,15 @@ async fn connections_of_a_burst_are_kept_for_the_next() {
     use tokio::io::AsyncWriteExt;
 
     const BURST: usize = 200;
+    // Kept connections follow the open-files limit (an eighth of it): raised as `peergate run`
+    // raises it, a soft limit of 1 024 would keep 128.
+    peergate::fd_limit::raise();
+    let kept = peergate::forward::idle_per_upstream(peergate::fd_limit::soft());
+    assert!(
+        kept >= BURST,
+        "this machine's open-files limit ({:?}) keeps {kept} idle connections, fewer than the burst",
+        peergate::fd_limit::soft()
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
