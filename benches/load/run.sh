@@ -19,8 +19,9 @@
 # RATE_CONNS (constant-rate connections, 16), PEERS (large allowlist, 100000), LOGS (on|off:
 # per-request log lines of peergate and access log of nginx, default on for both),
 # MANY (default 1000: the full paths again with this many connections, where idle upstream
-# connections and per-connection memory count; 0 skips it), SUSTAIN (s, default 60: bob with the large allowlist at its peak for a whole replay window,
-# for its resident memory when the replay cache holds all it ever holds; 0 skips it),
+# connections and per-connection memory count; 0 skips it), SUSTAIN (s, default 60: bob with
+# the large allowlist at its peak for a whole replay window, for its resident memory when the
+# replay cache holds all it ever holds; 0 skips it),
 # WORKERS (default 2: nginx's worker_processes and peergate's listen.threads, the same on both
 # sides whatever the machine), KEEP=1 (keep the work directory), CARGO_TARGET_DIR (where to
 # build), PG_BIN (a peergate binary to measure instead of building this tree's: the same table
