@@ -48,6 +48,7 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
     use ErrorType::*;
     let (kind, status) = match e.etype() {
         t if *t == RESOLVE_ERROR => (UpstreamErrorKind::Resolve, 502),
+        InternalError if no_socket(e) => (UpstreamErrorKind::Connect, 502),
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
             (UpstreamErrorKind::Timeout, 504)
         }
@@ -65,6 +66,19 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
         }
         UpstreamErrorKind::Tls => {
             format!("the TLS handshake with {what} failed: {}", error_text(e))
+        }
+        UpstreamErrorKind::Connect if no_socket(e) => {
+            let cause = e.root_cause();
+            let out_of_files = cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE);
+            let hint = if out_of_files {
+                "; peergate is at its open-files limit"
+            } else {
+                ""
+            };
+            format!("peergate could not open a connection to {what}: {cause}{hint}")
         }
         UpstreamErrorKind::Connect => format!("{what} cannot be reached: {}", error_text(e)),
         UpstreamErrorKind::Resolve => {
@@ -86,6 +100,17 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
         Problem::new(502, "upstream_unreachable", "Upstream failed", detail)
     };
     (kind, problem)
+}
+
+/// Whether connecting failed before anything went out: Pingora could not create (or bind) a
+/// socket, which it reports as an internal error. Nearly always the open-files limit, under a
+/// flood of client connections; the upstream may be fine.
+fn no_socket(e: &Error) -> bool {
+    e.etype() == &ErrorType::InternalError
+        && e.cause
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<Box<Error>>())
+            .is_some_and(|c| matches!(c.etype(), ErrorType::SocketError | ErrorType::BindError))
 }
 
 fn error_text(e: &Error) -> String {
@@ -347,6 +372,35 @@ fn method_expects_body(method: &http::Method) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pingora reports a socket it could not create as an internal error whose cause is the
+    /// socket error: out of descriptors, the upstream was never tried.
+    #[test]
+    fn a_socket_that_cannot_be_opened_is_a_connect_failure_that_says_why() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let socket = Error::because(ErrorType::SocketError, "failed to create socket", emfile);
+        let e = Error::because(ErrorType::InternalError, "Fail to connect to peer", socket);
+        let (kind, problem) = classify(&e, &"Bob");
+        assert_eq!(kind, UpstreamErrorKind::Connect);
+        assert_eq!(
+            (problem.status, problem.reason),
+            (502, "upstream_unreachable")
+        );
+        assert!(
+            problem
+                .detail
+                .starts_with("peergate could not open a connection to Bob: ")
+                && problem
+                    .detail
+                    .ends_with("peergate is at its open-files limit"),
+            "{}",
+            problem.detail
+        );
+
+        // Any other internal error stays what it was.
+        let other = Error::explain(ErrorType::InternalError, "something else");
+        assert_eq!(classify(&other, &"Bob").0, UpstreamErrorKind::Protocol);
+    }
 
     #[test]
     fn kept_connections_follow_the_open_files_limit() {
