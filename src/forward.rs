@@ -69,14 +69,13 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
         }
         UpstreamErrorKind::Connect if no_socket(e) => {
             let cause = e.root_cause();
-            let out_of_files = cause
+            let code = cause
                 .downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::raw_os_error)
-                .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE);
-            let hint = if out_of_files {
-                "; peergate is at its open-files limit"
-            } else {
-                ""
+                .and_then(std::io::Error::raw_os_error);
+            let hint = match code {
+                Some(libc::EMFILE) => "; peergate is at its open-files limit",
+                Some(libc::ENFILE) => "; the system is at its open-files limit",
+                _ => "",
             };
             format!("peergate could not open a connection to {what}: {cause}{hint}")
         }
@@ -102,9 +101,9 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
     (kind, problem)
 }
 
-/// Whether connecting failed before anything went out: Pingora could not create (or bind) a
-/// socket, which it reports as an internal error. Nearly always the open-files limit, under a
-/// flood of client connections; the upstream may be fine.
+/// Whether connecting failed before anything went out: Pingora could not create a socket or
+/// find it a local address, which it reports as an internal error. The open-files limit under
+/// a flood of client connections, or no local port left; the upstream may be fine.
 fn no_socket(e: &Error) -> bool {
     e.etype() == &ErrorType::InternalError
         && e.cause

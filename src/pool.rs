@@ -8,7 +8,7 @@
 //! connections idle past their timeout are closed when the list is next touched and by a sweep
 //! every few seconds, so a connection the upstream closed does not stay open for long.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -28,7 +28,9 @@ struct Idle {
 
 #[derive(Default)]
 struct Lists {
-    by_peer: HashMap<u64, Vec<Idle>>,
+    /// Oldest first: `put` adds at the back, `take` takes from the back, the oldest go from
+    /// the front.
+    by_peer: HashMap<u64, VecDeque<Idle>>,
     sweeping: bool,
 }
 
@@ -63,11 +65,11 @@ impl Pool {
             let idle = {
                 let mut lists = self.lists.lock().ok()?;
                 let list = lists.by_peer.get_mut(&key)?;
-                let idle = list.pop()?;
+                let idle = list.pop_back()?;
                 let age = now.duration_since(idle.since);
                 if age >= within && age < self.idle_timeout {
                     // The newest is too old for this request, so every other one is too.
-                    list.push(idle);
+                    list.push_back(idle);
                     return None;
                 }
                 if list.is_empty() {
@@ -102,9 +104,9 @@ impl Pool {
                 .count();
             dropped.extend(list.drain(..expired));
             if list.len() >= self.per_peer.max(1) {
-                dropped.push(list.remove(0));
+                dropped.extend(list.pop_front());
             }
-            list.push(Idle { stream, since: now });
+            list.push_back(Idle { stream, since: now });
             !std::mem::replace(&mut lists.sweeping, true)
         };
         drop(dropped);
@@ -120,34 +122,65 @@ impl Pool {
     pub fn idle(&self, key: u64) -> usize {
         self.lists
             .lock()
-            .map_or(0, |l| l.by_peer.get(&key).map_or(0, Vec::len))
+            .map_or(0, |l| l.by_peer.get(&key).map_or(0, VecDeque::len))
     }
 
     /// Closes what is idle too long or was closed by the other side. Returns false when the
     /// pool is empty, and then the sweep stops until the next `put`.
-    fn sweep_once(&self) -> bool {
+    ///
+    /// Whether a connection is still open takes a system call (through TLS for a peer), so
+    /// only the connections idle for `check_after` or longer (not used since the last sweep)
+    /// are checked, and outside the lock: with hundreds kept, checking them under it held
+    /// every request's `take` and `put` for a millisecond or more.
+    fn sweep_once(&self, check_after: Duration) -> bool {
         let now = Instant::now();
         let mut dropped = Vec::new();
+        let mut to_check = Vec::new();
+        {
+            let Ok(mut lists) = self.lists.lock() else {
+                return false;
+            };
+            for (key, list) in lists.by_peer.iter_mut() {
+                let expired = list
+                    .iter()
+                    .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
+                    .count();
+                dropped.extend(list.drain(..expired));
+                let old = list
+                    .iter()
+                    .take_while(|i| now.duration_since(i.since) >= check_after)
+                    .count();
+                if old > 0 {
+                    to_check.push((*key, list.drain(..old).collect::<Vec<_>>()));
+                }
+            }
+            lists.by_peer.retain(|_, list| !list.is_empty());
+        }
+        drop(dropped);
+        for (_, list) in &mut to_check {
+            list.retain_mut(|idle| still_open(&mut idle.stream));
+        }
+        let mut over = Vec::new();
         let Ok(mut lists) = self.lists.lock() else {
             return false;
         };
-        lists.by_peer.retain(|_, list| {
-            let mut i = 0;
-            while let Some(idle) = list.get_mut(i) {
-                if now.duration_since(idle.since) >= self.idle_timeout
-                    || !still_open(&mut idle.stream)
-                {
-                    dropped.push(list.remove(i));
-                } else {
-                    i += 1;
-                }
+        for (key, open) in to_check {
+            if open.is_empty() {
+                continue;
             }
-            !list.is_empty()
-        });
+            // Older than anything put meanwhile: back in front, in their order.
+            let list = lists.by_peer.entry(key).or_default();
+            for idle in open.into_iter().rev() {
+                list.push_front(idle);
+            }
+            while list.len() > self.per_peer.max(1) {
+                over.extend(list.pop_front());
+            }
+        }
         let busy = !lists.by_peer.is_empty();
         lists.sweeping = busy;
         drop(lists);
-        drop(dropped);
+        drop(over);
         busy
     }
 }
@@ -158,7 +191,7 @@ async fn sweep(pool: Weak<Pool>, every: Duration) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        if !pool.sweep_once() {
+        if !pool.sweep_once(every) {
             return;
         }
     }
@@ -304,6 +337,31 @@ mod tests {
         // Nobody takes or puts: only the sweep can close it.
         assert_eq!(next_read(&mut server).await, 0);
         assert_eq!(pool.idle(peer.reuse_hash()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_what_the_upstream_closed_and_keeps_the_order_of_the_rest() {
+        let (listener, peer, connector) = upstream().await;
+        let pool = Pool::new(4, Duration::from_secs(60));
+        let key = peer.reuse_hash();
+        let mut servers = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let (client, server) = connect(&listener, &peer, &connector).await;
+            ids.push(client.id());
+            servers.push(server);
+            pool.put(key, client);
+        }
+        drop(servers.remove(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Connections idle for less than the check age are not checked.
+        assert!(pool.sweep_once(Duration::from_secs(30)));
+        assert_eq!(pool.idle(key), 3);
+        assert!(pool.sweep_once(Duration::ZERO));
+        assert_eq!(pool.idle(key), 2, "the one the upstream closed is gone");
+        assert_eq!(pool.take(key).unwrap().id(), ids[2]);
+        assert_eq!(pool.take(key).unwrap().id(), ids[0]);
+        assert!(!pool.sweep_once(Duration::ZERO), "empty: the sweep stops");
     }
 
     #[tokio::test]
