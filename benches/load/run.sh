@@ -321,16 +321,6 @@ say "wrk cross-check"
 WRK_ng_full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$NGA_URL" | awk '/Requests\/sec/ {print $2}')
 WRK_pg_full=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" "$ALICE_URL" | awk '/Requests\/sec/ {print $2}')
 
-# The full paths with many connections: more than either side keeps idle by default (nginx
-# `keepalive 128` per worker, peergate 1 024 per upstream), so reuse and the memory a
-# connection holds show. Peak RSS after these runs is the most each pair held so far.
-if [ "$MANY" -gt 0 ]; then
-    pair ng_full_many "$NGA_ALL $NGB_ALL" "$NGA_URL" --connections "$MANY" \
-        -- pg_full_many "$PID_alice $PID_bob" "$ALICE_URL" --connections "$MANY"
-    HWM_ng_full_many=$(hwm_kib $NGA_ALL $NGB_ALL)
-    HWM_pg_full_many=$(hwm_kib "$PID_alice" "$PID_bob")
-fi
-
 # Scale: bob with $PEERS peers (a separate process on its own ports).
 say "scale: $PEERS peers"
 sleep 1
@@ -342,6 +332,7 @@ STARTUP_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }
 sleep 1
 RSS_big_idle=$(rss_kib "$PID_big")
 # alice now calls the big bob
+cp "$DIR/alice-peers.yaml" "$DIR/alice-small-peers.yaml"
 cp "$DIR/alice-big-peers.yaml" "$DIR/alice-peers.yaml"
 kill -HUP "$PID_alice"
 sleep 1
@@ -400,6 +391,22 @@ fi
 # signatures: a nonce is kept until expires = created + 60 s).
 PEAK_IN=$(field pg_in rps)
 REPLAY_MEM=$("$PGB" replay-mem --rate "$PEAK_IN" --window 60 --capacity 1000000)
+
+# The full paths with many connections: more than nginx keeps idle as configured here
+# (`keepalive 128` per worker; peergate keeps up to 1 024 per upstream), so connection reuse
+# and the memory a connection holds show. Last, because the connections they leave kept
+# (60 s) would weigh on the runs after them. Peak RSS after these runs is the most each pair
+# held in the whole run.
+if [ "$MANY" -gt 0 ]; then
+    # alice calls bob again (the scale runs pointed it at the large bob).
+    cp "$DIR/alice-small-peers.yaml" "$DIR/alice-peers.yaml"
+    kill -HUP "$PID_alice"
+    sleep 1
+    pair ng_full_many "$NGA_ALL $NGB_ALL" "$NGA_URL" --connections "$MANY" \
+        -- pg_full_many "$PID_alice $PID_bob" "$ALICE_URL" --connections "$MANY"
+    HWM_ng_full_many=$(hwm_kib $NGA_ALL $NGB_ALL)
+    HWM_pg_full_many=$(hwm_kib "$PID_alice" "$PID_bob")
+fi
 fi
 
 # --- the table --------------------------------------------------------------------------------
