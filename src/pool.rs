@@ -130,8 +130,8 @@ impl Pool {
     ///
     /// Whether a connection is still open takes a system call (through TLS for a peer), so
     /// only the connections idle for `check_after` or longer (not used since the last sweep)
-    /// are checked, and outside the lock: with hundreds kept, checking them under it held
-    /// every request's `take` and `put` for a millisecond or more.
+    /// are checked, and outside the lock: with hundreds kept, checking them under it made
+    /// every request's `take` and `put` wait for hundreds of system calls.
     fn sweep_once(&self, check_after: Duration) -> bool {
         let now = Instant::now();
         let mut dropped = Vec::new();
