@@ -6,17 +6,20 @@
 //! connections would make `accept` fail for everyone else; servers raise the soft limit to the
 //! hard one for that reason (Go does it for every program, nginx has `worker_rlimit_nofile`).
 
-/// Sets the soft `RLIMIT_NOFILE` to the hard one; returns `(before, after)` when it changed.
-/// Failure leaves the limit as it was: the process works, with fewer connections.
-pub fn raise() -> Option<(libc::rlim_t, libc::rlim_t)> {
+/// The `RLIMIT_NOFILE` now, if it can be read.
+fn get() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct we pass, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to the hard one; returns `(before, after)` when it changed.
+/// Failure leaves the limit as it was: the process works, with fewer connections.
+pub fn raise() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    let mut limit = get()?;
     if limit.rlim_cur >= limit.rlim_max {
         return None;
     }
@@ -31,15 +34,9 @@ pub fn raise() -> Option<(libc::rlim_t, libc::rlim_t)> {
 
 /// The soft `RLIMIT_NOFILE` now, if it can be read (`None` also for "unlimited").
 pub fn soft() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we pass, which lives for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    get()
+        .map(|limit| limit.rlim_cur)
+        .filter(|&soft| soft != libc::RLIM_INFINITY)
 }
 
 #[cfg(test)]
@@ -47,14 +44,7 @@ mod tests {
     use super::*;
 
     fn current() -> (libc::rlim_t, libc::rlim_t) {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
+        let limit = get().expect("getrlimit");
         (limit.rlim_cur, limit.rlim_max)
     }
 
