@@ -98,11 +98,7 @@ impl Pool {
                 return;
             };
             let list = lists.by_peer.entry(key).or_default();
-            let expired = list
-                .iter()
-                .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
-                .count();
-            dropped.extend(list.drain(..expired));
+            dropped.extend(take_idle_for(list, now, self.idle_timeout));
             if list.len() >= self.per_peer.max(1) {
                 dropped.extend(list.pop_front());
             }
@@ -141,17 +137,10 @@ impl Pool {
                 return false;
             };
             for (key, list) in lists.by_peer.iter_mut() {
-                let expired = list
-                    .iter()
-                    .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
-                    .count();
-                dropped.extend(list.drain(..expired));
-                let old = list
-                    .iter()
-                    .take_while(|i| now.duration_since(i.since) >= check_after)
-                    .count();
-                if old > 0 {
-                    to_check.push((*key, list.drain(..old).collect::<Vec<_>>()));
+                dropped.extend(take_idle_for(list, now, self.idle_timeout));
+                let old: Vec<_> = take_idle_for(list, now, check_after).collect();
+                if !old.is_empty() {
+                    to_check.push((*key, old));
                 }
             }
             lists.by_peer.retain(|_, list| !list.is_empty());
@@ -183,6 +172,19 @@ impl Pool {
         drop(over);
         busy
     }
+}
+
+/// Takes from the front of `list` (oldest first) the connections idle for `age` or longer.
+fn take_idle_for(
+    list: &mut VecDeque<Idle>,
+    now: Instant,
+    age: Duration,
+) -> std::collections::vec_deque::Drain<'_, Idle> {
+    let count = list
+        .iter()
+        .take_while(|i| now.duration_since(i.since) >= age)
+        .count();
+    list.drain(..count)
 }
 
 async fn sweep(pool: Weak<Pool>, every: Duration) {
@@ -258,6 +260,25 @@ mod tests {
         .await
         .expect("the connection was closed in time")
         .unwrap()
+    }
+
+    /// `count` new connections put in `pool` under `key`, oldest first: their ids and the
+    /// upstream's side of each.
+    async fn put_new(
+        pool: &Arc<Pool>,
+        key: u64,
+        count: usize,
+        (listener, peer, connector): (&TcpListener, &HttpPeer, &TransportConnector),
+    ) -> (Vec<i32>, Vec<TcpStream>) {
+        let mut ids = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..count {
+            let (client, server) = connect(listener, peer, connector).await;
+            ids.push(client.id());
+            servers.push(server);
+            pool.put(key, client);
+        }
+        (ids, servers)
     }
 
     #[tokio::test]
@@ -344,14 +365,7 @@ mod tests {
         let (listener, peer, connector) = upstream().await;
         let pool = Pool::new(4, Duration::from_secs(60));
         let key = peer.reuse_hash();
-        let mut servers = Vec::new();
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let (client, server) = connect(&listener, &peer, &connector).await;
-            ids.push(client.id());
-            servers.push(server);
-            pool.put(key, client);
-        }
+        let (ids, mut servers) = put_new(&pool, key, 3, (&listener, &peer, &connector)).await;
         drop(servers.remove(1));
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Connections idle for less than the check age are not checked.
@@ -368,18 +382,12 @@ mod tests {
     async fn a_full_list_lets_its_oldest_connection_go() {
         let (listener, peer, connector) = upstream().await;
         let pool = Pool::new(2, Duration::from_secs(60));
-        let mut servers = Vec::new();
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let (client, server) = connect(&listener, &peer, &connector).await;
-            ids.push(client.id());
-            servers.push(server);
-            pool.put(peer.reuse_hash(), client);
-        }
-        assert_eq!(pool.idle(peer.reuse_hash()), 2);
+        let key = peer.reuse_hash();
+        let (ids, mut servers) = put_new(&pool, key, 3, (&listener, &peer, &connector)).await;
+        assert_eq!(pool.idle(key), 2);
         // Newest first; the first connection was closed to make room.
-        let a = pool.take(peer.reuse_hash()).unwrap();
-        let b = pool.take(peer.reuse_hash()).unwrap();
+        let a = pool.take(key).unwrap();
+        let b = pool.take(key).unwrap();
         assert_eq!(a.id(), ids[2]);
         assert_eq!(b.id(), ids[1]);
         assert_eq!(next_read(&mut servers[0]).await, 0);
