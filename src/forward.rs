@@ -46,9 +46,10 @@ pub enum ForwardError {
 /// should see: 504 when the upstream was too slow, 502 otherwise.
 pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKind, Problem) {
     use ErrorType::*;
+    let no_socket = no_socket(e);
     let (kind, status) = match e.etype() {
         t if *t == RESOLVE_ERROR => (UpstreamErrorKind::Resolve, 502),
-        InternalError if no_socket(e) => (UpstreamErrorKind::Connect, 502),
+        InternalError if no_socket => (UpstreamErrorKind::Connect, 502),
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
             (UpstreamErrorKind::Timeout, 504)
         }
@@ -67,7 +68,7 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
         UpstreamErrorKind::Tls => {
             format!("the TLS handshake with {what} failed: {}", error_text(e))
         }
-        UpstreamErrorKind::Connect if no_socket(e) => {
+        UpstreamErrorKind::Connect if no_socket => {
             let cause = e.root_cause();
             let code = cause
                 .downcast_ref::<std::io::Error>()
