@@ -7,7 +7,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use ops::{Binary, Key, Setup};
+use ops::{tls_section, Binary, Key, Setup};
 use support::{EchoApp, RawConn, TestCa};
 
 fn resident_kib(pid: u32) -> u64 {
@@ -61,12 +61,7 @@ async fn idle_client_connections_cost_little_memory() {
     let app = EchoApp::start();
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    let (cert, key, _) = ca.issue(&["localhost"]).write_files(certs.path());
-    let extra = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
-        cert.display(),
-        key.display()
-    );
+    let extra = tls_section(&ca, certs.path());
     let setup = Setup::new(app.addr(), &[&Key::new("Bob")], &extra);
     let binary = Binary::run(&setup);
     support::wait_listening(setup.outbound);

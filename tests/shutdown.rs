@@ -131,19 +131,8 @@ async fn sigterm_when_idle_exits_at_once_and_closes_idle_keep_alive_connections(
     assert_eq!(resp.status, 200);
     assert_ne!(resp.header("connection"), Some("close"));
 
-    let sigterm = Instant::now();
-    binary.signal("TERM");
-    let status = binary
-        .wait_exit(Duration::from_secs(3))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "an idle gateway still runs 3 s after SIGTERM\n{}",
-                binary.log()
-            )
-        });
-    assert_eq!(status.code(), Some(0), "{}", binary.log());
-    eprintln!("idle exit after {:?}", sigterm.elapsed());
+    let took = terminate(&mut binary, Duration::from_secs(3)).await;
+    eprintln!("idle exit after {took:?}");
     // The kept-alive connection was closed, not left hanging.
     idle.set_timeout(Duration::from_secs(2));
     assert!(idle.read_response(false).await.is_err());
@@ -202,12 +191,7 @@ async fn http2_connections_without_a_preface_do_not_hold_a_shutdown() {
     let bob = Key::new("Bob");
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    let (cert, key, _) = ca.issue(&["localhost"]).write_files(certs.path());
-    let extra = format!(
-        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n{GRACE}",
-        cert.display(),
-        key.display()
-    );
+    let extra = format!("{}{GRACE}", tls_section(&ca, certs.path()));
     let setup = Setup::new(app.addr(), &[&bob], &extra);
     let mut binary = Binary::run(&setup);
     ready(&setup, &mut binary).await;

@@ -218,6 +218,17 @@ where
     }
 }
 
+/// A `tls:` section for [`Setup::new`]'s `extra`: the inbound listener serves a certificate
+/// for `localhost` issued by `ca`, its files written in `dir`.
+pub fn tls_section(ca: &TestCa, dir: &Path) -> String {
+    let (cert, key, _) = ca.issue(&["localhost"]).write_files(dir);
+    format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
 /// `peergate run -c <config>` as a child process, its output in a log file; killed if the
 /// test ends before it exits.
 pub struct Binary {
