@@ -250,6 +250,73 @@ fn checks_after_reading_name_the_line_and_column() {
     assert!(config::load(&path).is_ok());
 }
 
+/// A section of the wrong shape (a list or a number where a mapping belongs) says what belongs
+/// there in the words of this README, never the name of a Rust type.
+#[test]
+fn a_section_of_the_wrong_shape_says_what_belongs_there() {
+    let dir = Dir::new();
+    let file = dir.path("peergate.yaml");
+    let cases = [
+        (
+            "identity: [1, 2]\n",
+            1,
+            11,
+            "expected a mapping with key_file, hosts",
+        ),
+        (
+            "- identity\n",
+            1,
+            1,
+            "expected a mapping of peergate settings",
+        ),
+    ];
+    for (text, line, column, needle) in cases {
+        let err = load_err(&dir, text);
+        assert_err(&err, &file, line, column, needle);
+        assert!(!err.message.contains("struct"), "{err}");
+    }
+    for (extra, line, column, needle) in [
+        (
+            "listen: 5\n",
+            6,
+            9,
+            "expected a mapping with inbound, outbound",
+        ),
+        (
+            "identity_headers: 3\n",
+            6,
+            19,
+            "expected a mapping with id, name, key_id",
+        ),
+        (
+            "peers: [1]\n",
+            6,
+            9,
+            "expected a peer: a mapping with name, public_key",
+        ),
+        (
+            "routes: [x]\n",
+            6,
+            10,
+            "expected a route: a mapping with path and access",
+        ),
+    ] {
+        let err = load_err(&dir, &minimal(extra));
+        assert_err(&err, &file, line, column, needle);
+        assert!(!err.message.contains("struct"), "{err}");
+    }
+    let peers_file = dir.write("peers.yaml", "[]\n");
+    let err = load_err(&dir, &minimal("peers_file: peers.yaml\n"));
+    assert_err(
+        &err,
+        &peers_file,
+        1,
+        1,
+        "expected a mapping with a peers: list",
+    );
+    assert!(!err.message.contains("struct"), "{err}");
+}
+
 #[test]
 fn bad_duration_and_size() {
     let dir = Dir::new();

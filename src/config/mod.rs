@@ -28,7 +28,10 @@ pub use values::{
 };
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of peergate settings (identity, listen, tls, app, peers_file, ...)"
+)]
 pub struct Config {
     pub identity: IdentitySection,
     #[serde(default)]
@@ -73,7 +76,11 @@ impl Config {
 /// and peers files are watched) and SIGHUP trigger a reload at once; the poll is the safety net
 /// for filesystems that send no events (some network and container mounts).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with poll_interval"
+)]
 pub struct Reload {
     /// How often the config and peers files are re-read and compared with what was last loaded.
     pub poll_interval: HumanDuration,
@@ -92,7 +99,11 @@ impl Default for Reload {
 /// still running then is given `timeout` to stop before the process exits anyway. The defaults
 /// add up to 30 s, Kubernetes' default `terminationGracePeriodSeconds`, after which it kills.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with grace_period and timeout"
+)]
 pub struct Shutdown {
     /// Longest time requests in flight get to finish after SIGTERM (whole seconds, rounded up).
     pub grace_period: HumanDuration,
@@ -110,7 +121,10 @@ impl Default for Shutdown {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with key_file, hosts and optionally name, scheme, profile, profile_path"
+)]
 pub struct IdentitySection {
     pub key_file: KeyFile,
     /// Shown to peers; defaults to the first of `hosts`.
@@ -186,7 +200,11 @@ impl IdentitySection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with inbound, outbound, admin, threads, idle_timeout"
+)]
 pub struct Listen {
     pub inbound: ListenAddr,
     pub outbound: ListenAddr,
@@ -215,7 +233,10 @@ impl Default for Listen {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with cert_file, key_file and optionally peer_ca_file"
+)]
 pub struct Tls {
     pub cert_file: ExistingFile,
     pub key_file: ExistingFile,
@@ -227,7 +248,10 @@ pub struct Tls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with upstream and optionally connect_timeout, timeout"
+)]
 pub struct App {
     pub upstream: HostPort,
     /// How long to wait for a connection to the app (then 504).
@@ -248,7 +272,11 @@ fn default_app_timeout() -> HumanDuration {
 
 /// How the outbound side treats the app and reaches peers.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with connect_timeout, timeout, allow_remote_clients"
+)]
 pub struct Outbound {
     /// How long to wait for a connection (and TLS handshake) to a peer; then 504.
     pub connect_timeout: HumanDuration,
@@ -270,7 +298,11 @@ impl Default for Outbound {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(
+    deny_unknown_fields,
+    default,
+    expecting = "a mapping with lifetime, max_age, clock_skew, require_nonce, max_body, replay_cache_size"
+)]
 pub struct Signatures {
     pub lifetime: HumanDuration,
     pub max_age: HumanDuration,
@@ -321,7 +353,10 @@ impl Default for IdentityHeaders {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with id, name, key_id (header names)"
+)]
 struct RawIdentityHeaders {
     #[serde(default)]
     id: Option<IdentityHeaderName>,

@@ -38,7 +38,10 @@ impl Peer {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a peer: a mapping with name, public_key (or public_keys) and optionally url, allow"
+)]
 struct RawPeer {
     name: PeerName,
     #[serde(default)]
@@ -226,7 +229,7 @@ impl<'de> Deserialize<'de> for PeerUrl {
 
 /// Narrows what a peer may do; empty lists mean "no narrowing".
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with methods and paths")]
 pub struct Allow {
     #[serde(default)]
     pub methods: Vec<MethodName>,
@@ -273,7 +276,7 @@ impl<'de> Deserialize<'de> for PeerList {
 
 /// The peers file: `peers:` and nothing else.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with a peers: list")]
 pub struct PeersFile {
     #[serde(default)]
     pub peers: PeerList,

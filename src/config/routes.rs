@@ -111,7 +111,10 @@ impl Access {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route: a mapping with path and access"
+)]
 pub struct Route {
     pub path: PathPattern,
     pub access: Access,
