@@ -43,10 +43,12 @@ pub enum Command {
     /// Print this identity: short ID, peer ID, key id, and the public key in the forms peers paste
     /// into their allowlist.
     Id {
-        /// Read the key named by this configuration.
+        /// Read the key named by this configuration (./peergate.yaml when neither -c nor -k is
+        /// given); the allowlist entry printed then carries the configured name and URL.
         #[arg(short, long, value_name = "FILE", conflicts_with = "key")]
         config: Option<PathBuf>,
-        /// Read this key file directly.
+        /// Read this key file directly; the allowlist entry printed is then a template, with
+        /// placeholders for the name and URL.
         #[arg(short, long, value_name = "KEYFILE")]
         key: Option<PathBuf>,
     },
