@@ -90,7 +90,8 @@ fn run_in(dir: &Path, once: bool) -> Result<(), String> {
     println!("\n2. alice's peergate signed it with alice's key (RFC 9421, Ed25519) and sent it to bob over HTTPS:");
     for name in ["signature-input", "signature", "content-digest"] {
         if let Some(v) = seen.header(name) {
-            println!("     {name}: {}", shorten(v, 150));
+            // Whole: the parameters at the end (keyid, alg, tag) are what a reader looks for.
+            println!("     {name}: {v}");
         }
     }
     println!(
@@ -282,14 +283,6 @@ fn wait_listening(port: u16) -> Result<(), String> {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let cut: String = s.chars().take(max).collect();
-    format!("{cut}…")
 }
 
 /// A throwaway CA for the demo's TLS listeners; each side trusts it for the other.

@@ -53,6 +53,15 @@ fn the_demo_shows_a_verified_exchange_and_its_curl_lines_work() {
     assert!(stdout.contains(
         "signature-input: peer=(\"@method\" \"@authority\" \"@path\" \"@query\" \"content-digest\""
     ));
+    // Shown whole, as the README shows it: the key id and tag are at the end of the line.
+    let input = field(&stdout, "signature-input:");
+    let key_id = field(&stdout, "x-peer-key-id:");
+    assert!(
+        input.ends_with(&format!(
+            ";keyid=\"{key_id}\";alg=\"ed25519\";tag=\"peergate\""
+        )),
+        "{input}"
+    );
     assert!(stdout.contains("The signed exchange worked."));
 
     // Staying up: run every printed curl line as printed, then Ctrl-C.
