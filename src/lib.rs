@@ -35,6 +35,7 @@ pub mod request_path;
 pub mod resolve;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod tls_cert;
 
 pub use peergate_signature as signature;

@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use log::{Level, Log, Metadata, Record};
 
+use crate::throttle::Throttle;
+
 /// A line buffer that grew past this (a huge message) is given back after use.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -126,13 +128,20 @@ impl Log for LineLogger {
     }
 
     fn log(&self, record: &Record) {
-        if !self.filter.matches(record) {
+        if !self.filter.matches(record) || self.housekeeping_hidden(record) {
             return;
         }
+        let left_out = match throttle_for(record) {
+            Some(throttle) => match throttle.admit_now() {
+                Some(n) => n,
+                None => return,
+            },
+            None => 0,
+        };
         let urgent = record.level() <= Level::Warn;
         let write = |line: &mut String| {
             line.clear();
-            format_line(line, crate::clock::unix_now(), record);
+            format_line(line, crate::clock::unix_now(), record, left_out);
             self.sink.queue(line.as_bytes(), urgent);
             if line.capacity() > KEEP_BUFFER {
                 *line = String::new();
@@ -156,6 +165,52 @@ impl Log for LineLogger {
     fn flush(&self) {
         self.sink.flush_within(FLUSH_PATIENCE);
     }
+}
+
+impl LineLogger {
+    /// The file watcher's notes on its own bookkeeping (a watch already gone when it removes
+    /// it: every Kubernetes `..data` swap deletes a watched directory) are written only where
+    /// `RUST_LOG` asks for its debug lines: the reloader logs what a change did.
+    fn housekeeping_hidden(&self, record: &Record) -> bool {
+        let target = record.target();
+        let watcher = target == "notify" || target.starts_with("notify::");
+        watcher
+            && matches!(record.level(), Level::Warn | Level::Info)
+            && !self.filter.enabled(
+                &Metadata::builder()
+                    .level(Level::Debug)
+                    .target(target)
+                    .build(),
+            )
+    }
+}
+
+/// Pingora's own warnings and errors come from whoever connects: a TLS handshake that failed,
+/// a client that closed while sending its head. A port scanner, or a load balancer's TCP
+/// health check, makes one each time; so at most one line a second is written for each Pingora
+/// module, with the number left out since the one before.
+fn throttle_for(record: &Record) -> Option<&'static Throttle> {
+    /// Pingora modules that have logged so far; more than [`MOST`] share the last throttle.
+    const MOST: usize = 32;
+    static SEEN: Mutex<Vec<(String, &'static Throttle)>> = Mutex::new(Vec::new());
+    static OTHERS: Throttle = Throttle::new();
+
+    let target = record.target();
+    let pingora = target == "pingora" || target.starts_with("pingora_");
+    if !pingora || record.level() > Level::Warn {
+        return None;
+    }
+    let mut seen = lock(&SEEN);
+    if let Some((_, throttle)) = seen.iter().find(|(t, _)| t == target) {
+        return Some(throttle);
+    }
+    if seen.len() >= MOST {
+        return Some(&OTHERS);
+    }
+    // Leaked on purpose: one small counter per Pingora module, for the life of the process.
+    let throttle: &'static Throttle = Box::leak(Box::new(Throttle::new()));
+    seen.push((target.to_owned(), throttle));
+    Some(throttle)
 }
 
 /// Lines queued for the writer thread.
@@ -285,8 +340,9 @@ impl Sink {
     }
 }
 
-/// One log line, newline included, stamped `secs` after the Unix epoch.
-fn format_line(line: &mut String, secs: u64, record: &Record) {
+/// One log line, newline included, stamped `secs` after the Unix epoch; `left_out` lines like
+/// it were not written since the last one (see [`throttle_for`]).
+fn format_line(line: &mut String, secs: u64, record: &Record, left_out: u64) {
     line.push('[');
     push_rfc3339_seconds(line, secs);
     let _ = write!(line, " {:<5}", record.level());
@@ -294,7 +350,15 @@ fn format_line(line: &mut String, secs: u64, record: &Record) {
         line.push(' ');
         line.push_str(record.target());
     }
-    let _ = writeln!(line, "] {}", record.args());
+    let _ = write!(line, "] {}", record.args());
+    if left_out > 0 {
+        let _ = write!(
+            line,
+            " ({left_out} more lines from {} left out since the last one)",
+            record.target()
+        );
+    }
+    line.push('\n');
 }
 
 /// `secs` after the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC), as env_logger writes it.
@@ -355,8 +419,70 @@ mod tests {
             .level(level)
             .target(target)
             .build();
-        format_line(&mut line, 1_795_467_378, &record);
+        format_line(&mut line, 1_795_467_378, &record, 0);
         line
+    }
+
+    #[test]
+    fn a_throttled_line_says_how_many_were_left_out() {
+        let mut line = String::new();
+        let record = Record::builder()
+            .args(format_args!("Downstream handshake error"))
+            .level(log::Level::Error)
+            .target("pingora_core::services::listening")
+            .build();
+        format_line(&mut line, 1_795_467_378, &record, 41);
+        assert_eq!(
+            line,
+            "[2026-11-23T20:56:18Z ERROR pingora_core::services::listening] Downstream handshake \
+             error (41 more lines from pingora_core::services::listening left out since the last \
+             one)\n"
+        );
+    }
+
+    fn record_of(level: log::Level, target: &'static str) -> Record<'static> {
+        Record::builder()
+            .args(format_args!("x"))
+            .level(level)
+            .target(target)
+            .build()
+    }
+
+    #[test]
+    fn pingoras_warnings_and_errors_are_throttled_per_module() {
+        let listening = record_of(log::Level::Error, "pingora_core::services::listening");
+        let proxy = record_of(log::Level::Error, "pingora_proxy");
+        let a = throttle_for(&listening).unwrap();
+        assert!(std::ptr::eq(a, throttle_for(&listening).unwrap()));
+        assert!(!std::ptr::eq(a, throttle_for(&proxy).unwrap()));
+        assert!(throttle_for(&record_of(log::Level::Warn, "pingora_proxy")).is_some());
+        // Pingora's info lines, and everyone else's warnings, are not throttled here.
+        assert!(throttle_for(&record_of(log::Level::Info, "pingora_proxy")).is_none());
+        assert!(throttle_for(&record_of(log::Level::Warn, "peergate::reload")).is_none());
+        assert!(throttle_for(&record_of(log::Level::Error, "pingoraish")).is_none());
+    }
+
+    fn logger(filter: &str) -> LineLogger {
+        LineLogger {
+            filter: env_logger::Builder::new().parse_filters(filter).build(),
+            sink: Sink::start(tempfile::tempfile().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_watchers_housekeeping_shows_only_at_its_debug_level() {
+        let warn = record_of(log::Level::Warn, "notify::inotify");
+        let info = record_of(log::Level::Info, "notify::inotify");
+        let error = record_of(log::Level::Error, "notify::inotify");
+        let ours = record_of(log::Level::Warn, "peergate::reload");
+        let default = logger("info");
+        assert!(default.housekeeping_hidden(&warn));
+        assert!(default.housekeeping_hidden(&info));
+        assert!(!default.housekeeping_hidden(&error));
+        assert!(!default.housekeeping_hidden(&ours));
+        let asked = logger("info,notify=debug");
+        assert!(!asked.housekeeping_hidden(&warn));
+        assert!(!asked.housekeeping_hidden(&info));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use crate::forward::ForwardError;
 use crate::metrics::{Direction, Metrics, Outcome, UpstreamErrorKind, UNKNOWN_PEER};
 use crate::problem::Problem;
+use crate::throttle::Throttle;
 
 pub struct Record {
     start: Instant,
@@ -177,48 +178,20 @@ impl fmt::Display for Millis {
 /// the same way, and a line each would bury the rest of the log.
 static APP_FAILURES: Throttled = Throttled::new();
 
-/// A warning written at most once per second, saying how many like it were left out.
-struct Throttled {
-    /// The second (since [`START`]) of the last line written, plus one; 0 before any.
-    last: std::sync::atomic::AtomicU64,
-    left_out: std::sync::atomic::AtomicU64,
-}
-
-static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+/// A warning about the app written at most once per second.
+struct Throttled(Throttle);
 
 impl Throttled {
     const fn new() -> Throttled {
-        Throttled {
-            last: std::sync::atomic::AtomicU64::new(0),
-            left_out: std::sync::atomic::AtomicU64::new(0),
-        }
+        Throttled(Throttle::new())
     }
 
     fn warn(&self, detail: &str) {
-        match self.admit(START.elapsed().as_secs() + 1) {
+        match self.0.admit_now() {
             Some(0) => log::warn!("inbound: {detail}"),
             Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
             None => {}
         }
-    }
-
-    /// Whether a line may be written in `second` (counted from 1), and how many were left out
-    /// before it.
-    fn admit(&self, second: u64) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let last = self.last.load(Relaxed);
-        // `<=`: a thread that read the clock before another wrote a line must not write one
-        // for an earlier second.
-        if second <= last
-            || self
-                .last
-                .compare_exchange(last, second, Relaxed, Relaxed)
-                .is_err()
-        {
-            self.left_out.fetch_add(1, Relaxed);
-            return None;
-        }
-        Some(self.left_out.swap(0, Relaxed))
     }
 }
 
@@ -247,20 +220,6 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_throttled_warning_is_written_once_a_second_and_counts_the_rest() {
-        let t = Throttled::new();
-        assert_eq!(t.admit(1), Some(0));
-        assert_eq!(t.admit(1), None);
-        assert_eq!(t.admit(1), None);
-        assert_eq!(t.admit(2), Some(2));
-        assert_eq!(t.admit(2), None);
-        assert_eq!(t.admit(7), Some(1));
-        // A late thread with an earlier second writes nothing.
-        assert_eq!(t.admit(6), None);
-        assert_eq!(t.admit(8), Some(1));
-    }
 
     /// What the log line used to write for a target: a `String` of its first 200 characters,
     /// formatted with `Debug`.

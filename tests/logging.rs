@@ -1,0 +1,42 @@
+//! What the running binary writes to its log when clients misbehave: a line for what an
+//! operator can act on, not one per connection a scanner opens.
+
+mod ops;
+mod support;
+
+use std::time::Duration;
+
+use ops::{eventually, tls_section, Binary, Key, Setup};
+use support::{wait_listening, EchoApp, TestCa};
+
+/// A port scanner, or a load balancer's TCP health check, opens connections to the TLS
+/// listener and closes them without a handshake; Pingora logs an error for each. The binary
+/// writes at most one such line a second, and the next one says how many were left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tls_handshakes_are_logged_once_a_second_with_a_count() {
+    let app = EchoApp::start();
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let extra = tls_section(&ca, certs.path());
+    let setup = Setup::new(app.addr(), &[&Key::new("Bob")], &extra);
+    let binary = Binary::run(&setup);
+    wait_listening(setup.admin);
+    wait_listening(setup.inbound);
+
+    for _ in 0..50 {
+        drop(std::net::TcpStream::connect(setup.inbound).unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    drop(std::net::TcpStream::connect(setup.inbound).unwrap());
+    let (log, _) = eventually(Duration::from_secs(10), "a line with the count", || async {
+        let log = binary.log();
+        log.contains("more lines from pingora_core::services::listening left out")
+            .then_some(log)
+    })
+    .await;
+    let lines = log.lines().filter(|l| l.contains("handshake")).count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} handshake lines for 52 failed handshakes:\n{log}"
+    );
+}
