@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use peergate_signature::{verify_headers, Reason, RequestView};
+use peergate_signature::{verify_headers_authorized, Reason, Refusal, RequestView};
 use pingora::http::RequestHeader;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
@@ -140,33 +140,47 @@ impl Inbound {
             found.set(Some(key));
             Some(verifying)
         };
-        let verified =
-            match verify_headers(&view, &snap.policy, lookup, &self.shared.replay, unix_now()) {
-                Ok(v) => v,
-                Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+        // The peer's own rules are checked once the signature verified and before its nonce
+        // is recorded: a request refused here takes no room in the shared replay cache.
+        let mut admitted = None;
+        let authorize = |key_id: &str| {
+            // caller_of also checks that the key was found by the id whose signature verified.
+            let caller = found.get().and_then(|key| snap.caller_of(&key, key_id));
+            let Some((caller, peer)) = caller else {
+                return Err(Refusal::new(
+                    Reason::UnknownKey,
+                    "the signing key left the allowlist",
+                ));
             };
-        // caller_of also checks that the key was found by the id whose signature verified.
-        let caller = found
-            .get()
-            .and_then(|key| snap.caller_of(&key, &verified.key_id));
-        let Some((caller, peer)) = caller else {
-            return Ok(Err(Problem::from_reason(
-                Reason::UnknownKey,
-                "the signing key left the allowlist",
-            )));
+            let allowed = peer.allow().permits(&req.method, &path);
+            let refusal = (!allowed).then(|| {
+                Refusal::new(
+                    Reason::Forbidden,
+                    format!(
+                        "peer {} ({}) may not {} {path}",
+                        peer.short_id(),
+                        peer.name(),
+                        req.method
+                    ),
+                )
+            });
+            admitted = Some(caller);
+            refusal.map_or(Ok(()), Err)
         };
-        ctx.caller = Some(caller);
-        if !peer.allow().permits(&req.method, &path) {
-            return Ok(Err(Problem::from_reason(
-                Reason::Forbidden,
-                format!(
-                    "peer {} ({}) may not {} {path}",
-                    peer.short_id(),
-                    peer.name(),
-                    req.method
-                ),
-            )));
-        }
+        let verified = verify_headers_authorized(
+            &view,
+            &snap.policy,
+            lookup,
+            authorize,
+            &self.shared.replay,
+            unix_now(),
+        );
+        // A forbidden request names its caller too (logs, metrics).
+        ctx.caller = admitted;
+        let verified = match verified {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+        };
 
         let mut check = verified.body_checker();
         let body = match body::read_whole(session, snap.max_body, |chunk| {

@@ -1367,6 +1367,42 @@ async fn the_replay_cache_refuses_when_full() {
     assert_eq!(f.app.count(), 1);
 }
 
+/// The replay cache is shared by every key: requests a peer's own rules refuse must take no
+/// room in it, or a peer narrowed to a few paths could fill it with refused requests and have
+/// every other peer refused as `replay_cache_full` (found by an audit: 3000 forbidden requests
+/// locked everyone out of a 3000-entry cache for five minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_requests_take_no_room_in_the_replay_cache() {
+    let f = Fixture::with(Options {
+        extra: "signatures: { replay_cache_size: 2 }".into(),
+        ..Options::default()
+    });
+    // carol may only GET /api/*.
+    for i in 0..5 {
+        let resp = f
+            .send(f.signed(&f.carol, "DELETE", &format!("/admin/{i}"), &[], b""))
+            .await;
+        assert_problem(&resp, 403, "forbidden");
+    }
+    let metrics = f.metrics();
+    assert!(
+        metrics.contains("\npeergate_replay_cache_entries 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        f.send(f.signed(&f.bob, "GET", "/api/1", &[], b""))
+            .await
+            .status,
+        200
+    );
+    // What was refused was not recorded: the same signed request, once allowed, still counts
+    // as new; an accepted one is recorded as before.
+    let request = f.signed(&f.carol, "GET", "/api/2", &[], b"");
+    assert_eq!(f.send(request.clone()).await.status, 200);
+    assert_problem(&f.send(request).await, 401, "replayed");
+    assert_eq!(f.app.count(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_app() {
     let f = Fixture::start();

@@ -40,6 +40,6 @@ pub use reason::{Reason, Refusal};
 pub use replay::{ReplayCache, ReplayError};
 pub use sign::{sign_base, sign_message, SignError, SignatureHeaders, Signed, Signer};
 pub use verify::{
-    body_announced, verify_headers, verify_request, verify_signature, BodyCheck, Coverage,
-    HostRule, Policy, Verified,
+    body_announced, verify_headers, verify_headers_authorized, verify_request, verify_signature,
+    BodyCheck, Coverage, HostRule, Policy, Verified,
 };

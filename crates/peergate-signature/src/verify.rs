@@ -396,6 +396,30 @@ pub fn verify_headers<K: Borrow<VerifyingKey>>(
     verify_request(req, policy, Coverage::REQUIRED, lookup, replay, now)
 }
 
+/// [`verify_headers`], with the caller's authorization of the verified key id run after the
+/// signature verifies and before the nonce is recorded. A request the caller refuses (a peer
+/// narrowed to some paths, asking for another) then takes no room in `replay`: the replay
+/// cache is shared by every key, and a peer could otherwise fill it, and have every other
+/// peer refused (`replay_cache_full`), with requests that never reach the app.
+pub fn verify_headers_authorized<K: Borrow<VerifyingKey>>(
+    req: &RequestView<'_>,
+    policy: &Policy,
+    lookup: impl Fn(&str) -> Option<K>,
+    authorize: impl FnOnce(&str) -> Result<(), Refusal>,
+    replay: &ReplayCache,
+    now: u64,
+) -> Result<Verified, Refusal> {
+    verify_checked(
+        req,
+        policy,
+        Coverage::REQUIRED,
+        lookup,
+        authorize,
+        replay,
+        now,
+    )
+}
+
 /// Checks the headers of a signed request, cheap checks first:
 ///
 /// 1. `Signature-Input` / `Signature` present (`missing_signature`), parsable, labels
@@ -421,6 +445,19 @@ pub fn verify_request<K: Borrow<VerifyingKey>>(
     policy: &Policy,
     coverage: Coverage,
     lookup: impl Fn(&str) -> Option<K>,
+    replay: &ReplayCache,
+    now: u64,
+) -> Result<Verified, Refusal> {
+    verify_checked(req, policy, coverage, lookup, |_| Ok(()), replay, now)
+}
+
+/// [`verify_request`] with `authorize` between steps 9 and 10.
+fn verify_checked<K: Borrow<VerifyingKey>>(
+    req: &RequestView<'_>,
+    policy: &Policy,
+    coverage: Coverage,
+    lookup: impl Fn(&str) -> Option<K>,
+    authorize: impl FnOnce(&str) -> Result<(), Refusal>,
     replay: &ReplayCache,
     now: u64,
 ) -> Result<Verified, Refusal> {
@@ -571,6 +608,9 @@ pub fn verify_request<K: Borrow<VerifyingKey>>(
     } else {
         None
     };
+
+    // The caller's own refusal (the route, the peer's `allow`), before the nonce takes room.
+    authorize(key_id)?;
 
     // 10. Replay. Step 5 accepted `now <= created + max_age` and `now <= expires`: past this
     // second the signature is refused as expired, so remembering the nonce longer protects
