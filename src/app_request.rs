@@ -9,7 +9,7 @@ use crate::allowlist::{Caller, IdentityHeaderNames};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and `Upgrade`: an upgraded connection would carry bytes
 /// the signature never covered, so it is not offered to the app.
-const HOP_BY_HOP: &[&str] = &[
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -37,7 +37,7 @@ const PROTECTED: &[&str] = &[
 /// The first field the request's `Connection` header nominates that must reach the app (see
 /// [`PROTECTED`]), spelled as it came.
 pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
-    connection_tokens(req)
+    connection_tokens(&req.headers)
         .find(|token| {
             token.first() == Some(&b':')
                 || PROTECTED
@@ -47,9 +47,9 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
         .map(|token| String::from_utf8_lossy(token).into_owned())
 }
 
-/// The field names the request's `Connection` headers nominate, trimmed, empty ones left out.
-fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &[u8]> {
-    req.headers
+/// The field names a message's `Connection` headers nominate, trimmed, empty ones left out.
+pub(crate) fn connection_tokens(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
@@ -96,7 +96,9 @@ pub fn prepare(
         .filter(|name| names.matches(name.as_str()) || HOP_BY_HOP.contains(&name.as_str()))
         .cloned()
         .collect();
-    doomed.extend(connection_tokens(req).filter_map(|t| http::HeaderName::from_bytes(t).ok()));
+    doomed.extend(
+        connection_tokens(&req.headers).filter_map(|t| http::HeaderName::from_bytes(t).ok()),
+    );
     for name in doomed {
         req.remove_header(&name);
     }

@@ -325,10 +325,40 @@ async fn exchange(
                 "no response header",
             ));
         };
+        // peergate never asks for an upgrade (`Upgrade` is not forwarded): a 101 is an upstream
+        // that does not speak HTTP as asked, and what follows it is not an answer.
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "it switched protocols (101) without being asked to",
+            ));
+        }
         if !head.status.is_informational() {
-            let head = head.clone();
+            let mut head = head.clone();
+            strip_hop_by_hop(&mut head);
             return Ok((up, head));
         }
+    }
+}
+
+/// Removes from an answer the fields that were for the connection it came on (RFC 9110
+/// §7.6.1): the hop-by-hop ones and what its `Connection` names, but never what frames the
+/// body. Pingora writes the client's own `Connection`.
+fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    let framing = |name: &http::HeaderName| {
+        *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
+    };
+    let mut doomed: Vec<http::HeaderName> = crate::app_request::connection_tokens(&resp.headers)
+        .filter_map(|t| http::HeaderName::from_bytes(t).ok())
+        .filter(|name| !framing(name))
+        .collect();
+    doomed.extend(
+        crate::app_request::HOP_BY_HOP
+            .iter()
+            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
+    );
+    for name in doomed {
+        resp.remove_header(&name);
     }
 }
 

@@ -848,3 +848,74 @@ async fn a_retried_request_is_signed_again_with_a_fresh_nonce() {
     }
     assert_ne!(inputs[1], inputs[2], "the retry is signed anew");
 }
+
+/// A peer's answer is relayed without what was only for the connection it came on, and a
+/// `101 Switching Protocols` nobody asked for is a failure, not an interim answer to skip: what
+/// follows it is not an HTTP answer to this request (found by an audit: the app got a 200 whose
+/// body was the start of the next head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502() {
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let peer_identity = Identity::generate();
+    let tls =
+        tokio_rustls::TlsAcceptor::from(ca.issue(&["127.0.0.1"]).server_config(&[b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = tls.accept(tcp).await else {
+                    return;
+                };
+                while let Some(head) = read_request_head(&mut stream).await {
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let answer: &[u8] = if head.starts_with("GET /upgrade ") {
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\n\
+                          Content-Length: 5\r\n\r\nFAKE!"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
+                          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+                          X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    alice.start(
+        &[(
+            "Bob",
+            peer_identity.public(),
+            format!("https://{peer_addr}"),
+        )],
+        "ca-for-peers.pem",
+    );
+    let get = |path: &str| {
+        RawRequest::new("GET", format!("/peers/bob{path}"))
+            .header("Host", format!("127.0.0.1:{}", alice.outbound))
+    };
+
+    let resp = alice.call(get("/hop")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, b"ok");
+    assert_eq!(resp.header("x-end-to-end"), Some("kept"));
+    for gone in ["x-hop", "keep-alive", "upgrade", "proxy-connection"] {
+        assert_eq!(resp.header(gone), None, "{gone} reached the app");
+    }
+
+    let resp = alice.call(get("/upgrade")).await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+    assert!(
+        resp.text().contains("switched protocols"),
+        "{}",
+        resp.text()
+    );
+}
