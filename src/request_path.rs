@@ -6,6 +6,10 @@
 //! than one way is refused. What is left has one meaning: its percent-decoded form, which is what
 //! the route patterns are matched against.
 //!
+//! An unreserved character (a letter, a digit, `-`, `_`, `~`) sent percent-encoded is refused
+//! too: `/%61pi/x` is `/api/x` to a route pattern and to apps that decode before routing, and
+//! something else to apps that route on the raw path.
+//!
 //! `;` is refused too, raw or encoded. Servlet containers (Tomcat, Jetty) cut each segment at its
 //! first `;` (path parameters) before they route, so `/public/..;/admin` is `/admin` to them
 //! while every other reader sees a segment named `..;` below `/public`; `/secret;x/y` is
@@ -48,6 +52,15 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
                 {
                     return refuse(&format!(
                         "encodes {:?} as %{value:02X}; send it unencoded or not at all",
+                        char::from(value)
+                    ));
+                }
+                // RFC 3986 §2.3: an unreserved character is the same encoded or not, and an
+                // app that routes on the raw path does not see `/%61pi` as `/api`, which the
+                // route patterns would.
+                if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'_' | b'~') {
+                    return refuse(&format!(
+                        "encodes {:?} as %{value:02X}; it needs no encoding, send it as it is",
                         char::from(value)
                     ));
                 }
@@ -137,6 +150,8 @@ mod tests {
         assert_eq!(normalize("/a%20b/file.txt").unwrap(), "/a b/file.txt");
         assert_eq!(normalize("/.well-known/x").unwrap(), "/.well-known/x");
         assert_eq!(normalize("/a..b").unwrap(), "/a..b");
+        // Reserved and other characters may be encoded.
+        assert_eq!(normalize("/q/a%2Bb%3Dc%40d").unwrap(), "/q/a+b=c@d");
     }
 
     #[test]
@@ -163,6 +178,12 @@ mod tests {
             ("/api/%zz", "two hex digits"),
             ("/api/%2", "two hex digits"),
             ("/api/%ff", "UTF-8"),
+            ("/%61pi/x", "%61; it needs no encoding"),
+            ("/api/%41", "%41"),
+            ("/api/%39", "%39"),
+            ("/api/a%2db", "%2D"),
+            ("/api/a%5Fb", "%5F"),
+            ("/api/%7Euser", "%7E"),
             ("*", "start with /"),
             ("", "start with /"),
         ] {

@@ -1614,6 +1614,20 @@ async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
         assert_problem(&resp, 400, "bad_path");
         assert_eq!(f.app.count(), 0, "{target} reached the app");
     }
+    // An unreserved character sent encoded: `/api/*` to the pattern, something else to an
+    // app that routes on the raw path.
+    for target in [
+        "/%61pi/x",
+        "/api/%78",
+        "/%70ublic/x",
+        "/api/a%2Db",
+        "/api/%7Euser",
+    ] {
+        let resp = f.send(f.signed(&f.carol, "GET", target, &[], b"")).await;
+        assert_problem(&resp, 400, "bad_path");
+        assert!(resp.text().contains("needs no encoding"), "{}", resp.text());
+        assert_eq!(f.app.count(), 0, "{target} reached the app");
+    }
     // Nor is a path parameter a way out of a peer's `allow` rule.
     for target in ["/api/..;/admin", "/api;x/../admin", "/api/x;y"] {
         let resp = f.send(f.signed(&f.carol, "GET", target, &[], b"")).await;

@@ -69,6 +69,21 @@ impl PathPattern {
         }
     }
 
+    /// [`PathPattern::matches`], with ASCII letters compared without regard to case.
+    pub fn matches_ignoring_case(&self, path: &str) -> bool {
+        let starts = |p: &str| {
+            path.get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        };
+        match &self.prefix {
+            None => path.eq_ignore_ascii_case(&self.text),
+            Some(prefix) => {
+                path.eq_ignore_ascii_case(prefix)
+                    || (starts(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+            }
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -121,11 +136,25 @@ pub struct Route {
 }
 
 /// First match wins; no match means `peers` (fail closed).
+///
+/// Paths are case-sensitive, but many app frameworks route without regard to case (Express's
+/// default, ASP.NET Core): with `/admin/*` for peers and `/*` public, `/Admin/users` would be
+/// public here and the admin page there. So a path is public only when it is public both as
+/// written and with case ignored.
 pub fn access_for(routes: &[Route], normalized_path: &str) -> Access {
-    routes
-        .iter()
-        .find(|r| r.path.matches(normalized_path))
-        .map_or(Access::Peers, |r| r.access)
+    let first = |matches: &dyn Fn(&PathPattern) -> bool| {
+        routes
+            .iter()
+            .find(|r| matches(&r.path))
+            .map_or(Access::Peers, |r| r.access)
+    };
+    let exact = first(&|p| p.matches(normalized_path));
+    let folded = first(&|p| p.matches_ignoring_case(normalized_path));
+    if exact == Access::Public && folded == Access::Public {
+        Access::Public
+    } else {
+        Access::Peers
+    }
 }
 
 pub fn default_routes() -> Vec<Route> {
@@ -156,6 +185,48 @@ mod tests {
         assert!(!p("/api/*").matches("/"));
         assert!(p("/healthz").matches("/healthz"));
         assert!(!p("/healthz").matches("/healthz/x"));
+    }
+
+    #[test]
+    fn matching_ignoring_case() {
+        assert!(p("/admin/*").matches_ignoring_case("/Admin/users"));
+        assert!(p("/admin/*").matches_ignoring_case("/ADMIN"));
+        assert!(!p("/admin/*").matches_ignoring_case("/Adminx"));
+        assert!(p("/Healthz").matches_ignoring_case("/healthz"));
+        assert!(!p("/healthz").matches_ignoring_case("/healthz/x"));
+        assert!(p("/*").matches_ignoring_case("/x"));
+        // Only ASCII letters fold; a prefix that ends inside a character does not match.
+        assert!(!p("/é/*").matches_ignoring_case("/É/x"));
+        assert!(!p("/ab/*").matches_ignoring_case("/a\u{e9}/x"));
+    }
+
+    fn route(path: &str, access: Access) -> Route {
+        Route {
+            path: p(path),
+            access,
+        }
+    }
+
+    /// An app that routes without regard to case must not find a peers-only page on a path
+    /// that is public here only because of its case.
+    #[test]
+    fn a_path_is_public_only_when_public_whatever_its_case() {
+        let routes = [
+            route("/admin/*", Access::Peers),
+            route("/*", Access::Public),
+        ];
+        assert_eq!(access_for(&routes, "/admin/users"), Access::Peers);
+        assert_eq!(access_for(&routes, "/Admin/users"), Access::Peers);
+        assert_eq!(access_for(&routes, "/ADMIN"), Access::Peers);
+        assert_eq!(access_for(&routes, "/about"), Access::Public);
+        // The other way round, case-sensitive matching is the stricter one.
+        let routes = [
+            route("/public/*", Access::Public),
+            route("/*", Access::Peers),
+        ];
+        assert_eq!(access_for(&routes, "/public/x"), Access::Public);
+        assert_eq!(access_for(&routes, "/PUBLIC/x"), Access::Peers);
+        assert_eq!(access_for(&[], "/x"), Access::Peers);
     }
 
     #[test]
