@@ -113,12 +113,47 @@ fn no_socket(e: &Error) -> bool {
             .is_some_and(|c| matches!(c.etype(), ErrorType::SocketError | ErrorType::BindError))
 }
 
+/// The error type, then every explanation down the chain, each once:
+/// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
+/// (Pingora's own rendering repeats the type at every level of the chain.)
 fn error_text(e: &Error) -> String {
-    match (&e.context, &e.cause) {
-        (_, Some(cause)) => format!("{} ({cause})", e.etype().as_str()),
-        (Some(ctx), None) => format!("{} ({})", e.etype().as_str(), ctx.as_str()),
-        _ => e.etype().as_str().to_string(),
+    let mut parts: Vec<String> = Vec::new();
+    let mut push = |part: String| {
+        if !part.is_empty() && parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    };
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(context) = &err.context {
+            push(context.as_str().trim().to_string());
+        }
+        current = match err.cause.as_deref() {
+            Some(cause) => match as_pingora(cause) {
+                Some(inner) => Some(inner),
+                None => {
+                    push(cause.to_string().trim().to_string());
+                    None
+                }
+            },
+            None => None,
+        };
     }
+    let etype = e.etype().as_str();
+    if parts.is_empty() {
+        etype.to_string()
+    } else {
+        format!("{etype}: {}", parts.join(": "))
+    }
+}
+
+/// A cause in an error chain as a Pingora error: Pingora chains them boxed or not.
+pub fn as_pingora<'e>(
+    cause: &'e (dyn std::error::Error + Send + Sync + 'static),
+) -> Option<&'e Error> {
+    cause
+        .downcast_ref::<Error>()
+        .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))
 }
 
 /// How recently a kept app connection must have been used to carry a request that cannot be
@@ -430,6 +465,27 @@ mod tests {
         // Any other internal error stays what it was.
         let other = Error::explain(ErrorType::InternalError, "something else");
         assert_eq!(classify(&other, &"Bob").0, UpstreamErrorKind::Protocol);
+    }
+
+    /// What the operator's log and the outbound app read: each explanation once, the type not
+    /// repeated at every level as Pingora's own rendering does.
+    #[test]
+    fn an_error_chain_reads_as_one_line() {
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let inner = Error::because(
+            ErrorType::ConnectRefused,
+            "Fail to connect to 127.0.0.1:3000",
+            refused,
+        );
+        let e = Error::because(ErrorType::ConnectRefused, "", inner);
+        let (_, problem) = classify(&e, &"the app at 127.0.0.1:3000");
+        assert_eq!(
+            problem.detail,
+            "the app at 127.0.0.1:3000 cannot be reached: ConnectRefused: Fail to connect to \
+             127.0.0.1:3000: Connection refused (os error 111)"
+        );
+        let bare = Error::new(ErrorType::ReadError);
+        assert_eq!(error_text(&bare), "ReadError");
     }
 
     #[test]

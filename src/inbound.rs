@@ -32,12 +32,22 @@ use crate::body::{self, BodyError};
 use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
-use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
+use crate::forward::{as_pingora, classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
 use crate::request_path;
 use crate::state::Shared;
+
+/// The app as the operator's log names it: with its address. Callers are told only "the app"
+/// (`record.rs`, `app_failure_for_callers`); formatted only when a failure is described.
+struct TheApp<'a>(&'a HostPort);
+
+impl std::fmt::Display for TheApp<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the app at {}", self.0)
+    }
+}
 
 /// Timeouts for the app, fixed at start.
 #[derive(Clone, Copy, Debug)]
@@ -208,9 +218,10 @@ impl Inbound {
         snap: &Snapshot,
         body: Bytes,
     ) {
+        let app = TheApp(&snap.upstream);
         let result = match self.app_peer(&snap.upstream).await {
             Err(e) => {
-                let (kind, problem) = classify(&e, &"the app");
+                let (kind, problem) = classify(&e, &app);
                 Err(ForwardError::Upstream { kind, problem })
             }
             Ok(peer) => {
@@ -231,7 +242,7 @@ impl Inbound {
                     Ok(req)
                 };
                 self.forwarder
-                    .forward(session, &peer, &"the app", body, build, |_| Ok(()))
+                    .forward(session, &peer, &app, body, build, |_| Ok(()))
                     .await
             }
         };
@@ -277,13 +288,6 @@ fn client_error_text(e: &Error) -> String {
         }
         None => e.etype().as_str().to_string(),
     }
-}
-
-/// A cause in an error chain as a Pingora error: Pingora chains them boxed or not.
-fn as_pingora<'e>(cause: &'e (dyn std::error::Error + Send + Sync + 'static)) -> Option<&'e Error> {
-    cause
-        .downcast_ref::<Error>()
-        .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -453,7 +457,11 @@ impl ProxyHttp for Inbound {
                 can_reuse_downstream: false,
             };
         }
-        let (kind, problem) = classify(e, &"the app");
+        let snap = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.snapshot());
+        let (kind, problem) = classify(e, &TheApp(&snap.upstream));
         ctx.record
             .upstream_failed(session, &self.shared.metrics, kind, &problem)
             .await;
