@@ -383,15 +383,18 @@ fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let framing = |name: &http::HeaderName| {
         *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
     };
-    let mut doomed: Vec<http::HeaderName> = crate::app_request::connection_tokens(&resp.headers)
-        .filter_map(|t| http::HeaderName::from_bytes(t).ok())
-        .filter(|name| !framing(name))
+    // On every answer: no allocation unless there is something to remove.
+    let doomed: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|name| crate::app_request::HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
+        .chain(
+            crate::app_request::connection_tokens(&resp.headers)
+                .filter_map(|t| http::HeaderName::from_bytes(t).ok())
+                .filter(|name| !framing(name)),
+        )
         .collect();
-    doomed.extend(
-        crate::app_request::HOP_BY_HOP
-            .iter()
-            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
-    );
     for name in doomed {
         resp.remove_header(&name);
     }
