@@ -185,8 +185,15 @@ impl Inbound {
             &self.shared.replay,
             unix_now(),
         );
-        // A forbidden request names its caller too (logs, metrics).
-        ctx.caller = admitted;
+        // A forbidden request names its caller too (logs, metrics), as an accepted one does; a
+        // replayed one does not: whoever sent it, the signature is only someone's old one.
+        let named = match &verified {
+            Ok(_) => true,
+            Err(refusal) => refusal.reason == Reason::Forbidden,
+        };
+        if named {
+            ctx.caller = admitted;
+        }
         let verified = match verified {
             Ok(v) => v,
             Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),

@@ -1401,6 +1401,16 @@ async fn forbidden_requests_take_no_room_in_the_replay_cache() {
     assert_eq!(f.send(request.clone()).await.status, 200);
     assert_problem(&f.send(request).await, 401, "replayed");
     assert_eq!(f.app.count(), 2);
+    // A forbidden request is counted as its peer's; a replay as nobody's (anyone can resend
+    // someone's old signature).
+    let forbidden = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"refused\",peer=\"{}\"}} 5",
+        f.carol.public.short_id()
+    );
+    let replayed =
+        "peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"} 1";
+    let m = f.metrics_eventually(&[&forbidden, replayed]);
+    assert!(m.contains(&forbidden) && m.contains(replayed), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
