@@ -112,6 +112,51 @@ fn portal(name: &'static str, root: &Path, ca: &TestCa) -> Portal {
     }
 }
 
+/// A peer that is not peergate: a TLS listener (certificate from `ca`, for 127.0.0.1) that
+/// hands each accepted connection to `serve`.
+async fn raw_tls_peer<F, Fut>(ca: &TestCa, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tls =
+        tokio_rustls::TlsAcceptor::from(ca.issue(&["127.0.0.1"]).server_config(&[b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, serve) = (tls.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(stream) = tls.accept(tcp).await {
+                    serve(stream).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// alice, with one peer, Bob, at `peer` (trusting `ca` for it).
+fn alice_calling(root: &Path, ca: &TestCa, peer: SocketAddr) -> Portal {
+    let mut alice = portal("alice", root, ca);
+    alice.start(
+        &[(
+            "Bob",
+            Identity::generate().public(),
+            format!("https://{peer}"),
+        )],
+        "ca-for-peers.pem",
+    );
+    alice
+}
+
+/// `GET /peers/bob<path>` as an app sends it to `alice`'s outbound listener.
+fn get_bob(alice: &Portal, path: &str) -> RawRequest {
+    RawRequest::new("GET", format!("/peers/bob{path}"))
+        .header("Host", format!("127.0.0.1:{}", alice.outbound))
+}
+
 /// alice and bob, each on the other's allowlist.
 fn pair() -> (tempfile::TempDir, Portal, Portal) {
     let root = tempfile::tempdir().unwrap();
@@ -748,57 +793,35 @@ async fn a_retried_request_is_signed_again_with_a_fresh_nonce() {
 
     let root = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    let mut alice = portal("alice", root.path(), &ca);
-    let peer_identity = Identity::generate();
-
-    // The peer: TLS with a certificate from the CA alice trusts; on each connection it
-    // answers the first request and reads the second, then closes.
-    let tls =
-        tokio_rustls::TlsAcceptor::from(ca.issue(&["127.0.0.1"]).server_config(&[b"http/1.1"]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = listener.local_addr().unwrap();
+    // The peer: on each connection it answers the first request and reads the second, then
+    // closes.
     let heads = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tls, seen) = (tls.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(mut stream) = tls.accept(tcp).await else {
+    let peer_addr = raw_tls_peer(&ca, move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            for answer in [true, false] {
+                let Some(head) = read_request_head(&mut stream).await else {
                     return;
                 };
-                for answer in [true, false] {
-                    let Some(head) = read_request_head(&mut stream).await else {
-                        return;
-                    };
-                    seen.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&head).into_owned());
-                    if !answer {
-                        // An orderly close (TLS close_notify), as an idle timeout ends it.
-                        let _ = stream.shutdown().await;
-                        return;
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(ok).await.is_err() {
-                        return;
-                    }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                if !answer {
+                    // An orderly close (TLS close_notify), as an idle timeout ends it.
+                    let _ = stream.shutdown().await;
+                    return;
                 }
-            });
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
-    alice.start(
-        &[(
-            "Bob",
-            peer_identity.public(),
-            format!("https://{peer_addr}"),
-        )],
-        "ca-for-peers.pem",
-    );
-
-    let get = |path: &str| {
-        RawRequest::new("GET", format!("/peers/bob{path}"))
-            .header("Host", format!("127.0.0.1:{}", alice.outbound))
-    };
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let get = |path: &str| get_bob(&alice, path);
     assert_eq!(alice.call(get("/first")).await.status, 200);
     // Goes out on the kept connection, which the peer closes under it: sent again.
     let resp = alice.call(get("/second")).await;
@@ -859,49 +882,26 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
 
     let root = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
-    let mut alice = portal("alice", root.path(), &ca);
-    let peer_identity = Identity::generate();
-    let tls =
-        tokio_rustls::TlsAcceptor::from(ca.issue(&["127.0.0.1"]).server_config(&[b"http/1.1"]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let Ok(mut stream) = tls.accept(tcp).await else {
-                    return;
-                };
-                while let Some(head) = read_request_head(&mut stream).await {
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let answer: &[u8] = if head.starts_with("GET /upgrade ") {
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                          Connection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\n\
-                          Content-Length: 5\r\n\r\nFAKE!"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
-                          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
-                          X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
-                    };
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        while let Some(head) = read_request_head(&mut stream).await {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer: &[u8] = if head.starts_with("GET /upgrade ") {
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\n\
+                  Content-Length: 5\r\n\r\nFAKE!"
+            } else {
+                b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
+                  Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+                  X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
+            };
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
         }
-    });
-    alice.start(
-        &[(
-            "Bob",
-            peer_identity.public(),
-            format!("https://{peer_addr}"),
-        )],
-        "ca-for-peers.pem",
-    );
-    let get = |path: &str| {
-        RawRequest::new("GET", format!("/peers/bob{path}"))
-            .header("Host", format!("127.0.0.1:{}", alice.outbound))
-    };
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let get = |path: &str| get_bob(&alice, path);
 
     let resp = alice.call(get("/hop")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
