@@ -378,7 +378,9 @@ async fn exchange(
 
 /// Removes from an answer the fields that were for the connection it came on (RFC 9110
 /// §7.6.1): the hop-by-hop ones and what its `Connection` names, but never what frames the
-/// body. Pingora writes the client's own `Connection`.
+/// body; and `Proxy-Authenticate`, which is for the next client only (§11.7.1): to an app
+/// using peergate as its HTTP proxy it would read as peergate asking for credentials.
+/// Pingora writes the client's own `Connection`.
 fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let framing = |name: &http::HeaderName| {
         *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
@@ -387,7 +389,10 @@ fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let doomed: Vec<http::HeaderName> = resp
         .headers
         .keys()
-        .filter(|name| crate::app_request::HOP_BY_HOP.contains(&name.as_str()))
+        .filter(|name| {
+            crate::app_request::HOP_BY_HOP.contains(&name.as_str())
+                || *name == http::header::PROXY_AUTHENTICATE
+        })
         .cloned()
         .chain(
             crate::app_request::connection_tokens(&resp.headers)

@@ -892,6 +892,7 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
             } else {
                 b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
                   Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+                  Proxy-Authenticate: Basic realm=\"x\"\r\n\
                   X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
             };
             if stream.write_all(answer).await.is_err() {
@@ -907,7 +908,13 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.body, b"ok");
     assert_eq!(resp.header("x-end-to-end"), Some("kept"));
-    for gone in ["x-hop", "keep-alive", "upgrade", "proxy-connection"] {
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+    ] {
         assert_eq!(resp.header(gone), None, "{gone} reached the app");
     }
 
