@@ -185,10 +185,12 @@ impl LineLogger {
     }
 }
 
-/// Pingora's own warnings and errors come from whoever connects: a TLS handshake that failed,
-/// a client that closed while sending its head. A port scanner, or a load balancer's TCP
-/// health check, makes one each time; so at most one line a second is written for each Pingora
-/// module, with the number left out since the one before.
+/// Pingora's warnings and errors about clients (it tags them `Downstream`: a TLS handshake that
+/// failed, a client that closed while sending its head) come from whoever connects: a port
+/// scanner, or a load balancer's TCP health check, makes one each time. So at most one such
+/// line a second is written for each Pingora module, with the number left out since the one
+/// before. Its other lines (an `accept` that failed for want of descriptors, a runtime that
+/// did not stop) are written as they come.
 fn throttle_for(record: &Record) -> Option<&'static Throttle> {
     /// Pingora modules that have logged so far; more than [`MOST`] share the last throttle.
     const MOST: usize = 32;
@@ -197,7 +199,7 @@ fn throttle_for(record: &Record) -> Option<&'static Throttle> {
 
     let target = record.target();
     let pingora = target == "pingora" || target.starts_with("pingora_");
-    if !pingora || record.level() > Level::Warn {
+    if !pingora || record.level() > Level::Warn || !about_clients(record) {
         return None;
     }
     let mut seen = lock(&SEEN);
@@ -211,6 +213,16 @@ fn throttle_for(record: &Record) -> Option<&'static Throttle> {
     let throttle: &'static Throttle = Box::leak(Box::new(Throttle::new()));
     seen.push((target.to_owned(), throttle));
     Some(throttle)
+}
+
+/// Whether a Pingora line is about a client: Pingora names the side an error came from, and
+/// `Downstream` is the client's.
+fn about_clients(record: &Record) -> bool {
+    match record.args().as_str() {
+        Some(text) => text.contains("Downstream"),
+        // Formatted only for Pingora's warnings and errors, which are rare but for floods.
+        None => record.args().to_string().contains("Downstream"),
+    }
 }
 
 /// Lines queued for the writer thread.
@@ -449,17 +461,42 @@ mod tests {
     }
 
     #[test]
-    fn pingoras_warnings_and_errors_are_throttled_per_module() {
-        let listening = record_of(log::Level::Error, "pingora_core::services::listening");
-        let proxy = record_of(log::Level::Error, "pingora_proxy");
+    fn pingoras_lines_about_clients_are_throttled_per_module() {
+        let about_clients = |level, target| {
+            Record::builder()
+                .args(format_args!("Downstream handshake error from 127.0.0.1:1"))
+                .level(level)
+                .target(target)
+                .build()
+        };
+        let listening = about_clients(log::Level::Error, "pingora_core::services::listening");
+        let proxy = about_clients(log::Level::Error, "pingora_proxy");
         let a = throttle_for(&listening).unwrap();
         assert!(std::ptr::eq(a, throttle_for(&listening).unwrap()));
         assert!(!std::ptr::eq(a, throttle_for(&proxy).unwrap()));
-        assert!(throttle_for(&record_of(log::Level::Warn, "pingora_proxy")).is_some());
-        // Pingora's info lines, and everyone else's warnings, are not throttled here.
-        assert!(throttle_for(&record_of(log::Level::Info, "pingora_proxy")).is_none());
-        assert!(throttle_for(&record_of(log::Level::Warn, "peergate::reload")).is_none());
-        assert!(throttle_for(&record_of(log::Level::Error, "pingoraish")).is_none());
+        assert!(throttle_for(&about_clients(log::Level::Warn, "pingora_proxy")).is_some());
+        let client = "client";
+        let formatted = format_args!("Fail to proxy: Downstream ConnectionClosed ({client})");
+        assert!(throttle_for(
+            &Record::builder()
+                .args(formatted)
+                .level(log::Level::Error)
+                .target("pingora_proxy")
+                .build()
+        )
+        .is_some());
+        // Pingora's other lines (`Accept() failed`, a runtime that did not stop), its info
+        // lines, and everyone else's warnings are not throttled.
+        let accept = Record::builder()
+            .args(format_args!("Accept() failed Too many open files"))
+            .level(log::Level::Error)
+            .target("pingora_core::services::listening")
+            .build();
+        assert!(throttle_for(&accept).is_none());
+        assert!(throttle_for(&about_clients(log::Level::Info, "pingora_proxy")).is_none());
+        assert!(throttle_for(&about_clients(log::Level::Warn, "peergate::reload")).is_none());
+        assert!(throttle_for(&about_clients(log::Level::Error, "pingoraish")).is_none());
+        assert!(throttle_for(&record_of(log::Level::Error, "pingora_proxy")).is_none());
     }
 
     fn logger(filter: &str) -> LineLogger {
