@@ -69,8 +69,20 @@ impl PathPattern {
         }
     }
 
-    /// [`PathPattern::matches`], with ASCII letters compared without regard to case.
+    /// [`PathPattern::matches`], with letters compared without regard to case: ASCII ones
+    /// directly, others by their lowercase forms (ASP.NET Core folds `É` to `é` too).
     pub fn matches_ignoring_case(&self, path: &str) -> bool {
+        let text = match &self.prefix {
+            None => &self.text,
+            Some(prefix) => prefix,
+        };
+        if !(path.is_ascii() && text.is_ascii()) {
+            let folded = PathPattern {
+                text: self.text.to_lowercase(),
+                prefix: self.prefix.as_ref().map(|p| p.to_lowercase()),
+            };
+            return folded.matches(&path.to_lowercase());
+        }
         let starts = |p: &str| {
             path.get(..p.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(p))
@@ -140,7 +152,7 @@ pub struct Route {
 /// Paths are case-sensitive, but many app frameworks route without regard to case (Express's
 /// default, ASP.NET Core): with `/admin/*` for peers and `/*` public, `/Admin/users` would be
 /// public here and the admin page there. So a path is public only when it is public both as
-/// written and with case ignored.
+/// written and with case ignored (Unicode letters folded too).
 pub fn access_for(routes: &[Route], normalized_path: &str) -> Access {
     let first = |matches: &dyn Fn(&PathPattern) -> bool| {
         routes
@@ -195,8 +207,10 @@ mod tests {
         assert!(p("/Healthz").matches_ignoring_case("/healthz"));
         assert!(!p("/healthz").matches_ignoring_case("/healthz/x"));
         assert!(p("/*").matches_ignoring_case("/x"));
-        // Only ASCII letters fold; a prefix that ends inside a character does not match.
-        assert!(!p("/é/*").matches_ignoring_case("/É/x"));
+        // Other letters fold too; a prefix that ends inside a character does not match.
+        assert!(p("/café/*").matches_ignoring_case("/CAFÉ/x"));
+        assert!(p("/CAFÉ").matches_ignoring_case("/café"));
+        assert!(!p("/café/*").matches_ignoring_case("/cafés/x"));
         assert!(!p("/ab/*").matches_ignoring_case("/a\u{e9}/x"));
     }
 
