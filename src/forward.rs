@@ -116,7 +116,7 @@ fn no_socket(e: &Error) -> bool {
 /// The error type, then every explanation down the chain, each once:
 /// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
 /// (Pingora's own rendering repeats the type at every level of the chain.)
-fn error_text(e: &Error) -> String {
+pub fn error_text(e: &Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut push = |part: String| {
         if !part.is_empty() && parts.last() != Some(&part) {
@@ -381,7 +381,7 @@ async fn exchange(
 /// body; and `Proxy-Authenticate`, which is for the next client only (§11.7.1): to an app
 /// using peergate as its HTTP proxy it would read as peergate asking for credentials.
 /// Pingora writes the client's own `Connection`.
-fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let framing = |name: &http::HeaderName| {
         *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
     };

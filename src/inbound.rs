@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use peergate_signature::{verify_headers_authorized, Reason, Refusal, RequestView};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -32,7 +32,9 @@ use crate::body::{self, BodyError};
 use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
-use crate::forward::{as_pingora, classify, ForwardError, Forwarder, IDLE_TIMEOUT};
+use crate::forward::{
+    as_pingora, classify, error_text, strip_hop_by_hop, ForwardError, Forwarder, IDLE_TIMEOUT,
+};
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
@@ -408,6 +410,27 @@ impl ProxyHttp for Inbound {
         )
     }
 
+    /// On answers Pingora proxies itself (public routes), what `forward` does on the others:
+    /// the app's hop-by-hop fields go, and a 101 nobody asked for (`Upgrade` never reaches the
+    /// app) is a failure of the app.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut InboundCtx,
+    ) -> pingora::Result<()> {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "it switched protocols (101) without being asked to",
+            );
+            e.as_up();
+            return Err(e);
+        }
+        strip_hop_by_hop(upstream_response);
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -427,13 +450,18 @@ impl ProxyHttp for Inbound {
         ctx: &mut InboundCtx,
     ) -> FailToProxy {
         let from_upstream = matches!(e.esource(), ErrorSource::Upstream);
+        let snap = ctx
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| self.shared.snapshot());
+        let app = TheApp(&snap.upstream);
         // Once an answer has started, nothing more can be said on this connection: it is cut.
         let answer_started = session.response_written().is_some();
         if answer_started && from_upstream {
-            let (kind, _) = classify(e, &"the app");
+            let (kind, _) = classify(e, &app);
             let broke = ForwardError::Aborted {
                 kind: Some(kind),
-                detail: format!("the app broke off its answer: {}", e.etype().as_str()),
+                detail: format!("{app} broke off its answer: {}", error_text(e)),
             };
             ctx.record
                 .forwarded(session, &self.shared.metrics, Err(broke))
@@ -464,11 +492,7 @@ impl ProxyHttp for Inbound {
                 can_reuse_downstream: false,
             };
         }
-        let snap = ctx
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| self.shared.snapshot());
-        let (kind, problem) = classify(e, &TheApp(&snap.upstream));
+        let (kind, problem) = classify(e, &app);
         ctx.record
             .upstream_failed(session, &self.shared.metrics, kind, &problem)
             .await;

@@ -843,6 +843,61 @@ async fn connection_cannot_nominate_the_fields_the_app_must_receive() {
     assert_eq!(seen.header("host"), Some(f.authority().as_str()));
 }
 
+/// What the app says about its own connection stays between it and peergate, on public and
+/// signed routes alike; and a 101 it was never asked for (peergate does not forward `Upgrade`)
+/// is a 502, not a tunnel or an interim answer to skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
+    use tokio::io::AsyncWriteExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = read_request_head(&mut stream).await {
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let answer: &[u8] =
+                        if head.contains(" /public/upgrade ") || head.contains(" /api/upgrade ") {
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
+                          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
+                          Proxy-Authenticate: Basic realm=\"x\"\r\n\
+                          X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    let public = |path: &str| RawRequest::new("GET", path).header("Host", f.authority());
+    for resp in [
+        f.send(public("/public/x")).await,
+        f.send(f.signed(&f.bob, "GET", "/api/x", &[], b"")).await,
+    ] {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("x-end-to-end"), Some("kept"));
+        for gone in ["x-hop", "keep-alive", "upgrade", "proxy-authenticate"] {
+            assert_eq!(resp.header(gone), None, "{gone} reached the caller");
+        }
+    }
+    for resp in [
+        f.send(public("/public/upgrade")).await,
+        f.send(f.signed(&f.bob, "GET", "/api/upgrade", &[], b""))
+            .await,
+    ] {
+        assert_problem(&resp, 502, "upstream_unreachable");
+    }
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
