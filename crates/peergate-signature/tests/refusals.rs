@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::Req;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use peergate_signature::{
-    input::signature_params_value, sign_message, verify_headers, ComponentId, FieldOverride,
-    HostRule, MessageView, Policy, Reason, Refusal, ReplayCache, SignatureParams, Signer, Verified,
+    input::signature_params_value, sign_message, verify_headers, verify_headers_authorized,
+    ComponentId, FieldOverride, HostRule, MessageView, Policy, Reason, Refusal, ReplayCache,
+    SignatureParams, Signer, Verified,
 };
 
 const NOW: u64 = 1_732_400_000;
@@ -1010,4 +1011,43 @@ fn signature_params_of_the_signer_are_in_design_order() {
     )
     .unwrap();
     assert!(base.starts_with(b"\"content-digest\": sha-256=:AA==:\n"));
+}
+
+/// The caller's authorization runs once the signature verified and before the nonce is
+/// recorded: a refusal there leaves the replay cache as it was, so the same request is refused
+/// the same way again (not as `replayed`); a bad signature never reaches it.
+#[test]
+fn the_callers_authorization_comes_after_the_signature_and_before_the_nonce() {
+    let vk = key().verifying_key();
+    let lookup = |id: &str| -> Option<&VerifyingKey> { (id == KEY_ID).then_some(&vk) };
+    let forbid = |key_id: &str| -> Result<(), Refusal> {
+        assert_eq!(key_id, KEY_ID);
+        Err(Refusal::new(Reason::Forbidden, "not this path"))
+    };
+    let replay = ReplayCache::new(64);
+    let req = signed(get(), None);
+    for _ in 0..2 {
+        let refusal =
+            verify_headers_authorized(&req.view(), &policy(), lookup, forbid, &replay, NOW)
+                .unwrap_err();
+        assert_eq!(refusal.reason, Reason::Forbidden);
+        assert_eq!(replay.len(), 0);
+    }
+    let allow = |_: &str| Ok(());
+    assert!(verify_headers_authorized(&req.view(), &policy(), lookup, allow, &replay, NOW).is_ok());
+    assert_eq!(replay.len(), 1);
+    let again = verify_headers_authorized(&req.view(), &policy(), lookup, allow, &replay, NOW);
+    assert_eq!(again.unwrap_err().reason, Reason::Replayed);
+
+    // Signed by another key: refused as a bad signature, the authorization never asked.
+    let mut forged = signed(get(), None);
+    let other = Signer::new(other_key(), KEY_ID.to_owned(), Duration::from_secs(60))
+        .sign(&forged.view(), None, NOW, &Signer::nonce())
+        .unwrap();
+    other.apply(&mut forged.headers);
+    let never =
+        |_: &str| -> Result<(), Refusal> { panic!("authorization asked for a bad signature") };
+    let refusal = verify_headers_authorized(&forged.view(), &policy(), lookup, never, &replay, NOW)
+        .unwrap_err();
+    assert_eq!(refusal.reason, Reason::BadSignature);
 }
