@@ -7,8 +7,8 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use ops::{tls_section, Binary, Key, Setup};
-use support::{EchoApp, RawConn, TestCa};
+use ops::TlsBinary;
+use support::{EchoApp, RawConn};
 
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -59,13 +59,9 @@ async fn idle_client_connections_cost_little_memory() {
         return;
     }
     let app = EchoApp::start();
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let extra = tls_section(&ca, certs.path());
-    let setup = Setup::new(app.addr(), &[&Key::new("Bob")], &extra);
-    let binary = Binary::run(&setup);
-    support::wait_listening(setup.outbound);
-    support::wait_listening(setup.inbound);
+    let TlsBinary {
+        ca, setup, binary, ..
+    } = TlsBinary::run(app.addr());
     let pid = binary.child.id();
 
     let plain = per_connection(pid, COUNT, || async {

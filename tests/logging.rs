@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use ops::{eventually, tls_section, Binary, Key, Setup};
-use support::{wait_listening, EchoApp, TestCa};
+use ops::{eventually, TlsBinary};
+use support::EchoApp;
 
 /// A port scanner, or a load balancer's TCP health check, opens connections to the TLS
 /// listener and closes them without a handshake; Pingora logs an error for each. The binary
@@ -15,13 +15,7 @@ use support::{wait_listening, EchoApp, TestCa};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_tls_handshakes_are_logged_once_a_second_with_a_count() {
     let app = EchoApp::start();
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let extra = tls_section(&ca, certs.path());
-    let setup = Setup::new(app.addr(), &[&Key::new("Bob")], &extra);
-    let binary = Binary::run(&setup);
-    wait_listening(setup.admin);
-    wait_listening(setup.inbound);
+    let TlsBinary { setup, binary, .. } = TlsBinary::run(app.addr());
 
     for _ in 0..50 {
         drop(std::net::TcpStream::connect(setup.inbound).unwrap());

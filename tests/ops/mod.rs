@@ -229,6 +229,33 @@ pub fn tls_section(ca: &TestCa, dir: &Path) -> String {
     )
 }
 
+/// The binary in front of `app`, its inbound listener serving TLS with a certificate from a CA
+/// of its own; returned once both proxy listeners accept connections.
+pub struct TlsBinary {
+    pub ca: TestCa,
+    pub setup: Setup,
+    pub binary: Binary,
+    _certs: tempfile::TempDir,
+}
+
+impl TlsBinary {
+    pub fn run(app: SocketAddr) -> TlsBinary {
+        let certs = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let extra = tls_section(&ca, certs.path());
+        let setup = Setup::new(app, &[&Key::new("Bob")], &extra);
+        let binary = Binary::run(&setup);
+        wait_listening(setup.outbound);
+        wait_listening(setup.inbound);
+        TlsBinary {
+            ca,
+            setup,
+            binary,
+            _certs: certs,
+        }
+    }
+}
+
 /// `peergate run -c <config>` as a child process, its output in a log file; killed if the
 /// test ends before it exits.
 pub struct Binary {
