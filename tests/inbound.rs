@@ -843,6 +843,27 @@ async fn connection_cannot_nominate_the_fields_the_app_must_receive() {
     assert_eq!(seen.header("host"), Some(f.authority().as_str()));
 }
 
+/// An app that is not the echo app: a plain TCP listener that hands each connection it
+/// accepts to `serve`, and counts them.
+async fn raw_app<F, Fut>(serve: F) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (counter, serve) = (accepted.clone(), Arc::new(serve));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream));
+        }
+    });
+    (addr, accepted)
+}
+
 /// What the app says about its own connection stays between it and peergate, on public and
 /// signed routes alike; and a 101 it was never asked for (peergate does not forward `Upgrade`)
 /// is a 502, not a tunnel or an interim answer to skip.
@@ -850,30 +871,25 @@ async fn connection_cannot_nominate_the_fields_the_app_must_receive() {
 async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
     use tokio::io::AsyncWriteExt;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                while let Some(head) = read_request_head(&mut stream).await {
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let answer: &[u8] =
-                        if head.contains(" /public/upgrade ") || head.contains(" /api/upgrade ") {
-                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                          Connection: Upgrade\r\n\r\n"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
-                          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
-                          Proxy-Authenticate: Basic realm=\"x\"\r\n\
-                          X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
-                        };
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        while let Some(head) = read_request_head(&mut stream).await {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer: &[u8] =
+                if head.contains(" /public/upgrade ") || head.contains(" /api/upgrade ") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
+                      Keep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
+                      Proxy-Authenticate: Basic realm=\"x\"\r\n\
+                      X-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok"
+                };
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let f = Fixture::with(Options {
         app_addr: Some(app_addr),
         ..Options::default()
@@ -902,28 +918,20 @@ async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_closing_idle_connections_loses_no_request() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if read_request_head(&mut stream).await.is_none() {
-                    return;
-                }
-                // A keep-alive answer, then the connection is closed while idle.
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            });
+    let (app_addr, accepted) = raw_app(|mut stream| async move {
+        if read_request_head(&mut stream).await.is_none() {
+            return;
         }
-    });
+        // A keep-alive answer, then the connection is closed while idle.
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await;
     let f = Fixture::with(Options {
         app_addr: Some(app_addr),
         ..Options::default()
@@ -949,7 +957,7 @@ async fn an_app_closing_idle_connections_loses_no_request() {
 /// connections, not 200 plus those closed between (272 when 128 were kept).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_of_a_burst_are_kept_for_the_next() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
 
     const BURST: usize = 200;
@@ -965,37 +973,31 @@ async fn connections_of_a_burst_are_kept_for_the_next() {
         );
         return;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
     // Requests the app has received; each is answered once its whole burst is in.
     let (received, _) = tokio::sync::watch::channel(0usize);
     let received = Arc::new(received);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let received = received.clone();
-            tokio::spawn(async move {
-                while read_request_head(&mut stream).await.is_some() {
-                    let mut seen = 0;
-                    received.send_modify(|n| {
-                        seen = *n;
-                        *n += 1;
-                    });
-                    let burst_end = (seen / BURST + 1) * BURST;
-                    let mut watch = received.subscribe();
-                    let whole = watch.wait_for(|n| *n >= burst_end);
-                    // At most 1.5 s: the fixture's app.timeout is 2 s.
-                    let _ = tokio::time::timeout(Duration::from_millis(1500), whole).await;
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(ok).await.is_err() {
-                        return;
-                    }
+    let (app_addr, accepted) = raw_app(move |mut stream| {
+        let received = received.clone();
+        async move {
+            while read_request_head(&mut stream).await.is_some() {
+                let mut seen = 0;
+                received.send_modify(|n| {
+                    seen = *n;
+                    *n += 1;
+                });
+                let burst_end = (seen / BURST + 1) * BURST;
+                let mut watch = received.subscribe();
+                let whole = watch.wait_for(|n| *n >= burst_end);
+                // At most 1.5 s: the fixture's app.timeout is 2 s.
+                let _ = tokio::time::timeout(Duration::from_millis(1500), whole).await;
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     let f = Fixture::with(Options {
         app_addr: Some(app_addr),
         ..Options::default()
@@ -1033,39 +1035,34 @@ async fn connections_of_a_burst_are_kept_for_the_next() {
 /// twice; and a POST takes a kept connection only if it was used within the last second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Mutex;
     use tokio::io::AsyncWriteExt;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (counter, log) = (accepted.clone(), seen.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let log = log.clone();
-            tokio::spawn(async move {
-                // Answers the first request of each connection; reads the second and closes.
-                for answered in [true, false] {
-                    let Some(head) = read_request_head(&mut stream).await else {
-                        return;
-                    };
-                    let line = String::from_utf8_lossy(&head);
-                    let line = line.lines().next().unwrap_or_default().to_string();
-                    log.lock().unwrap().push(line);
-                    if !answered {
-                        return;
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(ok).await.is_err() {
-                        return;
-                    }
+    let log = seen.clone();
+    let (app_addr, accepted) = raw_app(move |mut stream| {
+        let log = log.clone();
+        async move {
+            // Answers the first request of each connection; reads the second and closes.
+            for answered in [true, false] {
+                let Some(head) = read_request_head(&mut stream).await else {
+                    return;
+                };
+                let line = String::from_utf8_lossy(&head);
+                let line = line.lines().next().unwrap_or_default().to_string();
+                log.lock().unwrap().push(line);
+                if !answered {
+                    return;
                 }
-            });
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     let f = Fixture::with(Options {
         app_addr: Some(app_addr),
         ..Options::default()
