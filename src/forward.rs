@@ -123,21 +123,16 @@ pub fn error_text(e: &Error) -> String {
             parts.push(part);
         }
     };
-    let mut current = Some(e);
-    while let Some(err) = current {
+    let mut innermost = e;
+    for err in chain(e) {
         if let Some(context) = &err.context {
             push(context.as_str().trim().to_string());
         }
-        current = match err.cause.as_deref() {
-            Some(cause) => match as_pingora(cause) {
-                Some(inner) => Some(inner),
-                None => {
-                    push(cause.to_string().trim().to_string());
-                    None
-                }
-            },
-            None => None,
-        };
+        innermost = err;
+    }
+    // What the innermost Pingora error wraps: the system's own words, `Connection refused`.
+    if let Some(cause) = innermost.cause.as_deref() {
+        push(cause.to_string().trim().to_string());
     }
     let etype = e.etype().as_str();
     if parts.is_empty() {
@@ -147,10 +142,13 @@ pub fn error_text(e: &Error) -> String {
     }
 }
 
+/// `e` and the Pingora errors that caused it, outermost first.
+pub fn chain(e: &Error) -> impl Iterator<Item = &Error> {
+    std::iter::successors(Some(e), |err| err.cause.as_deref().and_then(as_pingora))
+}
+
 /// A cause in an error chain as a Pingora error: Pingora chains them boxed or not.
-pub fn as_pingora<'e>(
-    cause: &'e (dyn std::error::Error + Send + Sync + 'static),
-) -> Option<&'e Error> {
+fn as_pingora<'e>(cause: &'e (dyn std::error::Error + Send + Sync + 'static)) -> Option<&'e Error> {
     cause
         .downcast_ref::<Error>()
         .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))

@@ -33,7 +33,7 @@ use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{
-    as_pingora, classify, error_text, strip_hop_by_hop, ForwardError, Forwarder, IDLE_TIMEOUT,
+    chain, classify, error_text, strip_hop_by_hop, ForwardError, Forwarder, IDLE_TIMEOUT,
 };
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
@@ -277,14 +277,11 @@ impl Inbound {
 /// nominations)`). Only the innermost: the outer contexts name the app's address, which a
 /// client has no business seeing.
 fn client_error_text(e: &Error) -> String {
-    let mut innermost = None;
-    let mut cause = e.cause.as_deref();
-    while let Some(inner) = cause.and_then(as_pingora) {
-        if let Some(context) = inner.context.as_ref().filter(|c| !c.as_str().is_empty()) {
-            innermost = Some(context.as_str());
-        }
-        cause = inner.cause.as_deref();
-    }
+    let innermost = chain(e)
+        .skip(1)
+        .filter_map(|inner| inner.context.as_ref().map(|c| c.as_str()))
+        .filter(|context| !context.is_empty())
+        .last();
     match innermost {
         Some(why) => {
             // Bounded: a context may quote what the client sent.
