@@ -358,20 +358,29 @@ async fn exchange(
                 "no response header",
             ));
         };
-        // peergate never asks for an upgrade (`Upgrade` is not forwarded): a 101 is an upstream
-        // that does not speak HTTP as asked, and what follows it is not an answer.
-        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "it switched protocols (101) without being asked to",
-            ));
-        }
-        if !head.status.is_informational() {
+        if !head.status.is_informational() || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let mut head = head.clone();
-            strip_hop_by_hop(&mut head);
+            prepare_answer(&mut head)?;
             return Ok((up, head));
         }
     }
+}
+
+/// Readies an upstream's answer for the client, here and on the routes Pingora proxies itself
+/// (`inbound.rs`): a 101 is refused, as peergate never asks for an upgrade (`Upgrade` is not
+/// forwarded), so it is an upstream that does not speak HTTP as asked, and what follows it is
+/// not an answer; otherwise the hop-by-hop fields go.
+pub fn prepare_answer(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let mut e = Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "it switched protocols (101) without being asked to",
+        );
+        e.as_up();
+        return Err(e);
+    }
+    strip_hop_by_hop(resp);
+    Ok(())
 }
 
 /// Removes from an answer the fields that were for the connection it came on (RFC 9110
@@ -379,7 +388,7 @@ async fn exchange(
 /// body; and `Proxy-Authenticate`, which is for the next client only (§11.7.1): to an app
 /// using peergate as its HTTP proxy it would read as peergate asking for credentials.
 /// Pingora writes the client's own `Connection`.
-pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     let framing = |name: &http::HeaderName| {
         *name == http::header::CONTENT_LENGTH || *name == http::header::TRANSFER_ENCODING
     };

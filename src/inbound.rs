@@ -33,7 +33,7 @@ use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{
-    chain, classify, error_text, strip_hop_by_hop, ForwardError, Forwarder, IDLE_TIMEOUT,
+    chain, classify, error_text, prepare_answer, ForwardError, Forwarder, IDLE_TIMEOUT,
 };
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
@@ -416,16 +416,7 @@ impl ProxyHttp for Inbound {
         upstream_response: &mut ResponseHeader,
         _ctx: &mut InboundCtx,
     ) -> pingora::Result<()> {
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            let mut e = Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "it switched protocols (101) without being asked to",
-            );
-            e.as_up();
-            return Err(e);
-        }
-        strip_hop_by_hop(upstream_response);
-        Ok(())
+        prepare_answer(upstream_response)
     }
 
     fn fail_to_connect(
