@@ -176,22 +176,13 @@ impl fmt::Display for Millis {
 
 /// The app's failures, logged at most once a second: with the app down, every request fails
 /// the same way, and a line each would bury the rest of the log.
-static APP_FAILURES: Throttled = Throttled::new();
+static APP_FAILURES: Throttle = Throttle::new();
 
-/// A warning about the app written at most once per second.
-struct Throttled(Throttle);
-
-impl Throttled {
-    const fn new() -> Throttled {
-        Throttled(Throttle::new())
-    }
-
-    fn warn(&self, detail: &str) {
-        match self.0.admit_now() {
-            Some(0) => log::warn!("inbound: {detail}"),
-            Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
-            None => {}
-        }
+fn warn_app_failure(detail: &str) {
+    match APP_FAILURES.admit_now() {
+        Some(0) => log::warn!("inbound: {detail}"),
+        Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
+        None => {}
     }
 }
 
@@ -208,7 +199,7 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
         ("upstream_unreachable", _) => "the app cannot be reached",
         _ => return None,
     };
-    APP_FAILURES.warn(&problem.detail);
+    warn_app_failure(&problem.detail);
     Some(Problem::new(
         problem.status,
         problem.reason,
