@@ -11,9 +11,11 @@
 //! | `ports` | free loopback ports |
 //! | `crypto` | the cost of one Ed25519 signature, one strict verification (peergate's and dalek's `verify_strict`), SHA-256 of 1 KiB |
 //! | `replay-mem` | the replay cache's resident memory at a given rate, and when full |
+//! | `callgrind` | a callgrind profile of a proxy as instructions per request, in groups (`callgrind.sh`) |
 
 mod app;
 mod args;
+mod callgrind;
 mod crypto;
 mod gen;
 mod load;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.is_empty() {
-        eprintln!("usage: pgbench app|load|certs|identity|peers|ports|replay-mem|crypto [--option value ...]");
+        eprintln!("usage: pgbench app|load|certs|identity|peers|ports|replay-mem|crypto|callgrind [--option value ...]");
         return ExitCode::from(2);
     }
     let command = argv.remove(0);
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "ports" => gen::ports(&a),
         "replay-mem" => replay_mem::main(&a),
         "crypto" => crypto::main(&a),
+        "callgrind" => callgrind::main(&a),
         other => Err(format!("unknown command {other:?}")),
     });
     match result {
