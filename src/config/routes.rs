@@ -58,41 +58,36 @@ impl PathPattern {
 
     /// `path` must already be normalized (decoded, dot segments resolved).
     pub fn matches(&self, path: &str) -> bool {
-        match &self.prefix {
-            None => path == self.text,
-            Some(prefix) => {
-                path == prefix
-                    || path
-                        .strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            }
-        }
+        self.matches_as(path, Reading::AS_WRITTEN)
     }
 
-    /// [`PathPattern::matches`], with letters compared without regard to case: ASCII ones
-    /// directly, others by their lowercase forms (ASP.NET Core folds `É` to `é` too).
-    pub fn matches_ignoring_case(&self, path: &str) -> bool {
-        let text = match &self.prefix {
-            None => &self.text,
-            Some(prefix) => prefix,
+    /// Whether `path` matches when read as `reading` says: letters compared without regard to
+    /// case (ASCII ones directly, others by their lowercase forms, as ASP.NET Core folds `É` to
+    /// `é` too), and trailing slashes ignored on both sides (`/admin/` as `/admin`, as Express,
+    /// ASP.NET Core and Rails route them).
+    fn matches_as(&self, path: &str, reading: Reading) -> bool {
+        let (path, exact) = if reading.ignore_trailing_slash {
+            (slashless(path), slashless(&self.text))
+        } else {
+            (path, self.text.as_str())
         };
-        if !(path.is_ascii() && text.is_ascii()) {
-            let folded = PathPattern {
-                text: self.text.to_lowercase(),
-                prefix: self.prefix.as_ref().map(|p| p.to_lowercase()),
+        if reading.ignore_case && !(path.is_ascii() && self.text.is_ascii()) {
+            let path = path.to_lowercase();
+            return match &self.prefix {
+                None => path == exact.to_lowercase(),
+                Some(prefix) => under(&path, &prefix.to_lowercase(), |a, b| a == b),
             };
-            return folded.matches(&path.to_lowercase());
         }
-        let starts = |p: &str| {
-            path.get(..p.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        let same = |a: &str, b: &str| {
+            if reading.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
         };
         match &self.prefix {
-            None => path.eq_ignore_ascii_case(&self.text),
-            Some(prefix) => {
-                path.eq_ignore_ascii_case(prefix)
-                    || (starts(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-            }
+            None => same(path, exact),
+            Some(prefix) => under(path, prefix, same),
         }
     }
 
@@ -147,22 +142,68 @@ pub struct Route {
     pub access: Access,
 }
 
+/// `path` is `prefix` or below it (`prefix` has no trailing slash; the empty one is the root's).
+fn under(path: &str, prefix: &str, same: impl Fn(&str, &str) -> bool) -> bool {
+    same(path, prefix)
+        || (path.as_bytes().get(prefix.len()) == Some(&b'/')
+            && path
+                .get(..prefix.len())
+                .is_some_and(|head| same(head, prefix)))
+}
+
+/// `path` without its trailing slashes; `/` stays `/`.
+fn slashless(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    }
+}
+
+/// How a path is compared with the patterns: see [`access_for`].
+#[derive(Clone, Copy)]
+struct Reading {
+    ignore_case: bool,
+    ignore_trailing_slash: bool,
+}
+
+impl Reading {
+    const AS_WRITTEN: Reading = Reading {
+        ignore_case: false,
+        ignore_trailing_slash: false,
+    };
+    const ALL: [Reading; 4] = [
+        Reading::AS_WRITTEN,
+        Reading {
+            ignore_case: true,
+            ignore_trailing_slash: false,
+        },
+        Reading {
+            ignore_case: false,
+            ignore_trailing_slash: true,
+        },
+        Reading {
+            ignore_case: true,
+            ignore_trailing_slash: true,
+        },
+    ];
+}
+
 /// First match wins; no match means `peers` (fail closed).
 ///
 /// Paths are case-sensitive, but many app frameworks route without regard to case (Express's
 /// default, ASP.NET Core): with `/admin/*` for peers and `/*` public, `/Admin/users` would be
-/// public here and the admin page there. So a path is public only when it is public both as
-/// written and with case ignored (Unicode letters folded too).
+/// public here and the admin page there; and most route `/admin/` as `/admin` (Express, ASP.NET
+/// Core, Rails, Spring before 6). So a path is public only when it is public in every reading:
+/// as written, with case ignored (Unicode letters folded too), with trailing slashes ignored,
+/// and with both ignored.
 pub fn access_for(routes: &[Route], normalized_path: &str) -> Access {
-    let first = |matches: &dyn Fn(&PathPattern) -> bool| {
+    let public_in = |reading: Reading| {
         routes
             .iter()
-            .find(|r| matches(&r.path))
-            .map_or(Access::Peers, |r| r.access)
+            .find(|r| r.path.matches_as(normalized_path, reading))
+            .is_some_and(|r| r.access == Access::Public)
     };
-    let exact = first(&|p| p.matches(normalized_path));
-    let folded = first(&|p| p.matches_ignoring_case(normalized_path));
-    if exact == Access::Public && folded == Access::Public {
+    if Reading::ALL.into_iter().all(public_in) {
         Access::Public
     } else {
         Access::Peers
@@ -187,6 +228,16 @@ mod tests {
         PathPattern::parse(s).unwrap()
     }
 
+    impl PathPattern {
+        fn matches_as_folded(&self, path: &str) -> bool {
+            self.matches_as(path, Reading::ALL[1])
+        }
+
+        fn matches_slashless(&self, path: &str) -> bool {
+            self.matches_as(path, Reading::ALL[2])
+        }
+    }
+
     #[test]
     fn matching() {
         assert!(p("/*").matches("/"));
@@ -201,17 +252,17 @@ mod tests {
 
     #[test]
     fn matching_ignoring_case() {
-        assert!(p("/admin/*").matches_ignoring_case("/Admin/users"));
-        assert!(p("/admin/*").matches_ignoring_case("/ADMIN"));
-        assert!(!p("/admin/*").matches_ignoring_case("/Adminx"));
-        assert!(p("/Healthz").matches_ignoring_case("/healthz"));
-        assert!(!p("/healthz").matches_ignoring_case("/healthz/x"));
-        assert!(p("/*").matches_ignoring_case("/x"));
+        assert!(p("/admin/*").matches_as_folded("/Admin/users"));
+        assert!(p("/admin/*").matches_as_folded("/ADMIN"));
+        assert!(!p("/admin/*").matches_as_folded("/Adminx"));
+        assert!(p("/Healthz").matches_as_folded("/healthz"));
+        assert!(!p("/healthz").matches_as_folded("/healthz/x"));
+        assert!(p("/*").matches_as_folded("/x"));
         // Other letters fold too; a prefix that ends inside a character does not match.
-        assert!(p("/café/*").matches_ignoring_case("/CAFÉ/x"));
-        assert!(p("/CAFÉ").matches_ignoring_case("/café"));
-        assert!(!p("/café/*").matches_ignoring_case("/cafés/x"));
-        assert!(!p("/ab/*").matches_ignoring_case("/a\u{e9}/x"));
+        assert!(p("/café/*").matches_as_folded("/CAFÉ/x"));
+        assert!(p("/CAFÉ").matches_as_folded("/café"));
+        assert!(!p("/café/*").matches_as_folded("/cafés/x"));
+        assert!(!p("/ab/*").matches_as_folded("/a\u{e9}/x"));
     }
 
     fn route(path: &str, access: Access) -> Route {
@@ -241,6 +292,45 @@ mod tests {
         assert_eq!(access_for(&routes, "/public/x"), Access::Public);
         assert_eq!(access_for(&routes, "/PUBLIC/x"), Access::Peers);
         assert_eq!(access_for(&[], "/x"), Access::Peers);
+    }
+
+    #[test]
+    fn matching_with_trailing_slashes_ignored() {
+        assert!(p("/admin").matches_slashless("/admin/"));
+        assert!(p("/admin/").matches_slashless("/admin"));
+        assert!(p("/admin").matches_slashless("/admin//"));
+        assert!(!p("/admin").matches_slashless("/admin/x"));
+        assert!(p("/api/*").matches_slashless("/api/x/"));
+        assert!(!p("/api/*").matches_slashless("/apix/"));
+        assert!(p("/").matches_slashless("/"));
+        assert!(p("/*").matches_slashless("/"));
+        assert!(!p("/").matches_slashless("/x/"));
+        // Folded and slashless at once.
+        assert!(p("/Admin").matches_as("/ADMIN/", Reading::ALL[3]));
+        assert!(p("/café").matches_as("/CAFÉ/", Reading::ALL[3]));
+    }
+
+    /// Most app frameworks serve `/admin/` with the `/admin` handler: a path is not public
+    /// only because of a trailing slash, in either direction.
+    #[test]
+    fn a_path_is_public_only_when_public_whatever_its_trailing_slash() {
+        let routes = [
+            route("/admin", Access::Peers),
+            route("/docs/", Access::Peers),
+            route("/*", Access::Public),
+        ];
+        assert_eq!(access_for(&routes, "/admin/"), Access::Peers);
+        assert_eq!(access_for(&routes, "/Admin/"), Access::Peers);
+        assert_eq!(access_for(&routes, "/docs"), Access::Peers);
+        assert_eq!(access_for(&routes, "/admin/x"), Access::Public);
+        assert_eq!(access_for(&routes, "/"), Access::Public);
+        // An exact public route stays public on its own path.
+        let routes = [
+            route("/healthz", Access::Public),
+            route("/*", Access::Peers),
+        ];
+        assert_eq!(access_for(&routes, "/healthz"), Access::Public);
+        assert_eq!(access_for(&routes, "/healthz/"), Access::Peers);
     }
 
     #[test]
