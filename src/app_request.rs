@@ -47,6 +47,30 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
         .map(|token| String::from_utf8_lossy(token).into_owned())
 }
 
+/// Fields with which a request names another method for the app to act on than its own: Rails
+/// (Rack::MethodOverride), Laravel, Symfony and Express's `method-override` take a POST carrying
+/// one of them as the method it names. A peer's `allow.methods` must hold for those too.
+static METHOD_OVERRIDES: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-http-method-override"),
+    http::HeaderName::from_static("x-http-method"),
+    http::HeaderName::from_static("x-method-override"),
+];
+
+/// Each method-override field of the request (see [`METHOD_OVERRIDES`]): its name and the
+/// method it names, upper-cased as the frameworks read it.
+pub fn method_overrides(
+    headers: &http::HeaderMap,
+) -> impl Iterator<Item = (&'static str, Vec<u8>)> + '_ {
+    METHOD_OVERRIDES.iter().flat_map(move |name| {
+        headers.get_all(name).iter().map(move |value| {
+            (
+                name.as_str(),
+                value.as_bytes().trim_ascii().to_ascii_uppercase(),
+            )
+        })
+    })
+}
+
 /// The field names a message's `Connection` headers nominate, trimmed, empty ones left out.
 pub(crate) fn connection_tokens(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers

@@ -164,18 +164,32 @@ impl Inbound {
                     "the signing key left the allowlist",
                 ));
             };
-            let allowed = peer.allow().permits(&req.method, &path);
-            let refusal = (!allowed).then(|| {
+            let allow = peer.allow();
+            let who = || format!("peer {} ({})", peer.short_id(), peer.name());
+            let mut refusal = (!allow.permits(&req.method, &path)).then(|| {
                 Refusal::new(
                     Reason::Forbidden,
-                    format!(
-                        "peer {} ({}) may not {} {path}",
-                        peer.short_id(),
-                        peer.name(),
-                        req.method
-                    ),
+                    format!("{} may not {} {path}", who(), req.method),
                 )
             });
+            if refusal.is_none() && allow.narrows_methods() {
+                // The method the app will act on, when a field names another one.
+                refusal = app_request::method_overrides(&req.headers).find_map(|(field, asked)| {
+                    let permitted = http::Method::from_bytes(&asked)
+                        .is_ok_and(|method| allow.permits(&method, &path));
+                    let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(&asked));
+                    (!permitted).then(|| {
+                        Refusal::new(
+                            Reason::Forbidden,
+                            format!(
+                                "{} may not {} {path}, as its {field} field asks",
+                                who(),
+                                asked.escape_debug()
+                            ),
+                        )
+                    })
+                });
+            }
             admitted = Some(caller);
             refusal.map_or(Ok(()), Err)
         };

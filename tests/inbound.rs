@@ -1344,6 +1344,19 @@ async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
             "forbidden",
         ),
         (
+            "carol may only GET, not DELETE named by a method-override field",
+            f.signed(
+                &f.carol,
+                "GET",
+                "/api/x",
+                &[("X-HTTP-Method-Override", "DELETE")],
+                b"",
+            )
+            .to_bytes(),
+            403,
+            "forbidden",
+        ),
+        (
             "path trick",
             f.signed(&f.carol, "GET", "/api/../admin", &[], b"")
                 .to_bytes(),
@@ -1389,6 +1402,51 @@ async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
             "{reason} counted:\n{metrics}"
         );
     }
+}
+
+/// Rails, Laravel, Symfony and Express's `method-override` act on the method such a field
+/// names: a peer narrowed to GET must not DELETE through one, under any of its names or cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_override_field_is_held_to_the_peers_allowed_methods() {
+    let f = Fixture::start();
+    for (field, value) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("x-http-method", "delete"),
+        ("X-Method-Override", " PUT "),
+        ("X-HTTP-Method-Override", "GET, DELETE"),
+    ] {
+        let req = f.signed(&f.carol, "POST", "/api/x", &[(field, value)], b"");
+        // POST itself is refused for Carol; GET carrying the field is the bypass to close.
+        let req_get = f.signed(&f.carol, "GET", "/api/x", &[(field, value)], b"");
+        assert_problem(&f.send(req).await, 403, "forbidden");
+        let resp = f.send(req_get).await;
+        assert_problem(&resp, 403, "forbidden");
+        let lower = field.to_ascii_lowercase();
+        assert!(resp.text().contains(&lower), "{field}: {}", resp.text());
+        assert_eq!(f.app.count(), 0, "{field}: {value} reached the app");
+    }
+    // A field naming a method Carol may use is passed on; Bob, with no narrowing, may send any.
+    let resp = f
+        .send(f.signed(
+            &f.carol,
+            "GET",
+            "/api/x",
+            &[("X-HTTP-Method-Override", "get")],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = f
+        .send(f.signed(
+            &f.bob,
+            "POST",
+            "/api/x",
+            &[("X-HTTP-Method-Override", "DELETE")],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(f.app.count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,6 +238,11 @@ pub struct Allow {
 }
 
 impl Allow {
+    /// Whether the peer may use only some methods.
+    pub fn narrows_methods(&self) -> bool {
+        !self.methods.is_empty()
+    }
+
     pub fn permits(&self, method: &http::Method, normalized_path: &str) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m.0 == method))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(normalized_path)))
