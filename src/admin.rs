@@ -20,6 +20,8 @@ use tokio::sync::Notify;
 
 use crate::clock::unix_now;
 use crate::config::HostPort;
+use crate::local_app::{self, Listener};
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// How long `/readyz` waits for the app to accept a connection (name resolution included);
@@ -43,6 +45,7 @@ impl AdminListener {
             .map_err(|e| format!("admin listener {addr}: {e}"))?;
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
+        let loopback = addr.ip().is_loopback();
         let thread = std::thread::Builder::new()
             .name("peergate-admin".into())
             .spawn(move || {
@@ -50,7 +53,7 @@ impl AdminListener {
                     .enable_all()
                     .build();
                 match runtime {
-                    Ok(runtime) => runtime.block_on(serve(listener, shared, stopped)),
+                    Ok(runtime) => runtime.block_on(serve(listener, shared, stopped, loopback)),
                     Err(e) => log::error!("admin listener {addr}: cannot start: {e}"),
                 }
             })
@@ -71,7 +74,14 @@ impl Drop for AdminListener {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
+/// `loopback`: the listener serves this machine only, so a `Host` naming anything but an
+/// address or `localhost` is a rebound page's (see [`crate::local_app`]).
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: Arc<Notify>,
+    loopback: bool,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -116,7 +126,14 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, stop: Arc<N
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: http::Request<_>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, req.uri().path()).await) }
+                async move {
+                    let checked = local_app::check(req.headers(), false, loopback, Listener::Admin);
+                    let resp = match checked {
+                        Ok(()) => respond(&shared, req.uri().path()).await,
+                        Err(problem) => problem_reply(&problem),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -150,6 +167,11 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     resp
 }
 
+fn problem_reply(problem: &Problem) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::FORBIDDEN);
+    reply(status, "application/problem+json", problem.body())
+}
+
 /// The answer to a request for `path`, whatever its method.
 async fn respond(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     match path {
@@ -181,11 +203,12 @@ async fn respond(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
             };
             reply(status, "text/plain; charset=utf-8", body)
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: the admin listener serves /metrics, /healthz and /readyz\n",
-        ),
+        _ => problem_reply(&Problem::new(
+            404,
+            "no_route",
+            "No such page",
+            "the admin listener serves /metrics, /healthz and /readyz",
+        )),
     }
 }
 

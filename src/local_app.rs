@@ -1,4 +1,6 @@
 //! Who may use the outbound listener: the local app, not a web page in a browser beside it.
+//! The admin listener applies the same rules: on loopback its metrics name every peer and
+//! their traffic, which a rebound page could read too.
 //!
 //! Whatever reaches the outbound listener is signed with this installation's key. It listens on
 //! loopback, but a browser on the same machine reaches loopback too, on behalf of any web page:
@@ -17,26 +19,55 @@
 //!   Absolute-form requests (the app's `HTTP_PROXY`) carry the peer's host instead and are
 //!   judged by the allowlist, and a browser never sends one to a page's own server.
 
-use pingora::http::RequestHeader;
+use http::HeaderMap;
 
 use crate::problem::Problem;
 
+/// The listener a request came to, for the refusal's words.
+#[derive(Clone, Copy, Debug)]
+pub enum Listener {
+    Outbound,
+    Admin,
+}
+
+impl Listener {
+    /// Who the listener answers, and why a page has no business there.
+    fn purpose(self) -> (&'static str, &'static str) {
+        match self {
+            Listener::Outbound => (
+                "the outbound listener answers apps on this machine",
+                "the outbound listener signs requests for apps, not for pages a browser loads",
+            ),
+            Listener::Admin => (
+                "the admin listener answers Prometheus and health checks on this machine",
+                "the admin listener serves metrics and health checks, not pages a browser loads",
+            ),
+        }
+    }
+}
+
 /// `Err` with the refusal when the request comes from a web page rather than from an app.
 /// `loopback_only` is true when the listener serves this machine only (the default).
-pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> Result<(), Problem> {
+pub fn check(
+    headers: &HeaderMap,
+    absolute_form: bool,
+    loopback_only: bool,
+    listener: Listener,
+) -> Result<(), Problem> {
     // On every request: nothing here allocates unless it refuses. A value that is not visible
     // ASCII matches nothing local (U+FFFD is no host), so it is refused.
     let header = |name: http::header::HeaderName| {
-        req.headers
+        headers
             .get(name)
             .map(|v| v.to_str().unwrap_or("\u{fffd}").trim())
     };
+    let (answers, not_for_pages) = listener.purpose();
     let host = header(http::header::HOST);
-    if let Some(site) = req.headers.get("sec-fetch-site") {
+    if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.as_bytes();
         if !site.eq_ignore_ascii_case(b"same-origin") && !site.eq_ignore_ascii_case(b"none") {
             return Err(cross_origin(format!(
-                "Sec-Fetch-Site is {:?}: a web page in a browser made this request",
+                "Sec-Fetch-Site is {:?}: a web page in a browser made this request; {not_for_pages}",
                 String::from_utf8_lossy(site)
             )));
         }
@@ -47,7 +78,7 @@ pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> R
         });
         if !same {
             return Err(cross_origin(format!(
-                "Origin {origin:?} is another site: a web page in a browser made this request"
+                "Origin {origin:?} is another site: a web page in a browser made this request; {not_for_pages}"
             )));
         }
     }
@@ -59,7 +90,7 @@ pub fn check(req: &RequestHeader, absolute_form: bool, loopback_only: bool) -> R
                     "foreign_host",
                     "Not a local address",
                     format!(
-                        "Host {host:?} is a name other than localhost; the outbound listener answers apps on this machine, \
+                        "Host {host:?} is a name other than localhost; {answers}, \
 which reach it as 127.0.0.1, [::1] or localhost (a browser page whose name points here would be a DNS rebinding attack)"
                     ),
                 ));
@@ -70,12 +101,7 @@ which reach it as 127.0.0.1, [::1] or localhost (a browser page whose name point
 }
 
 fn cross_origin(detail: String) -> Problem {
-    Problem::new(
-        403,
-        "cross_origin",
-        "Request from a web page",
-        format!("{detail}; the outbound listener signs requests for apps, not for pages a browser loads"),
-    )
+    Problem::new(403, "cross_origin", "Request from a web page", detail)
 }
 
 /// `host[:port]` of a serialized origin (`scheme://host[:port]`), with the scheme's default port
@@ -134,6 +160,7 @@ fn is_port(port: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("POST", b"/peers/bob/x", None).unwrap();
@@ -148,9 +175,14 @@ mod tests {
         absolute: bool,
         loopback_only: bool,
     ) -> Option<&'static str> {
-        check(&req(headers), absolute, loopback_only)
-            .err()
-            .map(|p| p.reason)
+        check(
+            &req(headers).headers,
+            absolute,
+            loopback_only,
+            Listener::Outbound,
+        )
+        .err()
+        .map(|p| p.reason)
     }
 
     #[test]

@@ -160,7 +160,12 @@ impl Outbound {
                 || raw
                     .get(..8)
                     .is_some_and(|p| p.eq_ignore_ascii_case(b"https://")));
-        crate::local_app::check(req, absolute, loopback_only)?;
+        crate::local_app::check(
+            &req.headers,
+            absolute,
+            loopback_only,
+            crate::local_app::Listener::Outbound,
+        )?;
         if absolute {
             let uri = http::Uri::try_from(raw).map_err(|_| {
                 Problem::new(

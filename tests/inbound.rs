@@ -355,47 +355,6 @@ impl<'a> Craft<'a> {
     }
 }
 
-#[track_caller]
-fn assert_problem(resp: &RawResponse, status: u16, reason: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status} {reason}, got {}: {}",
-        resp.status,
-        resp.text()
-    );
-    assert_eq!(
-        resp.header("content-type"),
-        Some("application/problem+json"),
-        "{}",
-        resp.text()
-    );
-    let doc = resp.json();
-    assert_eq!(doc["reason"], reason, "{doc}");
-    assert_eq!(doc["status"], status, "{doc}");
-    assert!(
-        doc["detail"].as_str().is_some_and(|d| d.len() > 10),
-        "a detail a person can act on: {doc}"
-    );
-    assert!(
-        doc["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "{doc}"
-    );
-    assert!(
-        doc["type"].as_str().is_some_and(|t| t.ends_with(reason)),
-        "{doc}"
-    );
-    if status == 401 {
-        let accept = resp
-            .header("accept-signature")
-            .expect("401 carries Accept-Signature");
-        assert!(
-            accept.contains("\"@method\"") && accept.contains("created"),
-            "{accept}"
-        );
-    }
-}
-
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }

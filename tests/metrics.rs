@@ -312,6 +312,55 @@ async fn healthz_is_liveness_and_readyz_checks_listeners_identity_allowlist_and_
     assert!(r.text().contains("app: FAILED"), "{}", r.text());
 }
 
+/// On loopback the metrics name every peer and its traffic: a web page whose name is rebound
+/// to 127.0.0.1 must not read them, nor a page on another site; Prometheus and probes, which
+/// send neither, still do. Anything else is a problem+json 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_this_machine_not_web_pages() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let _running = setup.start();
+    let get = |headers: &[(&str, String)]| {
+        let mut req = RawRequest::new("GET", "/metrics").header("Connection", "close");
+        for (name, value) in headers {
+            req = req.header(name, value.clone());
+        }
+        let admin = setup.admin;
+        async move { raw_request(admin, None, &req.to_bytes()).await.unwrap() }
+    };
+    let port = setup.admin.port();
+    for host in [
+        setup.admin.to_string(),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+    ] {
+        let r = get(&[("Host", host.clone())]).await;
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    let r = get(&[("Host", format!("rebind.attacker.example:{port}"))]).await;
+    assert_problem(&r, 403, "foreign_host");
+    assert!(r.text().contains("admin listener"), "{}", r.text());
+    assert!(
+        !r.text().contains("peergate_requests_total"),
+        "{}",
+        r.text()
+    );
+    let r = get(&[
+        ("Host", setup.admin.to_string()),
+        ("Sec-Fetch-Site", "cross-site".to_string()),
+    ])
+    .await;
+    assert_problem(&r, 403, "cross_origin");
+    let r = get(&[
+        ("Host", setup.admin.to_string()),
+        ("Origin", "https://evil.example".to_string()),
+    ])
+    .await;
+    assert_problem(&r, 403, "cross_origin");
+    assert_problem(&setup.admin("/nothing").await, 404, "no_route");
+}
+
 /// A proxy listener that cannot start is not left for `/readyz` to find: the process stops at
 /// once, so a supervisor sees it fail. (It used to run on
 /// without that listener, `/healthz` answering 200; `/readyz` turning 503 as the listeners

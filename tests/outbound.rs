@@ -174,26 +174,6 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 253) as u8).collect()
 }
 
-#[track_caller]
-fn assert_problem(resp: &RawResponse, status: u16, reason: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "expected {status} {reason}: {}",
-        resp.text()
-    );
-    assert_eq!(
-        resp.header("content-type"),
-        Some("application/problem+json")
-    );
-    let doc = resp.json();
-    assert_eq!(doc["reason"], reason, "{doc}");
-    assert!(
-        doc["detail"].as_str().is_some_and(|d| d.len() > 10),
-        "{doc}"
-    );
-}
-
 /// Calls `to` from `from`'s app in path mode and checks both ends.
 async fn path_mode_round_trip(from: &Portal, to: &Portal, to_name: &str, handle: &str) {
     for (method, len) in [

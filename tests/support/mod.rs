@@ -22,6 +22,50 @@ pub use client::{
 pub use echo::{dead_addr, free_port, wait_listening, EchoApp, Handler, Recorded, Reply};
 pub use tls::{crypto_provider, IssuedCert, TestCa};
 
+/// `resp` is an RFC 9457 problem+json refusal with this status and reason, a title, a type
+/// naming the reason and a detail a person can act on; a 401 says in `Accept-Signature` what
+/// to sign.
+#[track_caller]
+pub fn assert_problem(resp: &RawResponse, status: u16, reason: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "expected {status} {reason}, got {}: {}",
+        resp.status,
+        resp.text()
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        resp.text()
+    );
+    let doc = resp.json();
+    assert_eq!(doc["reason"], reason, "{doc}");
+    assert_eq!(doc["status"], status, "{doc}");
+    assert!(
+        doc["detail"].as_str().is_some_and(|d| d.len() > 10),
+        "a detail a person can act on: {doc}"
+    );
+    assert!(
+        doc["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{doc}"
+    );
+    assert!(
+        doc["type"].as_str().is_some_and(|t| t.ends_with(reason)),
+        "{doc}"
+    );
+    if status == 401 {
+        let accept = resp
+            .header("accept-signature")
+            .expect("401 carries Accept-Signature");
+        assert!(
+            accept.contains("\"@method\"") && accept.contains("created"),
+            "{accept}"
+        );
+    }
+}
+
 /// The first value of header `name` in `headers` (names compared case-insensitively).
 pub fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
