@@ -542,6 +542,14 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
         ));
     }
     if let Some(expires) = expires {
+        // Valid at no moment; refused whatever the clock says, rather than accepted while
+        // `now` is in the skew window between the two.
+        if expires < created {
+            return Err(Refusal::new(
+                Reason::Expired,
+                format!("signature expires ({expires}) before it was created ({created})"),
+            ));
+        }
         if now > expires {
             return Err(Refusal::new(
                 Reason::Expired,
@@ -551,10 +559,12 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
     }
 
     // 6. Nonce presence (the cache is consulted only once the signature is known good).
-    if policy.require_nonce && nonce.is_none() {
+    if policy.require_nonce && nonce.is_none_or(str::is_empty) {
+        // An empty nonce is no nonce: a signer that sends one does not make its signatures
+        // unique.
         return Err(Refusal::new(
             Reason::Replayed,
-            "signature has no nonce; this gateway requires one",
+            "signature has no nonce (or an empty one); this gateway requires one",
         ));
     }
 

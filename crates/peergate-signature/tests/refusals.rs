@@ -646,13 +646,46 @@ fn replay_and_nonce() {
     assert_eq!(r.reason, Reason::Replayed);
     assert_eq!(
         r.detail,
-        "signature has no nonce; this gateway requires one"
+        "signature has no nonce (or an empty one); this gateway requires one"
     );
     let lenient = Policy {
         require_nonce: false,
         ..policy()
     };
     assert!(check_with(&no_nonce, &lenient, &ReplayCache::new(8), NOW).is_ok());
+
+    // An empty nonce is none: it makes no signature unique.
+    let empty_nonce = signed_custom(
+        get(),
+        &GET_COMPONENTS,
+        &[
+            ("created", Param::Int(NOW)),
+            ("nonce", Param::Str("")),
+            ("keyid", Param::Str(KEY_ID)),
+        ],
+        &key(),
+    );
+    assert_eq!(refused(&empty_nonce).reason, Reason::Replayed);
+}
+
+/// A signature that expires before it was created is valid at no moment: refused even while
+/// the clock is inside the skew window between the two.
+#[test]
+fn expires_before_created() {
+    let req = signed_custom(
+        get(),
+        &GET_COMPONENTS,
+        &[
+            ("created", Param::Int(NOW + 20)),
+            ("expires", Param::Int(NOW + 10)),
+            ("nonce", Param::Str("n-backwards")),
+            ("keyid", Param::Str(KEY_ID)),
+        ],
+        &key(),
+    );
+    let r = refused(&req);
+    assert_eq!(r.reason, Reason::Expired);
+    assert!(r.detail.contains("before it was created"), "{}", r.detail);
 }
 
 #[test]
