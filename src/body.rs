@@ -32,8 +32,39 @@ pub fn too_large(max: u64) -> Problem {
     )
 }
 
-/// The Content-Length the client declared; a malformed or conflicting one is refused.
-pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, Problem> {
+/// The Content-Length the client declared, once the framing is known to be one peergate can
+/// forward as it came: a malformed or conflicting length is refused, and so is a transfer
+/// coding other than `chunked` alone. peergate (and Pingora, on public routes) takes the body
+/// out of its chunks and sends it on with a length or in new chunks, so a `gzip` or any other
+/// coding listed before `chunked` would be dropped, and the app would read coded bytes as the
+/// body (RFC 9112 §6.1: such a request is refused).
+pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
+    let mut codings = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    if let Some(first) = codings.next() {
+        if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+            let listed: Vec<String> = req
+                .headers
+                .get_all(http::header::TRANSFER_ENCODING)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            return Err(Problem::new(
+                400,
+                "bad_request",
+                "Bad request",
+                format!(
+                    "Transfer-Encoding {:?}: peergate forwards only chunked alone; send the body \
+                     with Content-Length or chunked, uncoded (Content-Encoding is fine)",
+                    listed.join(", ")
+                ),
+            ));
+        }
+    }
     let mut found: Option<u64> = None;
     for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
         let n = value
@@ -77,7 +108,7 @@ pub async fn read_whole(
     limit: u64,
     mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<Bytes, BodyError> {
-    let declared = declared_length(session.req_header())?;
+    let declared = framing(session.req_header())?;
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit).into());
     }

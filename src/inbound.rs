@@ -135,9 +135,10 @@ impl Inbound {
             )));
         }
         // Pingora forwards a list such as `Content-Length: 5, 5` as it came on the routes it
-        // proxies; an app may read it another way than Pingora framed the body. Refused on
-        // every route, as it is for signed requests.
-        if let Err(problem) = body::declared_length(req) {
+        // proxies, and drops a transfer coding listed before `chunked`; an app may read the
+        // body another way than Pingora framed it. Refused on every route, as it is for signed
+        // requests.
+        if let Err(problem) = body::framing(req) {
             return Ok(Err(problem));
         }
         if access_for(&snap.routes, &path) == Access::Public {

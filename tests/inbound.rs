@@ -755,6 +755,46 @@ async fn a_content_length_list_is_refused_on_public_routes_too() {
     assert_eq!(f.app.count(), 0);
 }
 
+/// A transfer coding other than `chunked` alone (`gzip, chunked`) cannot be forwarded as it
+/// came: the body is decoded from chunks and sent with its length, so the app would get gzip
+/// bytes with nothing saying so. Refused on every route (RFC 9112 §6.1), chunked alone works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_other_than_chunked_is_refused() {
+    let f = Fixture::start();
+    let chunked = b"5\r\nhello\r\n0\r\n\r\n";
+    for coding in [
+        "gzip, chunked",
+        "deflate,chunked",
+        "chunked, chunked",
+        "x-custom, chunked",
+    ] {
+        let public = RawRequest::new("POST", "/public/form")
+            .header("Host", f.authority())
+            .header("Transfer-Encoding", coding)
+            .body(chunked);
+        let resp = f.send(public).await;
+        assert_problem(&resp, 400, "bad_request");
+        assert!(resp.text().contains("Transfer-Encoding"), "{}", resp.text());
+        let signed = f
+            .signed(
+                &f.bob,
+                "POST",
+                "/api/x",
+                &[("Transfer-Encoding", coding)],
+                b"",
+            )
+            .body(chunked);
+        assert_problem(&f.send(signed).await, 400, "bad_request");
+    }
+    assert_eq!(f.app.count(), 0);
+    let plain = RawRequest::new("POST", "/public/form")
+        .header("Host", f.authority())
+        .header("Transfer-Encoding", "Chunked")
+        .body(chunked);
+    assert_eq!(f.send(plain).await.status, 200);
+    assert_eq!(f.app.last().unwrap().body, b"hello");
+}
+
 /// `Connection` may nominate hop-by-hop fields, not the ones the app must receive: a signed
 /// request that names `Host` would otherwise reach the app without the authority that was
 /// verified. Refused on every route, before anything is forwarded; other nominations are removed.

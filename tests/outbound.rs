@@ -593,7 +593,7 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_down_peer_gives_502_and_over_max_body_413() {
+async fn a_down_peer_gives_502_over_max_body_413_and_a_coded_body_400() {
     let root = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let mut alice = portal("alice", root.path(), &ca);
@@ -624,6 +624,12 @@ async fn a_down_peer_gives_502_and_over_max_body_413() {
         .await
         .unwrap();
     assert_problem(&resp, 413, "body_too_large");
+    // A coding before `chunked` would be lost on the way: refused, nothing is signed or sent.
+    let coded = RawRequest::new("POST", "/peers/Ghost/x")
+        .header("Host", "127.0.0.1")
+        .header("Transfer-Encoding", "gzip, chunked")
+        .body(b"5\r\nhello\r\n0\r\n\r\n");
+    assert_problem(&alice.call(coded).await, 400, "bad_request");
 }
 
 /// A peer whose host name does not resolve: 502 naming the name, counted as a resolve error.
