@@ -143,6 +143,12 @@ impl Hasher {
 /// [`finish`](DigestVerifier::finish) after the last chunk.
 #[derive(Clone)]
 pub struct DigestVerifier {
+    /// One per supported algorithm the field names, strongest first; never empty.
+    checks: Vec<Check>,
+}
+
+#[derive(Clone)]
+struct Check {
     alg: DigestAlgorithm,
     expected: Vec<u8>,
     hasher: Hasher,
@@ -150,9 +156,42 @@ pub struct DigestVerifier {
 
 impl fmt::Debug for DigestVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algs: Vec<DigestAlgorithm> = self.checks.iter().map(|c| c.alg).collect();
         f.debug_struct("DigestVerifier")
-            .field("alg", &self.alg)
+            .field("algs", &algs)
             .finish_non_exhaustive()
+    }
+}
+
+/// Notes which of the supported algorithms a dictionary names more than once. RFC 9651 lets the
+/// last one win, but an app that reads the field itself may take the first: a field whose
+/// members say two things is refused rather than read one way here and another way there.
+#[derive(Default)]
+struct RepeatedMembers {
+    seen: Vec<DigestAlgorithm>,
+    repeated: Option<DigestAlgorithm>,
+}
+
+impl<'de> sfv::visitor::DictionaryVisitor<'de> for &mut RepeatedMembers {
+    type Out = ();
+    type Error = std::convert::Infallible;
+
+    fn entry(
+        &mut self,
+        key: &'de sfv::KeyRef,
+    ) -> Result<impl sfv::visitor::EntryVisitor<'de>, Self::Error> {
+        if let Some(alg) = DigestAlgorithm::from_token(key.as_str()) {
+            if self.seen.contains(&alg) {
+                self.repeated.get_or_insert(alg);
+            } else {
+                self.seen.push(alg);
+            }
+        }
+        Ok(sfv::visitor::Ignored)
+    }
+
+    fn finish(self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 
@@ -162,21 +201,33 @@ const MAX_OFFERED_ECHO: usize = 120;
 impl DigestVerifier {
     /// Parses a `Content-Digest` field value (several field lines already joined with `", "`).
     ///
-    /// Picks the strongest algorithm we know (`sha-512` over `sha-256`) and ignores unknown
-    /// ones, as RFC 9530 §2 allows. Every member for a known algorithm must be a Byte Sequence
-    /// of that algorithm's length, even the one not picked: a sender that writes a broken
-    /// digest is refused rather than second-guessed. Parameters on members are ignored.
+    /// Checks every member for an algorithm we know (`sha-256`, `sha-512`) and ignores unknown
+    /// ones, as RFC 9530 §2 allows. Every such member must be a Byte Sequence of the
+    /// algorithm's length and match the body, and none may appear twice: the app receives the
+    /// field as it came, and whichever member it reads must be true of the body. A sender that
+    /// writes a broken digest is refused rather than second-guessed. Parameters on members are
+    /// ignored.
     ///
     /// # Errors
-    /// [`DigestError::Malformed`] when the value is not a Dictionary or a known member is not
-    /// a Byte Sequence of the right length; [`DigestError::NoKnownAlgorithm`] when no member
-    /// uses `sha-256` or `sha-512`.
+    /// [`DigestError::Malformed`] when the value is not a Dictionary, a known member is not a
+    /// Byte Sequence of the right length or is repeated; [`DigestError::NoKnownAlgorithm`] when
+    /// no member uses `sha-256` or `sha-512`.
     pub fn from_field(value: &str) -> Result<Self, DigestError> {
-        let dict: sfv::Dictionary = sfv::Parser::new(value)
-            .parse()
-            .map_err(|e| DigestError::Malformed(format!("not a structured dictionary: {e}")))?;
+        let not_a_dictionary =
+            |e: sfv::Error| DigestError::Malformed(format!("not a structured dictionary: {e}"));
+        let dict: sfv::Dictionary = sfv::Parser::new(value).parse().map_err(not_a_dictionary)?;
+        let mut repeats = RepeatedMembers::default();
+        sfv::Parser::new(value)
+            .parse_dictionary_with_visitor(&mut repeats)
+            .map_err(not_a_dictionary)?;
+        if let Some(alg) = repeats.repeated {
+            return Err(DigestError::Malformed(format!(
+                "the {} member appears more than once",
+                alg.token()
+            )));
+        }
 
-        let mut best: Option<(DigestAlgorithm, Vec<u8>)> = None;
+        let mut checks: Vec<Check> = Vec::with_capacity(2);
         let mut unknown: Vec<&str> = Vec::new();
         for (key, entry) in &dict {
             let name = key.as_str();
@@ -200,45 +251,46 @@ impl DigestVerifier {
                     alg.output_len()
                 )));
             }
-            if best
-                .as_ref()
-                .is_none_or(|(b, _)| alg.strength() > b.strength())
-            {
-                best = Some((alg, bytes.to_vec()));
-            }
-        }
-
-        match best {
-            Some((alg, expected)) => Ok(DigestVerifier {
+            checks.push(Check {
                 alg,
-                expected,
+                expected: bytes.to_vec(),
                 hasher: alg.hasher(),
-            }),
-            None => Err(DigestError::NoKnownAlgorithm(describe_offered(&unknown))),
+            });
         }
+        if checks.is_empty() {
+            return Err(DigestError::NoKnownAlgorithm(describe_offered(&unknown)));
+        }
+        checks.sort_by_key(|c| std::cmp::Reverse(c.alg.strength()));
+        Ok(DigestVerifier { checks })
     }
 
-    /// The algorithm that will be checked.
+    /// The strongest algorithm that will be checked.
     pub fn algorithm(&self) -> DigestAlgorithm {
-        self.alg
+        self.checks
+            .first()
+            .map_or(DigestAlgorithm::Sha256, |c| c.alg)
     }
 
     /// Feeds the next body chunk.
     pub fn update(&mut self, chunk: &[u8]) {
-        self.hasher.update(chunk);
+        for check in &mut self.checks {
+            check.hasher.update(chunk);
+        }
     }
 
-    /// Compares the body's digest with the field's, in constant time.
+    /// Compares the body's digest with each of the field's, in constant time.
     ///
     /// # Errors
-    /// [`DigestError::Mismatch`] when the body hashed to something else.
+    /// [`DigestError::Mismatch`] naming the first algorithm (strongest first) whose digest of
+    /// the body differs from the field's.
     pub fn finish(self) -> Result<(), DigestError> {
-        let actual = self.hasher.finish();
-        if bool::from(actual.as_slice().ct_eq(self.expected.as_slice())) {
-            Ok(())
-        } else {
-            Err(DigestError::Mismatch(self.alg))
+        for check in self.checks {
+            let actual = check.hasher.finish();
+            if !bool::from(actual.as_slice().ct_eq(check.expected.as_slice())) {
+                return Err(DigestError::Mismatch(check.alg));
+            }
         }
+        Ok(())
     }
 }
 
@@ -314,8 +366,9 @@ mod tests {
     }
 
     // RFC 9530 §2, two digests in one dictionary. The sha-256 value in the RFC cannot be
-    // reproduced (see the conformance notes), so this is a parsing test: sha-512 wins and
-    // verifies, in both the unwrapped and the serialised form.
+    // reproduced (see the conformance notes), so this is a parsing test: both members are
+    // read, in the unwrapped and the serialised form, sha-512 first; and since every member is
+    // checked, the RFC's sha-256 is found not to match the body.
     #[test]
     fn rfc9530_section2_two_members() {
         let s256 = "sha-256=:d435Qo+nKZ+gLcUHn7GQtQ72hiBVAgqoLsZnZPiTGPk=:";
@@ -327,11 +380,40 @@ mod tests {
                 Ok(DigestAlgorithm::Sha512),
                 "{field}"
             );
-            assert_eq!(check(&field, HELLO_LF), Ok(DigestAlgorithm::Sha512));
+            assert_eq!(
+                check(&field, HELLO_LF),
+                Err(DigestError::Mismatch(DigestAlgorithm::Sha256))
+            );
         }
-        // Order does not matter for the choice.
+        // Order does not matter.
         let field = format!("{LF_SHA512}, {s256}");
-        assert_eq!(check(&field, HELLO_LF), Ok(DigestAlgorithm::Sha512));
+        assert_eq!(
+            check(&field, HELLO_LF),
+            Err(DigestError::Mismatch(DigestAlgorithm::Sha256))
+        );
+    }
+
+    /// Whichever member an app reads must be true of the body: every supported one is
+    /// checked, and one named twice is refused (RFC 9651 would let the last win; an app's own
+    /// parser may take the first).
+    #[test]
+    fn every_known_member_must_match_and_none_may_repeat() {
+        // The SHA-256 of the body with a final LF: not of this one.
+        let wrong_256 = "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:";
+        let field = format!("{wrong_256}, {D_SHA512}");
+        assert_eq!(
+            check(&field, HELLO),
+            Err(DigestError::Mismatch(DigestAlgorithm::Sha256))
+        );
+        let field = format!("{wrong_256}, {D_SHA256}");
+        assert!(matches!(
+            DigestVerifier::from_field(&field),
+            Err(DigestError::Malformed(m)) if m.contains("sha-256 member appears more than once")
+        ));
+        // Unknown members may repeat: they are not read.
+        let field =
+            format!("md5=:Sd/dVLAcvNLSq16eXua5uQ==:, md5=:Sd/dVLAcvNLSq16eXua5uQ==:, {D_SHA256}");
+        assert_eq!(check(&field, HELLO), Ok(DigestAlgorithm::Sha256));
     }
 
     #[test]
