@@ -100,13 +100,50 @@ fn join_cookies(req: &mut RequestHeader) -> pingora::Result<()> {
     req.insert_header(http::header::COOKIE, value)
 }
 
+/// Forwarding fields that only the proxy in front of the app may set, and peergate is that
+/// proxy: what a client sends in them would reach the app as peergate's word. Frameworks build
+/// links and redirects from them (Rails and Django from `X-Forwarded-Host`, Spring from
+/// `Forwarded` and `X-Forwarded-Prefix`, Gin takes the client address from `X-Real-IP`), so a
+/// client's `X-Forwarded-Host: evil.example` would poison a password-reset link. Removed on
+/// every request; peergate sets `X-Forwarded-Host` itself. (`X-Forwarded-For` is appended to,
+/// as every proxy does: an app reads its last entry.)
+const CLIENT_FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// Whether a field is one a client may not send the app: one of [`CLIENT_FORWARDING`], or a
+/// look-alike with `_` for `-` of those or of the two peergate sets (`X-Forwarded-For`,
+/// `X-Forwarded-Proto`). Servers that map field names to CGI-style variables (Rack, PHP,
+/// WSGI) read `x_forwarded_for` as `X-Forwarded-For`, so it could stand in for peergate's.
+/// `name` is lowercase, as `HeaderMap` keeps names.
+fn client_forwarding(name: &str) -> bool {
+    if CLIENT_FORWARDING.contains(&name) {
+        return true;
+    }
+    name.contains('_')
+        && CLIENT_FORWARDING
+            .iter()
+            .chain(&["x-forwarded-for", "x-forwarded-proto"])
+            .any(|f| {
+                f.len() == name.len()
+                    && f.bytes()
+                        .zip(name.bytes())
+                        .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+            })
+}
+
 /// `X-Forwarded-For` to look up without parsing the name. (Pingora's `insert_header` takes
 /// names as `&'static str` with one allocation fewer than as `HeaderName`s, which it titles
 /// into a copy before parsing the name again.)
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
-/// Removes every copy of every identity header look-alike and every hop-by-hop field, then
-/// sets the forwarding headers and, for a verified caller, the identity headers.
+/// Removes every copy of every identity header look-alike, every hop-by-hop field and the
+/// forwarding fields a client may not set, then sets the forwarding headers and, for a
+/// verified caller, the identity headers.
 pub fn prepare(
     req: &mut RequestHeader,
     names: &IdentityHeaderNames,
@@ -117,7 +154,10 @@ pub fn prepare(
     let mut doomed: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|name| names.matches(name.as_str()) || HOP_BY_HOP.contains(&name.as_str()))
+        .filter(|name| {
+            let name = name.as_str();
+            names.matches(name) || HOP_BY_HOP.contains(&name) || client_forwarding(name)
+        })
         .cloned()
         .collect();
     doomed.extend(
@@ -145,6 +185,18 @@ pub fn prepare(
         req.insert_header("x-forwarded-for", forwarded_for)?;
     }
     req.insert_header("x-forwarded-proto", proto)?;
+    // The host the client asked for (and, for a signed request, the authority verified): from
+    // `Host`, or from the target of an HTTP/2 request, which carries it in `:authority`.
+    let host = match req.headers.get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let Some(host) = host {
+        req.insert_header("x-forwarded-host", host)?;
+    }
 
     if let Some(caller) = caller {
         req.insert_header(names.id.clone(), caller.id_header.clone())?;

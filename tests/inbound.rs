@@ -380,6 +380,10 @@ async fn signed_requests_reach_the_app_intact_with_the_identity_headers() {
     assert_eq!(seen.header("x-peer-key-id"), Some(f.bob.key_id()));
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(f.authority().as_str())
+    );
     assert!(seen.body.is_empty());
 
     for len in [0, 1024, 64 * 1024 - 1, 64 * 1024 + 1, 1 << 20, 16 << 20] {
@@ -661,6 +665,64 @@ async fn requests_in_flight_outlast_the_idle_timeout() {
     .await
     .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+/// A client's forwarding fields would reach the app as peergate's word, and frameworks build
+/// links from them: gone on every route, signed or not, over HTTP/1.1 and HTTP/2, with
+/// `X-Forwarded-Host` set from the host the request was for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_forwarding_fields_never_reach_the_app() {
+    let f = Fixture::start();
+    let spoofed: &[(&str, &str)] = &[
+        ("X-Forwarded-Host", "evil.example"),
+        ("Forwarded", "for=1.2.3.4;host=evil.example;proto=http"),
+        ("X-Forwarded-Port", "80"),
+        ("X-Forwarded-Prefix", "/evil"),
+        ("X-Real-IP", "1.2.3.4"),
+        ("x_forwarded_host", "evil.example"),
+        ("x_forwarded_for", "1.2.3.4"),
+        ("X_Forwarded_Proto", "http"),
+    ];
+    let check = |what: &str, host: &str| {
+        let seen = f.app.last().unwrap();
+        assert_eq!(seen.header("x-forwarded-host"), Some(host), "{what}");
+        for name in [
+            "forwarded",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "x_forwarded_host",
+            "x_forwarded_for",
+            "x_forwarded_proto",
+        ] {
+            assert_eq!(seen.header(name), None, "{what}: {name}");
+        }
+        assert_eq!(seen.headers_all("x-forwarded-host").len(), 1, "{what}");
+        assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"), "{what}");
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{what}");
+    };
+    let signed = f.signed(&f.bob, "GET", "/api/x", spoofed, b"");
+    assert_eq!(f.send(signed).await.status, 200);
+    check("signed", &f.authority());
+    let public = RawRequest::new("GET", "/public/x")
+        .header("Host", f.authority())
+        .headers(spoofed.iter().copied());
+    assert_eq!(f.send(public).await.status, 200);
+    check("public", &f.authority());
+    let resp = h2_request(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "GET",
+        "/public/h2",
+        &spoofed[..5],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // The HTTP/2 client asks for the host without a port, in `:authority`.
+    check("HTTP/2", HOST);
 }
 
 /// Signature fields built to cost the gateway much work before their signature is found bad
