@@ -38,7 +38,7 @@ if [ -z "${PG_BIN:-}" ]; then
 fi
 
 DIR=$(mktemp -d /tmp/peergate-callgrind.XXXXXX)
-mkdir "$DIR/logs" "$DIR/nga-tmp" "$DIR/ngb-tmp"
+mkdir "$DIR/logs"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -74,66 +74,9 @@ peers_file: $side-peers.yaml
 EOC
 done
 # nginx as run.sh configures it, in one process (no master) so that callgrind follows it.
-nginx_conf() { # name
-    cat <<EOF
-worker_processes 1;
-user root root;
-pid $DIR/$1.pid;
-error_log $DIR/logs/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log $DIR/logs/$1.access.log;
-    client_body_temp_path $DIR/$1-tmp/body;
-    proxy_temp_path $DIR/$1-tmp/proxy;
-    fastcgi_temp_path $DIR/$1-tmp/fastcgi;
-    uwsgi_temp_path $DIR/$1-tmp/uwsgi;
-    scgi_temp_path $DIR/$1-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-EOF
-}
-{
-    nginx_conf ngb
-    cat <<EOF
-    upstream app { server 127.0.0.1:$APP; keepalive 128; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGB ssl;
-        ssl_certificate $DIR/cert.pem;
-        ssl_certificate_key $DIR/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto https;
-        }
-    }
-}
-EOF
-} >"$DIR/ngb.conf"
-{
-    nginx_conf nga
-    cat <<EOF
-    upstream ngb { server 127.0.0.1:$NGB; keepalive 128; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGA;
-        location /peers/bob/ {
-            proxy_pass https://ngb/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:$NGB;
-            proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate $DIR/ca.pem;
-            proxy_ssl_name localhost;
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-            proxy_ssl_protocols TLSv1.2 TLSv1.3;
-        }
-    }
-}
-EOF
-} >"$DIR/nga.conf"
+# shellcheck source=benches/load/nginx-pair.sh
+. "$HERE/nginx-pair.sh"
+nginx_pair_confs "$DIR" "$APP" "$NGA" "$NGB" 1 "$DIR/logs"
 
 declare -A PID
 under_callgrind() { # name command...

@@ -138,76 +138,16 @@ pg_config big bob "$BIG_IN" "$BIG_OUT" "$BIG_ADMIN" big-peers.yaml
 
 if [ "$LOGS" = on ]; then
     PG_LOG=info
-    NG_ACCESS="access_log $DIR/logs/ACCESS.log;"
+    NG_LOGS=$DIR/logs
 else
     PG_LOG=warn
-    NG_ACCESS="access_log off;"
+    NG_LOGS=off
 fi
 
-nginx_common() { # name
-    cat <<EOF
-worker_processes $WORKERS;
-user root root;
-pid $DIR/$1.pid;
-error_log $DIR/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-    ${NG_ACCESS//ACCESS/$1.access}
-    client_body_temp_path $DIR/$1-tmp/body;
-    proxy_temp_path $DIR/$1-tmp/proxy;
-    fastcgi_temp_path $DIR/$1-tmp/fastcgi;
-    uwsgi_temp_path $DIR/$1-tmp/uwsgi;
-    scgi_temp_path $DIR/$1-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-EOF
-}
-mkdir -p "$DIR/ngb-tmp" "$DIR/nga-tmp"
-# nginx B: TLS in (the inbound side), the app out, as bob's inbound listener.
-{
-    nginx_common ngb
-    cat <<EOF
-    upstream app { server 127.0.0.1:$APP_PORT; keepalive 128; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGB_PORT ssl;
-        ssl_certificate $DIR/cert.pem;
-        ssl_certificate_key $DIR/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto https;
-        }
-    }
-}
-EOF
-} >"$DIR/ngb.conf"
-# nginx A: plain HTTP in from the app (as alice's outbound listener), TLS out to nginx B,
-# certificate verified against the same CA, connections pooled.
-{
-    nginx_common nga
-    cat <<EOF
-    upstream ngb { server 127.0.0.1:$NGB_PORT; keepalive 128; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$NGA_PORT;
-        location /peers/bob/ {
-            proxy_pass https://ngb/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:$NGB_PORT;
-            proxy_ssl_verify on;
-            proxy_ssl_trusted_certificate $DIR/ca.pem;
-            proxy_ssl_name localhost;
-            proxy_ssl_server_name on;
-            proxy_ssl_session_reuse on;
-            proxy_ssl_protocols TLSv1.2 TLSv1.3;
-        }
-    }
-}
-EOF
-} >"$DIR/nga.conf"
+# nginx A and B, as callgrind.sh configures them too (nginx-pair.sh).
+# shellcheck source=benches/load/nginx-pair.sh
+. "$HERE/nginx-pair.sh"
+nginx_pair_confs "$DIR" "$APP_PORT" "$NGA_PORT" "$NGB_PORT" "$WORKERS" "$NG_LOGS"
 
 # --- processes --------------------------------------------------------------------------------
 start_pg() { # name -> sets PID_<name>
