@@ -353,6 +353,8 @@ pub struct Snapshot {
     pub scheme: &'static str,
     pub identity_headers: IdentityHeaderNames,
     pub max_body: u64,
+    /// `signatures.max_buffered`: read per request, so a reload changes it at once.
+    pub max_buffered: u64,
     pub upstream: HostPort,
     pub accept_signature: HeaderValue,
     /// The unsigned public documents (identity, key directory, welcome page) of this config.
@@ -511,6 +513,7 @@ impl Snapshot {
             scheme: config.identity.scheme.as_str(),
             identity_headers,
             max_body: s.max_body.0,
+            max_buffered: s.max_buffered.0,
             upstream: config.app.upstream.clone(),
             accept_signature,
             public_pages: crate::public_identity::PublicPages::new(config)?,

@@ -1,6 +1,8 @@
 //! Reading a request body whole, within `signatures.max_body`, for the two sides that must see
 //! all of it before sending anything upstream (inbound: the digest check; outbound: signing).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +22,80 @@ impl From<Problem> for BodyError {
     fn from(p: Problem) -> Self {
         BodyError::Refused(p)
     }
+}
+
+/// The request-body bytes held at once by every request on both listeners, bounded by
+/// `signatures.max_buffered`. Each body is read whole before anything is forwarded (checked
+/// against its digest inbound, signed outbound), so without this a peer, or the app, sending
+/// many large bodies at once would make peergate hold them all.
+#[derive(Default)]
+pub struct BodyBudget {
+    held: AtomicU64,
+}
+
+impl BodyBudget {
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// One request's share of the [`BodyBudget`]: given back when dropped, which is once the
+/// request has been forwarded or refused.
+pub struct Held {
+    budget: Arc<BodyBudget>,
+    /// `signatures.max_buffered` of the configuration the request started with.
+    limit: u64,
+    bytes: u64,
+}
+
+impl Held {
+    pub fn new(budget: &Arc<BodyBudget>, limit: u64) -> Held {
+        Held {
+            budget: budget.clone(),
+            limit,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `more` bytes against the budget, or refuses (503 `overloaded`) when that would
+    /// pass the limit: the body waits for nothing, it is refused at once and its client may
+    /// try again shortly.
+    fn grow(&mut self, more: u64) -> Result<(), Problem> {
+        let held = &self.budget.held;
+        let mut now = held.load(Ordering::Relaxed);
+        loop {
+            let next = now
+                .checked_add(more)
+                .filter(|&n| n <= self.limit)
+                .ok_or_else(|| overloaded(self.limit))?;
+            match held.compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(actual) => now = actual,
+            }
+        }
+        self.bytes = self.bytes.saturating_add(more);
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+fn overloaded(limit: u64) -> Problem {
+    Problem::new(
+        503,
+        "overloaded",
+        "Too many request bodies at once",
+        format!(
+            "peergate holds at most {} of request bodies at once (signatures.max_buffered) \
+             and this one would pass that; send it again shortly",
+            crate::config::ByteSize(limit)
+        ),
+    )
 }
 
 pub fn too_large(max: u64) -> Problem {
@@ -101,11 +177,14 @@ pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
 const BODY_STALL: Duration = Duration::from_secs(60);
 
 /// Reads the whole body (refusing past `limit` bytes, by the declared length before reading
-/// when there is one), handing every chunk to `inspect` as it arrives. A client waiting for
-/// `100 Continue` gets it first: by then the request head has been accepted.
+/// when there is one), handing every chunk to `inspect` as it arrives, and counting it in
+/// `held`: a declared length whole before anything is read (so a refusal comes before the
+/// client sends the body), a chunked body as it comes. A client waiting for `100 Continue` gets
+/// it first: by then the request head has been accepted.
 pub async fn read_whole(
     session: &mut Session,
     limit: u64,
+    held: &mut Held,
     mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<Bytes, BodyError> {
     let declared = framing(session.req_header())?;
@@ -114,6 +193,9 @@ pub async fn read_whole(
     }
     if session.is_body_empty() {
         return Ok(Bytes::new());
+    }
+    if let Some(n) = declared {
+        held.grow(n)?;
     }
     if expects_continue(session.req_header()) {
         let mut cont = ResponseHeader::build(100, Some(0)).map_err(BodyError::Client)?;
@@ -148,6 +230,9 @@ pub async fn read_whole(
         };
         if body.len().saturating_add(chunk.len()) > max {
             return Err(too_large(limit).into());
+        }
+        if declared.is_none() {
+            held.grow(u64::try_from(chunk.len()).unwrap_or(u64::MAX))?;
         }
         inspect(&chunk)?;
         body.extend_from_slice(&chunk);

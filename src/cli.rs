@@ -377,12 +377,13 @@ pub fn summary(loaded: &config::Loaded) -> String {
     ));
     let s = &c.signatures;
     out.push_str(&format!(
-        "\nsignatures  lifetime {}, max_age {}, clock_skew {}, nonce {}, max_body {}, replay cache {} entries\n",
+        "\nsignatures  lifetime {}, max_age {}, clock_skew {}, nonce {}, max_body {}, max_buffered {}, replay cache {} entries\n",
         s.lifetime,
         s.max_age,
         s.clock_skew,
         if s.require_nonce { "required" } else { "optional" },
         s.max_body,
+        s.max_buffered,
         s.replay_cache_size
     ));
     let h = &c.identity_headers;

@@ -28,7 +28,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::allowlist::{Caller, Snapshot};
 use crate::app_request;
-use crate::body::{self, BodyError};
+use crate::body::{self, BodyError, Held};
 use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
@@ -81,8 +81,9 @@ enum Admission {
     /// A public route: Pingora proxies it, body streamed.
     Proxy,
     /// A verified request and its body (maybe empty), already read: peergate forwards it
-    /// itself, on connections of its own pool (see [`crate::pool`]).
-    Forward(Bytes),
+    /// itself, on connections of its own pool (see [`crate::pool`]). The body's share of
+    /// `signatures.max_buffered` is held until it has been sent.
+    Forward(Bytes, Held),
 }
 
 impl Inbound {
@@ -217,7 +218,8 @@ impl Inbound {
         };
 
         let mut check = verified.body_checker();
-        let body = match body::read_whole(session, snap.max_body, |chunk| {
+        let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
+        let body = match body::read_whole(session, snap.max_body, &mut held, |chunk| {
             check.update(chunk);
             check
                 .refused()
@@ -232,7 +234,7 @@ impl Inbound {
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
-        Ok(Ok(Admission::Forward(body)))
+        Ok(Ok(Admission::Forward(body, held)))
     }
 
     async fn forward_verified(
@@ -372,8 +374,10 @@ impl ProxyHttp for Inbound {
         }
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => Ok(false),
-            Ok(Admission::Forward(body)) => {
+            Ok(Admission::Forward(body, held)) => {
                 self.forward_verified(session, ctx, &snap, body).await;
+                // The body's share of `signatures.max_buffered`, given back now that it is sent.
+                drop(held);
                 Ok(true)
             }
             Err(problem) => {

@@ -28,7 +28,7 @@ use pingora::upstreams::peer::ALPN;
 use pingora::{Error, ErrorType};
 
 use crate::allowlist::{Peer, ShortId, Snapshot};
-use crate::body::{self, BodyError};
+use crate::body::{self, BodyError, Held};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
@@ -382,7 +382,9 @@ impl Outbound {
         pq: String,
     ) {
         let what: &(dyn fmt::Display + Sync) = &peer;
-        let body = match body::read_whole(session, snap.max_body, |_| Ok(())).await {
+        // Given back when `call` returns, the body forwarded or refused.
+        let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
+        let body = match body::read_whole(session, snap.max_body, &mut held, |_| Ok(())).await {
             Ok(body) => body,
             Err(BodyError::Refused(problem)) => {
                 return ctx.record.refuse(session, &problem, None).await

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use peergate_signature::ReplayCache;
 
 use crate::allowlist::Snapshot;
+use crate::body::BodyBudget;
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
@@ -29,6 +30,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// The inbound listener's certificate and key (with `tls:`), which a reload replaces.
     pub server_cert: Option<Arc<CertSlot>>,
+    /// Request-body bytes held now, on both listeners (`signatures.max_buffered`).
+    pub bodies: Arc<BodyBudget>,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             lifecycle: Lifecycle::new(config),
             started: RestartBound::of(config),
             resolver: Resolver::default(),
+            bodies: Arc::default(),
             server_cert: config
                 .tls
                 .as_ref()

@@ -231,6 +231,12 @@ fn checks_after_reading_name_the_line_and_column() {
             "outbound.timeout 0s is too short",
         ),
         (
+            "signatures: { max_body: 32MiB, max_buffered: 16MiB }\n",
+            6,
+            46,
+            "signatures.max_buffered (16MiB) is smaller than signatures.max_body (32MiB)",
+        ),
+        (
             "signatures: { lifetime: 0s }\n",
             6,
             25,

@@ -263,6 +263,29 @@ fn signed_for(
     to_raw(method, target, &map, body)
 }
 
+/// A signed POST whose body is sent in `chunks` chunks, without a Content-Length (so none is
+/// signed either).
+fn signed_chunked(f: &Fixture, key: &Key, target: &str, body: &[u8], chunks: usize) -> RawRequest {
+    let uri: Uri = target.parse().unwrap();
+    let mut map = header_map(&f.authority(), &[], body);
+    map.remove(http::header::CONTENT_LENGTH);
+    let signer = Signer::new(
+        key.signing.clone(),
+        key.key_id().to_string(),
+        Duration::from_secs(60),
+    );
+    let sig = signer
+        .sign(
+            &RequestView::new(&Method::POST, &uri, &map, "https"),
+            Some(body),
+            now(),
+            &Signer::nonce(),
+        )
+        .unwrap();
+    sig.apply(&mut map);
+    to_raw("POST", target, &map, body).chunked_in(chunks)
+}
+
 /// A signature with any components and parameters, for crafted refusals.
 struct Craft<'a> {
     key: &'a Key,
@@ -430,27 +453,7 @@ async fn signed_requests_reach_the_app_intact_with_the_identity_headers() {
 async fn chunked_bodies_and_100_continue_work() {
     let f = Fixture::start();
     let body = pattern(100_000);
-    let m: Method = Method::POST;
-    let uri: Uri = "/api/chunked".parse().unwrap();
-    let mut map = header_map(&f.authority(), &[], &body);
-    map.remove(http::header::CONTENT_LENGTH);
-    let signer = Signer::new(
-        f.bob.signing.clone(),
-        f.bob.key_id().to_string(),
-        Duration::from_secs(60),
-    );
-    let sig = signer
-        .sign(
-            &RequestView::new(&m, &uri, &map, "https"),
-            Some(&body),
-            now(),
-            &Signer::nonce(),
-        )
-        .unwrap();
-    sig.apply(&mut map);
-    let req = to_raw("POST", "/api/chunked", &map, &body)
-        .header("Expect", "100-continue")
-        .chunked();
+    let req = signed_chunked(&f, &f.bob, "/api/chunked", &body, 3).header("Expect", "100-continue");
     let resp = f.send_streaming(req).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let seen = f.app.last().unwrap();
@@ -623,6 +626,52 @@ async fn a_client_that_stops_reading_is_cut_off() {
     let metrics = f.metrics();
     assert!(!metrics.contains("outcome=\"refused\""), "{metrics}");
     assert!(!metrics.contains("reason=\"bad_request\""), "{metrics}");
+}
+
+/// Bodies are held whole until verified and sent, so together they are bounded
+/// (`signatures.max_buffered`): past it a body is refused at once (503 `overloaded`) rather
+/// than held, and its room comes back as soon as the body holding it has been sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_at_once_are_bounded() {
+    let f = Fixture::with(Options {
+        extra: "signatures: { max_body: 64KiB, max_buffered: 100KiB }".into(),
+        ..Options::default()
+    });
+    // A 60 KiB upload that stops short: its declared length is held while it waits.
+    let mut slow = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let first = f.signed(&f.bob, "POST", "/api/slow", &[], &pattern(60 << 10));
+    let bytes = first.to_bytes();
+    let (head, rest) = bytes.split_at(bytes.len() - 1000);
+    slow.send(head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 60 KiB more by its length, or 50 KiB in chunks: either would pass 100 KiB.
+    let declared = f.signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10));
+    let resp = f.send(declared).await;
+    assert_problem(&resp, 503, "overloaded");
+    assert!(resp.text().contains("max_buffered"), "{}", resp.text());
+    let chunked = signed_chunked(&f, &f.bob, "/api/chunks", &pattern(50 << 10), 10);
+    assert_problem(&f.send(chunked).await, 503, "overloaded");
+    // A request without a body holds nothing.
+    assert_eq!(
+        f.send(f.signed(&f.bob, "GET", "/api/x", &[], b""))
+            .await
+            .status,
+        200
+    );
+
+    // The slow upload ends and is sent: its room is free again.
+    slow.send(rest).await.unwrap();
+    let resp = slow.read_response(false).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let again = f.signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10));
+    assert_eq!(f.send(again).await.status, 200);
+    let seen: Vec<String> = f.app.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(seen, ["/api/x", "/api/slow", "/api/other"], "{seen:?}");
+    let m = f.metrics_eventually(&["reason=\"overloaded\"} 2"]);
+    assert!(m.contains("reason=\"overloaded\"} 2"), "{m}");
 }
 
 /// A request in flight is not timed by `listen.idle_timeout`: an app slower than it, a body

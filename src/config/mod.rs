@@ -301,7 +301,7 @@ impl Default for Outbound {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with lifetime, max_age, clock_skew, require_nonce, max_body, replay_cache_size"
+    expecting = "a mapping with lifetime, max_age, clock_skew, require_nonce, max_body, max_buffered, replay_cache_size"
 )]
 pub struct Signatures {
     pub lifetime: HumanDuration,
@@ -309,6 +309,10 @@ pub struct Signatures {
     pub clock_skew: HumanDuration,
     pub require_nonce: bool,
     pub max_body: ByteSize,
+    /// Most request-body bytes held at once, all requests on both listeners together: bodies
+    /// are read whole before they are forwarded, so without a bound a peer (or the app) sending
+    /// many large ones at once could take all the memory there is.
+    pub max_buffered: ByteSize,
     /// Most (key id, nonce) pairs remembered at once; past it new signatures are refused
     /// (503 `replay_cache_full`) rather than old nonces forgotten.
     pub replay_cache_size: usize,
@@ -322,6 +326,7 @@ impl Default for Signatures {
             clock_skew: HumanDuration(Duration::from_secs(30)),
             require_nonce: true,
             max_body: ByteSize(16 << 20),
+            max_buffered: ByteSize(256 << 20),
             replay_cache_size: 1_000_000,
         }
     }
@@ -784,6 +789,17 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
                 }
             }
         }
+    }
+    if config.signatures.max_buffered.0 < config.signatures.max_body.0 {
+        return Err(ConfigError::at_setting(
+            path,
+            &["signatures", "max_buffered"],
+            format!(
+                "signatures.max_buffered ({}) is smaller than signatures.max_body ({}): a body \
+                 that large could never be held; raise max_buffered or lower max_body",
+                config.signatures.max_buffered, config.signatures.max_body
+            ),
+        ));
     }
     if config.signatures.replay_cache_size == 0 {
         return Err(ConfigError::at_setting(
