@@ -33,9 +33,9 @@ pub struct BodyBudget {
     held: AtomicU64,
 }
 
+#[cfg(test)]
 impl BodyBudget {
-    /// Bytes held now.
-    pub fn held(&self) -> u64 {
+    fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
 }
@@ -244,4 +244,30 @@ fn expects_continue(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shares add up to the limit and no further, a refused share takes nothing, and a dropped
+    /// one gives back exactly what it took.
+    #[test]
+    fn the_budget_counts_shares_and_gets_them_back() {
+        let budget = Arc::new(BodyBudget::default());
+        let mut a = Held::new(&budget, 100);
+        let mut b = Held::new(&budget, 100);
+        assert!(a.grow(60).is_ok());
+        assert!(a.grow(10).is_ok());
+        let refused = b.grow(31).unwrap_err();
+        assert_eq!((refused.status, refused.reason), (503, "overloaded"));
+        assert_eq!(budget.held(), 70);
+        assert!(b.grow(30).is_ok());
+        assert_eq!(budget.held(), 100);
+        assert!(b.grow(u64::MAX).is_err(), "no overflow past the limit");
+        drop(a);
+        assert_eq!(budget.held(), 30);
+        drop(b);
+        assert_eq!(budget.held(), 0);
+    }
 }
