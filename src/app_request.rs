@@ -50,25 +50,50 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
 /// Fields with which a request names another method for the app to act on than its own: Rails
 /// (Rack::MethodOverride), Laravel, Symfony and Express's `method-override` take a POST carrying
 /// one of them as the method it names. A peer's `allow.methods` must hold for those too.
-static METHOD_OVERRIDES: [http::HeaderName; 3] = [
-    http::HeaderName::from_static("x-http-method-override"),
-    http::HeaderName::from_static("x-http-method"),
-    http::HeaderName::from_static("x-method-override"),
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
-/// Each method-override field of the request (see [`METHOD_OVERRIDES`]): its name and the
-/// method it names, upper-cased as the frameworks read it.
-pub fn method_overrides(
-    headers: &http::HeaderMap,
-) -> impl Iterator<Item = (&'static str, Vec<u8>)> + '_ {
-    METHOD_OVERRIDES.iter().flat_map(move |name| {
-        headers.get_all(name).iter().map(move |value| {
-            (
-                name.as_str(),
-                value.as_bytes().trim_ascii().to_ascii_uppercase(),
-            )
-        })
+/// Each method-override field of the request (see [`METHOD_OVERRIDES`]), `_` look-alikes
+/// included (Rack on Puma reads `x_http_method_override` as the real one): its name as sent
+/// and the method it names, upper-cased as the frameworks read it. Walks every field: only for
+/// peers whose methods are narrowed.
+pub fn method_overrides(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, Vec<u8>)> {
+    headers.iter().filter_map(|(name, value)| {
+        let name = name.as_str();
+        METHOD_OVERRIDES
+            .iter()
+            .any(|o| same_but_underscores(o, name))
+            .then(|| (name, value.as_bytes().trim_ascii().to_ascii_uppercase()))
     })
+}
+
+/// The values of the request's `_method` query parameters (Laravel and Symfony take a POST's
+/// method from one), decoded as a form is and upper-cased. A `_method` in a form body cannot
+/// be seen here: the body is read after authorization.
+pub fn method_parameters(query: Option<&str>) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let decode = |s: &str| -> Vec<u8> {
+        percent_encoding::percent_decode(s.replace('+', " ").as_bytes()).collect()
+    };
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(move |pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name) == b"_method").then(|| decode(value).trim_ascii().to_ascii_uppercase())
+        })
+}
+
+/// `name` is `canonical` with any of its `-` written as `_` (both lowercase, as `HeaderMap`
+/// keeps names): servers that map field names to CGI-style variables read the two alike.
+fn same_but_underscores(canonical: &str, name: &str) -> bool {
+    canonical.len() == name.len()
+        && canonical
+            .bytes()
+            .zip(name.bytes())
+            .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
 }
 
 /// The field names a message's `Connection` headers nominate, trimmed, empty ones left out.
@@ -128,12 +153,7 @@ fn client_forwarding(name: &str) -> bool {
         && CLIENT_FORWARDING
             .iter()
             .chain(&["x-forwarded-for", "x-forwarded-proto"])
-            .any(|f| {
-                f.len() == name.len()
-                    && f.bytes()
-                        .zip(name.bytes())
-                        .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
-            })
+            .any(|f| same_but_underscores(f, name))
 }
 
 /// `X-Forwarded-For` to look up without parsing the name. (Pingora's `insert_header` takes

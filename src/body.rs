@@ -79,6 +79,18 @@ impl Held {
     }
 }
 
+/// A body read whole with its share of the budget: dropping it lets both go.
+pub struct HeldBody {
+    pub bytes: Bytes,
+    _held: Held,
+}
+
+impl HeldBody {
+    pub fn new(bytes: Bytes, held: Held) -> HeldBody {
+        HeldBody { bytes, _held: held }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
@@ -108,12 +120,12 @@ pub fn too_large(max: u64) -> Problem {
     )
 }
 
-/// The Content-Length the client declared, once the framing is known to be one peergate can
-/// forward as it came: a malformed or conflicting length is refused, and so is a transfer
-/// coding other than `chunked` alone. peergate (and Pingora, on public routes) takes the body
-/// out of its chunks and sends it on with a length or in new chunks, so a `gzip` or any other
-/// coding listed before `chunked` would be dropped, and the app would read coded bytes as the
-/// body (RFC 9112 §6.1: such a request is refused).
+/// The Content-Length the client declared (none for a chunked body), once the framing is known
+/// to be one peergate can forward as it came: a malformed or conflicting length is refused, and
+/// so is a transfer coding other than `chunked` alone. peergate (and Pingora, on public routes)
+/// takes the body out of its chunks and sends it on with a length or in new chunks, so a `gzip`
+/// or any other coding listed before `chunked` would be dropped, and the app would read coded
+/// bytes as the body (RFC 9112 §6.1: such a request is refused).
 pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
     let mut codings = req
         .headers
@@ -121,6 +133,8 @@ pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii);
+    // Past the check below, a Transfer-Encoding can only be `chunked` alone.
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
     if let Some(first) = codings.next() {
         if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
             let listed: Vec<String> = req
@@ -168,7 +182,9 @@ pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
         }
         found = Some(n);
     }
-    Ok(found)
+    // A chunked body is framed by its chunks, whatever length is declared beside them (Pingora
+    // drops such a length over HTTP/1.1; HTTP/2 has no chunks): no length to count it by.
+    Ok(found.filter(|_| !chunked))
 }
 
 /// How long a body may send nothing before it is refused. Pingora times out each HTTP/1 read
@@ -249,6 +265,16 @@ fn expects_continue(req: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chunked body is counted by its chunks, whatever length is declared beside it.
+    #[test]
+    fn a_chunked_body_declares_no_length() {
+        let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
+        req.insert_header("content-length", "5").unwrap();
+        assert_eq!(framing(&req), Ok(Some(5)));
+        req.insert_header("transfer-encoding", "chunked").unwrap();
+        assert_eq!(framing(&req), Ok(None));
+    }
 
     /// Shares add up to the limit and no further, a refused share takes nothing, and a dropped
     /// one gives back exactly what it took.

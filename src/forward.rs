@@ -22,6 +22,7 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType, RetryType};
 
+use crate::body::HeldBody;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::Pool;
 use crate::problem::Problem;
@@ -206,7 +207,10 @@ impl Forwarder {
 
     /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
     /// `edit_response` adjust the answer's head, and relays the answer to `session`. Returns the
-    /// status the client got.
+    /// status the client got. The body with its share of `signatures.max_buffered`, and `build`
+    /// (which may hold a copy of it), are let go as soon as the answer's head is in, when no
+    /// retry can need them: an answer relayed for minutes (a download, a stream, a slow
+    /// client) does not keep a body held that was sent long before.
     ///
     /// `build` runs once per attempt: a retry sends a head made afresh (the outbound side's
     /// carries a new signature and nonce, since the peer may have recorded the first
@@ -216,7 +220,7 @@ impl Forwarder {
         session: &mut Session,
         peer: &HttpPeer,
         what: &(dyn fmt::Display + Sync),
-        body: Bytes,
+        body: HeldBody,
         mut build: impl FnMut(&RequestHeader) -> Result<RequestHeader, ForwardError>,
         edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,
     ) -> Result<u16, ForwardError> {
@@ -228,7 +232,7 @@ impl Forwarder {
         let mut retried = false;
         let (mut up, mut resp, head_request) = loop {
             let mut req = build(session.req_header())?;
-            frame(&mut req, &body).map_err(upstream_failed)?;
+            frame(&mut req, &body.bytes).map_err(upstream_failed)?;
             let head_request = req.method == http::Method::HEAD;
             let idempotent = req.method.is_idempotent();
             // A retry always opens a new connection. A request that cannot be retried takes
@@ -249,7 +253,7 @@ impl Forwarder {
                     .await
                     .map_err(upstream_failed)?,
             };
-            match exchange(stream, peer, req, &body).await {
+            match exchange(stream, peer, req, &body.bytes).await {
                 Ok((up, resp)) => break (up, resp, head_request),
                 Err(mut e) => {
                     // Pingora's rule, as its proxy path applies it: an error that says the
@@ -266,6 +270,7 @@ impl Forwarder {
                 }
             }
         };
+        drop((body, build));
         edit_response(&mut resp).map_err(upstream_failed)?;
         let status = resp.status.as_u16();
         let no_body = head_request || status == 204 || status == 304 || up.response_done();

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use peergate_signature::{verify_headers_authorized, Reason, Refusal, RequestView};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -28,7 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::allowlist::{Caller, Snapshot};
 use crate::app_request;
-use crate::body::{self, BodyError, Held};
+use crate::body::{self, BodyError, Held, HeldBody};
 use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
@@ -82,8 +81,8 @@ enum Admission {
     Proxy,
     /// A verified request and its body (maybe empty), already read: peergate forwards it
     /// itself, on connections of its own pool (see [`crate::pool`]). The body's share of
-    /// `signatures.max_buffered` is held until it has been sent.
-    Forward(Bytes, Held),
+    /// `signatures.max_buffered` is held until it has been sent (see [`Forwarder::forward`]).
+    Forward(HeldBody),
 }
 
 impl Inbound {
@@ -175,8 +174,13 @@ impl Inbound {
                 )
             });
             if refusal.is_none() && allow.narrows_methods() {
-                // The method the app will act on, when a field names another one.
-                refusal = app_request::method_overrides(&req.headers).find_map(|(field, asked)| {
+                // The method the app will act on, when a field or a `_method` parameter names
+                // another one.
+                let fields = app_request::method_overrides(&req.headers)
+                    .map(|(field, asked)| (format!("{field} field"), asked));
+                let params = app_request::method_parameters(req.uri.query())
+                    .map(|asked| ("_method query parameter".to_string(), asked));
+                refusal = fields.chain(params).find_map(|(source, asked)| {
                     let permitted = http::Method::from_bytes(&asked)
                         .is_ok_and(|method| allow.permits(&method, &path));
                     let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(&asked));
@@ -184,7 +188,7 @@ impl Inbound {
                         Refusal::new(
                             Reason::Forbidden,
                             format!(
-                                "{} may not {} {path}, as its {field} field asks",
+                                "{} may not {} {path}, as its {source} asks",
                                 who(),
                                 asked.escape_debug()
                             ),
@@ -234,7 +238,7 @@ impl Inbound {
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
-        Ok(Ok(Admission::Forward(body, held)))
+        Ok(Ok(Admission::Forward(HeldBody::new(body, held))))
     }
 
     async fn forward_verified(
@@ -242,7 +246,7 @@ impl Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
         snap: &Snapshot,
-        body: Bytes,
+        body: HeldBody,
     ) {
         let app = TheApp(&snap.upstream);
         let result = match self.app_peer(&snap.upstream).await {
@@ -374,10 +378,8 @@ impl ProxyHttp for Inbound {
         }
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => Ok(false),
-            Ok(Admission::Forward(body, held)) => {
+            Ok(Admission::Forward(body)) => {
                 self.forward_verified(session, ctx, &snap, body).await;
-                // The body's share of `signatures.max_buffered`, given back now that it is sent.
-                drop(held);
                 Ok(true)
             }
             Err(problem) => {

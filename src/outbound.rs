@@ -28,7 +28,7 @@ use pingora::upstreams::peer::ALPN;
 use pingora::{Error, ErrorType};
 
 use crate::allowlist::{Peer, ShortId, Snapshot};
-use crate::body::{self, BodyError, Held};
+use crate::body::{self, BodyError, Held, HeldBody};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
@@ -382,7 +382,7 @@ impl Outbound {
         pq: String,
     ) {
         let what: &(dyn fmt::Display + Sync) = &peer;
-        // Given back when `call` returns, the body forwarded or refused.
+        // Given back once the body is sent (see `Forwarder::forward`) or refused.
         let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
         let body = match body::read_whole(session, snap.max_body, &mut held, |_| Ok(())).await {
             Ok(body) => body,
@@ -416,10 +416,13 @@ impl Outbound {
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     Ok(())
                 };
-                // Signed afresh for every attempt: a retry carries a new nonce.
+                // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
+                // its copy of the body, so that `forward` can let both go once they are sent.
                 let signed_body = body.clone();
-                let build = |app_req: &RequestHeader| {
-                    Self::signed_request(snap, app_req, &peer.url, &pq, &signed_body).map_err(|e| {
+                let body = HeldBody::new(body, held);
+                let (url, pq) = (&peer.url, &pq);
+                let build = move |app_req: &RequestHeader| {
+                    Self::signed_request(snap, app_req, url, pq, &signed_body).map_err(|e| {
                         let (kind, problem) = classify(&e, what);
                         ForwardError::Upstream { kind, problem }
                     })

@@ -674,6 +674,45 @@ async fn bodies_held_at_once_are_bounded() {
     assert!(m.contains("reason=\"overloaded\"} 2"), "{m}");
 }
 
+/// A body's share of `signatures.max_buffered` comes back once the body has been sent and its
+/// answer has begun, not when the answer ends: a download or a stream relayed for minutes must
+/// not keep the room of a body sent long before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodys_room_comes_back_once_it_is_sent_not_when_its_answer_ends() {
+    use tokio::io::AsyncWriteExt;
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        let Some(head) = read_request_head(&mut stream).await else {
+            return;
+        };
+        let slow = String::from_utf8_lossy(&head).contains(" /api/stream ");
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab";
+        if stream.write_all(head).await.is_err() {
+            return;
+        }
+        if slow {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let _ = stream.write_all(b"cd").await;
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        extra: "signatures: { max_body: 64KiB, max_buffered: 100KiB }".into(),
+        ..Options::default()
+    });
+    let streamed = f.signed(&f.bob, "POST", "/api/stream", &[], &pattern(60 << 10));
+    let other = f.signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10));
+    let (streamed, other) = tokio::join!(f.send(streamed), async {
+        // While the first answer is still coming.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        f.send(other).await
+    });
+    assert_eq!(other.status, 200, "{}", other.text());
+    assert_eq!(other.text(), "abcd");
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    assert_eq!(streamed.text(), "abcd");
+}
+
 /// A request in flight is not timed by `listen.idle_timeout`: an app slower than it, a body
 /// slower than it, over HTTP/1.1 and HTTP/2, and the connection still serves afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1523,6 +1562,7 @@ async fn a_method_override_field_is_held_to_the_peers_allowed_methods() {
         ("X-HTTP-Method-Override", "DELETE"),
         ("x-http-method", "delete"),
         ("X-Method-Override", " PUT "),
+        ("x_http_method_override", "DELETE"),
         ("X-HTTP-Method-Override", "GET, DELETE"),
     ] {
         let req = f.signed(&f.carol, "POST", "/api/x", &[(field, value)], b"");
@@ -1535,6 +1575,21 @@ async fn a_method_override_field_is_held_to_the_peers_allowed_methods() {
         assert!(resp.text().contains(&lower), "{field}: {}", resp.text());
         assert_eq!(f.app.count(), 0, "{field}: {value} reached the app");
     }
+    // A `_method` query parameter (Laravel, Symfony), encoded or not.
+    for target in [
+        "/api/x?_method=DELETE",
+        "/api/x?a=1&%5Fmethod=put",
+        "/api/x?_method=+patch+",
+    ] {
+        let resp = f.send(f.signed(&f.carol, "GET", target, &[], b"")).await;
+        assert_problem(&resp, 403, "forbidden");
+        assert!(
+            resp.text().contains("_method query parameter"),
+            "{}",
+            resp.text()
+        );
+    }
+    assert_eq!(f.app.count(), 0);
     // A field naming a method Carol may use is passed on; Bob, with no narrowing, may send any.
     let resp = f
         .send(f.signed(
@@ -1556,7 +1611,17 @@ async fn a_method_override_field_is_held_to_the_peers_allowed_methods() {
         ))
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(f.app.count(), 2);
+    let resp = f
+        .send(f.signed(
+            &f.carol,
+            "GET",
+            "/api/x?_method=get&_methodx=DELETE",
+            &[],
+            b"",
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(f.app.count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
