@@ -86,7 +86,7 @@ pub struct HeldBody {
 }
 
 impl HeldBody {
-    pub fn new(bytes: Bytes, held: Held) -> HeldBody {
+    fn new(bytes: Bytes, held: Held) -> HeldBody {
         HeldBody { bytes, _held: held }
     }
 }
@@ -195,20 +195,21 @@ const BODY_STALL: Duration = Duration::from_secs(60);
 /// Reads the whole body (refusing past `limit` bytes, by the declared length before reading
 /// when there is one), handing every chunk to `inspect` as it arrives, and counting it in
 /// `held`: a declared length whole before anything is read (so a refusal comes before the
-/// client sends the body), a chunked body as it comes. A client waiting for `100 Continue` gets
-/// it first: by then the request head has been accepted.
+/// client sends the body), a chunked body as it comes. The body comes back with that share,
+/// which a refusal gives back at once. A client waiting for `100 Continue` gets it first: by
+/// then the request head has been accepted.
 pub async fn read_whole(
     session: &mut Session,
     limit: u64,
-    held: &mut Held,
+    mut held: Held,
     mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
-) -> Result<Bytes, BodyError> {
+) -> Result<HeldBody, BodyError> {
     let declared = framing(session.req_header())?;
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit).into());
     }
     if session.is_body_empty() {
-        return Ok(Bytes::new());
+        return Ok(HeldBody::new(Bytes::new(), held));
     }
     if let Some(n) = declared {
         held.grow(n)?;
@@ -253,7 +254,7 @@ pub async fn read_whole(
         inspect(&chunk)?;
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok(HeldBody::new(body.freeze(), held))
 }
 
 fn expects_continue(req: &RequestHeader) -> bool {

@@ -222,8 +222,8 @@ impl Inbound {
         };
 
         let mut check = verified.body_checker();
-        let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
-        let body = match body::read_whole(session, snap.max_body, &mut held, |chunk| {
+        let held = Held::new(&self.shared.bodies, snap.max_buffered);
+        let body = match body::read_whole(session, snap.max_body, held, |chunk| {
             check.update(chunk);
             check
                 .refused()
@@ -238,7 +238,7 @@ impl Inbound {
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
-        Ok(Ok(Admission::Forward(HeldBody::new(body, held))))
+        Ok(Ok(Admission::Forward(body)))
     }
 
     async fn forward_verified(

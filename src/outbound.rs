@@ -28,7 +28,7 @@ use pingora::upstreams::peer::ALPN;
 use pingora::{Error, ErrorType};
 
 use crate::allowlist::{Peer, ShortId, Snapshot};
-use crate::body::{self, BodyError, Held, HeldBody};
+use crate::body::{self, BodyError, Held};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
@@ -383,8 +383,8 @@ impl Outbound {
     ) {
         let what: &(dyn fmt::Display + Sync) = &peer;
         // Given back once the body is sent (see `Forwarder::forward`) or refused.
-        let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
-        let body = match body::read_whole(session, snap.max_body, &mut held, |_| Ok(())).await {
+        let held = Held::new(&self.shared.bodies, snap.max_buffered);
+        let body = match body::read_whole(session, snap.max_body, held, |_| Ok(())).await {
             Ok(body) => body,
             Err(BodyError::Refused(problem)) => {
                 return ctx.record.refuse(session, &problem, None).await
@@ -418,8 +418,7 @@ impl Outbound {
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
                 // its copy of the body, so that `forward` can let both go once they are sent.
-                let signed_body = body.clone();
-                let body = HeldBody::new(body, held);
+                let signed_body = body.bytes.clone();
                 let (url, pq) = (&peer.url, &pq);
                 let build = move |app_req: &RequestHeader| {
                     Self::signed_request(snap, app_req, url, pq, &signed_body).map_err(|e| {
