@@ -148,6 +148,14 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     served
 }
 
+/// Whether no request head has reached the proxy's phases since this connection opened or its
+/// last answer ended (false outside an HTTP/1 connection's task).
+pub fn awaiting_head() -> bool {
+    CLOCK
+        .try_with(|clock| clock.get().is_some())
+        .unwrap_or(false)
+}
+
 /// The answer was done at `ended`: the next head has `listen.idle_timeout` from then.
 pub fn answer_finished(ended: Instant) {
     let _ = CLOCK.try_with(|clock| clock.set(Some(ended + clock.idle)));

@@ -37,5 +37,6 @@ pub mod server;
 pub mod state;
 pub mod throttle;
 pub mod tls_cert;
+pub mod unreadable_head;
 
 pub use peergate_signature as signature;

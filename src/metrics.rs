@@ -198,6 +198,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Records a request refused before its head could be read: counted as a refused request
+    /// of no known peer, and not timed (see [`crate::record::unreadable_head`]).
+    pub fn refused_unread(&self, direction: Direction, reason: &'static str) {
+        let d = direction.as_str();
+        self.requests
+            .with_label_values(&[d, UNKNOWN_PEER, Outcome::Refused.as_str()])
+            .inc();
+        self.rejections.with_label_values(&[d, reason]).inc();
+    }
+
     pub fn upstream_error(&self, direction: Direction, kind: UpstreamErrorKind) {
         self.upstream_errors
             .with_label_values(&[direction.as_str(), kind.as_str()])

@@ -149,6 +149,18 @@ impl Record {
     }
 }
 
+/// Counts and logs a request whose head Pingora could not read ([`crate::unreadable_head`]):
+/// its method, target and caller are not known, and no start to time it from (a kept
+/// connection may idle before the bytes come), so the line shows `-` for them.
+pub fn unreadable_head(direction: Direction, metrics: &Metrics) {
+    let reason = "bad_request";
+    metrics.refused_unread(direction, reason);
+    log::info!(
+        "{} - - peer=- outcome=refused reason={reason} status=400 duration_ms=-",
+        direction.as_str(),
+    );
+}
+
 /// The request target as the log line shows it: its first 200 characters (invalid UTF-8
 /// replaced), quoted and escaped as Rust's `Debug` does, so that a control character or a
 /// quote cannot forge a line or a field; written straight into the line.

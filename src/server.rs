@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::admin::AdminListener;
 use crate::config::Loaded;
 use crate::inbound::{AppTimeouts, Inbound};
+use crate::metrics::Direction;
 use crate::outbound::{Outbound, PeerTimeouts};
 use crate::reload::Reloader;
 use crate::state::Shared;
@@ -39,6 +40,7 @@ fn add_inbound(
     options.allow_connect_method_proxying = true;
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
+    let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Inbound, shared.clone());
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
@@ -89,6 +91,7 @@ fn add_outbound(
     let mut proxy = pingora::proxy::http_proxy(conf, outbound);
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
+    let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Outbound, shared.clone());
     let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
     service.threads = Some(config.listen.threads.count());
     service.add_listener(listener(&config.listen.outbound.to_string()));

@@ -1942,9 +1942,9 @@ async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
     let raw = RawRequest::new("GET", b"/api/\xff/ok".as_slice())
         .header("Host", f.authority())
         .to_bytes();
-    // Pingora's HTTP/1 parser refuses a non-UTF-8 target itself (a bare 400) before any of
-    // peergate's phases run; what matters here is that the app never sees it.
-    assert_eq!(f.send_bytes(raw).await.status, 400);
+    // Pingora's HTTP/1 parser refuses a non-UTF-8 target itself, before any of peergate's
+    // phases run (`an_unreadable_head_gets_a_problem_document`); the app never sees it.
+    assert_problem(&f.send_bytes(raw).await, 400, "bad_request");
     assert_eq!(f.app.count(), 0);
     // And what Carol may do still works.
     assert_eq!(
@@ -1952,6 +1952,92 @@ async fn path_tricks_cannot_reach_what_the_route_or_allow_forbids() {
             .await
             .status,
         200
+    );
+}
+
+/// A head that Pingora's HTTP/1 parser refuses never reaches peergate's phases, yet the
+/// client gets a problem document as for any refusal (not Pingora's bare 400), the refusal is
+/// counted, and the connection is closed. Also on a kept connection, after a good request. An
+/// answer to a request that was read, the app's own bodyless 400 among them, passes untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_head_gets_a_problem_document() {
+    let f = Fixture::with(Options {
+        app: Handler::custom(|r| {
+            if r.target.starts_with("/public/bad") {
+                Reply::new(400)
+                    .header("Cache-Control", "private, no-store")
+                    .header("Content-Length", "0")
+            } else {
+                Reply::new(200).body("ok")
+            }
+        }),
+        ..Options::default()
+    });
+    let host = format!("Host: {}\r\n", f.authority());
+    let unreadable: [Vec<u8>; 7] = [
+        format!("GET /public/a`b HTTP/1.1\r\n{host}\r\n").into(),
+        format!("GET https://elsewhere.test/public/x HTTP/1.1\r\n{host}\r\n").into(),
+        format!(
+            "GET /public/x HTTP/1.1\r\nHost: user@{}\r\n\r\n",
+            f.authority()
+        )
+        .into(),
+        [
+            b"GET /public/\xff HTTP/1.1\r\n".as_slice(),
+            host.as_bytes(),
+            b"\r\n",
+        ]
+        .concat(),
+        format!("POST /public/x HTTP/1.1\r\n{host}Content-Length: +5\r\n\r\nhello").into(),
+        format!("GET /public/x HTTP/1.1\r\n{host}Bad Field: 1\r\n\r\n").into(),
+        format!(
+            "GET /public/x HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        )
+        .into(),
+    ];
+    for raw in &unreadable {
+        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+            .await
+            .unwrap();
+        let resp = conn.request(raw).await.expect("an answer");
+        assert_problem(&resp, 400, "bad_request");
+        assert!(resp.text().contains("could not be read"), "{}", resp.text());
+        assert_eq!(resp.header("connection"), Some("close"));
+        conn.closed_within(Duration::from_secs(5)).await.unwrap();
+    }
+    // A kept connection: a request that is read, then one that is not.
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let good = RawRequest::new("GET", "/public/fine").header("Host", f.authority());
+    assert_eq!(conn.request(&good.to_bytes()).await.unwrap().status, 200);
+    let resp = conn.request(&unreadable[0]).await.unwrap();
+    assert_problem(&resp, 400, "bad_request");
+    // The app's own 400, without a body, is the app's.
+    let apps = RawRequest::new("GET", "/public/bad").header("Host", f.authority());
+    let resp = f.send(apps).await;
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.header("content-length"), Some("0"));
+    assert_ne!(
+        resp.header("content-type"),
+        Some("application/problem+json")
+    );
+    // And peergate's own 400 keeps its own words.
+    let listed = RawRequest::new("POST", "/public/form")
+        .header("Host", f.authority())
+        .header("Content-Length", "5, 5")
+        .body(b"hello");
+    let resp = f.send(listed).await;
+    assert_problem(&resp, 400, "bad_request");
+    assert!(resp.text().contains("Content-Length"), "{}", resp.text());
+    assert_eq!(f.app.count(), 2);
+    let m = f.metrics_eventually(&[
+        "peergate_rejections_total{direction=\"inbound\",reason=\"bad_request\"} 9",
+    ]);
+    assert!(
+        m.contains("peergate_rejections_total{direction=\"inbound\",reason=\"bad_request\"} 9"),
+        "{m}"
     );
 }
 

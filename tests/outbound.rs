@@ -585,6 +585,17 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         .await;
     assert_problem(&resp, 404, "no_route");
 
+    // A head Pingora's parser refuses, before any phase of peergate's: a problem document too,
+    // counted, and nothing sent.
+    let unreadable = b"GET /peers/Bob/a`b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let resp = raw_request(alice.outbound_addr(), None, unreadable)
+        .await
+        .unwrap();
+    assert_problem(&resp, 400, "bad_request");
+    assert_eq!(bob.app.count(), 0);
+    let counted = "peergate_rejections_total{direction=\"outbound\",reason=\"bad_request\"} 1";
+    assert!(alice.metrics().contains(counted), "{}", alice.metrics());
+
     // Bob's app still reachable, to show the refusals above were about them, not the setup.
     let resp = alice
         .call(RawRequest::new("GET", "/peers/Bob/ok").header("Host", "127.0.0.1"))
