@@ -120,41 +120,46 @@ pub fn too_large(max: u64) -> Problem {
     )
 }
 
-/// The Content-Length the client declared (none for a chunked body), once the framing is known
-/// to be one peergate can forward as it came: a malformed or conflicting length is refused, and
-/// so is a transfer coding other than `chunked` alone. peergate (and Pingora, on public routes)
-/// takes the body out of its chunks and sends it on with a length or in new chunks, so a `gzip`
-/// or any other coding listed before `chunked` would be dropped, and the app would read coded
-/// bytes as the body (RFC 9112 §6.1: such a request is refused).
-pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
-    let mut codings = req
-        .headers
-        .get_all(http::header::TRANSFER_ENCODING)
+/// The `Transfer-Encoding` of a request or an answer as listed (its fields joined), unless it is
+/// none or `chunked` alone: the only framing peergate can pass on without losing something, as
+/// a body is taken out of its chunks and sent on with a length or in new chunks (or as HTTP/2
+/// data), so a `gzip` or any other coding before `chunked` would be dropped and the reader
+/// would take coded bytes for the content.
+pub fn codings_besides_chunked(headers: &http::HeaderMap) -> Option<String> {
+    let fields = headers.get_all(http::header::TRANSFER_ENCODING);
+    let mut codings = fields
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii);
-    // Past the check below, a Transfer-Encoding can only be `chunked` alone.
-    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
-    if let Some(first) = codings.next() {
-        if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
-            let listed: Vec<String> = req
-                .headers
-                .get_all(http::header::TRANSFER_ENCODING)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect();
-            return Err(Problem::new(
-                400,
-                "bad_request",
-                "Bad request",
-                format!(
-                    "Transfer-Encoding {:?}: peergate forwards only chunked alone; send the body \
-                     with Content-Length or chunked, uncoded (Content-Encoding is fine)",
-                    listed.join(", ")
-                ),
-            ));
-        }
+    let first = codings.next()?;
+    if first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none() {
+        return None;
     }
+    let listed: Vec<String> = fields
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Some(listed.join(", "))
+}
+
+/// The Content-Length the client declared (none for a chunked body), once the framing is known
+/// to be one peergate can forward as it came: a malformed or conflicting length is refused, and
+/// so is a transfer coding other than `chunked` alone ([`codings_besides_chunked`]; RFC 9112
+/// §6.1: such a request is refused).
+pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
+    if let Some(listed) = codings_besides_chunked(&req.headers) {
+        return Err(Problem::new(
+            400,
+            "bad_request",
+            "Bad request",
+            format!(
+                "Transfer-Encoding {listed:?}: peergate forwards only chunked alone; send the body \
+                 with Content-Length or chunked, uncoded (Content-Encoding is fine)"
+            ),
+        ));
+    }
+    // Past the check above, a Transfer-Encoding can only be `chunked` alone.
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
     let mut found: Option<u64> = None;
     for value in req.headers.get_all(http::header::CONTENT_LENGTH) {
         let n = value
@@ -266,6 +271,34 @@ fn expects_continue(req: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunked_alone_is_a_framing_to_pass_on() {
+        let listed = |fields: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for f in fields {
+                headers.append(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_str(f).unwrap(),
+                );
+            }
+            codings_besides_chunked(&headers)
+        };
+        for alone in [&[][..], &["chunked"], &["Chunked"], &[" chunked "]] {
+            assert_eq!(listed(alone), None, "{alone:?}");
+        }
+        assert_eq!(listed(&["gzip, chunked"]).as_deref(), Some("gzip, chunked"));
+        assert_eq!(
+            listed(&["gzip", "chunked"]).as_deref(),
+            Some("gzip, chunked")
+        );
+        assert_eq!(
+            listed(&["chunked, chunked"]).as_deref(),
+            Some("chunked, chunked")
+        );
+        assert_eq!(listed(&["chunked", ""]).as_deref(), Some("chunked, "));
+        assert_eq!(listed(&[""]).as_deref(), Some(""));
+    }
 
     /// A chunked body is counted by its chunks, whatever length is declared beside it.
     #[test]

@@ -374,13 +374,22 @@ async fn exchange(
 /// Readies an upstream's answer for the client, here and on the routes Pingora proxies itself
 /// (`inbound.rs`): a 101 is refused, as peergate never asks for an upgrade (`Upgrade` is not
 /// forwarded), so it is an upstream that does not speak HTTP as asked, and what follows it is
-/// not an answer; otherwise the hop-by-hop fields go.
+/// not an answer; so is a transfer coding other than `chunked` alone, which would be lost on the
+/// way (over HTTP/2 always; nginx refuses such an answer too); otherwise the hop-by-hop fields
+/// go.
 pub fn prepare_answer(resp: &mut ResponseHeader) -> pingora::Result<()> {
-    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        let mut e = Error::explain(
-            ErrorType::InvalidHTTPHeader,
-            "it switched protocols (101) without being asked to",
-        );
+    let refused = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        Some("it switched protocols (101) without being asked to".to_string())
+    } else {
+        crate::body::codings_besides_chunked(&resp.headers).map(|listed| {
+            format!(
+                "it answered with Transfer-Encoding {listed:?}; only chunked alone can be \
+                 relayed without losing the coding"
+            )
+        })
+    };
+    if let Some(why) = refused {
+        let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
         e.as_up();
         return Err(e);
     }

@@ -1015,7 +1015,9 @@ where
 
 /// What the app says about its own connection stays between it and peergate, on public and
 /// signed routes alike; and a 101 it was never asked for (peergate does not forward `Upgrade`)
-/// is a 502, not a tunnel or an interim answer to skip.
+/// is a 502, not a tunnel or an interim answer to skip. So is an answer with a transfer coding
+/// other than `chunked` alone: its `gzip` would be lost (over HTTP/2 always), and the caller
+/// would take gzip bytes for the content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
     use tokio::io::AsyncWriteExt;
@@ -1027,6 +1029,12 @@ async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
                 if head.contains(" /public/upgrade ") || head.contains(" /api/upgrade ") {
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                       Connection: Upgrade\r\n\r\n"
+                } else if head.contains(" /public/coded ") || head.contains(" /api/coded ") {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+                      2\r\nzz\r\n0\r\n\r\n"
+                } else if head.contains(" /public/chunked ") || head.contains(" /api/chunked ") {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n\
+                      2\r\nok\r\n0\r\n\r\n"
                 } else {
                     b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
                       Keep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
@@ -1058,8 +1066,19 @@ async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
         f.send(public("/public/upgrade")).await,
         f.send(f.signed(&f.bob, "GET", "/api/upgrade", &[], b""))
             .await,
+        f.send(public("/public/coded")).await,
+        f.send(f.signed(&f.bob, "GET", "/api/coded", &[], b""))
+            .await,
     ] {
         assert_problem(&resp, 502, "upstream_unreachable");
+    }
+    for resp in [
+        f.send(public("/public/chunked")).await,
+        f.send(f.signed(&f.bob, "GET", "/api/chunked", &[], b""))
+            .await,
+    ] {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.body, b"ok");
     }
 }
 

@@ -886,6 +886,9 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                   Connection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\n\
                   Content-Length: 5\r\n\r\nFAKE!"
+            } else if head.starts_with("GET /coded ") {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\
+                  \r\n2\r\nzz\r\n0\r\n\r\n"
             } else {
                 b"HTTP/1.1 200 OK\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n\
                   Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
@@ -922,4 +925,9 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
         "{}",
         resp.text()
     );
+
+    // A transfer coding besides chunked would be lost on the way to the app.
+    let resp = alice.call(get("/coded")).await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+    assert!(resp.text().contains("gzip, chunked"), "{}", resp.text());
 }
