@@ -71,19 +71,151 @@ pub fn method_overrides(headers: &http::HeaderMap) -> impl Iterator<Item = (&str
 }
 
 /// The values of the request's `_method` query parameters (Laravel and Symfony take a POST's
-/// method from one), decoded as a form is and upper-cased. A `_method` in a form body cannot
-/// be seen here: the body is read after authorization.
+/// method from one), decoded as a form is and upper-cased. A `_method` in the body is
+/// [`body_method_parameters`]'s: the body is read after authorization.
 pub fn method_parameters(query: Option<&str>) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let decode = |s: &str| -> Vec<u8> {
-        percent_encoding::percent_decode(s.replace('+', " ").as_bytes()).collect()
+    form_method_parameters(query.unwrap_or_default().as_bytes())
+}
+
+/// The `_method` parameters of `application/x-www-form-urlencoded` data, decoded and upper-cased.
+fn form_method_parameters(form: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let decode = |s: &[u8]| -> Vec<u8> {
+        let spaced: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced).collect()
     };
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(move |pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name) == b"_method").then(|| decode(value).trim_ascii().to_ascii_uppercase())
+    form.split(|&b| b == b'&').filter_map(move |pair| {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (
+                pair.get(..i).unwrap_or_default(),
+                pair.get(i + 1..).unwrap_or_default(),
+            ),
+            None => (pair, &[][..]),
+        };
+        (decode(name) == b"_method").then(|| decode(value).trim_ascii().to_ascii_uppercase())
+    })
+}
+
+/// The methods a POST's body names in a `_method` parameter, upper-cased as the frameworks read
+/// it. Rack::MethodOverride (Rails, Sinatra) and Symfony take one from a form, urlencoded or
+/// multipart (Rack reads a POST without `Content-Type` as an urlencoded form too); Laravel from
+/// its input, a JSON body's top-level object included; Express's `method-override` from
+/// `req.body`. Only a POST's: those frameworks take the override from nothing else.
+pub fn body_method_parameters(
+    method: &http::Method,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Vec<Vec<u8>> {
+    if method != http::Method::POST {
+        return Vec::new();
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().to_ascii_lowercase());
+    let Some(content_type) = content_type else {
+        return form_method_parameters(body).collect();
+    };
+    let mut params = content_type.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+    let media_type = params.next().unwrap_or_default();
+    match media_type {
+        b"application/x-www-form-urlencoded" => form_method_parameters(body).collect(),
+        b"multipart/form-data" => {
+            // The boundary as sent: the lower-cased copy is only for finding the parameter.
+            let boundary = headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| boundary_of(v.as_bytes()));
+            boundary.map_or_else(Vec::new, |b| multipart_method_parameters(body, &b))
+        }
+        // Laravel's test for a JSON body (`Request::isJson`).
+        _ if contains(&content_type, b"/json") || contains(&content_type, b"+json") => {
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(map)) => map
+                    .get("_method")
+                    .and_then(serde_json::Value::as_str)
+                    .map(|m| vec![m.trim().as_bytes().to_ascii_uppercase()])
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// The `boundary` parameter of a `multipart/form-data` content type, unquoted.
+fn boundary_of(content_type: &[u8]) -> Option<Vec<u8>> {
+    content_type
+        .split(|&b| b == b';')
+        .skip(1)
+        .find_map(|param| {
+            let param = param.trim_ascii();
+            let (name, value) = param.split_at_checked(param.iter().position(|&b| b == b'=')?)?;
+            let value = value.get(1..)?.trim_ascii();
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            (name.trim_ascii().eq_ignore_ascii_case(b"boundary") && !value.is_empty())
+                .then(|| value.to_vec())
         })
+}
+
+/// The contents of the parts named `_method` in a multipart form (RFC 7578), upper-cased.
+fn multipart_method_parameters(body: &[u8], boundary: &[u8]) -> Vec<Vec<u8>> {
+    let delimiter = [b"--".as_slice(), boundary].concat();
+    let starts: Vec<usize> = memchr::memmem::find_iter(body, &delimiter).collect();
+    let mut found = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(body.len());
+        let Some(part) = body.get(start + delimiter.len()..end) else {
+            continue;
+        };
+        if part.starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = memchr::memmem::find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let (head, content) = part.split_at(head_end);
+        let named_method = head.split(|&b| b == b'\n').any(|line| {
+            let line = line.trim_ascii();
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return false;
+            };
+            let (name, value) = line.split_at(colon);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"content-disposition")
+                && value
+                    .get(1..)
+                    .unwrap_or_default()
+                    .split(|&b| b == b';')
+                    .any(|param| {
+                        let param = param.trim_ascii();
+                        let Some(eq) = param.iter().position(|&b| b == b'=') else {
+                            return false;
+                        };
+                        let (key, v) = param.split_at(eq);
+                        let v = v.get(1..).unwrap_or_default().trim_ascii();
+                        let v = v
+                            .strip_prefix(b"\"")
+                            .and_then(|v| v.strip_suffix(b"\""))
+                            .unwrap_or(v);
+                        key.trim_ascii().eq_ignore_ascii_case(b"name") && v == b"_method"
+                    })
+        });
+        if named_method {
+            // The content runs from after the blank line to the CRLF before the next delimiter.
+            let content = content.get(4..).unwrap_or_default();
+            let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+            found.push(content.trim_ascii().to_ascii_uppercase());
+        }
+    }
+    found
 }
 
 /// `name` is `canonical` with any of its `-` written as `_` (both lowercase, as `HeaderMap`
@@ -224,4 +356,73 @@ pub fn prepare(
         req.insert_header(names.key_id.clone(), caller.key_id_header.clone())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posts_body_names_its_method_override_as_the_frameworks_read_it() {
+        let read = |method: &str, content_type: Option<&str>, body: &[u8]| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(c) = content_type {
+                headers.insert(http::header::CONTENT_TYPE, c.parse().unwrap());
+            }
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            body_method_parameters(&method, &headers, body)
+                .into_iter()
+                .map(|m| String::from_utf8(m).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let form = Some("application/x-www-form-urlencoded");
+        assert_eq!(
+            read("POST", form, b"a=1&_method=delete&_method=Put"),
+            ["DELETE", "PUT"]
+        );
+        assert_eq!(
+            read("POST", None, b"_method=DELETE"),
+            ["DELETE"],
+            "Rack: a form"
+        );
+        assert_eq!(read("POST", form, b"_meth%6Fd=%20patch+"), ["PATCH"]);
+        assert!(read("POST", form, b"x_method=DELETE&_methodx=DELETE").is_empty());
+        assert!(
+            read("PUT", form, b"_method=DELETE").is_empty(),
+            "only a POST's"
+        );
+        assert!(read("POST", Some("text/plain"), b"_method=DELETE").is_empty());
+
+        let parts = "--b1\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\n\
+                     DELETE\r\n--b1\r\nContent-Disposition: form-data; name=\"_methods\"\r\n\
+                     \r\nPUT\r\n--b1\r\nCONTENT-DISPOSITION:form-data;NAME=_method\r\n\
+                     Content-Type: text/plain\r\n\r\n patch \r\n--b1--\r\n\
+                     --b1\r\nContent-Disposition: form-data; name=_method\r\n\r\nGET\r\n";
+        let multipart = |boundary: &str| format!("multipart/form-data; boundary={boundary}");
+        assert_eq!(
+            read("POST", Some(&multipart("b1")), parts.as_bytes()),
+            ["DELETE", "PATCH"],
+            "after the closing delimiter, nothing is a part"
+        );
+        assert_eq!(
+            read("POST", Some(&multipart("\"b1\"")), parts.as_bytes()),
+            ["DELETE", "PATCH"]
+        );
+        assert!(read("POST", Some(&multipart("b2")), parts.as_bytes()).is_empty());
+        assert!(read("POST", Some("multipart/form-data"), parts.as_bytes()).is_empty());
+
+        let json = Some("application/json; charset=utf-8");
+        assert_eq!(read("POST", json, br#"{"_method":" delete "}"#), ["DELETE"]);
+        assert!(read("POST", json, br#"{"a":{"_method":"DELETE"}}"#).is_empty());
+        assert!(read("POST", json, br#"[{"_method":"DELETE"}]"#).is_empty());
+        assert!(read("POST", json, b"{not json").is_empty());
+        assert_eq!(
+            read(
+                "POST",
+                Some("application/merge-patch+json"),
+                br#"{"_method":"PUT"}"#
+            ),
+            ["PUT"]
+        );
+    }
 }

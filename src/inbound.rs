@@ -156,6 +156,8 @@ impl Inbound {
         // The peer's own rules are checked once the signature verified and before its nonce
         // is recorded: a request refused here takes no room in the shared replay cache.
         let mut admitted = None;
+        // The caller's rules when they narrow its methods, for a `_method` in the body.
+        let mut narrowed = None;
         let authorize = |key_id: &str| {
             // caller_of also checks that the key was found by the id whose signature verified.
             let caller = found.get().and_then(|key| snap.caller_of(&key, key_id));
@@ -173,6 +175,9 @@ impl Inbound {
                     format!("{} may not {} {path}", who(), req.method),
                 )
             });
+            if allow.narrows_methods() {
+                narrowed = Some((allow, who()));
+            }
             if refusal.is_none() && allow.narrows_methods() {
                 // The method the app will act on, when a field or a `_method` parameter names
                 // another one.
@@ -237,6 +242,24 @@ impl Inbound {
         };
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
+        }
+        if let Some((allow, who)) = narrowed {
+            // As for the fields and the query above; the nonce is recorded by now.
+            let req = session.req_header();
+            let asked = app_request::body_method_parameters(&req.method, &req.headers, &body.bytes);
+            let refused = asked.iter().find(|asked| {
+                !http::Method::from_bytes(asked).is_ok_and(|method| allow.permits(&method, &path))
+            });
+            if let Some(asked) = refused {
+                let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(asked));
+                return Ok(Err(Problem::from_reason(
+                    Reason::Forbidden,
+                    format!(
+                        "{who} may not {} {path}, as the _method parameter of its body asks",
+                        asked.escape_debug()
+                    ),
+                )));
+            }
         }
         Ok(Ok(Admission::Forward(body)))
     }
