@@ -34,6 +34,7 @@ use crate::config::{Access, HostPort};
 use crate::forward::{
     chain, classify, error_text, prepare_answer, ForwardError, Forwarder, IDLE_TIMEOUT,
 };
+use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
@@ -181,9 +182,9 @@ impl Inbound {
             if refusal.is_none() && allow.narrows_methods() {
                 // The method the app will act on, when a field or a `_method` parameter names
                 // another one.
-                let fields = app_request::method_overrides(&req.headers)
+                let fields = method_override::fields(&req.headers)
                     .map(|(field, asked)| (format!("{field} field"), asked));
-                let params = app_request::method_parameters(req.uri.query())
+                let params = method_override::query_parameters(req.uri.query())
                     .map(|asked| ("_method query parameter".to_string(), asked));
                 refusal = fields.chain(params).find_map(|(source, asked)| {
                     let permitted = http::Method::from_bytes(&asked)
@@ -246,7 +247,7 @@ impl Inbound {
         if let Some((allow, who)) = narrowed {
             // As for the fields and the query above; the nonce is recorded by now.
             let req = session.req_header();
-            let asked = app_request::body_method_parameters(&req.method, &req.headers, &body.bytes);
+            let asked = method_override::body_parameters(&req.method, &req.headers, &body.bytes);
             let refused = asked.iter().find(|asked| {
                 !http::Method::from_bytes(asked).is_ok_and(|method| allow.permits(&method, &path))
             });

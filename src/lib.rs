@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod local_app;
 pub mod logger;
 pub mod memory;
+pub mod method_override;
 pub mod metrics;
 pub mod outbound;
 pub mod peer_cmd;
