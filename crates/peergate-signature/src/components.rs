@@ -718,15 +718,16 @@ impl ComponentId {
             return Ok(());
         }
 
+        let separator = field_separator(self.name());
         if !self.sf && self.key.is_none() {
-            if !write_combined(lines, out) {
+            if !write_combined(lines, separator, out) {
                 return Err(self.missing(format!("no {} field", self.name())));
             }
             return Ok(());
         }
 
         let mut combined = Vec::new();
-        if !write_combined(lines, &mut combined) {
+        if !write_combined(lines, separator, &mut combined) {
             return Err(self.missing(format!("no {} field", self.name())));
         }
         if let Some(key) = &self.key {
@@ -892,9 +893,15 @@ fn serialize_entry(entry: &ListEntry) -> String {
 enum SfType {
     Dictionary,
     List,
+    Item,
     Unknown,
 }
 
+/// The fields defined as structured fields, and the older ones whose values parse as one
+/// (the table of "Retrofit Structured Fields for HTTP", as the `http_sf` package behind the
+/// PyPI `http-message-signatures` has it). A field's own type matters: read as a Dictionary,
+/// the List `gzip, br, gzip` would lose its repeated member, and the value signed would not
+/// be the one verified.
 fn sf_type(name: &str) -> SfType {
     match name {
         "signature-input"
@@ -905,8 +912,80 @@ fn sf_type(name: &str) -> SfType {
         | "want-content-digest"
         | "want-repr-digest"
         | "priority"
-        | "cdn-cache-control" => SfType::Dictionary,
-        "cache-status" | "proxy-status" | "accept-ch" => SfType::List,
+        | "cdn-cache-control"
+        | "alt-svc"
+        | "cache-control"
+        | "expect"
+        | "expect-ct"
+        | "keep-alive"
+        | "pragma"
+        | "prefer"
+        | "preference-applied"
+        | "surrogate-control" => SfType::Dictionary,
+        "cache-status"
+        | "proxy-status"
+        | "accept-ch"
+        | "accept"
+        | "accept-encoding"
+        | "accept-language"
+        | "accept-patch"
+        | "accept-post"
+        | "accept-ranges"
+        | "access-control-allow-headers"
+        | "access-control-allow-methods"
+        | "access-control-expose-headers"
+        | "access-control-request-headers"
+        | "allow"
+        | "alpn"
+        | "cdn-loop"
+        | "clear-site-data"
+        | "connection"
+        | "content-encoding"
+        | "content-language"
+        | "content-length"
+        | "sec-websocket-extensions"
+        | "sec-websocket-protocol"
+        | "server-timing"
+        | "te"
+        | "timing-allow-origin"
+        | "trailer"
+        | "transfer-encoding"
+        | "vary"
+        | "x-xss-protection"
+        | "sf-cookie"
+        | "sf-if-match"
+        | "sf-if-none-match"
+        | "sf-link"
+        | "sf-set-cookie" => SfType::List,
+        "access-control-allow-credentials"
+        | "access-control-allow-origin"
+        | "access-control-max-age"
+        | "access-control-request-method"
+        | "age"
+        | "alt-used"
+        | "content-type"
+        | "cross-origin-resource-policy"
+        | "cross-origin-embedder-policy"
+        | "cross-origin-embedder-policy-report-only"
+        | "cross-origin-opener-policy"
+        | "cross-origin-opener-policy-report-only"
+        | "host"
+        | "max-forwards"
+        | "origin"
+        | "origin-agent-cluster"
+        | "retry-after"
+        | "sec-websocket-version"
+        | "x-content-type-options"
+        | "x-frame-options"
+        | "sf-content-location"
+        | "sf-date"
+        | "sf-etag"
+        | "sf-expires"
+        | "sf-if-modified-since"
+        | "sf-if-unmodified-since"
+        | "sf-last-modified"
+        | "sf-location"
+        | "sf-referer" => SfType::Item,
         _ => SfType::Unknown,
     }
 }
@@ -934,6 +1013,7 @@ fn reserialize_structured(name: &str, value: &[u8]) -> Option<String> {
     match sf_type(name) {
         SfType::Dictionary => dict(),
         SfType::List => list(),
+        SfType::Item => item(),
         SfType::Unknown => dict().or_else(list).or_else(item),
     }
 }
@@ -980,12 +1060,28 @@ pub fn push_canonical_line(out: &mut Vec<u8>, line: &[u8]) {
     }
 }
 
-/// Field lines joined with `", "`, each canonicalized. Returns false when there was none.
-fn write_combined<'v>(lines: impl Iterator<Item = &'v [u8]>, out: &mut Vec<u8>) -> bool {
+/// What joins a field's lines (§2.1): `", "`, except for `Cookie`. An HTTP/2 client may send
+/// one `Cookie` in several fields, which RFC 9113 §8.2.3 joins with `"; "` into the one field
+/// the message has (a signer that saw the request whole signed that; peergate hands the app the
+/// same joined field, so what is verified is what the app reads).
+fn field_separator(name: &str) -> &'static [u8] {
+    if name == "cookie" {
+        b"; "
+    } else {
+        b", "
+    }
+}
+
+/// Field lines joined with `separator`, each canonicalized. Returns false when there was none.
+fn write_combined<'v>(
+    lines: impl Iterator<Item = &'v [u8]>,
+    separator: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     let mut any = false;
     for line in lines {
         if any {
-            out.extend_from_slice(b", ");
+            out.extend_from_slice(separator);
         }
         any = true;
         push_canonical_line(out, line);
@@ -996,7 +1092,7 @@ fn write_combined<'v>(lines: impl Iterator<Item = &'v [u8]>, out: &mut Vec<u8>) 
 /// The canonical value of field lines (§2.1), e.g. for tests and diagnostics.
 pub fn canonical_field_value<'v>(lines: impl IntoIterator<Item = &'v [u8]>) -> Vec<u8> {
     let mut out = Vec::new();
-    write_combined(lines.into_iter(), &mut out);
+    write_combined(lines.into_iter(), b", ", &mut out);
     out
 }
 

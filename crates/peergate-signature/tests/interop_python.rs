@@ -573,6 +573,77 @@ fn theirs_target_uri_and_query_param_as_the_rfc_gives_them_verify_here() {
     .unwrap();
 }
 
+/// `;sf` on fields whose structured type is a List, with a member repeated: the package
+/// serializes them as Lists (RFC 9421 §2.1.1, RFC 8941 §3.1 keeps repeated members); read as a
+/// Dictionary, `gzip, br, gzip` would lose its second `gzip` (found by an interop sweep).
+#[test]
+fn theirs_sf_on_a_list_with_a_repeated_member_verifies_here() {
+    let keys = keys();
+    let now = unix_now();
+    let unsigned = request("GET", "/api/x", "alice.example.org", None)
+        .header("accept-encoding", "gzip, br, gzip")
+        .header("vary", "accept, accept")
+        .header("accept-language", "en, fr;q=0.5, en");
+    let (req, out) = sign_theirs(
+        &keys,
+        &unsigned,
+        None,
+        now,
+        "py-nonce-sf-list",
+        json!({
+            "covered": ["@method", "@authority", "@path", "@query",
+                        "\"accept-encoding\";sf", "\"vary\";sf", "\"accept-language\";sf"],
+        }),
+    );
+    let base = out["signature_base"].as_str().unwrap();
+    assert!(
+        base.contains("\"accept-encoding\";sf: gzip, br, gzip\n"),
+        "{base}"
+    );
+    assert_eq!(our_base(&req), base);
+    verify_here(
+        &keys,
+        &req,
+        None,
+        &policy_for("alice.example.org", None),
+        now,
+    )
+    .unwrap();
+}
+
+/// A `Cookie` the package signed as one field, received in two (an HTTP/2 client may split it
+/// into crumbs, RFC 9113 §8.2.3): the crumbs are that one field joined with `"; "`, as the app
+/// receives it, so the signature verifies (found by an interop sweep over HTTP/2 with curl).
+#[test]
+fn theirs_cookie_received_in_crumbs_verifies_here() {
+    let keys = keys();
+    let now = unix_now();
+    let unsigned = request("GET", "/api/x", "alice.example.org", None).header("cookie", "a=1; b=2");
+    let (signed, out) = sign_theirs(
+        &keys,
+        &unsigned,
+        None,
+        now,
+        "py-nonce-cookie",
+        json!({ "covered": ["@method", "@authority", "@path", "@query", "cookie"] }),
+    );
+    let base = out["signature_base"].as_str().unwrap();
+    assert!(base.contains("\"cookie\": a=1; b=2\n"), "{base}");
+    let mut crumbs = Req::new("GET", "/api/x");
+    crumbs.scheme = signed.scheme.clone();
+    for (name, value) in signed.headers.iter() {
+        if name == "cookie" {
+            crumbs.add("cookie", b"a=1");
+            crumbs.add("cookie", b"b=2");
+        } else {
+            crumbs.add(name.as_str(), value.as_bytes());
+        }
+    }
+    assert_eq!(our_base(&crumbs), base);
+    let policy = policy_for("alice.example.org", None);
+    verify_here(&keys, &crumbs, None, &policy, now).unwrap();
+}
+
 #[test]
 fn theirs_tampered_is_refused_here() {
     let keys = keys();
