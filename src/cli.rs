@@ -261,17 +261,8 @@ fn id(config_path: Option<&Path>, key_path: Option<&Path>) -> Result<(), CliErro
             let path = config_path.unwrap_or(Path::new("peergate.yaml"));
             let loaded = load_config(path)?;
             let identity = &loaded.config.identity;
-            let url = identity.hosts.0.first().map(|h| {
-                let port = h.port.map(|p| format!(":{p}")).unwrap_or_else(|| {
-                    let inbound = loaded.config.listen.inbound.0.port();
-                    if inbound == 443 {
-                        String::new()
-                    } else {
-                        format!(":{inbound}")
-                    }
-                });
-                format!("{}://{}{}", identity.scheme.as_str(), h.host, port)
-            });
+            // The URL the identity document advertises, so that both say the same.
+            let url = crate::public_identity::public_url(&loaded.config);
             (
                 identity.key_file.identity.public().clone(),
                 Some(identity.display_name()),

@@ -123,9 +123,9 @@ fn run_in(dir: &Path, once: bool) -> Result<(), String> {
         return Err("the signed exchange did not complete as expected (see above)".into());
     }
 
+    println!("\nThe signed exchange worked.");
     if once {
         stop(&mut [alice, bob]);
-        println!("\nThe signed exchange worked.");
         return Ok(());
     }
 

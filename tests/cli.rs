@@ -372,3 +372,40 @@ fn run_refuses_to_start_without_every_listener() {
     );
     drop(taken);
 }
+
+/// `id -c` prints the `url` the identity document advertises: the first host's own port when it
+/// names one (the port peers use, behind a Service or a load balancer), else the inbound
+/// listener's, and no port when that is the scheme's default (it used to write `:443`).
+#[test]
+fn id_with_a_config_prints_the_url_the_identity_document_advertises() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    assert!(peergate(&["keygen", "-o", key.to_str().unwrap()])
+        .status
+        .success());
+    let cfg = dir.path().join("peergate.yaml");
+    for (hosts, inbound, url) in [
+        ("[\"alice.test:443\"]", 8443, "https://alice.test\n"),
+        ("[\"alice.test\"]", 8443, "https://alice.test:8443\n"),
+        ("[\"alice.test\"]", 443, "https://alice.test\n"),
+        (
+            "[\"alice.test:8080\", \"localhost\"]",
+            443,
+            "https://alice.test:8080\n",
+        ),
+    ] {
+        fs::write(
+            &cfg,
+            format!(
+                "identity: {{ key_file: k.pem, hosts: {hosts} }}\n\
+                 listen: {{ inbound: \"127.0.0.1:{inbound}\", outbound: \"127.0.0.1:1\", admin: \"127.0.0.1:2\" }}\n\
+                 app: {{ upstream: \"127.0.0.1:9\" }}\n"
+            ),
+        )
+        .unwrap();
+        let out = peergate(&["id", "-c", cfg.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stdout.contains(&format!("url: {url}")), "{hosts}: {stdout}");
+    }
+}
