@@ -65,9 +65,18 @@ impl HostRule {
         self.port
     }
 
-    /// Whether a request for `authority` over `scheme` is for this host.
+    /// Whether a request for `authority` over `scheme` is for this host. An IPv6 literal is the
+    /// same host however it is written (`[::1]`, `[0:0:0:0:0:0:0:1]`).
     pub fn matches(&self, authority: &Authority, scheme: &str) -> bool {
-        authority.host == self.host
+        let ipv6 = |host: &str| {
+            host.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+        };
+        let same_host = authority.host == self.host
+            || ipv6(&self.host).is_some_and(|rule| ipv6(&authority.host) == Some(rule));
+        same_host
             && match self.port {
                 None => true,
                 Some(p) => authority.effective_port(scheme) == Some(p),
@@ -695,6 +704,21 @@ mod tests {
         assert!(!https443.matches(&a("alice.example.org"), "http"));
         assert_eq!(port.to_string(), "alice.example.org:8443");
         assert!(HostRule::parse("a b").is_err());
+        let v6 = HostRule::parse("[::1]:8443").unwrap();
+        for same in ["[0:0:0:0:0:0:0:1]:8443", "[0::1]:8443", "[::0001]:8443"] {
+            let a = Authority::parse(same).unwrap();
+            assert!(v6.matches(&a, "https"), "{same}");
+        }
+        for other in [
+            "[::2]:8443",
+            "[::1]:443",
+            "localhost:8443",
+            "[::1%25lo]:8443",
+        ] {
+            if let Ok(a) = Authority::parse(other) {
+                assert!(!v6.matches(&a, "https"), "{other}");
+            }
+        }
     }
 
     #[test]
