@@ -157,7 +157,7 @@ impl Inbound {
         // The peer's own rules are checked once the signature verified and before its nonce
         // is recorded: a request refused here takes no room in the shared replay cache.
         let mut admitted = None;
-        // The caller's rules when they narrow its methods, for a `_method` in the body.
+        // The caller when its rules narrow its methods, for a `_method` in the body.
         let mut narrowed = None;
         let authorize = |key_id: &str| {
             // caller_of also checks that the key was found by the id whose signature verified.
@@ -177,7 +177,7 @@ impl Inbound {
                 )
             });
             if allow.narrows_methods() {
-                narrowed = Some((allow, who()));
+                narrowed = Some(peer);
             }
             if refusal.is_none() && allow.narrows_methods() {
                 // The method the app will act on, when a field or a `_method` parameter names
@@ -244,19 +244,22 @@ impl Inbound {
         if let Err(refusal) = check.finish() {
             return Ok(Err(Problem::refusal(&refusal)));
         }
-        if let Some((allow, who)) = narrowed {
+        if let Some(peer) = narrowed {
             // As for the fields and the query above; the nonce is recorded by now.
             let req = session.req_header();
             let asked = method_override::body_parameters(&req.method, &req.headers, &body.bytes);
             let refused = asked.iter().find(|asked| {
-                !http::Method::from_bytes(asked).is_ok_and(|method| allow.permits(&method, &path))
+                !http::Method::from_bytes(asked)
+                    .is_ok_and(|method| peer.allow().permits(&method, &path))
             });
             if let Some(asked) = refused {
                 let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(asked));
                 return Ok(Err(Problem::from_reason(
                     Reason::Forbidden,
                     format!(
-                        "{who} may not {} {path}, as the _method parameter of its body asks",
+                        "peer {} ({}) may not {} {path}, as the _method parameter of its body asks",
+                        peer.short_id(),
+                        peer.name(),
                         asked.escape_debug()
                     ),
                 )));
