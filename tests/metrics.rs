@@ -408,7 +408,10 @@ async fn healthz_answers_at_the_open_files_limit() {
     let bob = Key::new("Bob");
     let setup = Setup::new(app.addr(), &[&bob], "");
     let binary = Binary::run(&setup);
+    // Both: the proxy listener binds on a thread of its own, and must hold its descriptor
+    // before the limit is counted (it was refused once on a busy machine).
     wait_listening(setup.admin);
+    wait_listening(setup.inbound);
     assert_eq!(setup.admin("/healthz").await.status, 200);
     let pid = binary.child.id();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
