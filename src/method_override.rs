@@ -394,4 +394,53 @@ mod tests {
             ["PUT"]
         );
     }
+
+    proptest::proptest! {
+        /// Whatever the body and its content type, reading them never panics, and finds at most
+        /// as many methods as the body has bytes.
+        #[test]
+        fn any_body_is_read_without_a_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            kind in 0usize..5,
+            boundary in "[a-zA-Z0-9'()+_,./:=?-]{1,8}",
+        ) {
+            let content_type = match kind {
+                0 => None,
+                1 => Some("application/x-www-form-urlencoded".to_string()),
+                2 => Some(format!("multipart/form-data; boundary={boundary}")),
+                3 => Some(format!("multipart/form-data; boundary=\"{boundary}\"")),
+                _ => Some("application/json".to_string()),
+            };
+            let mut headers = http::HeaderMap::new();
+            if let Some(c) = content_type {
+                headers.insert(http::header::CONTENT_TYPE, c.parse().unwrap());
+            }
+            let found = body_parameters(&http::Method::POST, &headers, &body);
+            proptest::prop_assert!(found.len() <= body.len());
+        }
+
+        /// A multipart body built of parts, one of them `_method`, gives that part's value.
+        #[test]
+        fn a_multipart_method_part_is_found(
+            before in proptest::collection::vec("[a-z]{1,6}", 0..4),
+            value in "[A-Za-z]{1,10}",
+        ) {
+            let mut body = String::new();
+            for name in &before {
+                body.push_str(&format!(
+                    "--B\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\nx\r\n"
+                ));
+            }
+            body.push_str(&format!(
+                "--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\n{value}\r\n--B--\r\n"
+            ));
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                "multipart/form-data; boundary=B".parse().unwrap(),
+            );
+            let found = body_parameters(&http::Method::POST, &headers, body.as_bytes());
+            proptest::prop_assert_eq!(found, vec![value.to_ascii_uppercase().into_bytes()]);
+        }
+    }
 }
