@@ -346,6 +346,7 @@ async fn exchange(
         e.retry = RetryType::ReusedOnly;
         e
     };
+    let head_request = req.method == http::Method::HEAD;
     up.write_request_header(Box::new(req))
         .await
         .map_err(unsent)?;
@@ -365,7 +366,7 @@ async fn exchange(
         };
         if !head.status.is_informational() || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
             let mut head = head.clone();
-            prepare_answer(&mut head)?;
+            prepare_answer(&mut head, head_request)?;
             return Ok((up, head));
         }
     }
@@ -374,12 +375,18 @@ async fn exchange(
 /// Readies an upstream's answer for the client, here and on the routes Pingora proxies itself
 /// (`inbound.rs`): a 101 is refused, as peergate never asks for an upgrade (`Upgrade` is not
 /// forwarded), so it is an upstream that does not speak HTTP as asked, and what follows it is
-/// not an answer; so is a transfer coding other than `chunked` alone, which would be lost on the
-/// way (over HTTP/2 always; nginx refuses such an answer too); otherwise the hop-by-hop fields
-/// go.
-pub fn prepare_answer(resp: &mut ResponseHeader) -> pingora::Result<()> {
+/// not an answer; so is a transfer coding other than `chunked` alone on an answer with a body,
+/// which would be lost on the way (over HTTP/2 always; nginx refuses such an answer too; to a
+/// HEAD request, or in a 204 or 304, it only says what would have been sent, RFC 9112 §6.1);
+/// otherwise the hop-by-hop fields go.
+pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora::Result<()> {
+    let bodiless = head_request
+        || resp.status == http::StatusCode::NO_CONTENT
+        || resp.status == http::StatusCode::NOT_MODIFIED;
     let refused = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         Some("it switched protocols (101) without being asked to".to_string())
+    } else if bodiless {
+        None
     } else {
         crate::body::codings_besides_chunked(&resp.headers).map(|listed| {
             format!(

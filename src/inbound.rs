@@ -180,13 +180,8 @@ impl Inbound {
                 narrowed = Some(peer);
             }
             if refusal.is_none() && allow.narrows_methods() {
-                // The method the app will act on, when a field or a `_method` parameter names
-                // another one.
-                let fields = method_override::fields(&req.headers)
-                    .map(|(field, asked)| (format!("{field} field"), asked));
-                let params = method_override::query_parameters(req.uri.query())
-                    .map(|asked| ("_method query parameter".to_string(), asked));
-                refusal = fields.chain(params).find_map(|(source, asked)| {
+                // The method the app will act on, when a field names another one.
+                refusal = method_override::fields(&req.headers).find_map(|(field, asked)| {
                     let permitted = http::Method::from_bytes(&asked)
                         .is_ok_and(|method| allow.permits(&method, &path));
                     let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(&asked));
@@ -194,13 +189,28 @@ impl Inbound {
                         Refusal::new(
                             Reason::Forbidden,
                             format!(
-                                "{} may not {} {path}, as its {source} asks",
+                                "{} may not {} {path}, as its {field} field asks",
                                 who(),
                                 asked.escape_debug()
                             ),
                         )
                     })
                 });
+            }
+            let query = req.uri.query().unwrap_or_default();
+            if refusal.is_none()
+                && allow.narrows_methods()
+                && method_override::names_method(query.as_bytes())
+            {
+                refusal = Some(Refusal::new(
+                    Reason::Forbidden,
+                    format!(
+                        "{} may not send a _method query parameter to {path}: Laravel and \
+                         Symfony take it as the method to act on, and this peer's methods are \
+                         limited",
+                        who()
+                    ),
+                ));
             }
             admitted = Some(caller);
             refusal.map_or(Ok(()), Err)
@@ -247,20 +257,16 @@ impl Inbound {
         if let Some(peer) = narrowed {
             // As for the fields and the query above; the nonce is recorded by now.
             let req = session.req_header();
-            let asked = method_override::body_parameters(&req.method, &req.headers, &body.bytes);
-            let refused = asked.iter().find(|asked| {
-                !http::Method::from_bytes(asked)
-                    .is_ok_and(|method| peer.allow().permits(&method, &path))
-            });
-            if let Some(asked) = refused {
-                let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(asked));
+            if let Some(why) =
+                method_override::body_override(&req.method, &req.headers, &body.bytes)
+            {
                 return Ok(Err(Problem::from_reason(
                     Reason::Forbidden,
                     format!(
-                        "peer {} ({}) may not {} {path}, as the _method parameter of its body asks",
+                        "peer {} ({}) may not POST this to {path}: {why}, and this peer's \
+                         methods are limited",
                         peer.short_id(),
                         peer.name(),
-                        asked.escape_debug()
                     ),
                 )));
             }
@@ -460,11 +466,12 @@ impl ProxyHttp for Inbound {
     /// app) is a failure of the app.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         _ctx: &mut InboundCtx,
     ) -> pingora::Result<()> {
-        prepare_answer(upstream_response)
+        let head_request = session.req_header().method == http::Method::HEAD;
+        prepare_answer(upstream_response, head_request)
     }
 
     fn fail_to_connect(
