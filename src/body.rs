@@ -142,11 +142,25 @@ pub fn codings_besides_chunked(headers: &http::HeaderMap) -> Option<String> {
     Some(listed.join(", "))
 }
 
-/// The Content-Length the client declared (none for a chunked body), once the framing is known
-/// to be one peergate can forward as it came: a malformed or conflicting length is refused, and
-/// so is a transfer coding other than `chunked` alone ([`codings_besides_chunked`]; RFC 9112
-/// §6.1: such a request is refused).
-pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
+/// How a request's body is framed, once it is known to be a framing peergate can forward as it
+/// came: only [`framing`] makes one, so [`read_whole`] takes the checked framing instead of
+/// checking the head a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    declared: Option<u64>,
+}
+
+impl Framing {
+    /// The Content-Length the client declared (none for a chunked body).
+    pub fn declared(self) -> Option<u64> {
+        self.declared
+    }
+}
+
+/// The request's [`Framing`]: a malformed or conflicting length is refused, and so is a
+/// transfer coding other than `chunked` alone ([`codings_besides_chunked`]; RFC 9112 §6.1: such
+/// a request is refused).
+pub fn framing(req: &RequestHeader) -> Result<Framing, Problem> {
     if let Some(listed) = codings_besides_chunked(&req.headers) {
         return Err(Problem::new(
             400,
@@ -189,7 +203,9 @@ pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
     }
     // A chunked body is framed by its chunks, whatever length is declared beside them (Pingora
     // drops such a length over HTTP/1.1; HTTP/2 has no chunks): no length to count it by.
-    Ok(found.filter(|_| !chunked))
+    Ok(Framing {
+        declared: found.filter(|_| !chunked),
+    })
 }
 
 /// How long a body may send nothing before it is refused. Pingora times out each HTTP/1 read
@@ -197,19 +213,20 @@ pub fn framing(req: &RequestHeader) -> Result<Option<u64>, Problem> {
 /// buffer, and kept its connection from ever being idle, for as long as the client liked.
 const BODY_STALL: Duration = Duration::from_secs(60);
 
-/// Reads the whole body (refusing past `limit` bytes, by the declared length before reading
-/// when there is one), handing every chunk to `inspect` as it arrives, and counting it in
+/// Reads the whole body of a request whose `framing` was checked (refusing past `limit` bytes,
+/// by the declared length before reading when there is one), handing every chunk to `inspect` as it arrives, and counting it in
 /// `held`: a declared length whole before anything is read (so a refusal comes before the
 /// client sends the body), a chunked body as it comes. The body comes back with that share,
 /// which a refusal gives back at once. A client waiting for `100 Continue` gets it first: by
 /// then the request head has been accepted.
 pub async fn read_whole(
     session: &mut Session,
+    framing: Framing,
     limit: u64,
     mut held: Held,
     mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<HeldBody, BodyError> {
-    let declared = framing(session.req_header())?;
+    let declared = framing.declared;
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit).into());
     }
@@ -305,9 +322,9 @@ mod tests {
     fn a_chunked_body_declares_no_length() {
         let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
         req.insert_header("content-length", "5").unwrap();
-        assert_eq!(framing(&req), Ok(Some(5)));
+        assert_eq!(framing(&req).map(Framing::declared), Ok(Some(5)));
         req.insert_header("transfer-encoding", "chunked").unwrap();
-        assert_eq!(framing(&req), Ok(None));
+        assert_eq!(framing(&req).map(Framing::declared), Ok(None));
     }
 
     /// Shares add up to the limit and no further, a refused share takes nothing, and a dropped

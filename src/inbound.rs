@@ -139,9 +139,10 @@ impl Inbound {
         // proxies, and drops a transfer coding listed before `chunked`; an app may read the
         // body another way than Pingora framed it. Refused on every route, as it is for signed
         // requests.
-        if let Err(problem) = body::framing(req) {
-            return Ok(Err(problem));
-        }
+        let framing = match body::framing(req) {
+            Ok(framing) => framing,
+            Err(problem) => return Ok(Err(problem)),
+        };
         if access_for(&snap.routes, &path) == Access::Public {
             return Ok(Ok(Admission::Proxy));
         }
@@ -178,39 +179,36 @@ impl Inbound {
             });
             if allow.narrows_methods() {
                 narrowed = Some(peer);
-            }
-            if refusal.is_none() && allow.narrows_methods() {
-                // The method the app will act on, when a field names another one.
-                refusal = method_override::fields(&req.headers).find_map(|(field, asked)| {
-                    let permitted = http::Method::from_bytes(&asked)
-                        .is_ok_and(|method| allow.permits(&method, &path));
-                    let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(&asked));
-                    (!permitted).then(|| {
-                        Refusal::new(
-                            Reason::Forbidden,
-                            format!(
-                                "{} may not {} {path}, as its {field} field asks",
-                                who(),
-                                asked.escape_debug()
-                            ),
-                        )
-                    })
-                });
-            }
-            let query = req.uri.query().unwrap_or_default();
-            if refusal.is_none()
-                && allow.narrows_methods()
-                && method_override::names_method(query.as_bytes())
-            {
-                refusal = Some(Refusal::new(
-                    Reason::Forbidden,
-                    format!(
-                        "{} may not send a _method query parameter to {path}: Laravel and \
-                         Symfony take it as the method to act on, and this peer's methods are \
-                         limited",
-                        who()
-                    ),
-                ));
+                if refusal.is_none() {
+                    // The method the app will act on, when a field names another one.
+                    refusal = method_override::fields(&req.headers).find_map(|(field, asked)| {
+                        let permitted = http::Method::from_bytes(&asked)
+                            .is_ok_and(|method| allow.permits(&method, &path));
+                        let asked = String::from_utf8_lossy(asked.get(..32).unwrap_or(&asked));
+                        (!permitted).then(|| {
+                            Refusal::new(
+                                Reason::Forbidden,
+                                format!(
+                                    "{} may not {} {path}, as its {field} field asks",
+                                    who(),
+                                    asked.escape_debug()
+                                ),
+                            )
+                        })
+                    });
+                }
+                let query = req.uri.query().unwrap_or_default();
+                if refusal.is_none() && method_override::names_method(query.as_bytes()) {
+                    refusal = Some(Refusal::new(
+                        Reason::Forbidden,
+                        format!(
+                            "{} may not send a _method query parameter to {path}: Laravel and \
+                             Symfony take it as the method to act on, and this peer's methods \
+                             are limited",
+                            who()
+                        ),
+                    ));
+                }
             }
             admitted = Some(caller);
             refusal.map_or(Ok(()), Err)
@@ -239,7 +237,7 @@ impl Inbound {
 
         let mut check = verified.body_checker();
         let held = Held::new(&self.shared.bodies, snap.max_buffered);
-        let body = match body::read_whole(session, snap.max_body, held, |chunk| {
+        let body = match body::read_whole(session, framing, snap.max_body, held, |chunk| {
             check.update(chunk);
             check
                 .refused()

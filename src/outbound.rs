@@ -382,9 +382,13 @@ impl Outbound {
         pq: String,
     ) {
         let what: &(dyn fmt::Display + Sync) = &peer;
+        let framing = match body::framing(session.req_header()) {
+            Ok(framing) => framing,
+            Err(problem) => return ctx.record.refuse(session, &problem, None).await,
+        };
         // Given back once the body is sent (see `Forwarder::forward`) or refused.
         let held = Held::new(&self.shared.bodies, snap.max_buffered);
-        let body = match body::read_whole(session, snap.max_body, held, |_| Ok(())).await {
+        let body = match body::read_whole(session, framing, snap.max_body, held, |_| Ok(())).await {
             Ok(body) => body,
             Err(BodyError::Refused(problem)) => {
                 return ctx.record.refuse(session, &problem, None).await
