@@ -71,11 +71,11 @@ pub fn names_method(bytes: &[u8]) -> bool {
                 },
                 _ => None,
             },
-            0 => None,
             other => Some(other),
         };
-        if let Some(b) = decoded {
-            if b != 0 && scan.push(b.to_ascii_lowercase()) {
+        // A NUL, as sent or decoded, is dropped (UTF-16, PHP cutting names at one).
+        if let Some(b) = decoded.filter(|&b| b != 0) {
+            if scan.push(b.to_ascii_lowercase()) {
                 return true;
             }
         }

@@ -177,14 +177,16 @@ impl Metrics {
     }
 
     /// Records one finished request. `peer` must be a short ID from the allowlist or
-    /// [`UNKNOWN_PEER`]; `reason` a refusal code when the outcome is `Refused`.
+    /// [`UNKNOWN_PEER`]; `reason` a refusal code when the outcome is `Refused`. `elapsed` is
+    /// `None` for a request with no start to time it from (a head that could not be read, see
+    /// [`crate::record::unreadable_head`]): counted, not timed.
     pub fn request(
         &self,
         direction: Direction,
         peer: &str,
         outcome: Outcome,
         reason: Option<&'static str>,
-        elapsed: Duration,
+        elapsed: Option<Duration>,
     ) {
         let d = direction.as_str();
         self.requests
@@ -193,19 +195,11 @@ impl Metrics {
         if let (Outcome::Refused, Some(reason)) = (outcome, reason) {
             self.rejections.with_label_values(&[d, reason]).inc();
         }
-        self.duration
-            .with_label_values(&[d])
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// Records a request refused before its head could be read: counted as a refused request
-    /// of no known peer, and not timed (see [`crate::record::unreadable_head`]).
-    pub fn refused_unread(&self, direction: Direction, reason: &'static str) {
-        let d = direction.as_str();
-        self.requests
-            .with_label_values(&[d, UNKNOWN_PEER, Outcome::Refused.as_str()])
-            .inc();
-        self.rejections.with_label_values(&[d, reason]).inc();
+        if let Some(elapsed) = elapsed {
+            self.duration
+                .with_label_values(&[d])
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     pub fn upstream_error(&self, direction: Direction, kind: UpstreamErrorKind) {

@@ -129,7 +129,7 @@ impl Record {
             peer.unwrap_or(UNKNOWN_PEER),
             outcome,
             self.refused,
-            elapsed,
+            Some(elapsed),
         );
         let req = session.req_header();
         log::info!(
@@ -154,7 +154,13 @@ impl Record {
 /// connection may idle before the bytes come), so the line shows `-` for them.
 pub fn unreadable_head(direction: Direction, metrics: &Metrics) {
     let reason = "bad_request";
-    metrics.refused_unread(direction, reason);
+    metrics.request(
+        direction,
+        UNKNOWN_PEER,
+        Outcome::Refused,
+        Some(reason),
+        None,
+    );
     log::info!(
         "{} - - peer=- outcome=refused reason={reason} status=400 duration_ms=-",
         direction.as_str(),
