@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client_idle;
 pub mod clock;
 pub mod config;
+pub mod connection_cap;
 pub mod demo;
 pub mod fd_limit;
 pub mod files;

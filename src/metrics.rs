@@ -80,6 +80,8 @@ pub struct Metrics {
     rejections: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    client_connections: IntGaugeVec,
+    client_connections_refused: IntCounterVec,
     pub peers: IntGauge,
     pub replay_cache_entries: IntGauge,
     pub config_reloads: IntCounterVec,
@@ -121,6 +123,20 @@ impl Metrics {
             ),
             &["direction", "kind"],
         )?;
+        let client_connections = IntGaugeVec::new(
+            Opts::new(
+                "peergate_client_connections",
+                "Client connections the inbound or outbound listener serves now.",
+            ),
+            &["direction"],
+        )?;
+        let client_connections_refused = IntCounterVec::new(
+            Opts::new(
+                "peergate_client_connections_refused_total",
+                "Client connections closed unanswered because the listener was at listen.max_connections.",
+            ),
+            &["direction"],
+        )?;
         let peers = IntGauge::new("peergate_peers", "Peers on the allowlist now.")?;
         let replay_cache_entries = IntGauge::new(
             "peergate_replay_cache_entries",
@@ -152,6 +168,8 @@ impl Metrics {
             Box::new(rejections.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(client_connections.clone()),
+            Box::new(client_connections_refused.clone()),
             Box::new(peers.clone()),
             Box::new(replay_cache_entries.clone()),
             Box::new(config_reloads.clone()),
@@ -163,12 +181,18 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            client_connections.with_label_values(&[direction.as_str()]);
+            client_connections_refused.with_label_values(&[direction.as_str()]);
+        }
         Ok(Metrics {
             registry,
             requests,
             rejections,
             duration,
             upstream_errors,
+            client_connections,
+            client_connections_refused,
             peers,
             replay_cache_entries,
             config_reloads,
@@ -205,6 +229,24 @@ impl Metrics {
     pub fn upstream_error(&self, direction: Direction, kind: UpstreamErrorKind) {
         self.upstream_errors
             .with_label_values(&[direction.as_str(), kind.as_str()])
+            .inc();
+    }
+
+    pub fn client_connection_opened(&self, direction: Direction) {
+        self.client_connections
+            .with_label_values(&[direction.as_str()])
+            .inc();
+    }
+
+    pub fn client_connection_closed(&self, direction: Direction) {
+        self.client_connections
+            .with_label_values(&[direction.as_str()])
+            .dec();
+    }
+
+    pub fn client_connection_refused(&self, direction: Direction) {
+        self.client_connections_refused
+            .with_label_values(&[direction.as_str()])
             .inc();
     }
 

@@ -80,6 +80,10 @@ impl RestartBound {
                     "listen.idle_timeout",
                     config.listen.idle_timeout.to_string(),
                 ),
+                (
+                    "listen.max_connections",
+                    config.listen.max_connections.to_string(),
+                ),
                 // The certificate and key are replaced live; only turning TLS on or off
                 // changes what the listener speaks.
                 ("tls", if tls.is_some() { "on" } else { "off" }.to_string()),

@@ -41,7 +41,9 @@ fn add_inbound(
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Inbound, shared.clone());
+    let (proxy, at_capacity) = capped(proxy, Direction::Inbound, config, shared);
     let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
+    service.set_connection_filter(at_capacity);
     service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
     match &config.tls {
@@ -92,10 +94,30 @@ fn add_outbound(
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Outbound, shared.clone());
+    let (proxy, at_capacity) = capped(proxy, Direction::Outbound, config, shared);
     let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
+    service.set_connection_filter(at_capacity);
     service.threads = Some(config.listen.threads.count());
     service.add_listener(listener(&config.listen.outbound.to_string()));
     server.add_service(service);
+}
+
+/// Puts a proxy listener under `listen.max_connections`: the app that holds a place for each
+/// connection served, and the filter that closes new ones at the ceiling before their TLS
+/// handshake.
+fn capped<A>(
+    proxy: A,
+    direction: Direction,
+    config: &crate::config::Config,
+    shared: &Arc<Shared>,
+) -> (
+    crate::connection_cap::Capped<A>,
+    Arc<dyn pingora::listeners::ConnectionFilter>,
+) {
+    let cap =
+        crate::connection_cap::Cap::new(direction, config.listen.max_connections, shared.clone());
+    let filter = Arc::new(crate::connection_cap::AtCapacity(cap.clone()));
+    (crate::connection_cap::Capped::new(proxy, cap), filter)
 }
 
 /// What a client connection's reads go through before TLS or the HTTP parser. Pingora's

@@ -80,6 +80,8 @@ fn minimal_config_loads_with_defaults() {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!(c.listen.threads.count(), cpus);
     assert_eq!(c.listen.idle_timeout.to_string(), "75s");
+    assert_eq!(c.listen.max_connections, 4096);
+    assert_eq!(c.signatures.replay_cache_size, 1_000_000);
     assert_eq!(c.signatures.lifetime.to_string(), "1m");
     assert_eq!(c.signatures.max_age.to_string(), "5m");
     assert_eq!(c.signatures.clock_skew.to_string(), "30s");
@@ -199,6 +201,33 @@ fn listen_idle_timeout_must_be_a_second_or_more() {
     }
 }
 
+/// A count that is not a whole number says so in words (serde's own message says "usize").
+#[test]
+fn a_count_that_is_not_a_whole_number_says_so() {
+    let dir = Dir::new();
+    for (value, needle) in [
+        ("-1", "-1 is below zero; expected a whole number, e.g. 4096"),
+        (
+            "many",
+            "invalid type: string \"many\", expected a whole number, e.g. 4096",
+        ),
+        ("1.5", "expected a whole number, e.g. 4096"),
+        (
+            "99999999999999999999",
+            "99999999999999999999 is too large a number",
+        ),
+    ] {
+        for (setting, column) in [
+            ("listen: { max_connections: ", 28),
+            ("signatures: { replay_cache_size: ", 34),
+        ] {
+            let err = load_err(&dir, &minimal(&format!("{setting}{value} }}\n")));
+            assert_err(&err, &dir.path("peergate.yaml"), 6, column, needle);
+            assert!(!err.to_string().contains("usize"), "{err}");
+        }
+    }
+}
+
 /// Checks made once the whole file is read (a floor, one setting against another) point at the
 /// value too, in block and in flow style.
 #[test]
@@ -229,6 +258,12 @@ fn checks_after_reading_name_the_line_and_column() {
             6,
             22,
             "outbound.timeout 0s is too short",
+        ),
+        (
+            "listen: { threads: 2, max_connections: 0 }\n",
+            6,
+            40,
+            "listen.max_connections must be at least 1",
         ),
         (
             "signatures: { max_body: 32MiB, max_buffered: 16MiB }\n",

@@ -450,3 +450,62 @@ async fn healthz_answers_at_the_open_files_limit() {
         binary.log()
     );
 }
+
+/// `listen.max_connections`, on each proxy listener: at the ceiling a new connection is closed
+/// unanswered, the connections open go on being served, and a new one is taken again once one
+/// of them closes; the metrics show the connections served and the ones refused.
+#[tokio::test]
+async fn a_listener_at_max_connections_closes_new_ones_until_one_closes() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("threads: 2 }", "threads: 2, max_connections: 2 }");
+    std::fs::write(&setup.config, text).unwrap();
+    let _gateway = setup.start();
+    wait_listening(setup.outbound);
+    let inbound_request = || signed_get(&setup.authority(), &bob, "/x").to_bytes();
+    let outbound_request = || {
+        RawRequest::new("GET", "/peers/nobody/x")
+            .header("Host", setup.outbound.to_string())
+            .to_bytes()
+    };
+    for (direction, addr, request, status) in [
+        (
+            "inbound",
+            setup.inbound,
+            &inbound_request as &dyn Fn() -> Vec<u8>,
+            200,
+        ),
+        ("outbound", setup.outbound, &outbound_request, 404),
+    ] {
+        let open = format!("peergate_client_connections{{direction=\"{direction}\"}}");
+        let refused =
+            format!("peergate_client_connections_refused_total{{direction=\"{direction}\"}}");
+        let mut first = RawConn::connect(addr, None).await.unwrap();
+        let mut second = RawConn::connect(addr, None).await.unwrap();
+        for conn in [&mut first, &mut second] {
+            assert_eq!(conn.request(&request()).await.unwrap().status, status);
+        }
+        assert_series(&setup.admin("/metrics").await.text(), &open, 2.0);
+        assert_series(&setup.admin("/metrics").await.text(), &refused, 0.0);
+
+        let mut third = RawConn::connect(addr, None).await.unwrap();
+        third
+            .closed_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{direction}: a third connection was served: {e}"));
+        let metrics = scrape_when(&setup, &refused, 1.0).await;
+        assert_series(&metrics, &open, 2.0);
+        // The connections open are still served.
+        assert_eq!(first.request(&request()).await.unwrap().status, status);
+
+        drop(second);
+        scrape_when(&setup, &open, 1.0).await;
+        let mut fourth = RawConn::connect(addr, None).await.unwrap();
+        assert_eq!(fourth.request(&request()).await.unwrap().status, status);
+        drop((first, fourth));
+        scrape_when(&setup, &open, 0.0).await;
+    }
+}

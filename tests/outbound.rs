@@ -27,6 +27,8 @@ struct Portal {
     outbound: u16,
     admin: u16,
     app: EchoApp,
+    /// More `listen` settings, each after a comma.
+    listen_extra: &'static str,
     gateway: Option<Running>,
 }
 
@@ -46,7 +48,7 @@ impl Portal {
         }
         let text = format!(
             r#"identity: {{ key_file: key.pem, name: {name}, hosts: ["127.0.0.1", "{name}.test"] }}
-listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}", threads: 2 }}
+listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}", threads: 2{listen_extra} }}
 tls: {{ cert_file: cert.pem, key_file: key.pem.tls, peer_ca_file: {peer_ca} }}
 app: {{ upstream: "{app}" }}
 outbound: {{ connect_timeout: 2s, timeout: 5s }}
@@ -56,6 +58,7 @@ peers:
             inbound = self.inbound,
             outbound = self.outbound,
             admin = self.admin,
+            listen_extra = self.listen_extra,
             app = self.app.addr(),
         );
         let path = self.dir.join("peergate.yaml");
@@ -108,6 +111,7 @@ fn portal(name: &'static str, root: &Path, ca: &TestCa) -> Portal {
         outbound: free_port(),
         admin: free_port(),
         app: EchoApp::start(),
+        listen_extra: "",
         gateway: None,
     }
 }
@@ -641,6 +645,59 @@ async fn a_down_peer_gives_502_over_max_body_413_and_a_coded_body_400() {
         .header("Transfer-Encoding", "gzip, chunked")
         .body(b"5\r\nhello\r\n0\r\n\r\n");
     assert_problem(&alice.call(coded).await, 400, "bad_request");
+}
+
+/// bob at its `listen.max_connections`: alice's new connection is closed before its TLS
+/// handshake, and alice tells its app 502; once bob's open connection closes, calls go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_at_its_connection_ceiling_gives_502_until_a_connection_closes() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    bob.listen_extra = ", max_connections: 1";
+    let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
+    let (alice_url, bob_url) = (alice.url(), bob.url());
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
+    let bob_inbound = SocketAddr::from(([127, 0, 0, 1], bob.inbound));
+    let open = "peergate_client_connections{direction=\"inbound\"} ";
+
+    // Another client holds bob's one place.
+    let mut holder = RawConn::connect(
+        bob_inbound,
+        Some((ca.client_config(&[b"http/1.1"]), "bob.test")),
+    )
+    .await
+    .expect("the first TLS connection is served");
+    ops::eventually(
+        Duration::from_secs(5),
+        "one open connection at bob",
+        || async { bob.metrics().contains(&format!("{open}1\n")).then_some(()) },
+    )
+    .await;
+    let resp = alice.call(get_bob(&alice, "/x")).await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+    assert_eq!(bob.app.count(), 0);
+    let refused = bob.metrics();
+    assert!(
+        refused.contains("peergate_client_connections_refused_total{direction=\"inbound\"} 1\n"),
+        "{refused}"
+    );
+    // The connection holding the place is still served.
+    let unsigned = RawRequest::new("GET", "/x").header("Host", "bob.test");
+    let resp = holder.request(&unsigned.to_bytes()).await.unwrap();
+    assert_eq!(resp.status, 401, "{}", resp.text());
+
+    drop(holder);
+    ops::eventually(
+        Duration::from_secs(5),
+        "no open connection at bob",
+        || async { bob.metrics().contains(&format!("{open}0\n")).then_some(()) },
+    )
+    .await;
+    let resp = alice.call(get_bob(&alice, "/x")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
 /// A peer whose host name does not resolve: 502 naming the name, counted as a resolve error.

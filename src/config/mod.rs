@@ -203,7 +203,7 @@ impl IdentitySection {
 #[serde(
     deny_unknown_fields,
     default,
-    expecting = "a mapping with inbound, outbound, admin, threads, idle_timeout"
+    expecting = "a mapping with inbound, outbound, admin, threads, idle_timeout, max_connections"
 )]
 pub struct Listen {
     pub inbound: ListenAddr,
@@ -215,7 +215,15 @@ pub struct Listen {
     /// request head, from opening or from the previous answer (`client_idle`); for HTTP/2, how
     /// long it may have no request.
     pub idle_timeout: HumanDuration,
+    /// The most client connections the inbound listener serves at once, and as many again for
+    /// the outbound one (`connection_cap`).
+    #[serde(deserialize_with = "values::count")]
+    pub max_connections: usize,
 }
+
+/// `listen.max_connections` when not set: at the 40–50 KiB an open client connection holds,
+/// about 200 MiB per listener at the ceiling; nginx's default is 512 per worker process.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Default for Listen {
     fn default() -> Self {
@@ -228,6 +236,7 @@ impl Default for Listen {
             // Above the 60 s that peergate (and most clients) keep an idle upstream connection,
             // so a client never reuses a connection just as this side closes it; nginx's 75 s.
             idle_timeout: HumanDuration(Duration::from_secs(75)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -315,6 +324,7 @@ pub struct Signatures {
     pub max_buffered: ByteSize,
     /// Most (key id, nonce) pairs remembered at once; past it new signatures are refused
     /// (503 `replay_cache_full`) rather than old nonces forgotten.
+    #[serde(deserialize_with = "values::count")]
     pub replay_cache_size: usize,
 }
 
@@ -798,6 +808,16 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
                 "signatures.max_buffered ({}) is smaller than signatures.max_body ({}): a body \
                  that large could never be held; raise max_buffered or lower max_body",
                 config.signatures.max_buffered, config.signatures.max_body
+            ),
+        ));
+    }
+    if config.listen.max_connections == 0 {
+        return Err(ConfigError::at_setting(
+            path,
+            &["listen", "max_connections"],
+            format!(
+                "listen.max_connections must be at least 1 (it is how many client connections \
+                 each proxy listener serves at once; {DEFAULT_MAX_CONNECTIONS} is the default)"
             ),
         ));
     }

@@ -135,6 +135,42 @@ impl fmt::Display for Threads {
     }
 }
 
+/// A number of things (`listen.max_connections`, `signatures.replay_cache_size`), for
+/// `#[serde(deserialize_with)]`: a whole number. serde's own error for anything else names a
+/// Rust type ("expected usize"), which says nothing to someone writing YAML.
+pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number, e.g. 4096")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            usize::try_from(n).map_err(|_| E::custom(format!("{n} is too large a number")))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom(format!(
+                    "{n} is below zero; expected a whole number, e.g. 4096"
+                ))),
+            }
+        }
+        fn visit_u128<E: de::Error>(self, n: u128) -> Result<usize, E> {
+            Err(E::custom(format!("{n} is too large a number")))
+        }
+        fn visit_i128<E: de::Error>(self, n: i128) -> Result<usize, E> {
+            match u128::try_from(n) {
+                Ok(n) => self.visit_u128(n),
+                Err(_) => Err(E::custom(format!(
+                    "{n} is below zero; expected a whole number, e.g. 4096"
+                ))),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// `host:port`, where host is a DNS name or an IP (IPv6 in brackets). Resolved at run time,
 /// asynchronously, never at load.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
