@@ -7,6 +7,7 @@
 //! | `raw_ed25519_verify` | [`peergate_signature::ed25519::verify`] (strict) of one 64-byte signature over the same request's base, alone |
 //! | `raw_ed25519_verify_strict` | the same with ed25519-dalek's `verify_strict`, which accepts the same signatures and decompresses `R` too |
 //! | `digest_sha256_1k` | [`content_digest`] (sha-256, base64, field syntax) of a 1 KiB body |
+//! | `digest_field_read` | [`DigestVerifier::from_field`] of that field, as received: what reading `Content-Digest` costs a verified request with a body |
 //!
 //! The interesting number is `verify_pipeline_1k / raw_ed25519_verify`: what the engine costs
 //! on top of the one operation it cannot avoid. `benches/engine-ratio.sh` at the repository
@@ -30,8 +31,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use peergate_signature::{
-    base::signature_base, content_digest, verify_headers, DigestAlgorithm, HostRule, MessageView,
-    Policy, ReplayCache, RequestView, SignatureFields, Signer,
+    base::signature_base, content_digest, verify_headers, DigestAlgorithm, DigestVerifier,
+    HostRule, MessageView, Policy, ReplayCache, RequestView, SignatureFields, Signer,
 };
 
 /// Pinned "now" (unix seconds): every pooled signature is created at `NOW` and checked at
@@ -249,6 +250,11 @@ fn bench_digest(c: &mut Criterion) {
     let body = json_body(0);
     c.bench_function("digest_sha256_1k", |b| {
         b.iter(|| content_digest(DigestAlgorithm::Sha256, black_box(&body)))
+    });
+    // Reading a received field, as every verified request with a body does.
+    let field = content_digest(DigestAlgorithm::Sha256, &body);
+    c.bench_function("digest_field_read", |b| {
+        b.iter(|| DigestVerifier::from_field(black_box(&field)).unwrap())
     });
 }
 

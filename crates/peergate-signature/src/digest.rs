@@ -163,16 +163,42 @@ impl fmt::Debug for DigestVerifier {
     }
 }
 
-/// Notes which of the supported algorithms a dictionary names more than once. RFC 9651 lets the
-/// last one win, but an app that reads the field itself may take the first: a field whose
-/// members say two things is refused rather than read one way here and another way there.
+/// What one reading of a `Content-Digest` dictionary finds. Member errors are held until the
+/// whole field has parsed, so that a field that is not a Dictionary at all says so whatever
+/// its members were.
 #[derive(Default)]
-struct RepeatedMembers {
+struct Members<'de> {
+    /// Each supported algorithm named, once, in order.
     seen: Vec<DigestAlgorithm>,
+    /// A supported algorithm named more than once. RFC 9651 lets the last one win, but an app
+    /// that reads the field itself may take the first: a field whose members say two things is
+    /// refused rather than read one way here and another way there.
     repeated: Option<DigestAlgorithm>,
+    /// The first supported member that is not a Byte Sequence of its algorithm's length.
+    wrong: Option<String>,
+    checks: Vec<Check>,
+    /// Names of unsupported members, only as many as an error message echoes (the field comes
+    /// from the request).
+    unknown: Vec<&'de str>,
+    unknown_len: usize,
 }
 
-impl<'de> sfv::visitor::DictionaryVisitor<'de> for &mut RepeatedMembers {
+impl<'de> Members<'de> {
+    fn note_unknown(&mut self, name: &'de str) {
+        if self.unknown_len <= MAX_OFFERED_ECHO && !self.unknown.contains(&name) {
+            self.unknown_len += name.len() + 2;
+            self.unknown.push(name);
+        }
+    }
+
+    fn note_wrong(&mut self, alg: DigestAlgorithm, why: impl FnOnce() -> String) {
+        if self.wrong.is_none() {
+            self.wrong = Some(format!("the {} member {}", alg.token(), why()));
+        }
+    }
+}
+
+impl<'de> sfv::visitor::DictionaryVisitor<'de> for &mut Members<'de> {
     type Out = ();
     type Error = std::convert::Infallible;
 
@@ -180,18 +206,78 @@ impl<'de> sfv::visitor::DictionaryVisitor<'de> for &mut RepeatedMembers {
         &mut self,
         key: &'de sfv::KeyRef,
     ) -> Result<impl sfv::visitor::EntryVisitor<'de>, Self::Error> {
-        if let Some(alg) = DigestAlgorithm::from_token(key.as_str()) {
-            if self.seen.contains(&alg) {
-                self.repeated.get_or_insert(alg);
-            } else {
-                self.seen.push(alg);
-            }
+        let name = key.as_str();
+        let Some(alg) = DigestAlgorithm::from_token(name) else {
+            self.note_unknown(name);
+            return Ok(None);
+        };
+        if self.seen.contains(&alg) {
+            self.repeated.get_or_insert(alg);
+            return Ok(None);
         }
-        Ok(sfv::visitor::Ignored)
+        self.seen.push(alg);
+        Ok(Some(Member {
+            alg,
+            members: self,
+        }))
     }
 
     fn finish(self) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+/// The value of one supported member.
+struct Member<'a, 'de> {
+    alg: DigestAlgorithm,
+    members: &'a mut Members<'de>,
+}
+
+impl<'de> sfv::visitor::EntryVisitor<'de> for Member<'_, 'de> {
+    type Error = std::convert::Infallible;
+
+    fn item(self) -> Result<impl sfv::visitor::ItemVisitor<'de>, Self::Error> {
+        Ok(self)
+    }
+
+    fn inner_list(self) -> Result<impl sfv::visitor::InnerListVisitor<'de>, Self::Error> {
+        self.members
+            .note_wrong(self.alg, || "is not a byte sequence (:base64:)".to_owned());
+        Ok(sfv::visitor::Ignored)
+    }
+}
+
+impl<'de> sfv::visitor::ItemVisitor<'de> for Member<'_, 'de> {
+    type Out = ();
+    type Error = std::convert::Infallible;
+
+    /// Parameters on members are ignored.
+    fn bare_item(
+        self,
+        bare_item: sfv::BareItemFromInput<'de>,
+    ) -> Result<impl sfv::visitor::ParameterVisitor<'de, Out = ()>, Self::Error> {
+        let alg = self.alg;
+        match bare_item {
+            sfv::GenericBareItem::ByteSequence(expected) if expected.len() == alg.output_len() => {
+                self.members.checks.push(Check {
+                    alg,
+                    expected,
+                    hasher: alg.hasher(),
+                });
+            }
+            sfv::GenericBareItem::ByteSequence(other) => self.members.note_wrong(alg, || {
+                format!(
+                    "is {} bytes long, {} digests are {} bytes",
+                    other.len(),
+                    alg.token(),
+                    alg.output_len()
+                )
+            }),
+            _ => self
+                .members
+                .note_wrong(alg, || "is not a byte sequence (:base64:)".to_owned()),
+        }
+        Ok(sfv::visitor::Ignored)
     }
 }
 
@@ -213,52 +299,24 @@ impl DigestVerifier {
     /// Byte Sequence of the right length or is repeated; [`DigestError::NoKnownAlgorithm`] when
     /// no member uses `sha-256` or `sha-512`.
     pub fn from_field(value: &str) -> Result<Self, DigestError> {
-        let not_a_dictionary =
-            |e: sfv::Error| DigestError::Malformed(format!("not a structured dictionary: {e}"));
-        let dict: sfv::Dictionary = sfv::Parser::new(value).parse().map_err(not_a_dictionary)?;
-        let mut repeats = RepeatedMembers::default();
+        let mut members = Members::default();
         sfv::Parser::new(value)
-            .parse_dictionary_with_visitor(&mut repeats)
-            .map_err(not_a_dictionary)?;
-        if let Some(alg) = repeats.repeated {
+            .parse_dictionary_with_visitor(&mut members)
+            .map_err(|e| DigestError::Malformed(format!("not a structured dictionary: {e}")))?;
+        if let Some(alg) = members.repeated {
             return Err(DigestError::Malformed(format!(
                 "the {} member appears more than once",
                 alg.token()
             )));
         }
-
-        let mut checks: Vec<Check> = Vec::with_capacity(2);
-        let mut unknown: Vec<&str> = Vec::new();
-        for (key, entry) in &dict {
-            let name = key.as_str();
-            let Some(alg) = DigestAlgorithm::from_token(name) else {
-                unknown.push(name);
-                continue;
-            };
-            let bytes = match entry {
-                sfv::ListEntry::Item(item) => item.bare_item.as_byte_sequence(),
-                sfv::ListEntry::InnerList(_) => None,
-            };
-            let Some(bytes) = bytes else {
-                return Err(DigestError::Malformed(format!(
-                    "the {name} member is not a byte sequence (:base64:)"
-                )));
-            };
-            if bytes.len() != alg.output_len() {
-                return Err(DigestError::Malformed(format!(
-                    "the {name} member is {} bytes long, {name} digests are {} bytes",
-                    bytes.len(),
-                    alg.output_len()
-                )));
-            }
-            checks.push(Check {
-                alg,
-                expected: bytes.to_vec(),
-                hasher: alg.hasher(),
-            });
+        if let Some(why) = members.wrong {
+            return Err(DigestError::Malformed(why));
         }
+        let mut checks = members.checks;
         if checks.is_empty() {
-            return Err(DigestError::NoKnownAlgorithm(describe_offered(&unknown)));
+            return Err(DigestError::NoKnownAlgorithm(describe_offered(
+                &members.unknown,
+            )));
         }
         checks.sort_by_key(|c| std::cmp::Reverse(c.alg.strength()));
         Ok(DigestVerifier { checks })
@@ -537,6 +595,44 @@ mod tests {
             DigestVerifier::from_field(&field),
             Err(DigestError::Malformed(_))
         ));
+    }
+
+    /// What each refusal says, field by field (one reading of the field finds all of it).
+    #[test]
+    fn each_refusal_names_what_was_wrong() {
+        let said = |field: &str| match DigestVerifier::from_field(field) {
+            Err(DigestError::Malformed(m)) => m,
+            Err(DigestError::NoKnownAlgorithm(m)) => format!("none known, offered {m}"),
+            other => panic!("{field:?} gave {other:?}"),
+        };
+        assert_eq!(
+            said("sha-256=\"x\""),
+            "the sha-256 member is not a byte sequence (:base64:)"
+        );
+        assert_eq!(
+            said("sha-512=(:AAAA:)"),
+            "the sha-512 member is not a byte sequence (:base64:)"
+        );
+        assert_eq!(
+            said("sha-256=:AAAA:"),
+            "the sha-256 member is 3 bytes long, sha-256 digests are 32 bytes"
+        );
+        // The first wrong member in the field's order.
+        assert_eq!(
+            said("md5=:AA==:, sha-512=:AAAA:, sha-256=?1"),
+            "the sha-512 member is 3 bytes long, sha-512 digests are 64 bytes"
+        );
+        // A repeat outranks a wrong member, and a field that does not parse outranks both.
+        assert_eq!(
+            said("sha-256=?1, sha-256=:AAAA:"),
+            "the sha-256 member appears more than once"
+        );
+        assert!(said("sha-256=?1, sha-256=:AAAA:, ;").starts_with("not a structured dictionary"));
+        // An unknown name offered twice is named once.
+        assert_eq!(
+            said("md5=:AA==:, sha=?1, md5=:AAAA:"),
+            "none known, offered md5, sha"
+        );
     }
 
     #[test]
