@@ -216,10 +216,7 @@ impl<'de> sfv::visitor::DictionaryVisitor<'de> for &mut Members<'de> {
             return Ok(None);
         }
         self.seen.push(alg);
-        Ok(Some(Member {
-            alg,
-            members: self,
-        }))
+        Ok(Some(Member { alg, members: self }))
     }
 
     fn finish(self) -> Result<(), Self::Error> {
