@@ -11,7 +11,9 @@
 //! ending. The proxy's `request_filter` (the head is in) calls [`head_received`], its
 //! `logging` (the answer is done) calls [`answer_finished`]; both only touch a value of the
 //! connection's own task. When the deadline passes, the connection is dropped, unanswered, as
-//! a timed-out keep-alive connection is. While a request is in flight nothing is timed here:
+//! a timed-out keep-alive connection is; at the listener's `listen.max_connections`,
+//! `connection_cap` brings the deadline of the connection waiting longest forward to now, to
+//! make room. While a request is in flight nothing is timed here:
 //! the app's and the peers' timeouts apply. HTTP/2 connections get Pingora's own idle timeout
 //! instead (set in `server.rs`), as their requests run on tasks of their own; but that one
 //! starts only once the HTTP/2 handshake is done, and Pingora gives the handshake no time
@@ -39,6 +41,9 @@ tokio::task_local! {
 struct HeadClock {
     idle: Duration,
     deadline: Mutex<Option<Instant>>,
+    /// Wakes [`HeadClock::expired`] when the deadline is brought forward to make room
+    /// (`connection_cap`).
+    moved: tokio::sync::Notify,
 }
 
 impl HeadClock {
@@ -54,16 +59,39 @@ impl HeadClock {
 
     /// Resolves once the deadline has passed with no head in: sleeps to the deadline in force
     /// (or for `idle` while a request is in flight), then looks again, so the request path
-    /// never has to wake it.
+    /// never has to wake it; only a deadline brought forward does.
     async fn expired(&self) {
         loop {
             let now = Instant::now();
-            match self.get() {
+            let wait = match self.get() {
                 Some(deadline) if deadline <= now => return,
-                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-                None => tokio::time::sleep(self.idle).await,
+                Some(deadline) => deadline,
+                None => now + self.idle,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wait.into()) => {}
+                () = self.moved.notified() => {}
             }
         }
+    }
+}
+
+impl crate::connection_cap::Reclaim for HeadClock {
+    fn head_deadline(&self) -> Option<Instant> {
+        self.get()
+    }
+
+    fn close_if_idle(&self) -> bool {
+        let Ok(mut deadline) = self.deadline.lock() else {
+            return false;
+        };
+        if deadline.is_none() {
+            return false;
+        }
+        *deadline = Some(Instant::now());
+        drop(deadline);
+        self.moved.notify_one();
+        true
     }
 }
 
@@ -189,7 +217,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let clock = Arc::new(HeadClock {
             idle: self.idle,
             deadline: Mutex::new(Some(Instant::now() + self.idle)),
+            moved: tokio::sync::Notify::new(),
         });
+        crate::connection_cap::reclaimable(clock.clone());
         let serve = self.inner.process_new(session, shutdown);
         CLOCK
             .scope(clock.clone(), async {
@@ -198,7 +228,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     reusable = serve => reusable,
                     () = clock.expired() => {
                         log::debug!(
-                            "closed a client connection: no complete request head within {:?}",
+                            "closed a client connection: no complete request head within {:?}, \
+                             or its place was needed (listen.max_connections)",
                             self.idle
                         );
                         None

@@ -4,22 +4,32 @@
 //! Each open client connection holds 40–50 KiB (benches/README.md, change 31) for as long as it
 //! lives, and an idle one lives up to `listen.idle_timeout`. Without a ceiling, anyone who can
 //! reach a listener could hold as many as the open-files limit allows (hundreds of thousands
-//! under systemd's default), and the memory with them. At the ceiling a new connection is closed
-//! as soon as it is accepted, before any TLS handshake is spent on it ([`AtCapacity`], Pingora's
-//! connection filter), as Envoy does at its connection limit; the connections already open go
-//! on, and one is admitted again as soon as one of them closes. nginx stops accepting instead,
-//! which leaves the new connections waiting in the kernel's queue with no sign they are
-//! refused; a prompt close tells the client at once, and a peer's gateway that opened it
-//! answers its app with a 502 rather than a timeout.
+//! under systemd's default), and the memory with them.
+//!
+//! At the ceiling, room is made first: the HTTP/1 connection that has waited longest for a
+//! request head (idle between requests, or still sending its first head) is closed, as nginx
+//! closes its idle keep-alive connections when it runs out of `worker_connections`. Closing an
+//! idle connection costs its client a reconnect (a kept connection can always be closed, and
+//! clients and peergate's own pool retry an idempotent request on one); refusing a new one
+//! costs a request. A connection sending its head a byte at a time makes room too, so such
+//! clients cannot hold the listener. Only when every connection has a request in flight (or
+//! is HTTP/2, whose streams are not looked into here) is the new connection closed as soon as
+//! it is accepted, before any TLS handshake is spent on it ([`AtCapacity`], Pingora's
+//! connection filter), as Envoy does at its connection limit; one is admitted again as soon as
+//! a place is free. nginx stops accepting instead, which leaves new connections waiting in the
+//! kernel's queue with no sign they are refused; a prompt close tells the client at once, and
+//! a peer's gateway that opened it answers its app with a 502 rather than a timeout.
 //!
 //! What is counted is the connections being served ([`Capped`], around the proxy): one still in
 //! its TLS handshake (Pingora gives that 60 s) is not yet, so a burst of new connections can
-//! pass the filter together; [`Capped`] closes those over the ceiling once their handshake is
-//! done, so the ceiling on connections served is exact.
+//! pass the filter together; [`Capped`] holds those to the ceiling once their handshake is
+//! done (making room or closing them), so the ceiling on connections served is exact.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -31,14 +41,47 @@ use crate::metrics::Direction;
 use crate::state::Shared;
 use crate::throttle::Throttle;
 
+/// A connection that can be closed to make room while it waits for a request head
+/// (`client_idle`'s clock of an HTTP/1 connection).
+pub trait Reclaim: Send + Sync {
+    /// When the connection will be closed for want of a request head; `None` while a request
+    /// is in flight.
+    fn head_deadline(&self) -> Option<Instant>;
+    /// Closes the connection now if it still waits for a request head; whether it will close.
+    fn close_if_idle(&self) -> bool;
+}
+
+tokio::task_local! {
+    /// The place of the connection this task serves.
+    static HELD: Arc<Held>;
+}
+
+/// Offers the connection this task serves to be closed when its listener needs room
+/// (`client_idle::Guarded` does so for each HTTP/1 connection).
+pub fn reclaimable(connection: Arc<dyn Reclaim>) {
+    let _ = HELD.try_with(|held| held.reclaim.set(connection));
+}
+
+/// One served connection's place.
+#[derive(Default)]
+struct Held {
+    /// The place has been given back (the connection ended, or was closed to make room).
+    released: AtomicBool,
+    reclaim: OnceLock<Arc<dyn Reclaim>>,
+}
+
 /// One listener's ceiling and the connections it serves now.
 pub struct Cap {
     direction: Direction,
     limit: usize,
     open: AtomicUsize,
     shared: Arc<Shared>,
+    held: Mutex<HashMap<u64, Arc<Held>>>,
+    next_id: AtomicU64,
     /// One warning a second at most while connections are being refused.
     warned: Throttle,
+    /// One line a second at most while idle connections are closed to make room.
+    reclaimed: Throttle,
 }
 
 impl std::fmt::Debug for Cap {
@@ -58,25 +101,87 @@ impl Cap {
             limit: limit.max(1),
             open: AtomicUsize::new(0),
             shared,
+            held: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
             warned: Throttle::new(),
+            reclaimed: Throttle::new(),
         })
     }
 
-    /// Takes a place for a connection, or says there is none (and counts the refusal).
-    fn enter(&self) -> bool {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if before >= self.limit {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            self.refuse();
-            return false;
-        }
-        self.shared.metrics.client_connection_opened(self.direction);
-        true
+    /// The places stay meaningful even if a thread panicked while holding the lock.
+    fn places(&self) -> MutexGuard<'_, HashMap<u64, Arc<Held>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn leave(&self) {
+    fn has_room(&self) -> bool {
+        self.open.load(Ordering::Acquire) < self.limit
+    }
+
+    fn try_take(&self) -> bool {
+        if self.open.fetch_add(1, Ordering::AcqRel) < self.limit {
+            return true;
+        }
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.shared.metrics.client_connection_closed(self.direction);
+        false
+    }
+
+    /// Takes a place for a connection about to be served, making room if there is none; or
+    /// says there is none to be had (and counts the refusal).
+    fn enter(self: &Arc<Self>) -> Option<Place> {
+        if !(self.try_take() || (self.reclaim_idle() && self.try_take())) {
+            self.refuse();
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let held = Arc::new(Held::default());
+        self.places().insert(id, held.clone());
+        self.shared.metrics.client_connection_opened(self.direction);
+        Some(Place {
+            cap: self.clone(),
+            id,
+            held,
+        })
+    }
+
+    /// Gives a place back, once.
+    fn release(&self, held: &Held) {
+        if !held.released.swap(true, Ordering::AcqRel) {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.client_connection_closed(self.direction);
+        }
+    }
+
+    /// Closes the connection that has waited longest for a request head and gives its place
+    /// back at once (its task ends a moment later); `false` when no connection waits for one.
+    fn reclaim_idle(&self) -> bool {
+        let places = self.places();
+        // A connection whose head arrives just as it is chosen is passed over for the next.
+        let mut passed: Vec<*const Held> = Vec::new();
+        loop {
+            let oldest = places
+                .values()
+                .filter(|held| !held.released.load(Ordering::Acquire))
+                .filter(|held| !passed.contains(&Arc::as_ptr(held)))
+                .filter_map(|held| Some((held.reclaim.get()?.head_deadline()?, held)))
+                .min_by_key(|(deadline, _)| *deadline);
+            let Some((_, held)) = oldest else {
+                return false;
+            };
+            let closing = held.reclaim.get().is_some_and(|c| c.close_if_idle());
+            if closing {
+                self.release(held);
+                if let Some(left_out) = self.reclaimed.admit_now() {
+                    log::info!(
+                        "{} listener: {} client connections open, as many as                          listen.max_connections allows; closing the ones that wait longest for                          a request head to make room{}",
+                        self.direction.as_str(),
+                        self.limit,
+                        more_since(left_out)
+                    );
+                }
+                return true;
+            }
+            passed.push(Arc::as_ptr(held));
+        }
     }
 
     fn refuse(&self) {
@@ -84,23 +189,41 @@ impl Cap {
             .metrics
             .client_connection_refused(self.direction);
         if let Some(left_out) = self.warned.admit_now() {
-            let more = if left_out > 0 {
-                format!(" ({left_out} more since the last line)")
-            } else {
-                String::new()
-            };
             log::warn!(
-                "{} listener: {} client connections open, as many as listen.max_connections \
-                 allows; closing new ones as they come until some close{more}",
+                "{} listener: {} client connections open, as many as listen.max_connections                  allows, each with a request in flight; closing new ones as they come until                  one is done{}",
                 self.direction.as_str(),
-                self.limit
+                self.limit,
+                more_since(left_out)
             );
         }
     }
 }
 
-/// Pingora's connection filter: closes a new connection before its TLS handshake while the
-/// listener is at its ceiling.
+fn more_since(left_out: u64) -> String {
+    if left_out > 0 {
+        format!(" ({left_out} more since the last line)")
+    } else {
+        String::new()
+    }
+}
+
+/// A served connection's hold on its place, given back however its task ends (finished, or
+/// cancelled at shutdown).
+struct Place {
+    cap: Arc<Cap>,
+    id: u64,
+    held: Arc<Held>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.cap.places().remove(&self.id);
+        self.cap.release(&self.held);
+    }
+}
+
+/// Pingora's connection filter: at the ceiling, makes room or closes the new connection
+/// before its TLS handshake.
 #[derive(Debug)]
 pub struct AtCapacity(pub Arc<Cap>);
 
@@ -108,11 +231,12 @@ pub struct AtCapacity(pub Arc<Cap>);
 impl ConnectionFilter for AtCapacity {
     async fn should_accept(&self, _addr: Option<&SocketAddr>) -> bool {
         let cap = &self.0;
-        if cap.open.load(Ordering::Acquire) >= cap.limit {
-            cap.refuse();
-            return false;
+        // The place made here is taken when the connection is served ([`Capped`]).
+        if cap.has_room() || cap.reclaim_idle() {
+            return true;
         }
-        true
+        cap.refuse();
+        false
     }
 }
 
@@ -131,15 +255,6 @@ impl<A> Capped<A> {
     }
 }
 
-/// Gives a connection's place back however its task ends (finished, or cancelled at shutdown).
-struct Place(Arc<Cap>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
-}
-
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     /// Runs once per connection, after its TLS handshake.
@@ -148,12 +263,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if !self.cap.enter() {
+        let Some(place) = self.cap.enter() else {
             // Dropping the stream closes the connection, unanswered.
             return None;
-        }
-        let _place = Place(self.cap.clone());
-        self.inner.process_new(session, shutdown).await
+        };
+        let held = place.held.clone();
+        let served = HELD
+            .scope(held, self.inner.process_new(session, shutdown))
+            .await;
+        drop(place);
+        served
     }
 
     async fn cleanup(&self) {
@@ -164,6 +283,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn shared() -> (tempfile::TempDir, Arc<Shared>) {
         let dir = tempfile::tempdir().unwrap();
@@ -178,6 +298,52 @@ mod tests {
         (dir, Arc::new(Shared::new(&loaded.config).unwrap()))
     }
 
+    /// A connection's head clock: waiting for a head until `deadline`, or `None` in flight.
+    struct Conn {
+        deadline: Mutex<Option<Instant>>,
+        closed: AtomicBool,
+        /// A head that arrives just as the connection is chosen.
+        head_arrives: AtomicBool,
+    }
+
+    impl Conn {
+        fn new(deadline: Option<Instant>) -> Arc<Conn> {
+            Arc::new(Conn {
+                deadline: Mutex::new(deadline),
+                closed: AtomicBool::new(false),
+                head_arrives: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl Reclaim for Conn {
+        fn head_deadline(&self) -> Option<Instant> {
+            *self.deadline.lock().unwrap()
+        }
+        fn close_if_idle(&self) -> bool {
+            let mut deadline = self.deadline.lock().unwrap();
+            if self.head_arrives.load(Ordering::Relaxed) {
+                *deadline = None;
+            }
+            if deadline.is_none() {
+                return false;
+            }
+            self.closed.store(true, Ordering::Relaxed);
+            true
+        }
+    }
+
+    /// Serves a connection with `conn` as its clock, as `Capped` and `client_idle` do.
+    fn serve(cap: &Arc<Cap>, conn: &Arc<Conn>) -> Option<Place> {
+        let place = cap.enter()?;
+        let _ = place.held.reclaim.set(conn.clone());
+        Some(place)
+    }
+
+    fn rendered(shared: &Shared, series: &str) -> bool {
+        shared.metrics.render().contains(series)
+    }
+
     /// Connections that passed the filter together (each still in its TLS handshake while the
     /// others were accepted) are held to the ceiling when they are served.
     #[tokio::test]
@@ -185,26 +351,80 @@ mod tests {
         let (_dir, shared) = shared();
         let cap = Cap::new(Direction::Inbound, 2, shared.clone());
         let filter = AtCapacity(cap.clone());
-        // Three connections accepted before any is served.
         for _ in 0..3 {
             assert!(filter.should_accept(None).await);
         }
-        assert!(cap.enter());
-        assert!(cap.enter());
-        assert!(!cap.enter(), "a third place under a ceiling of 2");
+        let busy = Conn::new(None);
+        let first = serve(&cap, &busy).unwrap();
+        let _second = serve(&cap, &busy).unwrap();
+        assert!(
+            serve(&cap, &busy).is_none(),
+            "a third place under a ceiling of 2"
+        );
         assert!(!filter.should_accept(None).await);
-        let metrics = shared.metrics.render();
-        assert!(
-            metrics.contains("peergate_client_connections{direction=\"inbound\"} 2"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("peergate_client_connections_refused_total{direction=\"inbound\"} 2"),
-            "{metrics}"
-        );
-        cap.leave();
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections{direction=\"inbound\"} 2\n"
+        ));
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections_refused_total{direction=\"inbound\"} 2\n"
+        ));
+        drop(first);
         assert!(filter.should_accept(None).await);
-        assert!(cap.enter());
+        let _third = serve(&cap, &busy).unwrap();
         assert_eq!(cap.open.load(Ordering::Relaxed), 2);
+    }
+
+    /// At the ceiling the connection that has waited longest for a head is closed to make
+    /// room; one with a request in flight, or whose head has just come, never is.
+    #[tokio::test]
+    async fn room_is_made_by_closing_the_connection_idle_longest() {
+        let (_dir, shared) = shared();
+        let cap = Cap::new(Direction::Outbound, 3, shared.clone());
+        let filter = AtCapacity(cap.clone());
+        let now = Instant::now();
+        let busy = Conn::new(None);
+        let older = Conn::new(Some(now + Duration::from_secs(10)));
+        let oldest = Conn::new(Some(now + Duration::from_secs(5)));
+        oldest.head_arrives.store(true, Ordering::Relaxed);
+        let _busy = serve(&cap, &busy).unwrap();
+        let older_place = serve(&cap, &older).unwrap();
+        let _oldest = serve(&cap, &oldest).unwrap();
+
+        // The filter makes room, and the new connection takes it once served.
+        assert!(filter.should_accept(None).await);
+        assert!(older.closed.load(Ordering::Relaxed));
+        assert!(
+            !oldest.closed.load(Ordering::Relaxed),
+            "its head came as it was chosen"
+        );
+        assert!(!busy.closed.load(Ordering::Relaxed));
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections{direction=\"outbound\"} 2\n"
+        ));
+        let newcomer = Conn::new(Some(now + Duration::from_secs(75)));
+        let _newcomer = serve(&cap, &newcomer).unwrap();
+        // The closed connection's task ends later; its place is not given back twice.
+        drop(older_place);
+        assert_eq!(cap.open.load(Ordering::Relaxed), 3);
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections{direction=\"outbound\"} 3\n"
+        ));
+
+        // Served directly (it passed the filter with others): room is made there too.
+        let late = Conn::new(None);
+        let _late = serve(&cap, &late).unwrap();
+        assert!(newcomer.closed.load(Ordering::Relaxed));
+        // Now every connection has a request in flight: no room, and nothing closed.
+        assert!(!filter.should_accept(None).await);
+        assert!(serve(&cap, &Conn::new(None)).is_none());
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections_refused_total{direction=\"outbound\"} 2\n"
+        ));
+        assert!(!busy.closed.load(Ordering::Relaxed) && !oldest.closed.load(Ordering::Relaxed));
     }
 }

@@ -133,7 +133,7 @@ impl Metrics {
         let client_connections_refused = IntCounterVec::new(
             Opts::new(
                 "peergate_client_connections_refused_total",
-                "Client connections closed unanswered because the listener was at listen.max_connections.",
+                "Client connections closed unanswered because the listener was at listen.max_connections, every connection busy.",
             ),
             &["direction"],
         )?;

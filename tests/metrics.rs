@@ -451,18 +451,14 @@ async fn healthz_answers_at_the_open_files_limit() {
     );
 }
 
-/// `listen.max_connections`, on each proxy listener: at the ceiling a new connection is closed
-/// unanswered, the connections open go on being served, and a new one is taken again once one
-/// of them closes; the metrics show the connections served and the ones refused.
+/// `listen.max_connections`, on each proxy listener: at the ceiling the connection that has
+/// waited longest for a request head is closed to make room for the new one, and the metrics
+/// show the connections served.
 #[tokio::test]
-async fn a_listener_at_max_connections_closes_new_ones_until_one_closes() {
+async fn a_listener_at_max_connections_closes_the_connection_idle_longest() {
     let app = EchoApp::start();
     let bob = Key::new("Bob");
-    let setup = Setup::new(app.addr(), &[&bob], "");
-    let text = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("threads: 2 }", "threads: 2, max_connections: 2 }");
-    std::fs::write(&setup.config, text).unwrap();
+    let setup = with_max_connections(Setup::new(app.addr(), &[&bob], ""), 2);
     let _gateway = setup.start();
     wait_listening(setup.outbound);
     let inbound_request = || signed_get(&setup.authority(), &bob, "/x").to_bytes();
@@ -484,28 +480,74 @@ async fn a_listener_at_max_connections_closes_new_ones_until_one_closes() {
         let refused =
             format!("peergate_client_connections_refused_total{{direction=\"{direction}\"}}");
         let mut first = RawConn::connect(addr, None).await.unwrap();
+        assert_eq!(first.request(&request()).await.unwrap().status, status);
         let mut second = RawConn::connect(addr, None).await.unwrap();
-        for conn in [&mut first, &mut second] {
-            assert_eq!(conn.request(&request()).await.unwrap().status, status);
-        }
+        assert_eq!(second.request(&request()).await.unwrap().status, status);
         assert_series(&setup.admin("/metrics").await.text(), &open, 2.0);
-        assert_series(&setup.admin("/metrics").await.text(), &refused, 0.0);
 
+        // Both wait for their next request; the first has waited longer, and goes.
         let mut third = RawConn::connect(addr, None).await.unwrap();
-        third
+        assert_eq!(third.request(&request()).await.unwrap().status, status);
+        first
             .closed_within(Duration::from_secs(5))
             .await
-            .unwrap_or_else(|e| panic!("{direction}: a third connection was served: {e}"));
-        let metrics = scrape_when(&setup, &refused, 1.0).await;
+            .unwrap_or_else(|e| panic!("{direction}: the connection idle longest stayed: {e}"));
+        assert_eq!(second.request(&request()).await.unwrap().status, status);
+        let metrics = setup.admin("/metrics").await.text();
         assert_series(&metrics, &open, 2.0);
-        // The connections open are still served.
-        assert_eq!(first.request(&request()).await.unwrap().status, status);
-
-        drop(second);
-        scrape_when(&setup, &open, 1.0).await;
-        let mut fourth = RawConn::connect(addr, None).await.unwrap();
-        assert_eq!(fourth.request(&request()).await.unwrap().status, status);
-        drop((first, fourth));
+        assert_series(&metrics, &refused, 0.0);
+        drop((second, third));
         scrape_when(&setup, &open, 0.0).await;
     }
+}
+
+/// At the ceiling with a request in flight on every connection, a new connection is closed
+/// unanswered; the requests in flight are answered, and a new connection is served again once
+/// one of them is done.
+#[tokio::test]
+async fn a_listener_with_every_connection_busy_closes_new_ones() {
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_millis(1500)));
+    let bob = Key::new("Bob");
+    let setup = with_max_connections(Setup::new(app.addr(), &[&bob], ""), 2);
+    let _gateway = setup.start();
+    let request = || signed_get(&setup.authority(), &bob, "/slow").to_bytes();
+    let open = "peergate_client_connections{direction=\"inbound\"}";
+    let refused = "peergate_client_connections_refused_total{direction=\"inbound\"}";
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut conn = RawConn::connect(setup.inbound, None).await.unwrap();
+        conn.send(&request()).await.unwrap();
+        busy.push(conn);
+    }
+    eventually(
+        Duration::from_secs(2),
+        "both requests at the app",
+        || async { (app.count() == 2).then_some(()) },
+    )
+    .await;
+    let mut third = RawConn::connect(setup.inbound, None).await.unwrap();
+    third
+        .closed_within(Duration::from_secs(1))
+        .await
+        .expect("a third connection was served while both were busy");
+    let metrics = setup.admin("/metrics").await.text();
+    assert_series(&metrics, refused, 1.0);
+    assert_series(&metrics, open, 2.0);
+    for conn in &mut busy {
+        assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    }
+    // Both wait for a request now: a new connection makes room.
+    let mut fourth = RawConn::connect(setup.inbound, None).await.unwrap();
+    assert_eq!(fourth.request(&request()).await.unwrap().status, 200);
+    assert_eq!(app.count(), 3);
+}
+
+/// `setup` with `listen.max_connections: n`.
+fn with_max_connections(setup: Setup, n: usize) -> Setup {
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "threads: 2 }",
+        &format!("threads: 2, max_connections: {n} }}"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    setup
 }

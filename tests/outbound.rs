@@ -647,56 +647,73 @@ async fn a_down_peer_gives_502_over_max_body_413_and_a_coded_body_400() {
     assert_problem(&alice.call(coded).await, 400, "bad_request");
 }
 
-/// bob at its `listen.max_connections`: alice's new connection is closed before its TLS
-/// handshake, and alice tells its app 502; once bob's open connection closes, calls go through.
+/// bob at its `listen.max_connections`: a connection waiting for a request head is closed to
+/// make room for alice's; with every place busy, alice's new connection is closed before its
+/// TLS handshake and alice tells its app 502, until a request in flight is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_at_its_connection_ceiling_gives_502_until_a_connection_closes() {
+async fn a_peer_at_its_connection_ceiling_makes_room_or_gives_502() {
     let root = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let mut alice = portal("alice", root.path(), &ca);
     let mut bob = portal("bob", root.path(), &ca);
     bob.listen_extra = ", max_connections: 1";
+    bob.app = EchoApp::start_with(Handler::Delay(Duration::from_millis(1500)));
     let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
     let (alice_url, bob_url) = (alice.url(), bob.url());
     alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
     bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
     let bob_inbound = SocketAddr::from(([127, 0, 0, 1], bob.inbound));
     let open = "peergate_client_connections{direction=\"inbound\"} ";
+    let bob_holds = |n: usize| {
+        let bob = &bob;
+        async move {
+            ops::eventually(Duration::from_secs(5), "bob's open connections", || async {
+                bob.metrics()
+                    .contains(&format!("{open}{n}\n"))
+                    .then_some(())
+            })
+            .await;
+        }
+    };
 
-    // Another client holds bob's one place.
-    let mut holder = RawConn::connect(
-        bob_inbound,
-        Some((ca.client_config(&[b"http/1.1"]), "bob.test")),
-    )
-    .await
-    .expect("the first TLS connection is served");
+    // Another client holds bob's one place, and sends no request: it gives way.
+    let tls = Some((ca.client_config(&[b"http/1.1"]), "bob.test"));
+    let mut idle = RawConn::connect(bob_inbound, tls).await.unwrap();
+    bob_holds(1).await;
+    let resp = alice.call(get_bob(&alice, "/first")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    idle.closed_within(Duration::from_secs(5))
+        .await
+        .expect("the idle connection made room");
+
+    // alice's kept connection has a request in flight: a second call needs a second
+    // connection, which bob has no room for.
+    let slow = tokio::spawn({
+        let req = get_bob(&alice, "/slow").to_bytes();
+        let addr = alice.outbound_addr();
+        async move { raw_request(addr, None, &req).await.unwrap() }
+    });
     ops::eventually(
         Duration::from_secs(5),
-        "one open connection at bob",
-        || async { bob.metrics().contains(&format!("{open}1\n")).then_some(()) },
+        "the slow request at bob's app",
+        || async { (bob.app.count() == 2).then_some(()) },
     )
     .await;
-    let resp = alice.call(get_bob(&alice, "/x")).await;
+    let resp = alice.call(get_bob(&alice, "/refused")).await;
     assert_problem(&resp, 502, "upstream_unreachable");
-    assert_eq!(bob.app.count(), 0);
-    let refused = bob.metrics();
-    assert!(
-        refused.contains("peergate_client_connections_refused_total{direction=\"inbound\"} 1\n"),
-        "{refused}"
+    assert_eq!(
+        bob.app.count(),
+        2,
+        "the refused request never reached bob's app"
     );
-    // The connection holding the place is still served.
-    let unsigned = RawRequest::new("GET", "/x").header("Host", "bob.test");
-    let resp = holder.request(&unsigned.to_bytes()).await.unwrap();
-    assert_eq!(resp.status, 401, "{}", resp.text());
-
-    drop(holder);
-    ops::eventually(
-        Duration::from_secs(5),
-        "no open connection at bob",
-        || async { bob.metrics().contains(&format!("{open}0\n")).then_some(()) },
-    )
-    .await;
-    let resp = alice.call(get_bob(&alice, "/x")).await;
+    let metrics = bob.metrics();
+    assert!(
+        metrics.contains("peergate_client_connections_refused_total{direction=\"inbound\"} 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
+    bob_holds(1).await;
+    let resp = alice.call(get_bob(&alice, "/again")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
