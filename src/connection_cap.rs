@@ -171,12 +171,7 @@ impl Cap {
             if closing {
                 self.release(held);
                 if let Some(left_out) = self.reclaimed.admit_now() {
-                    log::info!(
-                        "{} listener: {} client connections open, as many as                          listen.max_connections allows; closing the ones that wait longest for                          a request head to make room{}",
-                        self.direction.as_str(),
-                        self.limit,
-                        more_since(left_out)
-                    );
+                    log::info!("{}", self.line(Line::MadeRoom, left_out));
                 }
                 return true;
             }
@@ -189,14 +184,35 @@ impl Cap {
             .metrics
             .client_connection_refused(self.direction);
         if let Some(left_out) = self.warned.admit_now() {
-            log::warn!(
-                "{} listener: {} client connections open, as many as listen.max_connections                  allows, each with a request in flight; closing new ones as they come until                  one is done{}",
-                self.direction.as_str(),
-                self.limit,
-                more_since(left_out)
-            );
+            log::warn!("{}", self.line(Line::Refused, left_out));
         }
     }
+
+    /// The log line for what the ceiling did, with how many times since the last line.
+    fn line(&self, what: Line, left_out: u64) -> String {
+        let did = match what {
+            Line::MadeRoom => {
+                "; closing the ones that wait longest for a request head to make room"
+            }
+            Line::Refused => {
+                ", and every one has a request in flight: closing new ones as they come until \
+                 one is done"
+            }
+        };
+        format!(
+            "{} listener: {} client connections open, as many as listen.max_connections allows\
+             {did}{}",
+            self.direction.as_str(),
+            self.limit,
+            more_since(left_out)
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Line {
+    MadeRoom,
+    Refused,
 }
 
 fn more_since(left_out: u64) -> String {
@@ -342,6 +358,24 @@ mod tests {
 
     fn rendered(shared: &Shared, series: &str) -> bool {
         shared.metrics.render().contains(series)
+    }
+
+    #[test]
+    fn log_lines_read_as_one_sentence() {
+        let (_dir, shared) = shared();
+        let cap = Cap::new(Direction::Inbound, 4096, shared);
+        assert_eq!(
+            cap.line(Line::MadeRoom, 0),
+            "inbound listener: 4096 client connections open, as many as \
+             listen.max_connections allows; closing the ones that wait longest for a request \
+             head to make room"
+        );
+        assert_eq!(
+            cap.line(Line::Refused, 3),
+            "inbound listener: 4096 client connections open, as many as \
+             listen.max_connections allows, and every one has a request in flight: closing new \
+             ones as they come until one is done (3 more since the last line)"
+        );
     }
 
     /// Connections that passed the filter together (each still in its TLS handshake while the
