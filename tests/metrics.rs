@@ -506,7 +506,7 @@ async fn a_listener_at_max_connections_closes_the_connection_idle_longest() {
 /// one of them is done.
 #[tokio::test]
 async fn a_listener_with_every_connection_busy_closes_new_ones() {
-    let app = EchoApp::start_with(Handler::Delay(Duration::from_millis(1500)));
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_millis(2500)));
     let bob = Key::new("Bob");
     let setup = with_max_connections(Setup::new(app.addr(), &[&bob], ""), 2);
     let _gateway = setup.start();

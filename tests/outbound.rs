@@ -657,7 +657,7 @@ async fn a_peer_at_its_connection_ceiling_makes_room_or_gives_502() {
     let mut alice = portal("alice", root.path(), &ca);
     let mut bob = portal("bob", root.path(), &ca);
     bob.listen_extra = ", max_connections: 1";
-    bob.app = EchoApp::start_with(Handler::Delay(Duration::from_millis(1500)));
+    bob.app = EchoApp::start_with(Handler::Delay(Duration::from_millis(2500)));
     let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
     let (alice_url, bob_url) = (alice.url(), bob.url());
     alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
