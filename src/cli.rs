@@ -366,6 +366,10 @@ pub fn summary(loaded: &config::Loaded) -> String {
     out.push_str(&format!(
         "  threads    {threads} for inbound, {threads} for outbound{auto}\n"
     ));
+    out.push_str(&format!(
+        "  clients    at most {} connections on each of inbound and outbound\n",
+        c.listen.max_connections
+    ));
     let s = &c.signatures;
     out.push_str(&format!(
         "\nsignatures  lifetime {}, max_age {}, clock_skew {}, nonce {}, max_body {}, max_buffered {}, replay cache {} entries\n",

@@ -145,6 +145,7 @@ fn check_passes_on_the_example_config() {
         "Bob",
         "Carol's NAS",
         "allow GET,POST /api/*",
+        "clients    at most 4096 connections on each of inbound and outbound",
     ] {
         assert!(
             stdout.contains(expected),
