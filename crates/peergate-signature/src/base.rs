@@ -92,6 +92,17 @@ pub fn signature_base(
     overrides: &[FieldOverride<'_>],
 ) -> Result<Vec<u8>, ComponentError> {
     check_duplicates(components)?;
+    base_of_distinct(msg, components, signature_params, overrides)
+}
+
+/// [`signature_base`] for components already checked with [`check_duplicates`]: verification
+/// checks them first, among the cheap checks, and should not pay for the check twice.
+pub(crate) fn base_of_distinct(
+    msg: MessageView<'_>,
+    components: &[ComponentId],
+    signature_params: &str,
+    overrides: &[FieldOverride<'_>],
+) -> Result<Vec<u8>, ComponentError> {
     let mut budget = CoveredInput::default();
     let mut out = Vec::with_capacity(64 * (components.len() + 1) + signature_params.len());
     for c in components {

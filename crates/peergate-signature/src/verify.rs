@@ -23,7 +23,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderMap;
 use sfv::{DictSerializer, KeyRef, StringRef};
 
-use crate::base::{check_duplicates, signature_base};
+use crate::base::{base_of_distinct, check_duplicates};
 use crate::components::{
     echo, trim_ows, Authority, AuthorityError, ComponentError, ComponentId, ComponentKind, Derived,
     MessageView, RequestView,
@@ -308,6 +308,7 @@ pub fn verify_signature(
     key: &VerifyingKey,
 ) -> Result<(), Refusal> {
     let components = entry.components().map_err(component_refusal)?;
+    check_duplicates(components).map_err(component_refusal)?;
     let signature = entry.ed25519_signature().map_err(input_refusal)?;
     let params_value = signature_params_value(components, entry.params());
     check_base_signature(
@@ -321,6 +322,7 @@ pub fn verify_signature(
     )
 }
 
+/// `components` must have passed [`check_duplicates`].
 fn check_base_signature(
     msg: MessageView<'_>,
     components: &[ComponentId],
@@ -330,7 +332,7 @@ fn check_base_signature(
     label: &str,
     params: &SignatureParams,
 ) -> Result<(), Refusal> {
-    let base = signature_base(msg, components, params_value, &[]).map_err(component_refusal)?;
+    let base = base_of_distinct(msg, components, params_value, &[]).map_err(component_refusal)?;
     if crate::ed25519::verify(key, &base, signature) {
         return Ok(());
     }

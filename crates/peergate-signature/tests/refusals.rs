@@ -10,8 +10,8 @@ use common::Req;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use peergate_signature::{
     input::signature_params_value, sign_message, verify_headers, verify_headers_authorized,
-    ComponentId, FieldOverride, HostRule, MessageView, Policy, Reason, Refusal, ReplayCache,
-    SignatureParams, Signer, Verified,
+    verify_signature, ComponentId, FieldOverride, HostRule, MessageView, Policy, Reason, Refusal,
+    ReplayCache, SignatureFields, SignatureParams, Signer, Verified,
 };
 
 const NOW: u64 = 1_732_400_000;
@@ -280,6 +280,28 @@ fn malformed_signature_cases() {
         assert_eq!(r.reason, Reason::MalformedSignature, "{what}: {r}");
         assert!(!r.detail.is_empty(), "{what}");
     }
+}
+
+/// `verify_headers` checks for duplicates among its cheap checks and builds the base without
+/// checking again; `verify_signature`, which has no cheap checks, must still refuse them.
+#[test]
+fn a_duplicate_component_is_refused_by_verify_signature_too() {
+    let mut dup = signed(get(), None);
+    let si = dup
+        .headers
+        .get("signature-input")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace(r#""@query")"#, r#""@query" "@method")"#);
+    dup.set("signature-input", &si);
+    let fields = SignatureFields::from_headers(&dup.headers).unwrap();
+    let entry = fields.select(None).unwrap();
+    let key = VerifyingKey::from(&key());
+    let r = verify_signature(MessageView::Request(&dup.view()), entry, &key).unwrap_err();
+    assert_eq!(r.reason, Reason::MalformedSignature, "{r}");
+    assert!(r.detail.contains("@method"), "{r}");
+    assert_eq!(refused(&dup).reason, Reason::MalformedSignature);
 }
 
 #[test]
