@@ -119,7 +119,7 @@ pub fn head_received(session: &Session) {
 }
 
 /// Serves an HTTP/2 connection, closing it if its first request head has not come within
-/// `idle` of its start (the handshake included).
+/// `idle` of its opening (the TLS and HTTP/2 handshakes included).
 async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     inner: &Arc<A>,
     session: Stream,
@@ -141,19 +141,15 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
     // A second after the shutdown begins is enough for one whose first request is on its way
     // (Pingora then drains it with GOAWAY like any other).
-    let mut stopping = shutdown.clone();
-    let shutdown_begins = async move {
-        while !*stopping.borrow_and_update() {
-            if stopping.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let deadline = crate::tls_accept::opened() + idle;
     let first_head = async {
         let why = tokio::select! {
-            () = tokio::time::sleep(idle) => "no request head within the idle timeout",
-            () = shutdown_begins => "no request head yet, and peergate is shutting down",
+            () = tokio::time::sleep_until(deadline.into()) => {
+                "no request head within the idle timeout"
+            }
+            () = shutdown_begun(shutdown, Duration::from_secs(1)) => {
+                "no request head yet, and peergate is shutting down"
+            }
         };
         if seen.load(Ordering::Acquire) {
             std::future::pending::<()>().await;
@@ -174,6 +170,19 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
         }
     }
     served
+}
+
+/// Resolves `after` the graceful shutdown begins; never, if it does not. For connections that
+/// have no request in flight yet (a handshake, an HTTP/2 preface), which would otherwise hold
+/// the shutdown for as long as their own limit allows.
+pub async fn shutdown_begun(shutdown: &ShutdownWatch, after: Duration) {
+    let mut stopping = shutdown.clone();
+    while !*stopping.borrow_and_update() {
+        if stopping.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+    tokio::time::sleep(after).await;
 }
 
 /// Whether no request head has reached the proxy's phases since this connection opened or its
@@ -216,7 +225,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         }
         let clock = Arc::new(HeadClock {
             idle: self.idle,
-            deadline: Mutex::new(Some(Instant::now() + self.idle)),
+            deadline: Mutex::new(Some(crate::tls_accept::opened() + self.idle)),
             moved: tokio::sync::Notify::new(),
         });
         crate::connection_cap::reclaimable(clock.clone());

@@ -20,15 +20,18 @@
 //! kernel's queue with no sign they are refused; a prompt close tells the client at once, and
 //! a peer's gateway that opened it answers its app with a 502 rather than a timeout.
 //!
-//! What is counted is the connections being served ([`Capped`], around the proxy): one still in
-//! its TLS handshake (Pingora gives that 60 s) is not yet, so a burst of new connections can
-//! pass the filter together; [`Capped`] holds those to the ceiling once their handshake is
-//! done (making room or closing them), so the ceiling on connections served is exact.
+//! What is counted is the connections being served ([`Capped`], around the proxy), from the
+//! moment they are accepted: the inbound listener's TLS handshake runs inside it
+//! (`tls_accept`), and a connection still in its handshake can be closed to make room like one
+//! waiting for a head, by the same order (whichever must be done soonest, which is whichever
+//! opened or was answered first). The filter and [`Capped`] act a moment apart, so a burst of
+//! new connections can pass the filter together; [`Capped`] holds those to the ceiling (making
+//! room or closing them), so the ceiling is exact.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -42,7 +45,7 @@ use crate::state::Shared;
 use crate::throttle::Throttle;
 
 /// A connection that can be closed to make room while it waits for a request head
-/// (`client_idle`'s clock of an HTTP/1 connection).
+/// (`client_idle`'s clock of an HTTP/1 connection) or for its TLS handshake (`tls_accept`).
 pub trait Reclaim: Send + Sync {
     /// When the connection will be closed for want of a request head; `None` while a request
     /// is in flight.
@@ -56,10 +59,11 @@ tokio::task_local! {
     static HELD: Arc<Held>;
 }
 
-/// Offers the connection this task serves to be closed when its listener needs room
-/// (`client_idle::Guarded` does so for each HTTP/1 connection).
+/// Offers the connection this task serves to be closed when its listener needs room, in place
+/// of what was offered before (`tls_accept::Handshake` offers a connection during its TLS
+/// handshake, then `client_idle::Guarded` while each HTTP/1 connection waits for a head).
 pub fn reclaimable(connection: Arc<dyn Reclaim>) {
-    let _ = HELD.try_with(|held| held.reclaim.set(connection));
+    let _ = HELD.try_with(|held| held.offer(connection));
 }
 
 /// One served connection's place.
@@ -67,7 +71,20 @@ pub fn reclaimable(connection: Arc<dyn Reclaim>) {
 struct Held {
     /// The place has been given back (the connection ended, or was closed to make room).
     released: AtomicBool,
-    reclaim: OnceLock<Arc<dyn Reclaim>>,
+    reclaim: Mutex<Option<Arc<dyn Reclaim>>>,
+}
+
+impl Held {
+    fn offer(&self, connection: Arc<dyn Reclaim>) {
+        *self.reclaim.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
+    }
+
+    fn offered(&self) -> Option<Arc<dyn Reclaim>> {
+        self.reclaim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// One listener's ceiling and the connections it serves now.
@@ -162,12 +179,15 @@ impl Cap {
                 .values()
                 .filter(|held| !held.released.load(Ordering::Acquire))
                 .filter(|held| !passed.contains(&Arc::as_ptr(held)))
-                .filter_map(|held| Some((held.reclaim.get()?.head_deadline()?, held)))
-                .min_by_key(|(deadline, _)| *deadline);
-            let Some((_, held)) = oldest else {
+                .filter_map(|held| {
+                    let connection = held.offered()?;
+                    Some((connection.head_deadline()?, connection, held))
+                })
+                .min_by_key(|(deadline, _, _)| *deadline);
+            let Some((_, connection, held)) = oldest else {
                 return false;
             };
-            let closing = held.reclaim.get().is_some_and(|c| c.close_if_idle());
+            let closing = connection.close_if_idle();
             if closing {
                 self.release(held);
                 if let Some(left_out) = self.reclaimed.admit_now() {
@@ -238,8 +258,8 @@ impl Drop for Place {
     }
 }
 
-/// Pingora's connection filter: at the ceiling, makes room or closes the new connection
-/// before its TLS handshake.
+/// Pingora's connection filter: at the ceiling, makes room or closes the new connection as
+/// soon as it is accepted.
 #[derive(Debug)]
 pub struct AtCapacity(pub Arc<Cap>);
 
@@ -273,7 +293,8 @@ impl<A> Capped<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
-    /// Runs once per connection, after its TLS handshake.
+    /// Runs as soon as a connection is accepted (before the inbound listener's TLS handshake,
+    /// see `tls_accept`), and again for each further request on a kept connection.
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -352,7 +373,7 @@ mod tests {
     /// Serves a connection with `conn` as its clock, as `Capped` and `client_idle` do.
     fn serve(cap: &Arc<Cap>, conn: &Arc<Conn>) -> Option<Place> {
         let place = cap.enter()?;
-        let _ = place.held.reclaim.set(conn.clone());
+        place.held.offer(conn.clone());
         Some(place)
     }
 

@@ -38,6 +38,7 @@ pub mod resolve;
 pub mod server;
 pub mod state;
 pub mod throttle;
+pub mod tls_accept;
 pub mod tls_cert;
 pub mod unreadable_head;
 

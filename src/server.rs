@@ -41,10 +41,6 @@ fn add_inbound(
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Inbound, shared.clone());
-    let (proxy, at_capacity) = capped(proxy, Direction::Inbound, config, shared);
-    let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
-    service.set_connection_filter(at_capacity);
-    service.threads = Some(config.listen.threads.count());
     let addr = config.listen.inbound.to_string();
     match &config.tls {
         Some(_) => {
@@ -58,12 +54,33 @@ fn add_inbound(
                 .map_err(|e| format!("tls: {e}"))?;
             settings.set_cert_resolver(slot);
             settings.enable_h2();
-            service.add_listener(listener(&addr).tls(settings));
+            // The handshake runs inside the connection ceiling, timed (see `tls_accept`);
+            // Pingora's listener is plain TCP.
+            let proxy = crate::tls_accept::Handshake::new(
+                proxy,
+                settings.build(),
+                config.listen.idle_timeout.0,
+            );
+            add_inbound_service(server, proxy, &addr, config, shared);
         }
-        None => service.add_listener(listener(&addr)),
+        None => add_inbound_service(server, proxy, &addr, config, shared),
     }
-    server.add_service(service);
     Ok(())
+}
+
+fn add_inbound_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    proxy: A,
+    addr: &str,
+    config: &crate::config::Config,
+    shared: &Arc<Shared>,
+) {
+    let (proxy, at_capacity) = capped(proxy, Direction::Inbound, config, shared);
+    let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
+    service.set_connection_filter(at_capacity);
+    service.threads = Some(config.listen.threads.count());
+    service.add_listener(listener(addr));
+    server.add_service(service);
 }
 
 /// The outbound listener: the app reaches its peers through it.
@@ -103,8 +120,8 @@ fn add_outbound(
 }
 
 /// Puts a proxy listener under `listen.max_connections`: the app that holds a place for each
-/// connection served, and the filter that closes new ones at the ceiling before their TLS
-/// handshake.
+/// connection from its acceptance (its TLS handshake included), and the filter that closes new
+/// ones at the ceiling before anything is spent on them.
 fn capped<A>(
     proxy: A,
     direction: Direction,

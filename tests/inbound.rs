@@ -544,6 +544,15 @@ async fn idle_client_connections_are_closed() {
         .await
         .unwrap();
 
+    // A TCP connection that never starts its TLS handshake (before, Pingora gave it 60 s).
+    let started = Instant::now();
+    let silent = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    assert!(
+        closed_within(silent, Duration::from_secs(10)).await,
+        "a connection with no TLS handshake stayed open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
     // The outbound listener, where the app is the client, the same.
     let mut conn = RawConn::connect(f.outbound, None).await.unwrap();
     let directory = RawRequest::new("GET", "/peers/").header("Host", "localhost");
@@ -579,6 +588,51 @@ async fn idle_client_connections_are_closed() {
             );
         }
     }
+}
+
+/// Whether the peer closes `conn` within `limit` (a read sees the end, or an error).
+async fn closed_within(mut conn: tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Connections still in their TLS handshake hold places under `listen.max_connections` from
+/// the moment they are accepted (before, only connections whose handshake was done counted,
+/// and connections that never sent a ClientHello were bounded by nothing but the open-files
+/// limit), and the one that opened first is closed to make room for a client that uses its
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
+    let f = Fixture::with(Options {
+        listen: "max_connections: 2".into(),
+        ..Options::default()
+    });
+    let first = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let open = "peergate_client_connections{direction=\"inbound\"} 2\n";
+    let m = f.metrics_eventually(&[open]);
+    assert!(m.contains(open), "{m}");
+
+    // A client that completes its handshake and sends a request: the first silent connection
+    // gives way to it.
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/ok", &[], b"");
+    assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
+    assert!(
+        closed_within(first, Duration::from_secs(5)).await,
+        "the connection in its handshake longest stayed"
+    );
+    let refused = "peergate_client_connections_refused_total{direction=\"inbound\"} 0\n";
+    let m = f.metrics_eventually(&[open, refused]);
+    assert!(m.contains(open) && m.contains(refused), "{m}");
+    drop(second);
 }
 
 /// A client that stops reading the answer is cut off after `listen.idle_timeout` without
