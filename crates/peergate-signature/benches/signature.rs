@@ -25,107 +25,17 @@
 use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use ed25519_dalek::{Signature, VerifyingKey};
 use peergate_signature::{
     base::signature_base, content_digest, verify_headers, DigestAlgorithm, DigestVerifier,
-    HostRule, MessageView, Policy, ReplayCache, RequestView, SignatureFields, Signer,
+    MessageView, ReplayCache, SignatureFields, Signer,
 };
 
-/// Pinned "now" (unix seconds): every pooled signature is created at `NOW` and checked at
-/// `NOW`, so none goes stale however long the bench runs.
-const NOW: u64 = 1_732_400_000;
-/// Distinct pre-signed requests the verify benches cycle through.
-const POOL: usize = 1024;
-/// Body size of the typical request.
-const BODY_LEN: usize = 1024;
-/// Replay cache size for `verify_pipeline_1k`: 16 shards of 4096, the layout of a mid-sized
-/// production cache, so an insert lands in a sparse table as it does in service. Only
-/// [`POOL`] entries ever go into one cache, far from `Full` in any shard.
-const REPLAY_CAPACITY: usize = 1 << 16;
-const KEY_ID: &str = "bench-key";
-const HOST: &str = "alice.example.org";
+mod typical;
 
-/// An owned request, the parts a [`RequestView`] borrows.
-struct Req {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn view(&self) -> RequestView<'_> {
-        RequestView::new(&self.method, &self.uri, &self.headers, "https")
-    }
-}
-
-/// A JSON document of exactly [`BODY_LEN`] bytes, different for every `i`.
-fn json_body(i: usize) -> Vec<u8> {
-    let head = format!(r#"{{"id":{i},"kind":"note","tags":["a","b"],"text":""#);
-    let tail = r#""}"#;
-    let mut body = head.into_bytes();
-    let fill = BODY_LEN - body.len() - tail.len();
-    body.extend((0..fill).map(|k| b'a' + (k % 26) as u8));
-    body.extend_from_slice(tail.as_bytes());
-    assert_eq!(body.len(), BODY_LEN);
-    body
-}
-
-/// A typical peer-to-peer POST, unsigned.
-fn typical_post(i: usize) -> Req {
-    let mut headers = HeaderMap::new();
-    for (name, value) in [
-        ("host", HOST.to_owned()),
-        ("content-type", "application/json".to_owned()),
-        ("content-length", BODY_LEN.to_string()),
-        ("user-agent", "bench/1.0".to_owned()),
-        ("accept", "application/json".to_owned()),
-    ] {
-        headers.append(
-            HeaderName::from_static(name),
-            HeaderValue::try_from(value).unwrap(),
-        );
-    }
-    Req {
-        method: Method::POST,
-        uri: "/api/items?limit=10&sort=desc".parse().unwrap(),
-        headers,
-        body: json_body(i),
-    }
-}
-
-fn signer() -> Signer {
-    Signer::new(
-        SigningKey::from_bytes(&[9u8; 32]),
-        KEY_ID.to_owned(),
-        Duration::from_secs(60),
-    )
-}
-
-/// [`POOL`] signed requests, nonce `n-<i>` each.
-fn signed_pool(signer: &Signer) -> Vec<Req> {
-    (0..POOL)
-        .map(|i| {
-            let mut r = typical_post(i);
-            signer
-                .sign(&r.view(), Some(&r.body), NOW, &format!("n-{i}"))
-                .unwrap()
-                .apply(&mut r.headers);
-            r
-        })
-        .collect()
-}
-
-fn policy() -> Policy {
-    Policy {
-        hosts: vec![HostRule::parse(HOST).unwrap()],
-        ..Policy::default()
-    }
-}
+use typical::*;
 
 fn bench_sign(c: &mut Criterion) {
     let signer = signer();

@@ -18,64 +18,15 @@
 
 use std::hint::black_box;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use ed25519_dalek::{Signature, VerifyingKey};
 use peergate_signature::base::signature_base;
-use peergate_signature::{
-    verify_headers, HostRule, MessageView, Policy, ReplayCache, RequestView, SignatureFields,
-    Signer,
-};
+use peergate_signature::{verify_headers, MessageView, Policy, ReplayCache, SignatureFields};
 
-/// Pinned "now" (unix seconds), as in the criterion benches.
-const NOW: u64 = 1_732_400_000;
-/// Requests verified; each is signed with its own nonce. The script divides by this.
-const POOL: usize = 1000;
-const BODY_LEN: usize = 1024;
-const KEY_ID: &str = "bench-key";
-const HOST: &str = "alice.example.org";
+#[path = "../benches/typical/mod.rs"]
+mod typical;
 
-struct Req {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Req {
-    fn view(&self) -> RequestView<'_> {
-        RequestView::new(&self.method, &self.uri, &self.headers, "https")
-    }
-}
-
-/// The criterion benches' typical POST: five fields, a query, a 1 KiB JSON body.
-fn typical_post(i: usize) -> Req {
-    let mut headers = HeaderMap::new();
-    for (name, value) in [
-        ("host", HOST.to_owned()),
-        ("content-type", "application/json".to_owned()),
-        ("content-length", BODY_LEN.to_string()),
-        ("user-agent", "bench/1.0".to_owned()),
-        ("accept", "application/json".to_owned()),
-    ] {
-        headers.append(
-            HeaderName::from_static(name),
-            HeaderValue::try_from(value).expect("a valid field value"),
-        );
-    }
-    let mut body = format!(r#"{{"id":{i},"text":""#).into_bytes();
-    body.resize(BODY_LEN - 2, b'a');
-    body.extend_from_slice(b"\"}");
-    Req {
-        method: Method::POST,
-        uri: "/api/items?limit=10&sort=desc"
-            .parse()
-            .expect("a valid target"),
-        headers,
-        body,
-    }
-}
+use typical::{policy, signed_pool, signer, Req, KEY_ID, NOW, REPLAY_CAPACITY};
 
 /// Every request through the whole pipeline. Never inlined, so that callgrind can count it
 /// alone.
@@ -107,31 +58,14 @@ fn raw(bases: &[(Vec<u8>, Signature)], vk: &VerifyingKey) -> usize {
 
 fn main() -> ExitCode {
     let which = std::env::args().nth(1).unwrap_or_default();
-    let signer = Signer::new(
-        SigningKey::from_bytes(&[9u8; 32]),
-        KEY_ID.to_owned(),
-        Duration::from_secs(60),
-    );
+    let signer = signer();
     let vk = signer.verifying_key();
-    let pool: Vec<Req> = (0..POOL)
-        .map(|i| {
-            let mut r = typical_post(i);
-            signer
-                .sign(&r.view(), Some(&r.body), NOW, &format!("n-{i}"))
-                .expect("the typical request signs")
-                .apply(&mut r.headers);
-            r
-        })
-        .collect();
+    let pool = signed_pool(&signer);
     let ok = match which.as_str() {
         "pipeline" => {
-            let policy = Policy {
-                hosts: vec![HostRule::parse(HOST).expect("a valid host rule")],
-                ..Policy::default()
-            };
             // Sized like the criterion bench's cache: sparse, as in service.
-            let replay = ReplayCache::new(1 << 16);
-            pipeline(&pool, &policy, &vk, &replay)
+            let replay = ReplayCache::new(REPLAY_CAPACITY);
+            pipeline(&pool, &policy(), &vk, &replay)
         }
         "raw" => {
             let bases: Vec<(Vec<u8>, Signature)> = pool
@@ -155,10 +89,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if ok != POOL {
-        eprintln!("verify_count: {ok} of {POOL} verified");
+    if ok != pool.len() {
+        eprintln!("verify_count: {ok} of {} verified", pool.len());
         return ExitCode::FAILURE;
     }
-    println!("verified {POOL} requests");
+    println!("verified {ok} requests");
     ExitCode::SUCCESS
 }
