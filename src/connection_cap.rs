@@ -42,7 +42,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::metrics::Direction;
 use crate::state::Shared;
-use crate::throttle::Throttle;
+use crate::throttle::{more_since, Throttle};
 
 /// A connection that can be closed to make room while it waits for a request head
 /// (`client_idle`'s clock of an HTTP/1 connection) or for its TLS handshake (`tls_accept`).
@@ -233,14 +233,6 @@ impl Cap {
 enum Line {
     MadeRoom,
     Refused,
-}
-
-fn more_since(left_out: u64) -> String {
-    if left_out > 0 {
-        format!(" ({left_out} more since the last line)")
-    } else {
-        String::new()
-    }
 }
 
 /// A served connection's hold on its place, given back however its task ends (finished, or

@@ -61,26 +61,11 @@ fn add_inbound(
                 settings.build(),
                 config.listen.idle_timeout.0,
             );
-            add_inbound_service(server, proxy, &addr, config, shared);
+            add_proxy_service(server, Direction::Inbound, proxy, &addr, config, shared);
         }
-        None => add_inbound_service(server, proxy, &addr, config, shared),
+        None => add_proxy_service(server, Direction::Inbound, proxy, &addr, config, shared),
     }
     Ok(())
-}
-
-fn add_inbound_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
-    server: &mut Server,
-    proxy: A,
-    addr: &str,
-    config: &crate::config::Config,
-    shared: &Arc<Shared>,
-) {
-    let (proxy, at_capacity) = capped(proxy, Direction::Inbound, config, shared);
-    let mut service = crate::lifecycle::tracked_service("peergate inbound", proxy, shared);
-    service.set_connection_filter(at_capacity);
-    service.threads = Some(config.listen.threads.count());
-    service.add_listener(listener(addr));
-    server.add_service(service);
 }
 
 /// The outbound listener: the app reaches its peers through it.
@@ -111,30 +96,32 @@ fn add_outbound(
     proxy.server_options = Some(options);
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Outbound, shared.clone());
-    let (proxy, at_capacity) = capped(proxy, Direction::Outbound, config, shared);
-    let mut service = crate::lifecycle::tracked_service("peergate outbound", proxy, shared);
-    service.set_connection_filter(at_capacity);
-    service.threads = Some(config.listen.threads.count());
-    service.add_listener(listener(&config.listen.outbound.to_string()));
-    server.add_service(service);
+    let addr = config.listen.outbound.to_string();
+    add_proxy_service(server, Direction::Outbound, proxy, &addr, config, shared);
 }
 
-/// Puts a proxy listener under `listen.max_connections`: the app that holds a place for each
-/// connection from its acceptance (its TLS handshake included), and the filter that closes new
-/// ones at the ceiling before anything is spent on them.
-fn capped<A>(
-    proxy: A,
+/// Serves `proxy` on `addr` (plain TCP to Pingora) as the `direction` listener, under
+/// `listen.max_connections`: [`crate::connection_cap::Capped`] holds a place for each
+/// connection from its acceptance (its TLS handshake included), and the connection filter
+/// closes new ones at the ceiling before anything is spent on them.
+fn add_proxy_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
     direction: Direction,
+    proxy: A,
+    addr: &str,
     config: &crate::config::Config,
     shared: &Arc<Shared>,
-) -> (
-    crate::connection_cap::Capped<A>,
-    Arc<dyn pingora::listeners::ConnectionFilter>,
 ) {
     let cap =
         crate::connection_cap::Cap::new(direction, config.listen.max_connections, shared.clone());
-    let filter = Arc::new(crate::connection_cap::AtCapacity(cap.clone()));
-    (crate::connection_cap::Capped::new(proxy, cap), filter)
+    let at_capacity = Arc::new(crate::connection_cap::AtCapacity(cap.clone()));
+    let proxy = crate::connection_cap::Capped::new(proxy, cap);
+    let name = format!("peergate {}", direction.as_str());
+    let mut service = crate::lifecycle::tracked_service(&name, proxy, shared);
+    service.set_connection_filter(at_capacity);
+    service.threads = Some(config.listen.threads.count());
+    service.add_listener(listener(addr));
+    server.add_service(service);
 }
 
 /// What a client connection's reads go through before TLS or the HTTP parser. Pingora's

@@ -48,6 +48,15 @@ impl Throttle {
     }
 }
 
+/// What a throttled line adds about the lines left out before it: nothing when none were.
+pub fn more_since(left_out: u64) -> String {
+    if left_out > 0 {
+        format!(" ({left_out} more since the last line)")
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
-use crate::throttle::Throttle;
+use crate::throttle::{more_since, Throttle};
 
 tokio::task_local! {
     /// When the connection this task serves was accepted, for its first request.
@@ -101,11 +101,7 @@ impl<A> Handshake<A> {
     fn log_failure(&self, peer: Option<SocketAddr>, why: &str) {
         if let Some(left_out) = self.failed.admit_now() {
             let from = peer.map_or_else(|| "a client".to_owned(), |p| p.to_string());
-            let more = if left_out > 0 {
-                format!(" ({left_out} more since the last line)")
-            } else {
-                String::new()
-            };
+            let more = more_since(left_out);
             log::info!("inbound listener: TLS handshake with {from} failed: {why}{more}");
         }
     }
