@@ -259,7 +259,7 @@ async fn connect_probe(addr: SocketAddr) -> Result<(), String> {
 
 /// `Ok(true)` when one of this process's file descriptors is a TCP socket listening on `port`;
 /// `Err` when the tables cannot be read (not Linux, no /proc).
-fn owns_listening_socket(port: u16) -> io::Result<bool> {
+pub fn owns_listening_socket(port: u16) -> io::Result<bool> {
     let mut inodes = HashSet::new();
     let mut read_any = false;
     for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {

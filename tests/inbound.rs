@@ -124,7 +124,7 @@ peers:
         let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::build(&loaded).unwrap().spawn();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr);
+        wait_bound(addr);
         Fixture {
             _dir: dir,
             app,

@@ -66,7 +66,7 @@ peers:
         let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         self.gateway = Some(Gateway::build(&loaded).unwrap().spawn());
         for port in [self.inbound, self.outbound] {
-            wait_listening(SocketAddr::from(([127, 0, 0, 1], port)));
+            wait_bound(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
 

@@ -331,6 +331,22 @@ pub fn wait_listening(addr: SocketAddr) {
     panic!("nothing listens on {addr}");
 }
 
+/// Waits until this process listens on `addr`'s port, without connecting to it: a probe
+/// connection takes a place under a TLS listener's `listen.max_connections` until its
+/// handshake fails, and when the listener's accept loop starts only after the socket is bound,
+/// it is accepted beside the connections a test opens next and races them for their places.
+/// Where the kernel's tables cannot be read, falls back to [`wait_listening`].
+pub fn wait_bound(addr: SocketAddr) {
+    for _ in 0..400 {
+        match peergate::lifecycle::owns_listening_socket(addr.port()) {
+            Ok(true) => return,
+            Ok(false) => std::thread::sleep(Duration::from_millis(25)),
+            Err(_) => return wait_listening(addr),
+        }
+    }
+    panic!("nothing listens on {addr}");
+}
+
 /// An address on 127.0.0.1 where nothing listens (connections are refused).
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

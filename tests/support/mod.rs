@@ -19,7 +19,9 @@ pub use client::{
     h2_request, h2_request_then_idle, raw_request, rustls_error, RawConn, RawRequest, RawResponse,
     NET_TIMEOUT,
 };
-pub use echo::{dead_addr, free_port, wait_listening, EchoApp, Handler, Recorded, Reply};
+pub use echo::{
+    dead_addr, free_port, wait_bound, wait_listening, EchoApp, Handler, Recorded, Reply,
+};
 pub use tls::{crypto_provider, IssuedCert, TestCa};
 
 /// `resp` is an RFC 9457 problem+json refusal with this status and reason, a title, a type
