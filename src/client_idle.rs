@@ -19,11 +19,13 @@
 //! starts only once the HTTP/2 handshake is done, and Pingora gives the handshake no time
 //! limit, so a client that finished TLS with ALPN h2 and never sent the connection preface kept
 //! its connection for ever. So an HTTP/2 connection, too, must bring its first request head
-//! within `listen.idle_timeout`: its streams' tasks say so through [`H2_AWAITING`].
+//! within `listen.idle_timeout`: its streams' tasks say so through [`H2_CONNECTIONS`], where
+//! they also count the requests in flight, so that at `listen.max_connections` an HTTP/2
+//! connection with none can be closed to make room (with a GOAWAY, which Pingora sends as at
+//! a graceful shutdown) in the same order as HTTP/1 connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,31 +97,144 @@ impl crate::connection_cap::Reclaim for HeadClock {
     }
 }
 
-/// HTTP/2 connections still waiting for their first request head, by (local, peer) address,
-/// with the flag their first stream sets. An entry lives from the connection's start until its
-/// first request or its end, whichever comes first.
-static H2_AWAITING: LazyLock<Mutex<Awaiting>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// HTTP/2 connections being served, by (local, peer) address. Their requests run on tasks of
+/// their own (Pingora spawns one per stream), outside the connection task's task-locals, and
+/// find their connection here. An entry lives as long as its connection is served.
+static H2_CONNECTIONS: LazyLock<Mutex<H2Connections>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// (local, peer) address of a connection → whether its first request head has come.
-type Awaiting = HashMap<(SocketAddr, SocketAddr), Arc<AtomicBool>>;
+/// (local, peer) address of an HTTP/2 connection → its requests' count.
+type H2Connections = HashMap<(SocketAddr, SocketAddr), Arc<H2Conn>>;
 
-/// The request head is in: the deadline is off until the answer is done (HTTP/1), or for good
-/// (HTTP/2, whose first request this may be).
-pub fn head_received(session: &Session) {
-    let _ = CLOCK.try_with(|clock| clock.set(None));
-    if session.is_http2() {
-        let local = session.server_addr().and_then(|a| a.as_inet());
-        let peer = session.client_addr().and_then(|a| a.as_inet());
-        if let (Some(local), Some(peer), Ok(mut awaiting)) = (local, peer, H2_AWAITING.lock()) {
-            if let Some(seen) = awaiting.remove(&(*local, *peer)) {
-                seen.store(true, Ordering::Release);
+/// How long a connection chosen to make room is still served after its GOAWAY, so that the
+/// frame goes out and a request that crossed it on the wire can be answered. A request in
+/// flight then is still answered (the connection closes when the last one is done).
+const GOAWAY_GRACE: Duration = Duration::from_millis(100);
+
+/// One HTTP/2 connection as the ceiling (`connection_cap`) sees it: it may be closed to make
+/// room while no request is in flight on it, in the same order as HTTP/1 connections (by when
+/// it would be closed for want of a request).
+struct H2Conn {
+    idle: Duration,
+    state: Mutex<H2State>,
+    /// Wakes the connection's task when the connection is chosen to make room, and when a
+    /// request on it ends.
+    changed: tokio::sync::Notify,
+}
+
+struct H2State {
+    /// Requests whose heads reached the proxy and whose answers are not done yet.
+    in_flight: usize,
+    /// Whether any request head has come on the connection.
+    seen_head: bool,
+    /// When the connection is closed for want of a request while none is in flight: its opening
+    /// plus `idle` before the first, the end of the last answer plus `idle` after (Pingora's
+    /// own HTTP/2 idle timeout then closes it, see `server.rs`).
+    deadline: Instant,
+    /// Chosen to make room: it is sent a GOAWAY, and closed once no request is in flight.
+    reclaimed: bool,
+}
+
+impl H2Conn {
+    /// The state stays meaningful even if a thread panicked while holding the lock.
+    fn state(&self) -> std::sync::MutexGuard<'_, H2State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once the connection has been chosen to make room, has been told to go away
+    /// (`goaway`, which starts Pingora's graceful close), and has no request in flight.
+    async fn made_room(&self, goaway: &tokio::sync::watch::Sender<bool>) {
+        while !self.state().reclaimed {
+            self.changed.notified().await;
+        }
+        goaway.send_replace(true);
+        loop {
+            tokio::time::sleep(GOAWAY_GRACE).await;
+            if self.state().in_flight == 0 {
+                return;
+            }
+            // `notify_one` keeps a permit when no one waits: an end between the look and
+            // this wait is not missed.
+            while self.state().in_flight > 0 {
+                self.changed.notified().await;
             }
         }
     }
 }
 
+impl crate::connection_cap::Reclaim for H2Conn {
+    fn head_deadline(&self) -> Option<Instant> {
+        let state = self.state();
+        (!state.reclaimed && state.in_flight == 0).then_some(state.deadline)
+    }
+
+    fn close_if_idle(&self) -> bool {
+        let mut state = self.state();
+        if state.reclaimed || state.in_flight > 0 {
+            return false;
+        }
+        state.reclaimed = true;
+        drop(state);
+        self.changed.notify_one();
+        true
+    }
+}
+
+/// A request in flight on an HTTP/2 connection, from its head reaching the proxy to the end of
+/// its answer (or of its handling, however it ends): while one is, the connection is not
+/// closed to make room. Nothing for an HTTP/1 request, whose connection task keeps that count
+/// itself.
+#[derive(Default)]
+pub struct InFlight(Option<Arc<H2Conn>>);
+
+impl InFlight {
+    fn end(&mut self, ended: Instant) {
+        if let Some(conn) = self.0.take() {
+            let mut state = conn.state();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if state.in_flight == 0 {
+                state.deadline = ended + conn.idle;
+            }
+            drop(state);
+            conn.changed.notify_one();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.end(Instant::now());
+    }
+}
+
+/// The request head is in: the deadline is off until the answer is done. Keep what this
+/// returns until then (an HTTP/2 request's connection counts it as in flight).
+pub fn head_received(session: &Session) -> InFlight {
+    let _ = CLOCK.try_with(|clock| clock.set(None));
+    if !session.is_http2() {
+        return InFlight(None);
+    }
+    let local = session.server_addr().and_then(|a| a.as_inet());
+    let peer = session.client_addr().and_then(|a| a.as_inet());
+    let (Some(local), Some(peer)) = (local, peer) else {
+        return InFlight(None);
+    };
+    let conn = H2_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(*local, *peer))
+        .cloned();
+    if let Some(conn) = &conn {
+        let mut state = conn.state();
+        state.in_flight += 1;
+        state.seen_head = true;
+    }
+    InFlight(conn)
+}
+
 /// Serves an HTTP/2 connection, closing it if its first request head has not come within
-/// `idle` of its opening (the TLS and HTTP/2 handshakes included).
+/// `idle` of its opening (the TLS and HTTP/2 handshakes included), and offering it to be
+/// closed to make room whenever no request is in flight on it.
 async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     inner: &Arc<A>,
     session: Stream,
@@ -133,10 +248,35 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     let Some(key) = key else {
         return inner.process_new(session, shutdown).await;
     };
-    let seen = Arc::new(AtomicBool::new(false));
-    if let Ok(mut awaiting) = H2_AWAITING.lock() {
-        awaiting.insert(key, seen.clone());
-    }
+    let conn = Arc::new(H2Conn {
+        idle,
+        state: Mutex::new(H2State {
+            in_flight: 0,
+            seen_head: false,
+            deadline: crate::tls_accept::opened() + idle,
+            reclaimed: false,
+        }),
+        changed: tokio::sync::Notify::new(),
+    });
+    H2_CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, conn.clone());
+    crate::connection_cap::reclaimable(conn.clone());
+    // The connection's own shutdown signal, which Pingora answers with a GOAWAY and a graceful
+    // close (requests in flight are answered): raised when the process shuts down, or when
+    // the connection is chosen to make room.
+    let (goaway, watch) = tokio::sync::watch::channel(*shutdown.borrow());
+    let relay = async {
+        let mut stopping = shutdown.clone();
+        while !*stopping.borrow_and_update() {
+            if stopping.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        goaway.send_replace(true);
+        std::future::pending::<()>().await
+    };
     // Pingora's HTTP/2 handshake watches neither the clock nor a shutdown: a connection that
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
     // A second after the shutdown begins is enough for one whose first request is on its way
@@ -151,23 +291,30 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
                 "no request head yet, and peergate is shutting down"
             }
         };
-        if seen.load(Ordering::Acquire) {
+        if conn.state().seen_head {
             std::future::pending::<()>().await;
         }
         why
     };
     let served = tokio::select! {
-        served = inner.process_new(session, shutdown) => served,
+        served = inner.process_new(session, &watch) => served,
         why = first_head => {
             log::debug!("closed an HTTP/2 client connection: {why} ({idle:?})");
             None
         }
-    };
-    if let Ok(mut awaiting) = H2_AWAITING.lock() {
-        // Only this connection's own entry (a new connection could reuse the addresses).
-        if awaiting.get(&key).is_some_and(|s| Arc::ptr_eq(s, &seen)) {
-            awaiting.remove(&key);
+        () = conn.made_room(&goaway) => {
+            log::debug!(
+                "closed an HTTP/2 client connection: its place was needed \
+                 (listen.max_connections)"
+            );
+            None
         }
+        () = relay => None,
+    };
+    let mut connections = H2_CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    // Only this connection's own entry (a new connection could reuse the addresses).
+    if connections.get(&key).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+        connections.remove(&key);
     }
     served
 }
@@ -193,9 +340,12 @@ pub fn awaiting_head() -> bool {
         .unwrap_or(false)
 }
 
-/// The answer was done at `ended`: the next head has `listen.idle_timeout` from then.
-pub fn answer_finished(ended: Instant) {
+/// The answer was done at `ended`: the next head has `listen.idle_timeout` from then (on an
+/// HTTP/2 connection, once no other request is in flight). `request` is what
+/// [`head_received`] returned for it.
+pub fn answer_finished(ended: Instant, mut request: InFlight) {
     let _ = CLOCK.try_with(|clock| clock.set(Some(ended + clock.idle)));
+    request.end(ended);
 }
 
 /// A proxy whose HTTP/1 connections are closed when no complete request head arrives in time.
@@ -266,4 +416,76 @@ pub fn limit(session: &mut Session, idle_seconds: u64) {
         session.set_keepalive(Some(idle_seconds));
     }
     session.set_write_timeout(Some(Duration::from_secs(idle_seconds)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection_cap::Reclaim;
+
+    fn conn(opened: Instant) -> Arc<H2Conn> {
+        Arc::new(H2Conn {
+            idle: Duration::from_secs(75),
+            state: Mutex::new(H2State {
+                in_flight: 0,
+                seen_head: false,
+                deadline: opened + Duration::from_secs(75),
+                reclaimed: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn start(conn: &Arc<H2Conn>) -> InFlight {
+        conn.state().in_flight += 1;
+        InFlight(Some(conn.clone()))
+    }
+
+    /// An HTTP/2 connection is offered to make room only while no request is in flight, by
+    /// when it would be closed for want of one, and only once.
+    #[test]
+    fn an_http2_connection_makes_room_only_with_nothing_in_flight() {
+        let opened = Instant::now();
+        let c = conn(opened);
+        assert_eq!(c.head_deadline(), Some(opened + Duration::from_secs(75)));
+
+        let (mut first, second) = (start(&c), start(&c));
+        assert_eq!(c.head_deadline(), None);
+        assert!(!c.close_if_idle());
+        drop(second);
+        assert_eq!(c.head_deadline(), None, "one is still in flight");
+        let ended = opened + Duration::from_secs(3);
+        first.end(ended);
+        assert_eq!(c.head_deadline(), Some(ended + Duration::from_secs(75)));
+        drop(first);
+        assert_eq!(c.state().in_flight, 0, "a request ends once");
+        assert_eq!(c.head_deadline(), Some(ended + Duration::from_secs(75)));
+
+        assert!(c.close_if_idle());
+        assert_eq!(c.head_deadline(), None);
+        assert!(!c.close_if_idle(), "its place was given back already");
+    }
+
+    /// A connection chosen to make room is let go once its GOAWAY had time to go out, and a
+    /// request that crossed the GOAWAY is answered first.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_chosen_to_make_room_waits_for_requests_that_crossed_it() {
+        let c = conn(Instant::now());
+        let (goaway, watch) = tokio::sync::watch::channel(false);
+        assert!(c.close_if_idle());
+        let crossed = start(&c);
+        let made_room = c.made_room(&goaway);
+        tokio::pin!(made_room);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), &mut made_room)
+                .await
+                .is_err(),
+            "let go with a request in flight"
+        );
+        assert!(*watch.borrow(), "no GOAWAY");
+        drop(crossed);
+        let started = tokio::time::Instant::now();
+        made_room.await;
+        assert!(started.elapsed() >= GOAWAY_GRACE);
+    }
 }

@@ -12,13 +12,14 @@
 //! idle connection costs its client a reconnect (a kept connection can always be closed, and
 //! clients and peergate's own pool retry an idempotent request on one); refusing a new one
 //! costs a request. A connection sending its head a byte at a time makes room too, so such
-//! clients cannot hold the listener. Only when every connection has a request in flight (or
-//! is HTTP/2, whose streams are not looked into here) is the new connection closed as soon as
-//! it is accepted, before any TLS handshake is spent on it ([`AtCapacity`], Pingora's
-//! connection filter), as Envoy does at its connection limit; one is admitted again as soon as
-//! a place is free. nginx stops accepting instead, which leaves new connections waiting in the
-//! kernel's queue with no sign they are refused; a prompt close tells the client at once, and
-//! a peer's gateway that opened it answers its app with a 502 rather than a timeout.
+//! clients cannot hold the listener. An HTTP/2 connection with no request in flight makes room
+//! the same way, by the same order (`client_idle`; it gets a GOAWAY first). Only when every
+//! connection has a request in flight is the new connection closed as soon as it is accepted,
+//! before any TLS handshake is spent on it ([`AtCapacity`], Pingora's connection filter), as
+//! Envoy does at its connection limit; one is admitted again as soon as a place is free.
+//! nginx stops accepting instead, which leaves new connections waiting in the kernel's queue
+//! with no sign they are refused; a prompt close tells the client at once, and a peer's
+//! gateway that opened it answers its app with a 502 rather than a timeout.
 //!
 //! What is counted is the connections being served ([`Capped`], around the proxy), from the
 //! moment they are accepted: the inbound listener's TLS handshake runs inside it
@@ -45,7 +46,8 @@ use crate::state::Shared;
 use crate::throttle::{more_since, Throttle};
 
 /// A connection that can be closed to make room while it waits for a request head
-/// (`client_idle`'s clock of an HTTP/1 connection) or for its TLS handshake (`tls_accept`).
+/// (`client_idle`'s clock of an HTTP/1 connection, or its count of an HTTP/2 connection's
+/// requests in flight) or for its TLS handshake (`tls_accept`).
 pub trait Reclaim: Send + Sync {
     /// When the connection will be closed for want of a request head; `None` while a request
     /// is in flight.

@@ -74,6 +74,8 @@ pub struct InboundCtx {
     /// The configuration the request started with; it keeps it to the end.
     snapshot: Option<Arc<Snapshot>>,
     caller: Option<Caller>,
+    /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
+    in_flight: crate::client_idle::InFlight,
 }
 
 /// Where an admitted request goes next.
@@ -369,6 +371,7 @@ impl ProxyHttp for Inbound {
             record: Record::new(Direction::Inbound),
             snapshot: None,
             caller: None,
+            in_flight: Default::default(),
         }
     }
 
@@ -377,7 +380,7 @@ impl ProxyHttp for Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
     ) -> pingora::Result<bool> {
-        crate::client_idle::head_received(session);
+        ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
@@ -546,6 +549,6 @@ impl ProxyHttp for Inbound {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
         let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
         let ended = ctx.record.finish(session, &self.shared.metrics, peer);
-        crate::client_idle::answer_finished(ended);
+        crate::client_idle::answer_finished(ended, std::mem::take(&mut ctx.in_flight));
     }
 }

@@ -58,6 +58,8 @@ pub struct OutboundCtx {
     record: Record,
     /// The peer called, once known.
     peer: Option<ShortId>,
+    /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
+    in_flight: crate::client_idle::InFlight,
 }
 
 /// The peer an app's request goes to, taken out of the snapshot for the call.
@@ -454,6 +456,7 @@ impl ProxyHttp for Outbound {
         OutboundCtx {
             record: Record::new(Direction::Outbound),
             peer: None,
+            in_flight: Default::default(),
         }
     }
 
@@ -462,7 +465,7 @@ impl ProxyHttp for Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
     ) -> pingora::Result<bool> {
-        crate::client_idle::head_received(session);
+        ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header(), self.loopback_only) {
@@ -505,6 +508,6 @@ impl ProxyHttp for Outbound {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
         let peer = ctx.peer.as_ref().map(ShortId::as_str);
         let ended = ctx.record.finish(session, &self.shared.metrics, peer);
-        crate::client_idle::answer_finished(ended);
+        crate::client_idle::answer_finished(ended, std::mem::take(&mut ctx.in_flight));
     }
 }

@@ -635,6 +635,115 @@ async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
     drop(second);
 }
 
+/// An HTTP/2 connection with no request in flight makes room under `listen.max_connections`
+/// like an idle HTTP/1 one, and one with a request in flight does not. Before, HTTP/2
+/// connections were never closed to make room: two of them, answered once and left open, kept
+/// every new client out until the idle timeout (75 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_make_room_and_busy_ones_stay() {
+    let f = Fixture::with(Options {
+        listen: "max_connections: 2".into(),
+        app: Handler::Delay(Duration::from_millis(1500)),
+        ..Options::default()
+    });
+    let until_app_saw = |n: usize| {
+        let app = &f.app;
+        async move {
+            let started = Instant::now();
+            while app.count() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the app never saw request {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Answered once (1.5 s), then idle.
+    let idle = tokio::spawn(h2_request_then_idle(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/public/idle",
+        Duration::from_secs(20),
+    ));
+    until_app_saw(1).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // A request in flight on the other (1.5 s at the app); then it stays open too.
+    let busy = tokio::spawn(h2_request_then_idle(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/public/busy",
+        Duration::from_secs(4),
+    ));
+    until_app_saw(2).await;
+
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/new", &[], b"");
+    assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
+
+    let (answer, idle_for) = tokio::time::timeout(Duration::from_secs(5), idle)
+        .await
+        .expect("the idle HTTP/2 connection was not closed to make room")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(idle_for < Duration::from_secs(10), "{idle_for:?}");
+    // The busy one got its answer and was still open seconds later.
+    let still_open = busy.await.unwrap().unwrap_err();
+    assert!(
+        still_open.to_string().contains("still open after"),
+        "{still_open}"
+    );
+    // Every place given back once, none refused.
+    drop(conn);
+    let open = "peergate_client_connections{direction=\"inbound\"} 0\n";
+    let refused = "peergate_client_connections_refused_total{direction=\"inbound\"} 0\n";
+    let m = f.metrics_eventually(&[open, refused]);
+    assert!(m.contains(open) && m.contains(refused), "{m}");
+}
+
+/// A request in flight on an HTTP/2 connection when a graceful shutdown begins is answered,
+/// and the connection is closed right after it (GOAWAY), not left open to the end of the grace
+/// period: the shutdown reaches Pingora's HTTP/2 loop through the connection's own signal,
+/// which `client_idle` also raises to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_in_flight_are_answered_through_a_graceful_shutdown() {
+    let mut f = Fixture::with(Options {
+        app: Handler::Delay(Duration::from_millis(1500)),
+        extra: "shutdown: { grace_period: 6s, timeout: 1s }".into(),
+        ..Options::default()
+    });
+    let request = tokio::spawn(h2_request_then_idle(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/public/slow",
+        Duration::from_secs(15),
+    ));
+    let started = Instant::now();
+    while f.app.count() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reached the app"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gateway = f.gateway.take().unwrap();
+    let stopped = tokio::task::spawn_blocking(move || gateway.stop(true));
+    let (resp, open_after) = request.await.unwrap().unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.version, "HTTP/2");
+    assert!(
+        open_after < Duration::from_secs(2),
+        "the drained connection stayed open {open_after:?} after its answer"
+    );
+    stopped.await.unwrap();
+}
+
 /// A client that stops reading the answer is cut off after `listen.idle_timeout` without
 /// progress, on a signed route and on a public one: before, nothing timed the write, and the
 /// client held its connection, the request and the app connection behind it for ever.
