@@ -228,6 +228,10 @@ impl Forwarder {
             let (kind, problem) = classify(&e, what);
             ForwardError::Upstream { kind, problem }
         };
+        let client_left = |e: Box<Error>| ForwardError::Aborted {
+            kind: None,
+            detail: format!("the client went away before {what} answered; given up: {e}"),
+        };
         let key = peer.reuse_hash();
         let mut retried = false;
         let (mut up, mut resp, head_request) = loop {
@@ -253,7 +257,11 @@ impl Forwarder {
                     .await
                     .map_err(upstream_failed)?,
             };
-            match exchange(stream, peer, req, &body.bytes).await {
+            let exchanged = exchange(stream, peer, req, &body.bytes);
+            match unless_client_leaves(session, exchanged)
+                .await
+                .map_err(client_left)?
+            {
                 Ok((up, resp)) => break (up, resp, head_request),
                 Err(mut e) => {
                     // Pingora's rule, as its proxy path applies it: an error that says the
@@ -325,6 +333,53 @@ impl Forwarder {
             }
         }
         Ok(status)
+    }
+}
+
+/// How long an upstream may take to answer before the client's connection is watched for its
+/// leaving: a request answered sooner (nearly all) never pays the read that watching costs.
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(100);
+
+/// Runs `exchange` (the request to the upstream, up to its answer's head), unless the client
+/// goes away first: closes its connection, or resets its HTTP/2 stream. Then the exchange is
+/// dropped with its upstream connection, so the app or the peer sees its client leave rather
+/// than working for no one while peergate holds the connection, the body and the client's
+/// place under `listen.max_connections` until the answer or its timeout (nginx does the same
+/// by default, `proxy_ignore_client_abort off`). The error says how the client left.
+///
+/// Bytes from the client meanwhile (a pipelined next request) are not a leaving: the answer is
+/// still relayed, and the connection closed after it, as for any pipelined request.
+async fn unless_client_leaves<T>(
+    session: &mut Session,
+    exchange: impl std::future::Future<Output = T>,
+) -> Result<T, Box<Error>> {
+    tokio::pin!(exchange);
+    if let Ok(done) = pingora::time::timeout(WATCH_CLIENT_AFTER, &mut exchange).await {
+        return Ok(done);
+    }
+    // Boxed: held inline, the watch (Pingora's read future) made every request's future that
+    // much larger (allocated, and copied when boxed, for each request) though few get here.
+    Box::pin(watch_client(session, exchange)).await
+}
+
+/// [`unless_client_leaves`] once the upstream is slow.
+async fn watch_client<T>(
+    session: &mut Session,
+    mut exchange: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
+) -> Result<T, Box<Error>> {
+    tokio::select! {
+        biased;
+        done = &mut exchange => Ok(done),
+        left = session.downstream_session.read_body_or_idle(true) => match left {
+            Err(e) if matches!(
+                e.etype,
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error
+            ) => Err(e),
+            _ => {
+                session.set_keepalive(None);
+                Ok(exchange.await)
+            }
+        },
     }
 }
 

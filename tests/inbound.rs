@@ -1440,6 +1440,37 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
     );
 }
 
+/// The fields of a request to `https://{HOST}{path}` signed by `key`, for [`h2_request`].
+fn h2_signed_headers(key: &Key, method: &str, path: &str, body: &[u8]) -> Vec<(String, String)> {
+    let m: Method = method.parse().unwrap();
+    let uri: Uri = format!("https://{HOST}{path}").parse().unwrap();
+    let mut map = HeaderMap::new();
+    if !body.is_empty() {
+        map.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let signer = Signer::new(
+        key.signing.clone(),
+        key.key_id().to_string(),
+        Duration::from_secs(60),
+    );
+    let sig = signer
+        .sign(
+            &RequestView::new(&m, &uri, &map, "https"),
+            Some(body),
+            now(),
+            &Signer::nonce(),
+        )
+        .unwrap();
+    sig.apply(&mut map);
+    map.iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_from_peers() {
     let f = Fixture::start();
@@ -1447,34 +1478,7 @@ async fn http2_from_peers() {
     let body = pattern(70_000);
     for (method, body) in [("GET", Vec::new()), ("POST", body)] {
         f.app.clear();
-        let m: Method = method.parse().unwrap();
-        let uri: Uri = format!("https://{HOST}/api/h2").parse().unwrap();
-        let mut map = HeaderMap::new();
-        if !body.is_empty() {
-            map.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        let signer = Signer::new(
-            f.bob.signing.clone(),
-            f.bob.key_id().to_string(),
-            Duration::from_secs(60),
-        );
-        let sig = signer
-            .sign(
-                &RequestView::new(&m, &uri, &map, "https"),
-                Some(&body),
-                now(),
-                &Signer::nonce(),
-            )
-            .unwrap();
-        sig.apply(&mut map);
-        let headers: Vec<(String, String)> = map
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
-            .collect();
+        let headers = h2_signed_headers(&f.bob, method, "/api/h2", &body);
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -2099,6 +2103,76 @@ async fn a_client_that_leaves_mid_body_is_counted_as_aborted() {
     assert!(m.contains(&needle), "{m}");
     assert!(!m.contains("outcome=\"ok\""), "{m}");
     assert_eq!(f.app.count(), 0);
+}
+
+/// A client that goes away while the app is still working on its signed request is noticed
+/// at once: peergate gives the request up (closing its connection to the app, which sees its
+/// client leave) and counts it as aborted, over HTTP/1.1 and over HTTP/2. Before, it waited
+/// for the app's answer (or its timeout), holding the app connection and the client's place
+/// under `listen.max_connections`, and found out only when writing the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
+    let f = Fixture::with(Options {
+        app: Handler::Delay(Duration::from_millis(1800)),
+        ..Options::default()
+    });
+    let aborted = |n: usize| {
+        format!(
+            "peergate_requests_total{{direction=\"inbound\",outcome=\"aborted\",peer=\"{}\"}} {n}",
+            f.bob.public.short_id()
+        )
+    };
+    let app = &f.app;
+    let until_app_saw = |n: usize| async move {
+        let started = Instant::now();
+        while app.count() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never reached the app"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/slow/1", &[], b"");
+    conn.send(&get.to_bytes()).await.unwrap();
+    until_app_saw(1).await;
+    let left = Instant::now();
+    drop(conn);
+    let m = f.metrics_eventually(&[&aborted(1)]);
+    assert!(m.contains(&aborted(1)), "{m}");
+    assert!(
+        left.elapsed() < Duration::from_millis(1200),
+        "noticed {:?} after the client left, when the app answered",
+        left.elapsed()
+    );
+
+    let headers = h2_signed_headers(&f.bob, "GET", "/api/slow/2", b"");
+    let request = tokio::spawn({
+        let client = f.client.clone();
+        let addr = f.addr;
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            h2_request(addr, client, HOST, "GET", "/api/slow/2", &headers, b"").await
+        }
+    });
+    until_app_saw(2).await;
+    let left = Instant::now();
+    request.abort();
+    let m = f.metrics_eventually(&[&aborted(2)]);
+    assert!(m.contains(&aborted(2)), "{m}");
+    assert!(
+        left.elapsed() < Duration::from_millis(1200),
+        "HTTP/2: noticed {:?} after the client left",
+        left.elapsed()
+    );
+    assert!(!m.contains("outcome=\"ok\""), "{m}");
 }
 
 /// A pipelined request (sent before the previous answer) is not served: the first gets its

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peergate::config;
 use peergate::identity::{Identity, PublicIdentity};
@@ -715,6 +715,56 @@ async fn a_peer_at_its_connection_ceiling_makes_room_or_gives_502() {
     bob_holds(1).await;
     let resp = alice.call(get_bob(&alice, "/again")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+/// An app that gives up on its call while bob's app is still working on it: alice gives up the
+/// request to bob at once, and so bob gives up the request to its app; both count it aborted
+/// within moments, long before bob's app would have answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_gives_up_on_a_call_lets_the_whole_path_go() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    bob.app = EchoApp::start_with(Handler::Delay(Duration::from_millis(2500)));
+    let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
+    let (alice_url, bob_url) = (alice.url(), bob.url());
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
+
+    let mut conn = RawConn::connect(alice.outbound_addr(), None).await.unwrap();
+    conn.send(&get_bob(&alice, "/slow").to_bytes())
+        .await
+        .unwrap();
+    ops::eventually(Duration::from_secs(5), "the call at bob's app", || async {
+        (bob.app.count() == 1).then_some(())
+    })
+    .await;
+    let left = Instant::now();
+    drop(conn);
+    let aborted = |direction: &str, peer: &PublicIdentity| {
+        format!(
+            "peergate_requests_total{{direction=\"{direction}\",outcome=\"aborted\",peer=\"{}\"}} 1",
+            peer.short_id()
+        )
+    };
+    let (at_alice, at_bob) = (
+        aborted("outbound", &bob_key),
+        aborted("inbound", &alice_key),
+    );
+    ops::eventually(
+        Duration::from_secs(5),
+        "aborted at alice and at bob",
+        || async {
+            (alice.metrics().contains(&at_alice) && bob.metrics().contains(&at_bob)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        left.elapsed() < Duration::from_millis(1500),
+        "noticed {:?} after the app left",
+        left.elapsed()
+    );
 }
 
 /// A peer whose host name does not resolve: 502 naming the name, counted as a resolve error.
