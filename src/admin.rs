@@ -8,9 +8,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -23,6 +24,7 @@ use crate::config::HostPort;
 use crate::local_app::{self, Listener};
 use crate::problem::Problem;
 use crate::state::Shared;
+use crate::throttle::{more_since, Throttle};
 
 /// How long `/readyz` waits for the app to accept a connection (name resolution included);
 /// well under the 1 s probe timeout orchestrators use by default.
@@ -30,6 +32,98 @@ const APP_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a connection may take to send a request head, and may stay idle between requests.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most connections the admin listener serves at once. Prometheus keeps one, each probe
+/// opens one for a moment; without a ceiling, anyone who can reach the listener (the
+/// Kubernetes example binds it to the pod's address) could hold a task and its buffers per
+/// connection up to the open-files limit.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The admin listener's connections: at [`MAX_CONNECTIONS`], the one idle longest (waiting for
+/// a request head) is closed to make room for the new one, as on the proxy listeners
+/// (`connection_cap`), so that connections opened and left idle cannot keep a probe out; a
+/// new connection is closed unanswered only when every one is in a request.
+#[derive(Default)]
+struct Connections {
+    open: Vec<(tokio::task::AbortHandle, Arc<Activity>)>,
+    /// One log line a second at most while connections are closed to make room or refused.
+    said: Throttle,
+}
+
+/// Whether a connection is answering a request, and since when it is idle otherwise.
+struct Activity {
+    busy: AtomicBool,
+    /// Milliseconds since [`Activity::EPOCH`] at which the connection last became idle.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            busy: AtomicBool::new(false),
+            idle_since: AtomicU64::new(Self::now()),
+        })
+    }
+
+    fn now() -> u64 {
+        static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+        u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Marks a request under way until the returned guard is dropped.
+    fn request(self: &Arc<Self>) -> Busy {
+        self.busy.store(true, Ordering::Release);
+        Busy(self.clone())
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(Activity::now(), Ordering::Release);
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+impl Connections {
+    /// Whether a new connection may be served: below the ceiling, or once the connection idle
+    /// longest has been closed to make room.
+    fn admit(&mut self) -> bool {
+        self.open.retain(|(task, _)| !task.is_finished());
+        if self.open.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let idlest = self
+            .open
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, activity))| !activity.busy.load(Ordering::Acquire))
+            .min_by_key(|(_, (_, activity))| activity.idle_since.load(Ordering::Acquire))
+            .map(|(i, _)| i);
+        let made_room = match idlest {
+            Some(i) => {
+                let (task, _) = self.open.swap_remove(i);
+                task.abort();
+                true
+            }
+            None => false,
+        };
+        if let Some(left_out) = self.said.admit_now() {
+            let did = if made_room {
+                "closing the one idle longest to make room"
+            } else {
+                "every one is in a request: closing the new one"
+            };
+            log::warn!(
+                "admin listener: {MAX_CONNECTIONS} connections open, as many as it serves; \
+                 {did}{}",
+                more_since(left_out)
+            );
+        }
+        made_room
+    }
+}
 
 /// The running admin listener. Dropping it stops it (after the request being answered).
 pub struct AdminListener {
@@ -90,6 +184,7 @@ async fn serve(
         }
     };
     let mut connections = tokio::task::JoinSet::new();
+    let mut admitted = Connections::default();
     // A descriptor held in reserve: when the process runs out of them (a flood of client
     // connections up to the open-files limit), it is let go so that this listener can still
     // accept, and a liveness probe still gets its 200 instead of killing a process that works.
@@ -122,11 +217,21 @@ async fn serve(
         if reserve.is_none() {
             reserve = open_reserve();
         }
+        // Reap the finished ones so that the set does not grow with every connection served.
+        while connections.try_join_next().is_some() {}
+        if !admitted.admit() {
+            // Dropping the stream closes the connection, unanswered.
+            continue;
+        }
         let shared = shared.clone();
-        connections.spawn(async move {
+        let activity = Activity::new();
+        let watched = activity.clone();
+        let task = connections.spawn(async move {
             let service = hyper::service::service_fn(move |req: http::Request<_>| {
                 let shared = shared.clone();
+                let busy = watched.request();
                 async move {
+                    let _busy = busy;
                     let checked = local_app::check(req.headers(), false, loopback, Listener::Admin);
                     let resp = match checked {
                         Ok(()) => respond(&shared, req.uri().path()).await,
@@ -144,8 +249,7 @@ async fn serve(
                 log::debug!("admin listener: connection: {e}");
             }
         });
-        // Reap the finished ones so that the set does not grow with every connection served.
-        while connections.try_join_next().is_some() {}
+        admitted.open.push((task, activity));
     }
 }
 
@@ -287,4 +391,39 @@ async fn check_app(upstream: &HostPort) -> Result<String, String> {
                 APP_CHECK_TIMEOUT.as_millis()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At the ceiling, the connection idle longest is closed, never one answering a request;
+    /// with every one answering, the new connection is refused.
+    #[tokio::test]
+    async fn at_the_ceiling_the_idlest_goes_and_busy_ones_stay() {
+        let mut connections = Connections::default();
+        let mut requests = Vec::new();
+        for i in 0..MAX_CONNECTIONS {
+            let task = tokio::spawn(std::future::pending::<()>()).abort_handle();
+            let activity = Activity::new();
+            // Idle since i ms after the epoch: the first is the idlest.
+            activity.idle_since.store(u64::try_from(i).unwrap(), Ordering::Release);
+            requests.push(activity.request());
+            connections.open.push((task, activity));
+        }
+        assert!(!connections.admit(), "room made with every connection busy");
+        assert_eq!(connections.open.len(), MAX_CONNECTIONS);
+
+        // Two done with their requests: the one idle longer goes.
+        let (third, fifth) = (connections.open[3].clone(), connections.open[5].clone());
+        drop(requests.swap_remove(5));
+        drop(requests.swap_remove(3));
+        third.1.idle_since.store(1, Ordering::Release);
+        fifth.1.idle_since.store(2, Ordering::Release);
+        assert!(connections.admit());
+        assert_eq!(connections.open.len(), MAX_CONNECTIONS - 1);
+        tokio::task::yield_now().await;
+        assert!(third.0.is_finished(), "the idlest was not closed");
+        assert!(!fifth.0.is_finished());
+    }
 }
