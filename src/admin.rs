@@ -407,7 +407,9 @@ mod tests {
             let task = tokio::spawn(std::future::pending::<()>()).abort_handle();
             let activity = Activity::new();
             // Idle since i ms after the epoch: the first is the idlest.
-            activity.idle_since.store(u64::try_from(i).unwrap(), Ordering::Release);
+            activity
+                .idle_since
+                .store(u64::try_from(i).unwrap(), Ordering::Release);
             requests.push(activity.request());
             connections.open.push((task, activity));
         }

@@ -546,9 +546,9 @@ async fn idle_client_connections_are_closed() {
 
     // A TCP connection that never starts its TLS handshake (before, Pingora gave it 60 s).
     let started = Instant::now();
-    let silent = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(f.addr).await.unwrap();
     assert!(
-        closed_within(silent, Duration::from_secs(10)).await,
+        closed_within(&mut silent, Duration::from_secs(10)).await,
         "a connection with no TLS handshake stayed open"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
@@ -590,16 +590,6 @@ async fn idle_client_connections_are_closed() {
     }
 }
 
-/// Whether the peer closes `conn` within `limit` (a read sees the end, or an error).
-async fn closed_within(mut conn: tokio::net::TcpStream, limit: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(limit, conn.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 /// Connections still in their TLS handshake hold places under `listen.max_connections` from
 /// the moment they are accepted (before, only connections whose handshake was done counted,
 /// and connections that never sent a ClientHello were bounded by nothing but the open-files
@@ -611,7 +601,7 @@ async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
         listen: "max_connections: 2".into(),
         ..Options::default()
     });
-    let first = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let mut first = tokio::net::TcpStream::connect(f.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = tokio::net::TcpStream::connect(f.addr).await.unwrap();
     let open = "peergate_client_connections{direction=\"inbound\"} 2\n";
@@ -626,7 +616,7 @@ async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
     let get = f.signed(&f.bob, "GET", "/api/ok", &[], b"");
     assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
     assert!(
-        closed_within(first, Duration::from_secs(5)).await,
+        closed_within(&mut first, Duration::from_secs(5)).await,
         "the connection in its handshake longest stayed"
     );
     let refused = "peergate_client_connections_refused_total{direction=\"inbound\"} 0\n";
@@ -646,19 +636,6 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
         app: Handler::Delay(Duration::from_millis(1500)),
         ..Options::default()
     });
-    let until_app_saw = |n: usize| {
-        let app = &f.app;
-        async move {
-            let started = Instant::now();
-            while app.count() < n {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "the app never saw request {n}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     // Answered once (1.5 s), then idle.
     let idle = tokio::spawn(h2_request_then_idle(
         f.addr,
@@ -667,7 +644,7 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
         "/public/idle",
         Duration::from_secs(20),
     ));
-    until_app_saw(1).await;
+    f.app.wait_for(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(1700)).await;
     // A request in flight on the other (1.5 s at the app); then it stays open too.
     let busy = tokio::spawn(h2_request_then_idle(
@@ -677,7 +654,7 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
         "/public/busy",
         Duration::from_secs(4),
     ));
-    until_app_saw(2).await;
+    f.app.wait_for(2, Duration::from_secs(10)).await;
 
     let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
         .await
@@ -724,14 +701,7 @@ async fn http2_requests_in_flight_are_answered_through_a_graceful_shutdown() {
         "/public/slow",
         Duration::from_secs(15),
     ));
-    let started = Instant::now();
-    while f.app.count() < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never reached the app"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    f.app.wait_for(1, Duration::from_secs(10)).await;
     let gateway = f.gateway.take().unwrap();
     let stopped = tokio::task::spawn_blocking(move || gateway.stop(true));
     let (resp, open_after) = request.await.unwrap().unwrap();
@@ -2122,24 +2092,13 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
             f.bob.public.short_id()
         )
     };
-    let app = &f.app;
-    let until_app_saw = |n: usize| async move {
-        let started = Instant::now();
-        while app.count() < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "never reached the app"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
 
     let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
         .await
         .unwrap();
     let get = f.signed(&f.bob, "GET", "/api/slow/1", &[], b"");
     conn.send(&get.to_bytes()).await.unwrap();
-    until_app_saw(1).await;
+    f.app.wait_for(1, Duration::from_secs(10)).await;
     let left = Instant::now();
     drop(conn);
     let m = f.metrics_eventually(&[&aborted(1)]);
@@ -2162,7 +2121,7 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
             h2_request(addr, client, HOST, "GET", "/api/slow/2", &headers, b"").await
         }
     });
-    until_app_saw(2).await;
+    f.app.wait_for(2, Duration::from_secs(10)).await;
     let left = Instant::now();
     request.abort();
     let m = f.metrics_eventually(&[&aborted(2)]);

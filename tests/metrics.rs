@@ -451,16 +451,6 @@ async fn healthz_answers_at_the_open_files_limit() {
     );
 }
 
-/// Whether the peer closes `conn` within `wait`: its end is read, or the read fails.
-async fn closed(conn: &mut tokio::net::TcpStream, wait: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 16];
-    matches!(
-        tokio::time::timeout(wait, conn.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 /// The admin listener serves at most `admin::MAX_CONNECTIONS` connections at once: past it,
 /// the one idle longest is closed to make room, so connections opened and left idle neither
 /// pile up to the open-files limit nor keep a probe out. (Before, it had no ceiling.)
@@ -481,12 +471,12 @@ async fn the_admin_listener_closes_its_idlest_connection_at_its_ceiling() {
     for (i, conn) in idle.iter_mut().enumerate() {
         if i < extra {
             assert!(
-                closed(conn, Duration::from_secs(5)).await,
+                closed_within(conn, Duration::from_secs(5)).await,
                 "connection {i} is still open"
             );
         } else {
             assert!(
-                !closed(conn, Duration::from_millis(20)).await,
+                !closed_within(conn, Duration::from_millis(20)).await,
                 "connection {i} was closed"
             );
         }
@@ -494,10 +484,10 @@ async fn the_admin_listener_closes_its_idlest_connection_at_its_ceiling() {
     // A probe gets in, in place of the idlest one left.
     assert_eq!(setup.admin("/healthz").await.status, 200);
     assert!(
-        closed(&mut idle[extra], Duration::from_secs(5)).await,
+        closed_within(&mut idle[extra], Duration::from_secs(5)).await,
         "the idlest connection stayed"
     );
-    assert!(!closed(&mut idle[extra + 1], Duration::from_millis(20)).await);
+    assert!(!closed_within(&mut idle[extra + 1], Duration::from_millis(20)).await);
 }
 
 /// `listen.max_connections`, on each proxy listener: at the ceiling the connection that has

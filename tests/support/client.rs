@@ -729,3 +729,12 @@ fn bad_data(msg: String) -> io::Error {
 fn eof(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, msg)
 }
+
+/// Whether the peer closes `conn` within `limit`: a read sees the end, or fails.
+pub async fn closed_within(conn: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
