@@ -2075,8 +2075,9 @@ async fn a_client_that_leaves_mid_body_is_counted_as_aborted() {
     assert_eq!(f.app.count(), 0);
 }
 
-/// A client that goes away while the app is still working on its signed request is noticed
-/// at once: peergate gives the request up (closing its connection to the app, which sees its
+/// A client that waits gets its answer however long the app takes (within `app.timeout`); one
+/// that goes away while the app is still working on its signed request is noticed at once:
+/// peergate gives the request up (closing its connection to the app, which sees its
 /// client leave) and counts it as aborted, over HTTP/1.1 and over HTTP/2. Before, it waited
 /// for the app's answer (or its timeout), holding the app connection and the client's place
 /// under `listen.max_connections`, and found out only when writing the answer.
@@ -2093,9 +2094,33 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
         )
     };
 
+    // A client that waits gets its answer, over both protocols: an HTTP/2 request's end of
+    // stream, or an HTTP/1.1 client that sends nothing more, is no leaving.
     let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
         .await
         .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/waits", &[], b"");
+    assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
+    let body = pattern(1000);
+    let headers = h2_signed_headers(&f.bob, "POST", "/api/waits", &body);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let resp = h2_request(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "POST",
+        "/api/waits",
+        &headers,
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    f.app.clear();
+
     let get = f.signed(&f.bob, "GET", "/api/slow/1", &[], b"");
     conn.send(&get.to_bytes()).await.unwrap();
     f.app.wait_for(1, Duration::from_secs(10)).await;
@@ -2131,7 +2156,11 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
         "HTTP/2: noticed {:?} after the client left",
         left.elapsed()
     );
-    assert!(!m.contains("outcome=\"ok\""), "{m}");
+    let waited = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"ok\",peer=\"{}\"}} 2\n",
+        f.bob.public.short_id()
+    );
+    assert!(m.contains(&waited), "{m}");
 }
 
 /// A pipelined request (sent before the previous answer) is not served: the first gets its
