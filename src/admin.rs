@@ -53,7 +53,7 @@ struct Connections {
 /// Whether a connection is answering a request, and since when it is idle otherwise.
 struct Activity {
     busy: AtomicBool,
-    /// Milliseconds since [`Activity::EPOCH`] at which the connection last became idle.
+    /// When the connection last became idle, in [`Activity::now`]'s milliseconds.
     idle_since: AtomicU64,
 }
 
@@ -65,6 +65,7 @@ impl Activity {
         })
     }
 
+    /// Milliseconds since the first call: a clock for ordering connections by idleness.
     fn now() -> u64 {
         static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
         u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
