@@ -268,12 +268,7 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     // the connection is chosen to make room.
     let (goaway, watch) = tokio::sync::watch::channel(*shutdown.borrow());
     let relay = async {
-        let mut stopping = shutdown.clone();
-        while !*stopping.borrow_and_update() {
-            if stopping.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
+        shutdown_started(shutdown).await;
         goaway.send_replace(true);
         std::future::pending::<()>().await
     };
@@ -323,13 +318,18 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
 /// have no request in flight yet (a handshake, an HTTP/2 preface), which would otherwise hold
 /// the shutdown for as long as their own limit allows.
 pub async fn shutdown_begun(shutdown: &ShutdownWatch, after: Duration) {
+    shutdown_started(shutdown).await;
+    tokio::time::sleep(after).await;
+}
+
+/// Resolves as soon as the graceful shutdown begins (at once if it has); never, if it does not.
+async fn shutdown_started(shutdown: &ShutdownWatch) {
     let mut stopping = shutdown.clone();
     while !*stopping.borrow_and_update() {
         if stopping.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
-    tokio::time::sleep(after).await;
 }
 
 /// Whether no request head has reached the proxy's phases since this connection opened or its
