@@ -1441,6 +1441,14 @@ fn h2_signed_headers(key: &Key, method: &str, path: &str, body: &[u8]) -> Vec<(S
         .collect()
 }
 
+/// `(name, value)` pairs as [`h2_request`] takes them.
+fn borrowed(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_from_peers() {
     let f = Fixture::start();
@@ -1449,10 +1457,7 @@ async fn http2_from_peers() {
     for (method, body) in [("GET", Vec::new()), ("POST", body)] {
         f.app.clear();
         let headers = h2_signed_headers(&f.bob, method, "/api/h2", &body);
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let headers = borrowed(&headers);
         let resp = h2_request(
             f.addr,
             ca_client.clone(),
@@ -2103,10 +2108,7 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
     assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
     let body = pattern(1000);
     let headers = h2_signed_headers(&f.bob, "POST", "/api/waits", &body);
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let headers = borrowed(&headers);
     let resp = h2_request(
         f.addr,
         f.client.clone(),
@@ -2139,10 +2141,7 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
         let client = f.client.clone();
         let addr = f.addr;
         async move {
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let headers = borrowed(&headers);
             h2_request(addr, client, HOST, "GET", "/api/slow/2", &headers, b"").await
         }
     });
