@@ -499,7 +499,7 @@ async fn a_listener_at_max_connections_closes_the_connection_idle_longest() {
     let bob = Key::new("Bob");
     let setup = with_max_connections(Setup::new(app.addr(), &[&bob], ""), 2);
     let _gateway = setup.start();
-    wait_listening(setup.outbound);
+    wait_bound(setup.outbound);
     let inbound_request = || signed_get(&setup.authority(), &bob, "/x").to_bytes();
     let outbound_request = || {
         RawRequest::new("GET", "/peers/nobody/x")

@@ -148,7 +148,9 @@ peers_file: peers.yaml
     pub fn start(&self) -> Running {
         let loaded = config::load(&self.config).unwrap_or_else(|e| panic!("{e}"));
         let running = Gateway::build(&loaded).unwrap().spawn();
-        wait_listening(self.inbound);
+        // Not a probe connection: under `listen.max_connections` it would race the test's own
+        // connections for their places (see `wait_bound`).
+        wait_bound(self.inbound);
         wait_listening(self.admin);
         running
     }
