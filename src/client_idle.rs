@@ -136,6 +136,21 @@ struct H2State {
 }
 
 impl H2Conn {
+    /// A connection opened at `opened`, with no request yet: closed for want of one at
+    /// `opened + idle`.
+    fn new(idle: Duration, opened: Instant) -> Arc<H2Conn> {
+        Arc::new(H2Conn {
+            idle,
+            state: Mutex::new(H2State {
+                in_flight: 0,
+                seen_head: false,
+                deadline: opened + idle,
+                reclaimed: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
     /// The state stays meaningful even if a thread panicked while holding the lock.
     fn state(&self) -> std::sync::MutexGuard<'_, H2State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -248,16 +263,8 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     let Some(key) = key else {
         return inner.process_new(session, shutdown).await;
     };
-    let conn = Arc::new(H2Conn {
-        idle,
-        state: Mutex::new(H2State {
-            in_flight: 0,
-            seen_head: false,
-            deadline: crate::tls_accept::opened() + idle,
-            reclaimed: false,
-        }),
-        changed: tokio::sync::Notify::new(),
-    });
+    let opened = crate::tls_accept::opened();
+    let conn = H2Conn::new(idle, opened);
     H2_CONNECTIONS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -276,7 +283,7 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
     // A second after the shutdown begins is enough for one whose first request is on its way
     // (Pingora then drains it with GOAWAY like any other).
-    let deadline = crate::tls_accept::opened() + idle;
+    let deadline = opened + idle;
     let first_head = async {
         let why = tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {
@@ -424,16 +431,7 @@ mod tests {
     use crate::connection_cap::Reclaim;
 
     fn conn(opened: Instant) -> Arc<H2Conn> {
-        Arc::new(H2Conn {
-            idle: Duration::from_secs(75),
-            state: Mutex::new(H2State {
-                in_flight: 0,
-                seen_head: false,
-                deadline: opened + Duration::from_secs(75),
-                reclaimed: false,
-            }),
-            changed: tokio::sync::Notify::new(),
-        })
+        H2Conn::new(Duration::from_secs(75), opened)
     }
 
     fn start(conn: &Arc<H2Conn>) -> InFlight {

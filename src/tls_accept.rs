@@ -52,6 +52,14 @@ struct Handshaking {
 }
 
 impl Handshaking {
+    fn new(deadline: Instant) -> Handshaking {
+        Handshaking {
+            deadline,
+            state: AtomicU8::new(HANDSHAKING),
+            close: Notify::new(),
+        }
+    }
+
     /// Whether the connection goes on to be served: false when it was chosen to make room just
     /// as its handshake finished (its place is already given back).
     fn finish(&self) -> bool {
@@ -127,11 +135,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Handshake<A> {
         let Ok(tcp) = session.into_any().downcast::<TcpStream>() else {
             return None;
         };
-        let handshaking = Arc::new(Handshaking {
-            deadline: opened + self.idle,
-            state: AtomicU8::new(HANDSHAKING),
-            close: Notify::new(),
-        });
+        let handshaking = Arc::new(Handshaking::new(opened + self.idle));
         crate::connection_cap::reclaimable(handshaking.clone());
         let handshake = tokio::select! {
             tls = self.acceptor.tls_handshake(*tcp) => tls,
@@ -173,11 +177,7 @@ mod tests {
     use crate::connection_cap::Reclaim;
 
     fn handshaking() -> Handshaking {
-        Handshaking {
-            deadline: Instant::now(),
-            state: AtomicU8::new(HANDSHAKING),
-            close: Notify::new(),
-        }
+        Handshaking::new(Instant::now())
     }
 
     /// A handshake that finishes just as its connection is chosen to make room: exactly one of
