@@ -132,6 +132,14 @@ fn refused(req: &Req) -> Refusal {
     }
 }
 
+/// Rewrites `from` to `to` in `req`'s field `name`, which must contain it.
+fn edit_field(req: &mut Req, name: &str, from: &str, to: &str) {
+    let value = req.headers.get(name).unwrap().to_str().unwrap();
+    assert!(value.contains(from), "{name}: {value:?} has no {from:?}");
+    let edited = value.replace(from, to);
+    req.set(name, &edited);
+}
+
 #[test]
 fn accepts_what_peergate_signs() {
     let v = check(&signed(get(), None)).unwrap();
@@ -191,14 +199,7 @@ fn malformed_signature_cases() {
     cases.push(("unterminated inner list", garbage));
 
     let mut label = good.clone();
-    let sig = label
-        .headers
-        .get("signature")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace("peer=", "other=");
-    label.set("signature", &sig);
+    edit_field(&mut label, "signature", "peer=", "other=");
     cases.push(("label mismatch", label));
 
     let mut short = good.clone();
@@ -214,58 +215,43 @@ fn malformed_signature_cases() {
     cases.push(("signature not a byte sequence", not_bytes));
 
     let mut created_str = good.clone();
-    let si = created_str
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace("created=1732400000", "created=\"1732400000\"");
-    created_str.set("signature-input", &si);
+    edit_field(
+        &mut created_str,
+        "signature-input",
+        "created=1732400000",
+        "created=\"1732400000\"",
+    );
     cases.push(("created as a string", created_str));
 
     let mut dup = good.clone();
-    let si = dup
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace(r#""@query")"#, r#""@query" "@method")"#);
-    dup.set("signature-input", &si);
+    edit_field(
+        &mut dup,
+        "signature-input",
+        r#""@query")"#,
+        r#""@query" "@method")"#,
+    );
     cases.push(("duplicate component", dup));
 
     let mut unknown_param = good.clone();
-    let si = unknown_param
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace(r#""@path""#, r#""@path";zz"#);
-    unknown_param.set("signature-input", &si);
+    edit_field(
+        &mut unknown_param,
+        "signature-input",
+        r#""@path""#,
+        r#""@path";zz"#,
+    );
     cases.push(("unknown component parameter", unknown_param));
 
     let mut unknown_derived = good.clone();
-    let si = unknown_derived
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace(r#""@path""#, r#""@pathx""#);
-    unknown_derived.set("signature-input", &si);
+    edit_field(
+        &mut unknown_derived,
+        "signature-input",
+        r#""@path""#,
+        r#""@pathx""#,
+    );
     cases.push(("unknown derived component", unknown_derived));
 
     let mut token = good.clone();
-    let si = token
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace(r#""@path""#, "path");
-    token.set("signature-input", &si);
+    edit_field(&mut token, "signature-input", r#""@path""#, "path");
     cases.push(("token instead of string", token));
 
     let mut non_ascii = good.clone();
@@ -287,14 +273,12 @@ fn malformed_signature_cases() {
 #[test]
 fn a_duplicate_component_is_refused_by_verify_signature_too() {
     let mut dup = signed(get(), None);
-    let si = dup
-        .headers
-        .get("signature-input")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .replace(r#""@query")"#, r#""@query" "@method")"#);
-    dup.set("signature-input", &si);
+    edit_field(
+        &mut dup,
+        "signature-input",
+        r#""@query")"#,
+        r#""@query" "@method")"#,
+    );
     let fields = SignatureFields::from_headers(&dup.headers).unwrap();
     let entry = fields.select(None).unwrap();
     let key = VerifyingKey::from(&key());
