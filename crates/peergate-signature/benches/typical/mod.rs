@@ -23,6 +23,7 @@ pub const KEY_ID: &str = "bench-key";
 pub const HOST: &str = "alice.example.org";
 
 /// An owned request, the parts a [`RequestView`] borrows.
+#[derive(Clone)]
 pub struct Req {
     pub method: Method,
     pub uri: Uri,
