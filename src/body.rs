@@ -243,7 +243,7 @@ pub async fn read_whole(
         session
             .write_response_header(Box::new(cont), false)
             .await
-            .map_err(BodyError::Client)?;
+            .map_err(client)?;
     }
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
     let capacity = declared
@@ -264,7 +264,7 @@ pub async fn read_whole(
                 ),
             )));
         };
-        let Some(chunk) = read.map_err(BodyError::Client)? else {
+        let Some(chunk) = read.map_err(client)? else {
             break;
         };
         if body.len().saturating_add(chunk.len()) > max {
@@ -277,6 +277,14 @@ pub async fn read_whole(
         body.extend_from_slice(&chunk);
     }
     Ok(HeldBody::new(body.freeze(), held))
+}
+
+/// A failure of the client's connection while its body is read (a reset, a connection closed
+/// early, a chunk that does not parse), tagged as the client's. Pingora logs the error of a
+/// request that fails this way, and the log throttles its lines about clients by that tag, as
+/// any allowlisted peer, or the app on the outbound side, can cause one per request.
+fn client(e: Box<pingora::Error>) -> BodyError {
+    BodyError::Client(e.into_down())
 }
 
 fn expects_continue(req: &RequestHeader) -> bool {

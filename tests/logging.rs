@@ -4,10 +4,13 @@
 mod ops;
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ops::{eventually, TlsBinary};
-use support::EchoApp;
+use tokio::io::AsyncWriteExt;
+
+use ops::{eventually, signed_post_head, Binary, Key, Setup, TlsBinary};
+use support::{wait_listening, EchoApp};
 
 /// A port scanner, or a load balancer's TCP health check, opens connections to the TLS
 /// listener and closes them without a handshake. The binary writes at most one line a second
@@ -34,4 +37,54 @@ async fn failed_tls_handshakes_are_logged_once_a_second_with_a_count() {
         (1..=3).contains(&lines),
         "{lines} handshake lines for 52 failed handshakes:\n{log}"
     );
+}
+
+/// A client that sends a signed request's head and cuts its body off with a reset makes Pingora
+/// log an error for the request ("Fail to filter request: ... ReadError"). Any allowlisted peer,
+/// or the app on the outbound side, can do that for every request, so those lines are throttled
+/// as Pingora's other lines about clients are: at most one a second, then a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_cut_off_by_a_reset_are_logged_once_a_second_with_a_count() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let binary = Binary::run(&setup);
+    wait_listening(setup.inbound);
+    let body = vec![b'x'; 4000];
+    let head = || signed_post_head(&setup.authority(), &bob, "/upload", &body).to_bytes();
+    for _ in 0..30 {
+        cut_off(setup.inbound, &head(), &body[..100]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cut_off(setup.inbound, &head(), &body[..100]).await;
+    let (log, _) = eventually(Duration::from_secs(10), "a line with the count", || async {
+        let log = binary.log();
+        log.lines()
+            .any(|l| {
+                l.contains("Fail to filter request")
+                    && l.contains("more lines from pingora_proxy left out since the last one)")
+            })
+            .then_some(log)
+    })
+    .await;
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("Fail to filter request"))
+        .count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} lines for 31 bodies cut off:\n{log}"
+    );
+    assert!(app.requests().is_empty(), "a cut-off body reached the app");
+}
+
+/// Sends `head` and `part` of the body it announces, then resets the connection.
+async fn cut_off(addr: SocketAddr, head: &[u8], part: &[u8]) {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head).await.unwrap();
+    conn.write_all(part).await.unwrap();
+    // Time for the gateway to verify the head and wait for the rest of the body.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A reset, not a close.
+    conn.set_zero_linger().unwrap();
 }

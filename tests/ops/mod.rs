@@ -72,22 +72,41 @@ pub fn peers_yaml(keys: &[&Key]) -> String {
 
 /// A GET signed by `key` the way peergate's outbound side signs, for `authority`.
 pub fn signed_get(authority: &str, key: &Key, target: &str) -> RawRequest {
-    let method = Method::GET;
+    signed(authority, key, Method::GET, target, None)
+}
+
+/// A POST of `body` (with its `Content-Length` and a signed `Content-Digest`), signed as
+/// [`signed_get`] signs; the body is not added to the request, so that a test can send it,
+/// or part of it, itself.
+pub fn signed_post_head(authority: &str, key: &Key, target: &str, body: &[u8]) -> RawRequest {
+    signed(authority, key, Method::POST, target, Some(body))
+}
+
+fn signed(
+    authority: &str,
+    key: &Key,
+    method: Method,
+    target: &str,
+    body: Option<&[u8]>,
+) -> RawRequest {
     let uri: Uri = target.parse().unwrap();
     let mut map = HeaderMap::new();
     map.insert(
         http::header::HOST,
         HeaderValue::from_str(authority).unwrap(),
     );
+    if let Some(body) = body {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     let signer = Signer::new(
         key.signing.clone(),
         key.key_id().to_string(),
         Duration::from_secs(60),
     );
     let view = RequestView::new(&method, &uri, &map, "https");
-    let sig = signer.sign(&view, None, now(), &Signer::nonce()).unwrap();
+    let sig = signer.sign(&view, body, now(), &Signer::nonce()).unwrap();
     sig.apply(&mut map);
-    let mut req = RawRequest::new("GET", target);
+    let mut req = RawRequest::new(method.as_str(), target);
     for (k, v) in &map {
         req = req.header(k.as_str(), v.as_bytes());
     }
