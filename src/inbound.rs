@@ -326,6 +326,22 @@ impl Inbound {
     }
 }
 
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host` and to any request
+/// with more than one `Host` line, on every route: the app would otherwise get a request whose
+/// host it cannot tell, or two. HTTP/1.0 predates `Host`, and HTTP/2 names the host in
+/// `:authority`.
+fn host_problem(req: &RequestHeader) -> Option<Problem> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let detail = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => "the request has more than one Host field; send one",
+        (None, _) if req.version == http::Version::HTTP_11 => {
+            "an HTTP/1.1 request must carry a Host field (RFC 9112 section 3.2)"
+        }
+        _ => return None,
+    };
+    Some(Problem::new(400, "bad_request", "Bad request", detail))
+}
+
 /// What was wrong with a client's request, for a problem's detail: the error type with the
 /// innermost explanation Pingora gave (`InvalidHTTPHeader (too many Connection header
 /// nominations)`). Only the innermost: the outer contexts name the app's address, which a
@@ -394,6 +410,10 @@ impl ProxyHttp for Inbound {
                 "CONNECT is not supported",
                 "the inbound listener relays HTTP requests to the app; it opens no tunnels",
             );
+            ctx.record.refuse(session, &problem, None).await;
+            return Ok(true);
+        }
+        if let Some(problem) = host_problem(session.req_header()) {
             ctx.record.refuse(session, &problem, None).await;
             return Ok(true);
         }

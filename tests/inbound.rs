@@ -946,6 +946,33 @@ async fn a_clients_forwarding_fields_never_reach_the_app() {
     check("HTTP/2", HOST);
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is answered 400
+/// on every route (a public one, peergate's own documents, a signed one) and never reaches the
+/// app. HTTP/1.0 predates `Host` and needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_exactly_one_host_are_refused_on_every_route() {
+    let f = Fixture::start();
+    for target in ["/public/x", "/.well-known/peergate", "/api/x"] {
+        let none = RawRequest::new("GET", target);
+        assert_problem(&f.send(none).await, 400, "bad_request");
+        let two = RawRequest::new("GET", target)
+            .header("Host", f.authority())
+            .header("Host", f.authority());
+        assert_problem(&f.send(two).await, 400, "bad_request");
+    }
+    let signed_with_two = f
+        .signed(&f.bob, "GET", "/api/x", &[], b"")
+        .header("Host", f.authority());
+    assert_problem(&f.send(signed_with_two).await, 400, "bad_request");
+    assert!(f.app.requests().is_empty(), "{:?}", f.app.requests());
+
+    let old = RawRequest::new("GET", "/public/x").version("HTTP/1.0");
+    assert_eq!(f.send(old).await.status, 200);
+    assert_eq!(f.app.requests().len(), 1);
+    let signed = f.signed(&f.bob, "GET", "/api/x", &[], b"");
+    assert_eq!(f.send(signed).await.status, 200);
+}
+
 /// Signature fields built to cost the gateway much work before their signature is found bad
 /// (before the engine's limits, one such request head took seconds): tens of thousands of
 /// labels, one large field covered once per dictionary key. Each is refused at once as
