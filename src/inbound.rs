@@ -257,16 +257,15 @@ impl Inbound {
         if let Some(peer) = narrowed {
             // As for the fields and the query above; the nonce is recorded by now.
             let req = session.req_header();
-            if let Some(why) =
-                method_override::body_override(&req.method, &req.headers, &body.bytes)
-            {
+            if let Some(why) = method_override::body_override(&req.headers, &body.bytes) {
                 return Ok(Err(Problem::from_reason(
                     Reason::Forbidden,
                     format!(
-                        "peer {} ({}) may not POST this to {path}: {why}, and this peer's \
+                        "peer {} ({}) may not {} this to {path}: {why}, and this peer's \
                          methods are limited",
                         peer.short_id(),
                         peer.name(),
+                        req.method,
                     ),
                 )));
             }

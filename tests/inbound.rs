@@ -1823,11 +1823,12 @@ async fn a_method_override_field_is_held_to_the_peers_allowed_methods() {
     assert_eq!(f.app.count(), 3);
 }
 
-/// A peer narrowed by `allow.methods` may not send a `_method` in a POST's body at all: Rails,
+/// A peer narrowed by `allow.methods` may not send a `_method` in a body at all: Rails,
 /// Laravel, Symfony and Express read it as the method to act on, each spelling its name its own
 /// way, so every disguise an audit found is refused (a space after `&`, brackets, `.method`,
-/// escapes, any content type), and so is a coded body, which peergate cannot read. Checked once
-/// the body is read. Words that only contain it pass, and so do peers with all methods.
+/// escapes, any content type), and so is a coded body, which peergate cannot read. Not only in
+/// a POST's body: Express can be told to read it from any method's. Checked once the body is
+/// read. Words that only contain it pass, and so do peers with all methods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_parameter_in_the_body_is_refused_to_a_narrowed_peer() {
     type Headers<'a> = [(&'a str, &'a str)];
@@ -1883,6 +1884,20 @@ async fn a_method_parameter_in_the_body_is_refused_to_a_narrowed_peer() {
     let resp = f.send(coded).await;
     assert_problem(&resp, 403, "forbidden");
     assert!(resp.text().contains("coded"), "{}", resp.text());
+    // A GET, which Dave may send, with a body naming another method, plain or coded.
+    let get =
+        |headers: &[(&str, &str)], body: &[u8]| f.signed(&dave, "GET", "/api/x", headers, body);
+    let resp = f.send(get(&form, b"_method=DELETE")).await;
+    assert_problem(&resp, 403, "forbidden");
+    assert!(
+        resp.text().contains("may not GET this") && resp.text().contains("_method parameter"),
+        "{}",
+        resp.text()
+    );
+    let resp = f
+        .send(get(&[("Content-Encoding", "gzip")], b"\x1f\x8b\x08\x00"))
+        .await;
+    assert_problem(&resp, 403, "forbidden");
     assert_eq!(f.app.count(), 0);
     // Names that only contain the word, and Bob, whose methods are not narrowed, pass.
     let passed: Vec<(&Key, &Headers, Vec<u8>)> = vec![
