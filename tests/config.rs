@@ -651,7 +651,13 @@ fn identity_headers_must_be_distinct_and_not_reserved() {
         &dir,
         &minimal("identity_headers:\n  id: X_Peer\n  name: x-peer\n"),
     );
-    assert!(err.message.contains("three different headers"), "{err}");
+    assert_err(
+        &err,
+        &dir.path("peergate.yaml"),
+        7,
+        3,
+        "three different headers",
+    );
     let err = load_err(&dir, &minimal("identity_headers:\n  id: Content-Length\n"));
     assert_err(&err, &dir.path("peergate.yaml"), 7, 7, "relies on");
 }

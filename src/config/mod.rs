@@ -470,6 +470,14 @@ impl ConfigError {
         if message.contains("duplicate field `") {
             position = locate::duplicate_key_position(text, &message).or(position);
         }
+        // An error raised while converting a whole top-level section (`identity_headers`: its
+        // three names must differ) comes with the start of the document; the message names
+        // the section, so point at it instead.
+        if position == Some((1, 1)) {
+            if let Some((section, _)) = message.split_once(": ") {
+                position = locate::value_position(text, &[section]).or(position);
+            }
+        }
         ConfigError {
             file: file.to_path_buf(),
             position,

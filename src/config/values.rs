@@ -382,6 +382,20 @@ const RESERVED_HEADERS: &[&str] = &[
     "cookie",
     "x-forwarded-for",
     "x-forwarded-proto",
+    // Read by the proxy (100-continue) or set by it.
+    "expect",
+    "proxy-authorization",
+    // The forwarding fields only the proxy may set (`app_request.rs`): an identity header by
+    // such a name would give frameworks the caller's ID as a host or address.
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    // Method overrides (`method_override.rs`): the app would read the caller's ID as a method.
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 impl IdentityHeaderName {
@@ -486,6 +500,10 @@ mod tests {
             "signature_input",
             "X_Forwarded_For",
             "HOST",
+            "Expect",
+            "X-Forwarded-Host",
+            "x_real_ip",
+            "X-HTTP-Method-Override",
         ] {
             assert!(
                 IdentityHeaderName::parse(look_alike)
