@@ -246,12 +246,14 @@ fn wait_for_interrupt() -> Result<(), String> {
     runtime.block_on(async {
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .map_err(|e| e.to_string())?;
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+            // Ctrl-\ too: the demo's files are removed however a terminal stops it.
+            let mut quit = signal(SignalKind::quit()).map_err(|e| e.to_string())?;
             tokio::select! {
                 r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
                 _ = term.recv() => Ok(()),
+                _ = quit.recv() => Ok(()),
             }
         }
         #[cfg(not(unix))]

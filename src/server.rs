@@ -205,7 +205,7 @@ impl Gateway {
         &self.shared
     }
 
-    /// Runs until SIGTERM (graceful) or SIGINT; never returns.
+    /// Runs until SIGTERM or SIGQUIT (graceful) or SIGINT (at once); never returns.
     pub fn run_forever(self) -> ! {
         crate::lifecycle::exit_when_drained(
             self.server.watch_execution_phase(),
@@ -213,7 +213,10 @@ impl Gateway {
         );
         let _reloader = self.reloader;
         let _admin = self.admin;
-        self.server.run_forever()
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(ProcessSignals),
+        });
+        std::process::exit(0)
     }
 
     /// Runs on a thread of its own until [`Running::stop`].
@@ -238,6 +241,41 @@ impl Gateway {
             thread,
             _reloader: self.reloader,
             _admin: self.admin,
+        }
+    }
+}
+
+/// The signals that stop `peergate run`. Pingora's own watch reads SIGQUIT as a graceful
+/// upgrade: it hands the listening sockets to whatever listens on its upgrade socket,
+/// `/tmp/pingora_upgrade.sock` by default, a path any local user can create, who would then
+/// accept the peers' and the app's connections. peergate has no upgrade to hand over to, so
+/// SIGQUIT stops it gracefully, as SIGTERM does (and as it stops nginx); SIGINT (Ctrl-C) stops
+/// it at once, as with Pingora's.
+struct ProcessSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for ProcessSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watched = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::interrupt()),
+        );
+        let (Ok(mut term), Ok(mut quit), Ok(mut interrupt)) = watched else {
+            // The signals keep their default action then: each still ends the process.
+            log::error!(
+                "cannot watch SIGTERM, SIGQUIT and SIGINT; they will stop peergate at once"
+            );
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => {
+                log::info!("SIGQUIT: stopping gracefully, as for SIGTERM");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
         }
     }
 }

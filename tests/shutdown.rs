@@ -115,6 +115,45 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     );
 }
 
+/// SIGQUIT stops peergate as SIGTERM does (nginx's graceful stop): the request in flight is
+/// answered and the process exits 0 once it is. Pingora's own handling of SIGQUIT, a graceful
+/// upgrade, would hand the listening sockets to whoever listens on
+/// `/tmp/pingora_upgrade.sock`, and retry for seconds when no one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_stops_gracefully_and_hands_no_socket_over() {
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob], GRACE));
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+    let request = {
+        let setup = setup.clone();
+        let req = signed_get(&setup.authority(), &bob, "/api/slow").to_bytes();
+        tokio::spawn(async move { raw_request(setup.inbound, None, &req).await })
+    };
+    app.wait_for(1, Duration::from_secs(5)).await;
+    let sigquit = Instant::now();
+    binary.signal("QUIT");
+    let resp = request
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let status = binary
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("still running 8 s after SIGQUIT\n{}", binary.log()));
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    let took = sigquit.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exited {took:?} after SIGQUIT"
+    );
+    let log = binary.log();
+    assert!(log.contains("every request finished"), "{log}");
+    assert!(!log.contains("sending socks"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_when_idle_exits_at_once_and_closes_idle_keep_alive_connections() {
     let app = EchoApp::start();
