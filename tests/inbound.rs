@@ -973,6 +973,36 @@ async fn requests_without_exactly_one_host_are_refused_on_every_route() {
     assert_eq!(f.send(signed).await.status, 200);
 }
 
+/// An app that breaks off its answer after the head: the peer must be able to tell the body is
+/// incomplete, so a chunked answer ends with the connection, without the last chunk that
+/// finishing the session normally would write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_app_breaks_off_reaches_the_peer_visibly_cut() {
+    let f = Fixture::with(Options {
+        app: Handler::custom(|_| {
+            Reply::new(200)
+                .header("transfer-encoding", "chunked")
+                .header("connection", "close")
+                .body("A\r\n0123456789\r\n")
+        }),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    conn.send(&f.signed(&f.bob, "GET", "/api/cut", &[], b"").to_bytes())
+        .await
+        .unwrap();
+    let got = conn.read_until_closed().await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("0123456789"), "{text}");
+    assert!(
+        !text.ends_with("\r\n0\r\n\r\n"),
+        "the cut answer was finished with a last chunk: {text:?}"
+    );
+}
+
 /// Signature fields built to cost the gateway much work before their signature is found bad
 /// (before the engine's limits, one such request head took seconds): tens of thousands of
 /// labels, one large field covered once per dictionary key. Each is refused at once as

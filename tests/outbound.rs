@@ -1055,3 +1055,55 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
     assert_problem(&resp, 502, "upstream_unreachable");
     assert!(resp.text().contains("gzip, chunked"), "{}", resp.text());
 }
+
+/// A peer that breaks off its answer after the head: the app must be able to tell the body is
+/// incomplete. With `Transfer-Encoding: chunked` that means the connection ends without the
+/// last chunk; finishing the session normally would write it, and the cut answer would look
+/// whole (curl exits 0). With a `Content-Length`, fewer bytes and the end of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        let Some(head) = read_request_head(&mut stream).await else {
+            return;
+        };
+        let answer: &[u8] = if head.starts_with(b"GET /chunked ") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789"
+        };
+        let _ = stream.write_all(answer).await;
+        let _ = stream.flush().await;
+        // Closed mid-body.
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    for path in ["/chunked", "/length"] {
+        let mut conn = tokio::net::TcpStream::connect(alice.outbound_addr())
+            .await
+            .unwrap();
+        conn.write_all(&get_bob(&alice, path).to_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the connection stayed open after the cut"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+        assert!(text.contains("0123456789"), "{path}: {text}");
+        if path == "/chunked" {
+            assert!(
+                !text.ends_with("\r\n0\r\n\r\n"),
+                "{path}: the cut answer was finished with a last chunk: {text:?}"
+            );
+        } else {
+            assert!(text.ends_with("\r\n\r\n0123456789"), "{path}: {text:?}");
+        }
+    }
+}

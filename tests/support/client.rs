@@ -274,6 +274,25 @@ impl RawConn {
         }
     }
 
+    /// Everything the server sends until it ends the connection (a TLS connection closed
+    /// without `close_notify` counts as ended), up to the connection's timeout.
+    pub async fn read_until_closed(&mut self) -> io::Result<Vec<u8>> {
+        let mut got = std::mem::take(&mut self.buf);
+        let io = &mut self.io;
+        bounded(self.timeout, "read until closed", async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match io.read(&mut chunk).await {
+                    Ok(0) => return Ok(got),
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(got),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+    }
+
     /// Writes `bytes` (and flushes).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let io = &mut self.io;

@@ -494,7 +494,12 @@ async fn serve_one(
         Handler::Echo | Handler::Custom(_) => {}
     }
     write_reply(stream, &reply, !keep_alive, is_head).await?;
-    Ok(keep_alive)
+    // A reply that says `Connection: close` ends the connection, whatever the request asked.
+    let closes = reply
+        .headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+    Ok(keep_alive && !closes)
 }
 
 /// Parses header (or trailer) lines; `None` if one is malformed.
