@@ -140,6 +140,54 @@ pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, (Which, String)> {
     Ok(ServerCert(Arc::new(certified)))
 }
 
+/// Reads and checks `tls.peer_ca_file`, the roots outbound TLS trusts for peers: how many
+/// certificates it holds. Pingora reads the file itself when the outbound listener starts, and
+/// panics when it holds anything but certificates (a private key beside the CA certificate, a
+/// certificate request); and a file with no certificate at all (empty, or not PEM) would make
+/// every call to a peer fail its handshake. So the file is held to Pingora's rule here, at load
+/// time, where `peergate check` and a reload see it.
+pub fn check_ca_file(path: &Path) -> Result<usize, String> {
+    use rustls::pki_types::pem::{self, SectionKind};
+    let pem = crate::files::read(path, MAX_PEM_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut rest: &[u8] = &pem;
+    loop {
+        match pem::from_buf(&mut rest) {
+            Ok(Some((SectionKind::Certificate, der))) => {
+                roots.add(CertificateDer::from(der)).map_err(|e| {
+                    format!("{} holds an unusable certificate: {e}", path.display())
+                })?;
+            }
+            Ok(Some((kind, _))) => {
+                let what = match kind {
+                    SectionKind::PrivateKey
+                    | SectionKind::RsaPrivateKey
+                    | SectionKind::EcPrivateKey => "a private key",
+                    SectionKind::PublicKey => "a public key",
+                    SectionKind::Csr => "a certificate request",
+                    SectionKind::Crl => "a revocation list",
+                    _ => "a PEM block that is not a certificate",
+                };
+                return Err(format!(
+                    "{} holds {what}; it may hold only the CA certificates that peers' \
+                     certificates are checked against",
+                    path.display()
+                ));
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("{} is not PEM: {e}", path.display())),
+        }
+    }
+    match roots.len() {
+        0 => Err(format!(
+            "{} holds no certificate (a PEM block \"-----BEGIN CERTIFICATE-----\")",
+            path.display()
+        )),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -505,6 +505,52 @@ fn tls_files_that_do_not_load_are_named_with_their_line() {
     );
 }
 
+/// `tls.peer_ca_file` may hold only certificates, and at least one: Pingora reads it when the
+/// outbound listener starts and panicked on a private key or a certificate request beside the
+/// CA certificate, and a file without a certificate made every call to a peer fail.
+#[test]
+fn a_peer_ca_file_without_only_certificates_is_named_with_its_line() {
+    let dir = Dir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["bob.example.org".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    dir.write("cert.pem", &cert.pem());
+    dir.write("key.pem", &key.serialize_pem());
+    dir.write("ca.pem", &cert.pem());
+    dir.write("ca-and-key.pem", &format!("{}{}", cert.pem(), key.serialize_pem()));
+    dir.write("csr.pem", &csr);
+    dir.write("empty.pem", "");
+    dir.write("garbage.pem", "not a certificate at all\n");
+    let tls = |ca: &str| {
+        minimal(&format!(
+            "tls:\n  cert_file: cert.pem\n  key_file: key.pem\n  peer_ca_file: {ca}\n"
+        ))
+    };
+    let file = dir.path("peergate.yaml");
+
+    let good = dir.write("peergate.yaml", &tls("ca.pem"));
+    config::load(&good).unwrap_or_else(|e| panic!("{e}"));
+    for (ca, needle) in [
+        ("ca-and-key.pem", "holds a private key"),
+        ("key.pem", "holds a private key"),
+        ("csr.pem", "holds a certificate request"),
+        ("empty.pem", "holds no certificate"),
+        ("garbage.pem", "holds no certificate"),
+    ] {
+        let err = load_err(&dir, &tls(ca));
+        assert_err(&err, &file, 9, 17, needle);
+        assert!(err.message.starts_with("tls.peer_ca_file: "), "{err}");
+    }
+}
+
 /// Two listeners that cannot both be bound are refused when the file is read (equal addresses
 /// made Pingora abort the process at start).
 #[test]

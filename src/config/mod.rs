@@ -808,6 +808,15 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
             }
         }
     }
+    if let Some(ca) = config.tls.as_ref().and_then(|t| t.peer_ca_file.as_ref()) {
+        if let Err(message) = crate::tls_cert::check_ca_file(&ca.0) {
+            return Err(ConfigError::at_setting(
+                path,
+                &["tls", "peer_ca_file"],
+                format!("tls.peer_ca_file: {message}"),
+            ));
+        }
+    }
     if config.signatures.max_buffered.0 < config.signatures.max_body.0 {
         return Err(ConfigError::at_setting(
             path,
