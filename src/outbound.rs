@@ -313,8 +313,20 @@ impl Outbound {
             path_and_query.as_bytes(),
             Some(app_req.headers.len() + ADDED),
         )?;
+        // What the app's `Connection` names was for its connection to peergate (RFC 9110
+        // §7.6.1). Its common `keep-alive` and `close` name no field to drop (`Keep-Alive` is
+        // dropped anyway), and are left out so that the list stays empty, unallocated.
+        let nominated: Vec<&[u8]> = crate::app_request::connection_tokens(&app_req.headers)
+            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+            .collect();
         for (name, value) in app_req.headers.iter() {
-            if DROPPED.contains(&name.as_str()) || snap.identity_headers.matches(name.as_str()) {
+            let name_str = name.as_str();
+            if DROPPED.contains(&name_str)
+                || snap.identity_headers.matches(name_str)
+                || nominated
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(name_str.as_bytes()))
+            {
                 continue;
             }
             req.append_header(name.clone(), value.clone())?;

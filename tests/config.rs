@@ -525,7 +525,10 @@ fn a_peer_ca_file_without_only_certificates_is_named_with_its_line() {
     dir.write("cert.pem", &cert.pem());
     dir.write("key.pem", &key.serialize_pem());
     dir.write("ca.pem", &cert.pem());
-    dir.write("ca-and-key.pem", &format!("{}{}", cert.pem(), key.serialize_pem()));
+    dir.write(
+        "ca-and-key.pem",
+        &format!("{}{}", cert.pem(), key.serialize_pem()),
+    );
     dir.write("csr.pem", &csr);
     dir.write("empty.pem", "");
     dir.write("garbage.pem", "not a certificate at all\n");

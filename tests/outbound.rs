@@ -1107,3 +1107,40 @@ async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
         }
     }
 }
+
+/// A field the app's `Connection` header names was for its connection to peergate, and does not
+/// travel to the peer (RFC 9110 §7.6.1), as the fixed hop-by-hop fields do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_the_apps_connection_names_do_not_travel() {
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (heads, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let peer_addr = raw_tls_peer(&ca, move |mut stream| {
+        let heads = heads.clone();
+        async move {
+            while let Some(head) = read_request_head(&mut stream).await {
+                let _ = heads.send(String::from_utf8_lossy(&head).to_ascii_lowercase());
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let req = get_bob(&alice, "/x")
+        .header("Connection", "keep-alive, X-Hop2")
+        .header("X-Hop2", "1")
+        .header("X-Kept", "1");
+    let resp = alice.call(req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let head = seen.recv().await.unwrap();
+    assert!(head.contains("\r\nx-kept: 1\r\n"), "{head}");
+    assert!(
+        !head.contains("x-hop2"),
+        "a field the app's Connection names travelled: {head}"
+    );
+}
