@@ -235,7 +235,24 @@ async fn serve(
                     let _busy = busy;
                     let checked = local_app::check(req.headers(), false, loopback, Listener::Admin);
                     let resp = match checked {
-                        Ok(()) => respond(&shared, req.uri().path()).await,
+                        Ok(())
+                            if req.method() == http::Method::GET
+                                || req.method() == http::Method::HEAD =>
+                        {
+                            respond(&shared, req.uri().path()).await
+                        }
+                        Ok(()) => problem_reply(
+                            &Problem::new(
+                                405,
+                                "method_not_allowed",
+                                "Method not allowed",
+                                format!(
+                                    "the admin listener answers GET and HEAD, not {}",
+                                    req.method()
+                                ),
+                            )
+                            .allowing("GET, HEAD"),
+                        ),
                         Err(problem) => problem_reply(&problem),
                     };
                     Ok::<_, Infallible>(resp)
@@ -274,10 +291,15 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 
 fn problem_reply(problem: &Problem) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::FORBIDDEN);
-    reply(status, "application/problem+json", problem.body())
+    let mut resp = reply(status, "application/problem+json", problem.body());
+    if let Some(methods) = problem.allow {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(methods));
+    }
+    resp
 }
 
-/// The answer to a request for `path`, whatever its method.
+/// The answer to a GET or HEAD of `path`.
 async fn respond(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => {

@@ -205,7 +205,8 @@ impl Outbound {
                 "method_not_allowed",
                 "Method not allowed",
                 "the peer directory answers GET",
-            ));
+            )
+            .allowing("GET, HEAD"));
         }
         let Some(rest) = path.strip_prefix("/peers/") else {
             return Err(Problem::new(

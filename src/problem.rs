@@ -16,6 +16,8 @@ pub struct Problem {
     pub reason: &'static str,
     pub title: &'static str,
     pub detail: String,
+    /// For a 405: the `Allow` header, the methods the resource answers (RFC 9110 §15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -30,7 +32,14 @@ impl Problem {
             reason,
             title,
             detail: detail.into(),
+            allow: None,
         }
+    }
+
+    /// The same, saying which methods the resource answers (`"GET, HEAD"`).
+    pub fn allowing(mut self, methods: &'static str) -> Self {
+        self.allow = Some(methods);
+        self
     }
 
     pub fn refusal(refusal: &Refusal) -> Self {
@@ -66,6 +75,9 @@ impl Problem {
             if let Some(value) = accept_signature {
                 resp.insert_header("accept-signature", value.clone())?;
             }
+        }
+        if let Some(methods) = self.allow {
+            resp.insert_header(http::header::ALLOW, methods)?;
         }
         Ok(resp)
     }

@@ -359,6 +359,22 @@ async fn the_admin_listener_answers_this_machine_not_web_pages() {
     .await;
     assert_problem(&r, 403, "cross_origin");
     assert_problem(&setup.admin("/nothing").await, 404, "no_route");
+    // GET and HEAD only: a POST is a 405 naming them, not the metrics.
+    for path in ["/metrics", "/healthz"] {
+        let post = RawRequest::new("POST", path)
+            .header("Host", setup.admin.to_string())
+            .header("Content-Length", "0");
+        let r = raw_request(setup.admin, None, &post.to_bytes())
+            .await
+            .unwrap();
+        assert_problem(&r, 405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
+    }
+    let head = RawRequest::new("HEAD", "/metrics").header("Host", setup.admin.to_string());
+    let r = raw_request(setup.admin, None, &head.to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
 }
 
 /// A proxy listener that cannot start is not left for `/readyz` to find: the process stops at

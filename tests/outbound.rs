@@ -588,6 +588,16 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         .call(RawRequest::new("GET", "/elsewhere").header("Host", "127.0.0.1"))
         .await;
     assert_problem(&resp, 404, "no_route");
+    // The directory answers GET and HEAD, and a 405 says so.
+    let resp = alice
+        .call(
+            RawRequest::new("POST", "/peers")
+                .header("Host", "127.0.0.1")
+                .header("Content-Length", "0"),
+        )
+        .await;
+    assert_problem(&resp, 405, "method_not_allowed");
+    assert_eq!(resp.header("allow"), Some("GET, HEAD"));
 
     // A head Pingora's parser refuses, before any phase of peergate's: a problem document too,
     // counted, and nothing sent.
