@@ -129,11 +129,19 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
-            // A key file that is not a key, is missing, or a keygen target that exists: the
-            // argument is wrong, as with a key named in a configuration (which is a Config
-            // error). A key that cannot be read for another reason is a failure.
+            // A key file that is not a key, is missing, is not a file (a directory, a device,
+            // a pipe) or is far too large, or a keygen target that exists: the argument is
+            // wrong, as with a key named in a configuration (which is a Config error). A key
+            // that cannot be read for another reason (permissions, I/O) is a failure.
             CliError::Identity(identity::IdentityError::Io { source, .. })
-                if source.kind() != std::io::ErrorKind::NotFound =>
+                if !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::InvalidInput
+                        | std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::FileTooLarge
+                        | std::io::ErrorKind::IsADirectory
+                ) =>
             {
                 1
             }

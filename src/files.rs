@@ -17,6 +17,17 @@ pub const MAX_KEY_FILE: u64 = 1 << 20;
 
 /// Opens `path` for reading if it is a regular file (after following symlinks).
 pub fn open_regular(path: &Path) -> io::Result<File> {
+    // Without blocking: opening a FIFO for reading waits for a writer, and `peergate check` or
+    // `id` given one hung. A regular file reads the same either way.
+    #[cfg(unix)]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?
+    };
+    #[cfg(not(unix))]
     let file = File::open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
@@ -96,5 +107,24 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         assert!(read_to_string(dir.path(), 10).is_err());
+    }
+
+    /// A FIFO is refused at once: opening one to read used to wait for a writer, forever.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.pem");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the file.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&fifo, MAX_KEY_FILE).map_err(|e| e.kind()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO returned within 5 s");
+        assert_eq!(got, Err(io::ErrorKind::InvalidInput));
     }
 }

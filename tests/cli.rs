@@ -128,6 +128,28 @@ fn id_warns_about_a_readable_key_and_refuses_bad_ones() {
         assert!(stderr.contains(name), "the error names the file: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // Not a file at all, or far too large for a key: bad input too, at once (a FIFO used to
+    // make `id` wait for a writer forever).
+    let big = dir.path().join("big.pem");
+    fs::write(&big, vec![b'A'; 2 << 20]).unwrap();
+    let fifo = dir.path().join("fifo.pem");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for path in [dir.path(), Path::new("/dev/null"), &big, &fifo] {
+        let out = peergate(&["id", "-k", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            path.display(),
+            text(&out).1
+        );
+    }
+    let out = peergate(&["check", "-c", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
 }
 
 #[test]
