@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,8 +39,7 @@ struct Portal {
 }
 
 pub fn run(once: bool) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("peergate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = private_temp_dir()?;
     let result = run_in(&dir, once);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -281,6 +280,37 @@ fn wait_listening(port: u16) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(25));
     }
     Err(format!("nothing started listening on 127.0.0.1:{port}"))
+}
+
+/// A new directory of the demo's own under the temporary directory, readable by this user only
+/// (it holds the two identity keys and the TLS keys). Created, never reused: a directory by that
+/// name that someone else made first is skipped, not written into.
+fn private_temp_dir() -> Result<PathBuf, String> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!(
+            "peergate-demo-{}-{:x}",
+            std::process::id(),
+            nanos ^ attempt
+        ));
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a directory of its own in {}: {}",
+        base.display(),
+        last.map_or_else(String::new, |e| e.to_string())
+    ))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -128,6 +128,20 @@ fn the_demo_shows_a_verified_exchange_and_its_curl_lines_work() {
         }
     }
 
+    // The demo's files, both installations' keys among them, are in a directory of its own
+    // that only this user can enter; Ctrl-C removes it.
+    let ca = curls
+        .iter()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "--cacert").nth(1))
+        .expect("a curl line with --cacert");
+    let demo_dir = std::path::Path::new(ca).parent().unwrap().to_path_buf();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&demo_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: mode {mode:o}", demo_dir.display());
+    }
+
     let interrupted = Command::new("sh")
         .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
@@ -142,4 +156,5 @@ fn the_demo_shows_a_verified_exchange_and_its_curl_lines_work() {
         assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(!demo_dir.exists(), "{} was left behind", demo_dir.display());
 }
