@@ -352,7 +352,11 @@ pub fn summary(loaded: &config::Loaded) -> String {
         c.identity.profile_path.as_str()
     ));
     out.push_str("\nlisteners\n");
-    let tls = if c.tls.is_some() { "TLS" } else { "plain HTTP" };
+    let tls = if c.inbound_tls().is_some() {
+        "TLS"
+    } else {
+        "plain HTTP"
+    };
     out.push_str(&format!(
         "  inbound    {} ({tls}) -> app {}\n",
         c.listen.inbound, c.app.upstream

@@ -372,14 +372,10 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     if let Some(name) = &args.name {
         check_name(name).map_err(|e| usage(format!("--name: {e}")))?;
     }
-    let ca_file = args.ca_file.clone().or_else(|| {
-        loaded
-            .config
-            .tls
-            .as_ref()
-            .and_then(|t| t.peer_ca_file.as_ref())
-            .map(|f| f.0.clone())
-    });
+    let ca_file = args
+        .ca_file
+        .clone()
+        .or_else(|| loaded.config.peer_ca_file().map(Path::to_path_buf));
     // A CA file that cannot be used is bad input (--ca-file or tls.peer_ca_file); the system's
     // roots failing to load is a failure.
     let tls = client_config(ca_file.as_deref()).map_err(|e| match ca_file {

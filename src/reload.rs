@@ -86,7 +86,15 @@ impl RestartBound {
                 ),
                 // The certificate and key are replaced live; only turning TLS on or off
                 // changes what the listener speaks.
-                ("tls", if tls.is_some() { "on" } else { "off" }.to_string()),
+                (
+                    "tls",
+                    if config.inbound_tls().is_some() {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                    .to_string(),
+                ),
                 (
                     "tls.peer_ca_file",
                     file(tls.and_then(|t| t.peer_ca_file.as_ref())),
@@ -274,8 +282,8 @@ fn files_of(loaded: &Loaded) -> Vec<PathBuf> {
     files.extend(config.peers_file.as_ref().map(|f| f.0.clone()));
     files.extend(config.identity.profile.as_ref().map(|f| f.0.clone()));
     if let Some(tls) = &config.tls {
-        files.push(tls.cert_file.0.clone());
-        files.push(tls.key_file.0.clone());
+        files.extend(tls.cert_file.iter().map(|f| f.0.clone()));
+        files.extend(tls.key_file.iter().map(|f| f.0.clone()));
     }
     files
 }

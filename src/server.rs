@@ -31,7 +31,12 @@ fn add_inbound(
         response: config.app.timeout.0,
     };
     let idle = config.listen.idle_timeout.whole_seconds();
-    let inbound = Inbound::new(shared.clone(), timeouts, config.tls.is_some(), idle);
+    let inbound = Inbound::new(
+        shared.clone(),
+        timeouts,
+        config.inbound_tls().is_some(),
+        idle,
+    );
     let mut proxy = pingora::proxy::http_proxy(conf, inbound);
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(config.listen.idle_timeout.0);
@@ -42,7 +47,7 @@ fn add_inbound(
     let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Inbound, shared.clone());
     let addr = config.listen.inbound.to_string();
-    match &config.tls {
+    match config.inbound_tls() {
         Some(_) => {
             // Loaded and checked with the configuration; Pingora would read the files only
             // on its listener thread, and panic there (see `tls_cert`). A reload replaces it.
@@ -81,10 +86,8 @@ fn add_outbound(
         response: config.outbound.timeout.0,
     };
     let ca_file = config
-        .tls
-        .as_ref()
-        .and_then(|t| t.peer_ca_file.as_ref())
-        .map(|f| f.0.to_string_lossy().into_owned());
+        .peer_ca_file()
+        .map(|f| f.to_string_lossy().into_owned());
     let idle = config.listen.idle_timeout.whole_seconds();
     let loopback_only = !config.outbound.allow_remote_clients;
     let outbound = Outbound::new(shared.clone(), timeouts, ca_file, idle, loopback_only);

@@ -554,6 +554,47 @@ fn a_peer_ca_file_without_only_certificates_is_named_with_its_line() {
     }
 }
 
+/// `tls:` may hold only `peer_ca_file` (TLS ended in front of peergate, peers on a private CA):
+/// the inbound listener speaks plain HTTP. `cert_file` and `key_file` go together.
+#[test]
+fn tls_with_only_a_peer_ca_file_leaves_the_inbound_listener_plain() {
+    let dir = Dir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    dir.write("ca.pem", &cert.pem());
+    dir.write("cert.pem", &cert.pem());
+    let file = dir.path("peergate.yaml");
+    let ok = dir.write("peergate.yaml", &minimal("tls:\n  peer_ca_file: ca.pem\n"));
+    let loaded = config::load(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.config.inbound_tls().is_none());
+    assert_eq!(
+        loaded.config.peer_ca_file(),
+        Some(dir.path("ca.pem").as_path())
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("speaks plain HTTP")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    let err = load_err(&dir, &minimal("tls:\n  cert_file: cert.pem\n"));
+    assert_err(
+        &err,
+        &file,
+        7,
+        3,
+        "tls.cert_file is given without tls.key_file",
+    );
+    let err = load_err(&dir, &minimal("tls: {}\n"));
+    assert_err(&err, &file, 6, 6, "tls: is empty");
+}
+
 /// Two listeners that cannot both be bound are refused when the file is read (equal addresses
 /// made Pingora abort the process at start).
 #[test]

@@ -29,12 +29,16 @@ struct Portal {
     app: EchoApp,
     /// More `listen` settings, each after a comma.
     listen_extra: &'static str,
+    /// The inbound listener speaks plain HTTP (TLS ends in front of it): `tls:` holds only
+    /// `peer_ca_file`.
+    plain_inbound: bool,
     gateway: Option<Running>,
 }
 
 impl Portal {
     fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.inbound)
+        let scheme = if self.plain_inbound { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{}", self.inbound)
     }
 
     /// Writes the config naming `peers` (name, key, url) and starts the gateway.
@@ -46,10 +50,17 @@ impl Portal {
                 key.spki_base64()
             ));
         }
+        let tls = if self.plain_inbound {
+            format!("tls: {{ peer_ca_file: {peer_ca} }}")
+        } else {
+            format!(
+                "tls: {{ cert_file: cert.pem, key_file: key.pem.tls, peer_ca_file: {peer_ca} }}"
+            )
+        };
         let text = format!(
             r#"identity: {{ key_file: key.pem, name: {name}, hosts: ["127.0.0.1", "{name}.test"] }}
 listen: {{ inbound: "127.0.0.1:{inbound}", outbound: "127.0.0.1:{outbound}", admin: "127.0.0.1:{admin}", threads: 2{listen_extra} }}
-tls: {{ cert_file: cert.pem, key_file: key.pem.tls, peer_ca_file: {peer_ca} }}
+{tls}
 app: {{ upstream: "{app}" }}
 outbound: {{ connect_timeout: 2s, timeout: 5s }}
 peers:
@@ -112,6 +123,7 @@ fn portal(name: &'static str, root: &Path, ca: &TestCa) -> Portal {
         admin: free_port(),
         app: EchoApp::start(),
         listen_extra: "",
+        plain_inbound: false,
         gateway: None,
     }
 }
@@ -1153,4 +1165,30 @@ async fn fields_the_apps_connection_names_do_not_travel() {
         !head.contains("x-hop2"),
         "a field the app's Connection names travelled: {head}"
     );
+}
+
+/// TLS ended in front of an installation (its inbound listener plain HTTP) while its peers use a
+/// private CA: `tls:` holds only `peer_ca_file`, and its calls to them verify against that CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_inbound_listener_still_trusts_a_private_ca_for_its_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    alice.plain_inbound = true;
+    let mut bob = portal("bob", root.path(), &ca);
+    let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
+    let (alice_url, bob_url) = (alice.url(), bob.url());
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
+
+    let resp = alice.call(get_bob(&alice, "/hello")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-peer-id"), Some(bob.public.short_id()));
+    assert_eq!(bob.app.count(), 1);
+    // And alice's inbound listener speaks plain HTTP: bob reaches it at its http:// URL.
+    let back = RawRequest::new("GET", "/peers/alice/hi")
+        .header("Host", format!("127.0.0.1:{}", bob.outbound));
+    let resp = bob.call(back).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(alice.app.count(), 1);
 }

@@ -70,6 +70,21 @@ impl Config {
             _ => self.peers.0.len(),
         }
     }
+
+    /// The `tls:` section when it puts TLS on the inbound listener (it has `cert_file` and
+    /// `key_file`; one with only `peer_ca_file` leaves the listener plain HTTP).
+    pub fn inbound_tls(&self) -> Option<&Tls> {
+        self.tls.as_ref().filter(|t| t.cert_file.is_some())
+    }
+
+    /// `tls.peer_ca_file`: the roots peers' certificates are checked against, if not the
+    /// system's.
+    pub fn peer_ca_file(&self) -> Option<&Path> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.peer_ca_file.as_ref())
+            .map(|f| f.0.as_path())
+    }
 }
 
 /// How the running gateway notices edited files. File events (the directories of the config
@@ -244,11 +259,16 @@ impl Default for Listen {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with cert_file, key_file and optionally peer_ca_file"
+    expecting = "a mapping with cert_file and key_file, peer_ca_file, or all three"
 )]
 pub struct Tls {
-    pub cert_file: ExistingFile,
-    pub key_file: ExistingFile,
+    /// The inbound listener's certificate chain and its key: both or neither. Without them the
+    /// inbound listener speaks plain HTTP (TLS ends in front of peergate) and the section
+    /// holds only `peer_ca_file`, which a deployment whose peers use a private CA still needs.
+    #[serde(default)]
+    pub cert_file: Option<ExistingFile>,
+    #[serde(default)]
+    pub key_file: Option<ExistingFile>,
     #[serde(default)]
     pub peer_ca_file: Option<ExistingFile>,
     /// `cert_file` and `key_file` as read and checked at load time (see [`crate::tls_cert`]).
@@ -791,25 +811,47 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     for (key, value, min, advice) in floors {
         at_least(path, &key, value, min, advice)?;
     }
+    if let Some(tls) = &config.tls {
+        let detail = match (&tls.cert_file, &tls.key_file, &tls.peer_ca_file) {
+            (Some(_), None, _) => Some(
+                "tls.cert_file is given without tls.key_file: the inbound listener needs both \
+                 (without them it speaks plain HTTP, and tls: holds only peer_ca_file)",
+            ),
+            (None, Some(_), _) => Some(
+                "tls.key_file is given without tls.cert_file: the inbound listener needs both \
+                 (without them it speaks plain HTTP, and tls: holds only peer_ca_file)",
+            ),
+            (None, None, None) => Some(
+                "tls: is empty; give cert_file and key_file (TLS on the inbound listener), \
+                 peer_ca_file (trust roots for peers' certificates), or all three",
+            ),
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            return Err(ConfigError::at_setting(path, &["tls"], detail));
+        }
+    }
     let mut tls_error = None;
-    if let Some(tls) = &mut config.tls {
-        match crate::tls_cert::load(&tls.cert_file.0, &tls.key_file.0) {
-            Ok(cert) => tls.cert = Some(cert),
-            Err((which, message)) => {
-                let err = ConfigError::at_setting(
-                    path,
-                    &["tls", which.setting()],
-                    format!("tls.{}: {message}", which.setting()),
-                );
-                match tls_pair {
-                    TlsPair::Required => return Err(err),
-                    TlsPair::Separate => tls_error = Some(err),
+    if let Some(tls) = config.tls.as_mut() {
+        if let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) {
+            match crate::tls_cert::load(&cert_file.0, &key_file.0) {
+                Ok(cert) => tls.cert = Some(cert),
+                Err((which, message)) => {
+                    let err = ConfigError::at_setting(
+                        path,
+                        &["tls", which.setting()],
+                        format!("tls.{}: {message}", which.setting()),
+                    );
+                    match tls_pair {
+                        TlsPair::Required => return Err(err),
+                        TlsPair::Separate => tls_error = Some(err),
+                    }
                 }
             }
         }
     }
-    if let Some(ca) = config.tls.as_ref().and_then(|t| t.peer_ca_file.as_ref()) {
-        if let Err(message) = crate::tls_cert::check_ca_file(&ca.0) {
+    if let Some(ca) = config.peer_ca_file() {
+        if let Err(message) = crate::tls_cert::check_ca_file(ca) {
             return Err(ConfigError::at_setting(
                 path,
                 &["tls", "peer_ca_file"],
@@ -848,9 +890,9 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
 
     let mut warnings = config.identity.key_file.warnings.clone();
     warnings.extend(peer_warnings);
-    if config.tls.is_none() && config.identity.scheme == Scheme::Https {
+    if config.inbound_tls().is_none() && config.identity.scheme == Scheme::Https {
         warnings.push(format!(
-            "no tls: section, so the inbound listener {} speaks plain HTTP; that is right only when TLS ends in front of peergate",
+            "no tls.cert_file and tls.key_file, so the inbound listener {} speaks plain HTTP; that is right only when TLS ends in front of peergate",
             config.listen.inbound
         ));
     }
