@@ -114,10 +114,28 @@ fn no_socket(e: &Error) -> bool {
             .is_some_and(|c| matches!(c.etype(), ErrorType::SocketError | ErrorType::BindError))
 }
 
+/// The most of an error's text a detail or log line carries: Pingora's explanation of an answer
+/// head it cannot parse quotes the upstream's bytes, up to 4 KiB of them.
+const MAX_ERROR_TEXT: usize = 400;
+
 /// The error type, then every explanation down the chain, each once:
 /// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
-/// (Pingora's own rendering repeats the type at every level of the chain.)
+/// (Pingora's own rendering repeats the type at every level of the chain.) At most
+/// [`MAX_ERROR_TEXT`] bytes, then `...`.
 pub fn error_text(e: &Error) -> String {
+    let mut text = full_error_text(e);
+    if text.len() > MAX_ERROR_TEXT {
+        let mut cut = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+fn full_error_text(e: &Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut push = |part: String| {
         if !part.is_empty() && parts.last() != Some(&part) {
@@ -582,6 +600,14 @@ mod tests {
         );
         let bare = Error::new(ErrorType::ReadError);
         assert_eq!(error_text(&bare), "ReadError");
+        // An unparsable answer head is quoted by Pingora; the text stays short.
+        let long = Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("buf: {}", "é".repeat(3000)),
+        );
+        let text = error_text(&long);
+        assert!(text.len() <= MAX_ERROR_TEXT + 3, "{}", text.len());
+        assert!(text.starts_with("InvalidHTTPHeader: buf: é") && text.ends_with("..."));
     }
 
     #[test]
