@@ -455,6 +455,25 @@ fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
+/// The bytes of the `PRIVATE KEY` block in `text`, read leniently: its lines between the
+/// boundaries, whitespace anywhere ignored, as standard base64. `None` when there is no
+/// complete block or its base64 does not decode.
+fn pem_block_der(text: &str) -> Option<Vec<u8>> {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----");
+    lines.next()?;
+    let mut base64 = String::new();
+    for line in lines {
+        if line == "-----END PRIVATE KEY-----" {
+            return STANDARD.decode(base64).ok();
+        }
+        base64.extend(line.chars().filter(|c| !c.is_whitespace()));
+    }
+    None
+}
+
 /// A loaded key and what the operator should hear about it.
 pub struct LoadedIdentity {
     pub identity: Identity,
@@ -505,7 +524,27 @@ pub fn load_key(path: &Path) -> Result<LoadedIdentity, IdentityError> {
             )))
         }
     }
-    let signing_key = SigningKey::from_pkcs8_pem(&text).map_err(|e| {
+    let blocks = text
+        .lines()
+        .filter(|l| l.trim() == "-----BEGIN PRIVATE KEY-----")
+        .count();
+    if blocks > 1 {
+        return Err(bad(format!(
+            "holds {blocks} private keys; an identity is one key, one \"PRIVATE KEY\" block"
+        )));
+    }
+    // The strict reader (RFC 7468) refuses what other tools write and OpenSSL reads: base64
+    // wrapped at another width than 64, indented lines. The block's base64, whitespace left
+    // out, is the same key.
+    let strict = SigningKey::from_pkcs8_pem(&text);
+    let signing_key = match strict {
+        Ok(key) => Ok(key),
+        Err(e) => match pem_block_der(&text) {
+            Some(der) => SigningKey::from_pkcs8_der(&der).map_err(|_| e),
+            None => Err(e),
+        },
+    };
+    let signing_key = signing_key.map_err(|e| {
         let msg = e.to_string();
         if msg.contains("OID") || msg.contains("algorithm") {
             bad(format!(
@@ -585,6 +624,38 @@ mod tests {
         fs::write(&path, RFC9421_PRIVATE_PEM).unwrap();
         let loaded = load_key(&path).unwrap();
         assert_eq!(loaded.identity.to_pkcs8_pem().unwrap(), RFC9421_PRIVATE_PEM);
+    }
+
+    /// What other tools write and OpenSSL reads loads too: base64 wrapped at another width,
+    /// indented lines, CRLF. Two keys in one file are refused, naming the count.
+    #[test]
+    fn a_key_wrapped_or_indented_otherwise_loads_and_two_keys_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let b64 = "MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF";
+        let wrapped: Vec<&str> = (0..b64.len())
+            .step_by(20)
+            .map(|i| &b64[i..(i + 20).min(b64.len())])
+            .collect();
+        let variants = [
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                wrapped.join("\n")
+            ),
+            format!("  -----BEGIN PRIVATE KEY-----\n  {b64}\n  -----END PRIVATE KEY-----\n"),
+            format!("-----BEGIN PRIVATE KEY-----\r\n{b64}\r\n-----END PRIVATE KEY-----\r\n"),
+        ];
+        for text in &variants {
+            fs::write(&path, text).unwrap();
+            let loaded = load_key(&path).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+            assert_eq!(
+                loaded.identity.public().key_id(),
+                "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"
+            );
+        }
+        fs::write(&path, format!("{RFC9421_PRIVATE_PEM}{RFC9421_PRIVATE_PEM}")).unwrap();
+        let err = load_key(&path).err().unwrap().to_string();
+        assert!(err.contains("holds 2 private keys"), "{err}");
     }
 
     #[test]
