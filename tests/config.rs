@@ -595,6 +595,29 @@ fn tls_with_only_a_peer_ca_file_leaves_the_inbound_listener_plain() {
     assert_err(&err, &file, 6, 6, "tls: is empty");
 }
 
+/// A route with the same path as an earlier one never applies (the first match decides): the
+/// configuration loads, with a warning that names both.
+#[test]
+fn a_route_shadowed_by_an_earlier_same_path_is_warned_about() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "peergate.yaml",
+        &minimal(
+            "routes:\n  - { path: \"/api/*\", access: peers }\n  - { path: \"/x\", access: public }\n  - { path: \"/api/*\", access: public }\n",
+        ),
+    );
+    let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let warning = loaded
+        .warnings
+        .iter()
+        .find(|w| w.contains("never applies"))
+        .unwrap_or_else(|| panic!("{:?}", loaded.warnings));
+    assert!(
+        warning.contains("routes[2] (/api/* public)") && warning.contains("routes[0]"),
+        "{warning}"
+    );
+}
+
 /// Two listeners that cannot both be bound are refused when the file is read (equal addresses
 /// made Pingora abort the process at start).
 #[test]

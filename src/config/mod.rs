@@ -890,6 +890,23 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
 
     let mut warnings = config.identity.key_file.warnings.clone();
     warnings.extend(peer_warnings);
+    // The first route that matches wins: a second one with the same path never applies, which
+    // its author did not mean (least of all when the two give different access).
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(first) = config
+            .routes
+            .iter()
+            .take(i)
+            .position(|r| r.path.as_str() == route.path.as_str())
+        {
+            warnings.push(format!(
+                "routes[{i}] ({} {}) never applies: routes[{first}] has the same path and comes \
+                 first (the first route that matches a path decides)",
+                route.path,
+                route.access.as_str()
+            ));
+        }
+    }
     if config.inbound_tls().is_none() && config.identity.scheme == Scheme::Https {
         warnings.push(format!(
             "no tls.cert_file and tls.key_file, so the inbound listener {} speaks plain HTTP; that is right only when TLS ends in front of peergate",
