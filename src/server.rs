@@ -259,26 +259,33 @@ struct ProcessSignals;
 #[async_trait]
 impl ShutdownSignalWatch for ProcessSignals {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let watched = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::interrupt()),
-        );
-        let (Ok(mut term), Ok(mut quit), Ok(mut interrupt)) = watched else {
-            // The signals keep their default action then: each still ends the process.
-            log::error!(
-                "cannot watch SIGTERM, SIGQUIT and SIGINT; they will stop peergate at once"
-            );
-            return std::future::pending().await;
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        // A signal that cannot be watched keeps its default action, which ends the process.
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(watched) => Some(watched),
+            Err(e) => {
+                log::error!("cannot watch {name} ({e}); it will stop peergate at once");
+                None
+            }
         };
+        async fn next(watched: &mut Option<Signal>) {
+            match watched {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let mut term = watch(SignalKind::terminate(), "SIGTERM");
+        let mut quit = watch(SignalKind::quit(), "SIGQUIT");
+        let mut interrupt = watch(SignalKind::interrupt(), "SIGINT");
         tokio::select! {
-            _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = quit.recv() => {
+            () = next(&mut term) => ShutdownSignal::GracefulTerminate,
+            () = next(&mut quit) => {
                 log::info!("SIGQUIT: stopping gracefully, as for SIGTERM");
                 ShutdownSignal::GracefulTerminate
             }
-            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            () = next(&mut interrupt) => ShutdownSignal::FastShutdown,
         }
     }
 }
