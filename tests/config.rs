@@ -44,6 +44,16 @@ fn minimal(extra: &str) -> String {
     )
 }
 
+/// A key and a self-signed certificate for alice.example.org, for the `tls:` files.
+fn self_signed() -> (rcgen::KeyPair, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (key, cert)
+}
+
 fn load_err(dir: &Dir, text: &str) -> ConfigError {
     let path = dir.write("peergate.yaml", text);
     match config::load(&path) {
@@ -469,11 +479,7 @@ fn a_repeated_key_is_named_where_it_repeats() {
 #[test]
 fn tls_files_that_do_not_load_are_named_with_their_line() {
     let dir = Dir::new();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let (key, cert) = self_signed();
     let other = rcgen::KeyPair::generate().unwrap();
     dir.write("cert.pem", &cert.pem());
     dir.write("key.pem", &key.serialize_pem());
@@ -511,11 +517,7 @@ fn tls_files_that_do_not_load_are_named_with_their_line() {
 #[test]
 fn a_peer_ca_file_without_only_certificates_is_named_with_its_line() {
     let dir = Dir::new();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let (key, cert) = self_signed();
     let csr = rcgen::CertificateParams::new(vec!["bob.example.org".to_owned()])
         .unwrap()
         .serialize_request(&key)
@@ -559,11 +561,7 @@ fn a_peer_ca_file_without_only_certificates_is_named_with_its_line() {
 #[test]
 fn tls_with_only_a_peer_ca_file_leaves_the_inbound_listener_plain() {
     let dir = Dir::new();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["alice.example.org".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let (_, cert) = self_signed();
     dir.write("ca.pem", &cert.pem());
     dir.write("cert.pem", &cert.pem());
     let file = dir.path("peergate.yaml");
