@@ -123,16 +123,23 @@ const MAX_ERROR_TEXT: usize = 400;
 /// (Pingora's own rendering repeats the type at every level of the chain.) At most
 /// [`MAX_ERROR_TEXT`] bytes, then `...`.
 pub fn error_text(e: &Error) -> String {
-    let mut text = full_error_text(e);
-    if text.len() > MAX_ERROR_TEXT {
-        let mut cut = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
+    let text = full_error_text(e);
+    let cut = within(&text, MAX_ERROR_TEXT);
+    if cut.len() < text.len() {
+        format!("{cut}...")
+    } else {
+        text
     }
-    text
+}
+
+/// The longest start of `s` of at most `max` bytes that ends on a character boundary: error
+/// texts that may quote what a client or an upstream sent are bounded with it.
+pub fn within(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }
 
 fn full_error_text(e: &Error) -> String {
@@ -608,6 +615,9 @@ mod tests {
         let text = error_text(&long);
         assert!(text.len() <= MAX_ERROR_TEXT + 3, "{}", text.len());
         assert!(text.starts_with("InvalidHTTPHeader: buf: é") && text.ends_with("..."));
+        assert_eq!(within("éé", 3), "é");
+        assert_eq!(within("éé", 10), "éé");
+        assert_eq!(within("é", 1), "");
     }
 
     #[test]

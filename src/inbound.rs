@@ -32,7 +32,7 @@ use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{
-    chain, classify, error_text, prepare_answer, ForwardError, Forwarder, IDLE_TIMEOUT,
+    chain, classify, error_text, prepare_answer, within, ForwardError, Forwarder, IDLE_TIMEOUT,
 };
 use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
@@ -354,12 +354,7 @@ fn client_error_text(e: &Error) -> String {
     match innermost {
         Some(why) => {
             // Bounded: a context may quote what the client sent.
-            let end = (0..=why.len().min(200))
-                .rev()
-                .find(|&i| why.is_char_boundary(i))
-                .unwrap_or(0);
-            let cut = why.get(..end).unwrap_or_default();
-            format!("{} ({cut})", e.etype().as_str())
+            format!("{} ({})", e.etype().as_str(), within(why, 200))
         }
         None => e.etype().as_str().to_string(),
     }
