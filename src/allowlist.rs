@@ -315,6 +315,12 @@ impl PeerTable {
         span_text(&self.text, span)
     }
 
+    /// The name of the peer that has the key with this key id.
+    pub fn name_of_key(&self, key_id: &str) -> Option<&str> {
+        let (_, rec) = self.key_rec(key_id)?;
+        Some(self.peer(rec.peer)?.name())
+    }
+
     fn peer(&self, index: u32) -> Option<Peer<'_>> {
         self.peers
             .get(index as usize)

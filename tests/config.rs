@@ -616,6 +616,56 @@ fn a_route_shadowed_by_an_earlier_same_path_is_warned_about() {
     );
 }
 
+/// Our own key on the allowlist is warned about, whichever way the peers are read (as a list
+/// for `check`, into the served table for `run`), naming the peer; other peers are not.
+#[test]
+fn our_own_key_listed_as_a_peer_is_warned_about() {
+    const OWN: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
+    let dir = Dir::new();
+    dir.write(
+        "peers.yaml",
+        &format!(
+            "peers:\n  - {{ name: bob, public_key: \"{BOB}\" }}\n  - {{ name: mirror, public_keys: [\"{CAROL}\", \"{OWN}\"] }}\n"
+        ),
+    );
+    let path = dir.write("peergate.yaml", &minimal("peers_file: peers.yaml\n"));
+    let own_key_warnings = |warnings: &[String]| -> Vec<String> {
+        warnings
+            .iter()
+            .filter(|w| w.contains("own key"))
+            .cloned()
+            .collect()
+    };
+    let listed = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let served = config::load_serving(&path, None).unwrap_or_else(|e| panic!("{e}"));
+    for warnings in [&listed.warnings, &served.warnings] {
+        let found = own_key_warnings(warnings);
+        assert_eq!(found.len(), 1, "{warnings:?}");
+        assert!(
+            found[0].contains("\"mirror\"")
+                && found[0].contains("poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"),
+            "{found:?}"
+        );
+    }
+
+    dir.write(
+        "peers.yaml",
+        &format!("peers:\n  - {{ name: bob, public_key: \"{BOB}\" }}\n"),
+    );
+    let listed = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let served = config::load_serving(&path, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        own_key_warnings(&listed.warnings).is_empty(),
+        "{:?}",
+        listed.warnings
+    );
+    assert!(
+        own_key_warnings(&served.warnings).is_empty(),
+        "{:?}",
+        served.warnings
+    );
+}
+
 /// Two listeners that cannot both be bound are refused when the file is read (equal addresses
 /// made Pingora abort the process at start).
 #[test]

@@ -890,6 +890,23 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
 
     let mut warnings = config.identity.key_file.warnings.clone();
     warnings.extend(peer_warnings);
+    // Our own key on the allowlist lets anything signed with it in as that peer: requests this
+    // installation sends, looped back. Usually a key pasted into the wrong file.
+    let own = config.identity.key_file.identity.public().key_id();
+    let listed_as = match &config.peer_table {
+        Some(Ok(table)) => table.name_of_key(own).map(str::to_string),
+        _ => config
+            .peers
+            .0
+            .iter()
+            .find(|p| p.keys().any(|k| k.key_id() == own))
+            .map(|p| p.name.clone()),
+    };
+    if let Some(name) = listed_as {
+        warnings.push(format!(
+            "peer {name:?} has this installation's own key ({own}): requests signed with              identity.key_file are accepted as coming from {name:?}; list the other side's key              (`peergate id` prints it there)"
+        ));
+    }
     // The first route that matches wins: a second one with the same path never applies, which
     // its author did not mean (least of all when the two give different access).
     for (i, route) in config.routes.iter().enumerate() {
