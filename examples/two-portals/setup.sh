@@ -203,7 +203,7 @@ then try (see README.md for what each answers):
   curl -s http://127.0.0.1:8480/peers/bob/hello
   curl -s http://127.0.0.1:8480/peers/${short_id[bob]}/hello
   curl -s -x http://127.0.0.1:8480 http://localhost:8444/hello
-  curl -si --cacert bob/tls/ca.pem https://localhost:8444/hello
+  curl -si --cacert $here/bob/tls/ca.pem https://localhost:8444/hello
   curl -s http://127.0.0.1:9465/metrics | grep '^peergate_'
 
 Stop the sample apps with: ./setup.sh stop
