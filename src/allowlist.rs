@@ -363,6 +363,8 @@ pub struct Snapshot {
     pub max_buffered: u64,
     pub upstream: HostPort,
     pub accept_signature: HeaderValue,
+    /// `accept_signature` for a request without a body (no `content-digest`).
+    pub accept_signature_without_body: HeaderValue,
     /// The unsigned public documents (identity, key directory, welcome page) of this config.
     pub public_pages: crate::public_identity::PublicPages,
     /// Signs the app's requests to peers with this installation's key.
@@ -504,6 +506,7 @@ impl Snapshot {
             tag: Some("peergate".to_string()),
         };
         let accept_signature = header_value(&policy.accept_signature())?;
+        let accept_signature_without_body = header_value(&policy.accept_signature_without_body())?;
         let h = &config.identity_headers;
         let identity_headers = IdentityHeaderNames {
             id: h.id.0.clone(),
@@ -522,6 +525,7 @@ impl Snapshot {
             max_buffered: s.max_buffered.0,
             upstream: config.app.upstream.clone(),
             accept_signature,
+            accept_signature_without_body,
             public_pages: crate::public_identity::PublicPages::new(config)?,
             signer: Signer::new(
                 config.identity.key_file.identity.signing_key().clone(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use peergate_signature::{verify_headers_authorized, Reason, Refusal, RequestView};
+use peergate_signature::{body_announced, verify_headers_authorized, Reason, Refusal, RequestView};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
@@ -431,9 +431,13 @@ impl ProxyHttp for Inbound {
                 Ok(true)
             }
             Err(problem) => {
-                ctx.record
-                    .refuse(session, &problem, Some(&snap.accept_signature))
-                    .await;
+                // What to sign, for this request: content-digest only when it has a body.
+                let accept = if body_announced(&session.req_header().headers) {
+                    &snap.accept_signature
+                } else {
+                    &snap.accept_signature_without_body
+                };
+                ctx.record.refuse(session, &problem, Some(accept)).await;
                 Ok(true)
             }
         }

@@ -1534,6 +1534,74 @@ async fn http2_from_peers() {
     }
 }
 
+/// A request carrying the signer's signature and another one (a proxy's or a CDN's, RFC 9421
+/// §4.3; most libraries sign untagged) is checked by the signature whose `keyid` is on the
+/// allowlist; with none there, or two, it is refused and the app sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_several_untagged_signatures_the_allowlisted_one_is_checked() {
+    let f = Fixture::start();
+    let stranger = Key::new();
+    let proxy_sig = |keyid: &str| {
+        (
+            format!(
+                r#"proxy=("@authority" "signature";key="sig1");created={};keyid="{keyid}""#,
+                now()
+            ),
+            format!("proxy=:{}:", "A".repeat(86) + "=="),
+        )
+    };
+    let with_proxy = |key: &Key, proxy_keyid: &str, proxy_first: bool| {
+        let signed = Craft::new(&f, key, "GET", "/api/multi").build();
+        let (input, sig) = proxy_sig(proxy_keyid);
+        if proxy_first {
+            // Field lines of one name are one list, in order: the proxy's member comes first.
+            signed
+                .header_first("signature", &sig)
+                .header_first("signature-input", &input)
+        } else {
+            signed
+                .header("signature-input", &input)
+                .header("signature", &sig)
+        }
+    };
+
+    for proxy_first in [false, true] {
+        f.app.clear();
+        let resp = f.send(with_proxy(&f.bob, "cdn-key", proxy_first)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let seen = f.app.last().unwrap();
+        assert_eq!(seen.header("x-peer-id"), Some(f.bob.public.short_id()));
+        assert_eq!(seen.header("x-peer-key-id"), Some(f.bob.key_id()));
+    }
+
+    f.app.clear();
+    let resp = f.send(with_proxy(&stranger, "cdn-key", false)).await;
+    assert_problem(&resp, 401, "unknown_key");
+    assert!(resp.text().contains("2 signatures"), "{}", resp.text());
+    // What to sign next time: no content-digest for a request without a body.
+    let accept = resp.header("accept-signature").unwrap();
+    assert!(!accept.contains("content-digest"), "{accept}");
+    let post = RawRequest::new("POST", "/api/multi")
+        .header("Host", f.authority())
+        .body("{}")
+        .content_length();
+    let resp = f.send(post).await;
+    assert_problem(&resp, 401, "missing_signature");
+    let accept = resp.header("accept-signature").unwrap();
+    assert!(accept.contains("\"content-digest\""), "{accept}");
+    let resp = f.send(with_proxy(&f.bob, f.carol.key_id(), false)).await;
+    assert_problem(&resp, 401, "malformed_signature");
+    assert!(
+        resp.text().contains("more than one keyid"),
+        "{}",
+        resp.text()
+    );
+    assert!(
+        f.app.requests().is_empty(),
+        "a refused request reached the app"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
     let f = Fixture::start();

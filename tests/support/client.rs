@@ -111,6 +111,13 @@ impl RawRequest {
         self
     }
 
+    /// Puts `name: value` before every header line added so far.
+    pub fn header_first(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> RawRequest {
+        self.headers
+            .insert(0, (name.as_ref().to_vec(), value.as_ref().to_vec()));
+        self
+    }
+
     /// Appends several header lines, in order.
     pub fn headers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         mut self,

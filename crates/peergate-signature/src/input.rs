@@ -797,7 +797,8 @@ impl SignatureFields {
     }
 
     /// The signature to check: the one whose `tag` is `tag`; else, when there is exactly one
-    /// signature, that one; else the choice is ambiguous and the request is malformed.
+    /// signature, that one; else the choice is ambiguous and the request is malformed (a
+    /// verifier with an allowlist can choose further: [`chosen`](Self::chosen)).
     pub fn select(&self, tag: Option<&str>) -> Result<&SignatureEntry, InputError> {
         let pos = self.select_position(tag)?;
         self.entries
@@ -806,8 +807,13 @@ impl SignatureFields {
     }
 
     /// Like [`select`](Self::select), but takes the entry out.
-    pub fn into_selected(mut self, tag: Option<&str>) -> Result<SignatureEntry, InputError> {
+    pub fn into_selected(self, tag: Option<&str>) -> Result<SignatureEntry, InputError> {
         let pos = self.select_position(tag)?;
+        self.into_entry(pos)
+    }
+
+    /// The entry at `pos` (an index into [`entries`](Self::entries)), taken out.
+    pub fn into_entry(mut self, pos: usize) -> Result<SignatureEntry, InputError> {
         if pos < self.entries.len() {
             Ok(self.entries.swap_remove(pos))
         } else {
@@ -816,6 +822,22 @@ impl SignatureFields {
     }
 
     fn select_position(&self, tag: Option<&str>) -> Result<usize, InputError> {
+        self.chosen(tag)?.ok_or_else(|| {
+            malformed(format!(
+                "the request carries {} signatures and {}; cannot tell which one to check",
+                self.entries.len(),
+                match tag {
+                    Some(t) => format!("none has tag=\"{}\"", echo(t)),
+                    None => "this gateway checks exactly one".to_owned(),
+                }
+            ))
+        })
+    }
+
+    /// The position of the signature `tag` or the message itself names: the one whose `tag`
+    /// is `tag`, else the only one. `None` when there are several and none has the tag; an
+    /// error when several have it.
+    pub fn chosen(&self, tag: Option<&str>) -> Result<Option<usize>, InputError> {
         if let Some(tag) = tag {
             let mut tagged = self
                 .entries
@@ -823,7 +845,7 @@ impl SignatureFields {
                 .enumerate()
                 .filter(|(_, e)| e.params.tag().ok().flatten() == Some(tag));
             match (tagged.next(), tagged.next()) {
-                (Some((pos, _)), None) => return Ok(pos),
+                (Some((pos, _)), None) => return Ok(Some(pos)),
                 (Some(_), Some(_)) => {
                     return Err(malformed(format!(
                         "several signatures carry tag=\"{}\"; send only one",
@@ -833,16 +855,7 @@ impl SignatureFields {
                 (None, _) => {}
             }
         }
-        match self.entries.len() {
-            1 => Ok(0),
-            n => Err(malformed(format!(
-                "the request carries {n} signatures and {}; cannot tell which one to check",
-                match tag {
-                    Some(t) => format!("none has tag=\"{}\"", echo(t)),
-                    None => "this gateway checks exactly one".to_owned(),
-                }
-            ))),
-        }
+        Ok((self.entries.len() == 1).then_some(0))
     }
 }
 

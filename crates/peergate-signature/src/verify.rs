@@ -126,10 +126,22 @@ impl Policy {
     /// The `Accept-Signature` value (RFC 9421 §5.1) for 401 answers, e.g.
     /// `peer=("@method" "@authority" "@path" "@query" "content-digest");created;expires;nonce;alg="ed25519";tag="peergate"`.
     pub fn accept_signature(&self) -> String {
+        self.accept_signature_covering(true)
+    }
+
+    /// [`accept_signature`](Self::accept_signature) for a request without a body: no
+    /// `content-digest`, which such a request need not cover.
+    pub fn accept_signature_without_body(&self) -> String {
+        self.accept_signature_covering(false)
+    }
+
+    fn accept_signature_covering(&self, digest: bool) -> String {
         let mut ser = DictSerializer::new();
         {
             let mut inner = ser.inner_list(sfv::key_ref(LABEL));
-            for name in ["@method", "@authority", "@path", "@query", CONTENT_DIGEST] {
+            let names = ["@method", "@authority", "@path", "@query", CONTENT_DIGEST];
+            let names = names.get(..if digest { 5 } else { 4 }).unwrap_or(&names);
+            for name in names {
                 let _ = inner.bare_item(sfv::string_ref(name));
             }
             let mut params = inner
@@ -271,11 +283,23 @@ impl BodyCheck {
 /// Whether the headers announce a body: `Content-Length` other than 0, or any
 /// `Transfer-Encoding`. A `Content-Length` that is not a number counts as a body.
 pub fn body_announced(headers: &HeaderMap) -> bool {
-    headers.contains_key(TRANSFER_ENCODING)
-        || headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            .any(|v| trim_ows(v.as_bytes()) != b"0")
+    announced_by(headers).is_some()
+}
+
+/// The field that announces a body, for a refusal's words: a `Transfer-Encoding` announces
+/// one even when it turns out empty, as the length is not known until it ends.
+fn announced_by(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        Some("Transfer-Encoding")
+    } else if headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .any(|v| trim_ows(v.as_bytes()) != b"0")
+    {
+        Some("Content-Length above 0")
+    } else {
+        None
+    }
 }
 
 fn input_refusal(e: InputError) -> Refusal {
@@ -340,43 +364,86 @@ fn check_base_signature(
         Reason::BadSignature,
         format!(
             "signature {} does not verify with key {}: the covered components or \
-             parameters differ from what was signed, or another key signed",
+             parameters differ from what was signed, or another key signed{}",
             echo(label),
-            echo(params.keyid().ok().flatten().unwrap_or_default())
+            echo(params.keyid().ok().flatten().unwrap_or_default()),
+            derived_lines(&base)
         ),
     ))
+}
+
+/// The derived components of a base that did not verify, as this side read them: where a
+/// signer and a verifier most often disagree (the scheme peers use, a port in `@authority`, a
+/// path a proxy rewrote), so the signer can compare them with its own base. Each is cut to
+/// 100 bytes, at most six; field values are left out (the signer sent them).
+fn derived_lines(base: &[u8]) -> String {
+    const MAX_LINES: usize = 6;
+    const MAX_VALUE: usize = 100;
+    let mut out = String::new();
+    let lines = base
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"\"@") && !l.starts_with(b"\"@signature-params\""));
+    for line in lines.take(MAX_LINES) {
+        let text = String::from_utf8_lossy(line);
+        let cut = match text.char_indices().nth(MAX_VALUE) {
+            Some((at, _)) => format!("{}…", text.get(..at).unwrap_or_default()),
+            None => text.into_owned(),
+        };
+        out.push_str(if out.is_empty() {
+            "; this gateway read "
+        } else {
+            ", "
+        });
+        out.push_str(&cut);
+    }
+    out
 }
 
 /// What is missing from `components` under `coverage`, as words for the detail.
 fn missing_coverage(
     components: &[ComponentId],
     coverage: Coverage,
-    announced_body: bool,
+    announced_body: Option<&str>,
 ) -> Option<String> {
     if coverage.method_and_target {
         let has = |d: Derived| components.iter().any(|c| c.is_plain_derived(d));
         if !has(Derived::Method) {
             return Some("Signature-Input does not cover @method".to_owned());
         }
-        if !has(Derived::TargetUri) {
+        // @request-target is the path and the query as the request line has them (origin
+        // form), so with @authority it binds what @path and @query do.
+        let whole_target =
+            has(Derived::TargetUri) || has(Derived::Authority) && has(Derived::RequestTarget);
+        if !whole_target {
             let missing: Vec<&str> = [Derived::Authority, Derived::Path, Derived::Query]
                 .into_iter()
                 .filter(|d| !has(*d))
+                .filter(|d| *d == Derived::Authority || !has(Derived::RequestTarget))
                 .map(Derived::name)
                 .collect();
             if !missing.is_empty() {
                 return Some(format!(
                     "Signature-Input covers neither @target-uri nor all of @authority, @path \
-                     and @query (missing: {})",
+                     and @query (or @authority and @request-target) (missing: {})",
                     missing.join(", ")
                 ));
             }
         }
     }
-    if coverage.digest_with_body && announced_body && !covers_digest(components) {
-        return Some(
-            "Signature-Input covers no content-digest but the request has a body".to_owned(),
-        );
+    if coverage.digest_with_body && announced_body.is_some() && !covers_digest(components) {
+        let partly = components
+            .iter()
+            .any(|c| c.kind() == ComponentKind::Field && c.name() == CONTENT_DIGEST);
+        return Some(format!(
+            "Signature-Input covers no content-digest{} but the request announces a body ({}); \
+             cover \"content-digest\", the whole field",
+            if partly {
+                " as a whole (only with key= or req)"
+            } else {
+                ""
+            },
+            announced_body.unwrap_or_default()
+        ));
     }
     None
 }
@@ -434,8 +501,9 @@ pub fn verify_headers_authorized<K: Borrow<VerifyingKey>>(
 /// Checks the headers of a signed request, cheap checks first:
 ///
 /// 1. `Signature-Input` / `Signature` present (`missing_signature`), parsable, labels
-///    matching, one signature chosen by tag, identifiers and parameter types valid, 64-byte
-///    signature (`malformed_signature`);
+///    matching, one signature chosen (by tag, else the only one, else the only one whose
+///    `keyid` `lookup` knows), identifiers and parameter types valid, 64-byte signature
+///    (`malformed_signature`);
 /// 2. `keyid` present and known to `lookup` (`unknown_key`);
 /// 3. `alg`, if present, is `ed25519` (`unsupported_alg`);
 /// 4. required components covered (`missing_component`);
@@ -462,6 +530,56 @@ pub fn verify_request<K: Borrow<VerifyingKey>>(
     verify_checked(req, policy, coverage, lookup, |_| Ok(()), replay, now)
 }
 
+/// The signature to check, and its key when choosing it took a look-up.
+///
+/// The one tagged with the policy's tag, else the only one. Of several with none tagged so
+/// (a signer's plus a proxy's or a CDN's, RFC 9421 §4.3; most libraries sign untagged), the
+/// one whose `keyid` is an allowlisted key: the others are not ours to check, and RFC 9421
+/// leaves the choice to the verifier. Several such are refused: which peer is calling would
+/// be a guess.
+fn choose_signature<K>(
+    fields: SignatureFields,
+    tag: Option<&str>,
+    lookup: &impl Fn(&str) -> Option<K>,
+) -> Result<(SignatureEntry, Option<K>), Refusal> {
+    if let Some(pos) = fields.chosen(tag).map_err(input_refusal)? {
+        return Ok((fields.into_entry(pos).map_err(input_refusal)?, None));
+    }
+    let n = fields.entries().len();
+    let untagged = match tag {
+        Some(t) => format!(" and none has tag=\"{}\"", echo(t)),
+        None => String::new(),
+    };
+    let mut known = fields.entries().iter().enumerate().filter_map(|(pos, e)| {
+        let key_id = e.params().keyid().ok().flatten()?;
+        lookup(key_id).map(|key| (pos, key))
+    });
+    match (known.next(), known.next()) {
+        (Some((pos, key)), None) => {
+            drop(known);
+            Ok((fields.into_entry(pos).map_err(input_refusal)?, Some(key)))
+        }
+        (None, _) => Err(Refusal::new(
+            Reason::UnknownKey,
+            format!(
+                "the request carries {n} signatures{untagged}, and no keyid among them is a \
+                 key of an allowlisted peer"
+            ),
+        )),
+        (Some(_), Some(_)) => Err(Refusal::new(
+            Reason::MalformedSignature,
+            format!(
+                "the request carries {n} signatures{untagged}, and more than one keyid among \
+                 them is an allowlisted key; cannot tell which one to check: send one{}",
+                match tag {
+                    Some(t) => format!(", or tag it tag=\"{}\"", echo(t)),
+                    None => String::new(),
+                }
+            ),
+        )),
+    }
+}
+
 /// [`verify_request`] with `authorize` between steps 9 and 10.
 fn verify_checked<K: Borrow<VerifyingKey>>(
     req: &RequestView<'_>,
@@ -474,9 +592,7 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
 ) -> Result<Verified, Refusal> {
     // 1. Structure.
     let fields = SignatureFields::from_headers(req.headers).map_err(input_refusal)?;
-    let entry = fields
-        .into_selected(policy.tag.as_deref())
-        .map_err(input_refusal)?;
+    let (entry, found) = choose_signature(fields, policy.tag.as_deref(), &lookup)?;
     let signature = entry.ed25519_signature().map_err(input_refusal)?;
     let (label, components, params, _) = entry.into_parts();
     let components = components.map_err(component_refusal)?;
@@ -495,11 +611,12 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
             "the signature has no keyid parameter; add keyid=\"<your key id>\"",
         ));
     };
-    let Some(key) = lookup(key_id) else {
+    let Some(key) = found.or_else(|| lookup(key_id)) else {
         return Err(Refusal::new(
             Reason::UnknownKey,
             format!(
-                "keyid \"{}\" is not a key of any allowlisted peer",
+                "keyid \"{}\" is not a key of any allowlisted peer (a key id is the RFC 7638 \
+                 JWK thumbprint of the key, as `peergate id` prints it)",
                 echo(key_id)
             ),
         ));
@@ -519,7 +636,7 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
     }
 
     // 4. Coverage.
-    if let Some(detail) = missing_coverage(&components, coverage, body_announced(req.headers)) {
+    if let Some(detail) = missing_coverage(&components, coverage, announced_by(req.headers)) {
         return Err(Refusal::new(Reason::MissingComponent, detail));
     }
 

@@ -428,6 +428,38 @@ fn theirs_defaults_without_body_verify_here() {
     assert!(!v.covers_digest);
 }
 
+/// RFC 9421 §4.3: the package's signature (untagged, as it signs by default) and a proxy's
+/// after it, by a key not on the allowlist and covering the first: the package's is checked,
+/// under peergate's own policy (which looks for `tag="peergate"` first).
+#[test]
+fn theirs_beside_a_proxys_signature_verifies_here() {
+    let keys = keys();
+    let now = unix_now();
+    let unsigned = request("GET", "/api/items?page=3", "alice.example.org", None);
+    let (mut req, _) = sign_theirs(&keys, &unsigned, None, now, "py-nonce-43", json!({}));
+    req.add(
+        "signature-input",
+        format!(
+            r#"proxy=("@authority" "signature";key="pyhms");created={now};keyid="proxy-key";alg="ed25519""#
+        )
+        .as_bytes(),
+    );
+    req.add(
+        "signature",
+        format!("proxy=:{}:", STANDARD.encode([9u8; 64])).as_bytes(),
+    );
+    let v = verify_here(
+        &keys,
+        &req,
+        None,
+        &policy_for("alice.example.org", Some("peergate")),
+        now,
+    )
+    .unwrap();
+    assert_eq!(v.label, "pyhms");
+    assert_eq!(v.key_id, KEY_ID);
+}
+
 #[test]
 fn theirs_defaults_with_body_verify_here() {
     let keys = keys();

@@ -69,9 +69,13 @@ fn signed_custom(
     params: &[(&str, Param)],
     key: &SigningKey,
 ) -> Req {
+    // A name, or a serialized identifier with parameters (`"content-digest";key="sha-256"`).
     let ids: Vec<ComponentId> = components
         .iter()
-        .map(|c| ComponentId::new(c).unwrap())
+        .map(|c| match c.starts_with('"') {
+            true => ComponentId::parse(c).unwrap(),
+            false => ComponentId::new(c).unwrap(),
+        })
         .collect();
     let mut p = SignatureParams::new();
     for (k, v) in params {
@@ -317,21 +321,83 @@ fn several_signatures_and_tag_selection() {
     two.add("signature", foreign_sig.as_bytes());
     assert_eq!(check(&two).unwrap().label, "peer");
 
-    // Without a policy tag, two signatures are ambiguous.
+    // Without a policy tag, the one whose keyid is allowlisted is checked.
     let no_tag = Policy {
         tag: None,
         ..policy()
     };
-    let r = check_with(&two, &no_tag, &ReplayCache::new(8), NOW).unwrap_err();
-    assert_eq!(r.reason, Reason::MalformedSignature);
+    let v = check_with(&two, &no_tag, &ReplayCache::new(8), NOW).unwrap();
+    assert_eq!(v.label, "peer");
+
+    // Several signatures, none tagged as the policy wants (most libraries sign untagged; a
+    // proxy adds its own, RFC 9421 §4.3): the one by an allowlisted key is checked, and the
+    // others, whatever they hold, are not.
+    let untagged = signed_custom(get(), &GET_COMPONENTS, &full_params(NOW), &key());
+    let (ui, us) = (
+        untagged
+            .headers
+            .get("signature-input")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned(),
+        untagged
+            .headers
+            .get("signature")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let proxy_input = r#"proxy=("signature";key="peer" "@authority");created=1732400000;keyid="x""#;
+    let with = |inputs: &[&str], sigs: &[&str]| {
+        let mut req = get();
+        req.set("signature-input", &inputs.join(", "));
+        req.set("signature", &sigs.join(", "));
+        req
+    };
+    let both_orders = [
+        with(&[proxy_input, &ui], &[&foreign_sig, &us]),
+        with(&[&ui, proxy_input], &[&us, &foreign_sig]),
+    ];
+    for req in &both_orders {
+        assert_eq!(check(req).unwrap().label, "peer");
+    }
+    // The chosen one is held to everything: tampered, it is refused as bad.
+    let mut tampered = both_orders[0].clone();
+    tampered.set("host", "alice.example.org:8443");
+    let r = refused(&tampered);
+    assert_eq!(r.reason, Reason::BadSignature);
+    // What this side read for the derived components, so a signer can compare.
+    assert!(
+        r.detail.ends_with(
+            "; this gateway read \"@method\": GET, \"@authority\": alice.example.org:8443, \
+             \"@path\": /api/items, \"@query\": ?limit=10"
+        ),
+        "{}",
+        r.detail
+    );
+
+    // No keyid among them is allowlisted: unknown_key, saying so.
+    let nobody = with(
+        &[proxy_input, &ui.replace(KEY_ID, "stranger")],
+        &[&foreign_sig, &us],
+    );
+    let r = refused(&nobody);
+    assert_eq!(r.reason, Reason::UnknownKey, "{r}");
     assert!(r.detail.contains("2 signatures"), "{}", r.detail);
 
-    // Two signatures, none tagged as the policy wants: ambiguous.
-    let mut untagged = get();
-    let si = our_input.replace(r#";tag="peergate""#, "");
-    untagged.set("signature-input", &format!("{foreign_input}, {si}"));
-    untagged.set("signature", &format!("{foreign_sig}, {our_sig}"));
-    assert_eq!(refused(&untagged).reason, Reason::MalformedSignature);
+    // Two by allowlisted keys: which peer calls would be a guess.
+    let twice = with(
+        &[
+            &ui,
+            &proxy_input.replace("keyid=\"x\"", &format!("keyid=\"{KEY_ID}\"")),
+        ],
+        &[&us, &foreign_sig],
+    );
+    let r = refused(&twice);
+    assert_eq!(r.reason, Reason::MalformedSignature, "{r}");
+    assert!(r.detail.contains("more than one keyid"), "{}", r.detail);
 
     // Two signatures both tagged peergate: ambiguous.
     let mut both = get();
@@ -414,6 +480,16 @@ fn missing_component_rules() {
         &key()
     ))
     .is_ok());
+    // @request-target is the path and the query: with @authority, the whole target.
+    assert!(check(&signed_custom(
+        get(),
+        &["@method", "@authority", "@request-target"],
+        &full_params(NOW),
+        &key()
+    ))
+    .is_ok());
+    let r = mc(&["@method", "@request-target"]);
+    assert!(r.contains("(missing: @authority)"), "{r}");
 
     // A body announced but no content-digest covered.
     let r = refused(&signed_custom(
@@ -425,7 +501,8 @@ fn missing_component_rules() {
     assert_eq!(r.reason, Reason::MissingComponent);
     assert_eq!(
         r.detail,
-        "Signature-Input covers no content-digest but the request has a body"
+        "Signature-Input covers no content-digest but the request announces a body \
+         (Content-Length above 0); cover \"content-digest\", the whole field"
     );
     let chunked = Req::new("POST", "/api/items")
         .header("host", HOST)
@@ -437,6 +514,27 @@ fn missing_component_rules() {
         &key(),
     ));
     assert_eq!(r.reason, Reason::MissingComponent);
+    assert!(r.detail.contains("(Transfer-Encoding)"), "{}", r.detail);
+    // One member of the digest (key=) is not the body's digest: said so.
+    let d = peergate_signature::content_digest(peergate_signature::DigestAlgorithm::Sha256, BODY);
+    let r = refused(&signed_custom(
+        post().header("content-digest", &d),
+        &[
+            "@method",
+            "@authority",
+            "@path",
+            "@query",
+            r#""content-digest";key="sha-256""#,
+        ],
+        &full_params(NOW),
+        &key(),
+    ));
+    assert_eq!(r.reason, Reason::MissingComponent);
+    assert!(
+        r.detail.contains("as a whole (only with key= or req)"),
+        "{}",
+        r.detail
+    );
 
     // content-digest covered (signed with the field present), then the field dropped.
     let mut req = signed(post(), Some(BODY));
