@@ -629,20 +629,21 @@ impl Snapshot {
     /// A peer by short ID or name, for apps addressing peers (`/peers/<short ID or name>/`).
     pub fn peer_by_handle(&self, handle: &str) -> Option<Peer<'_>> {
         let table = &*self.table;
+        // Short IDs are lower case; a person may type one in capitals, as names match.
+        let folded = handle.to_lowercase();
         let by_short = table
             .by_short_id
-            .find(table.hasher.hash_one(handle), |&i| {
+            .find(table.hasher.hash_one(folded.as_str()), |&i| {
                 table
                     .keys
                     .get(i as usize)
-                    .is_some_and(|k| k.short_id() == handle)
+                    .is_some_and(|k| k.short_id() == folded)
             })
             .and_then(|&i| table.keys.get(i as usize))
             .and_then(|k| table.peer(k.peer));
         if by_short.is_some() {
             return by_short;
         }
-        let folded = handle.to_lowercase();
         let found = table.by_name.find(table.hasher.hash_one(&folded), |&i| {
             table
                 .peers
@@ -939,6 +940,9 @@ mod tests {
         assert!(!zoe.allow().permits(&http::Method::GET, "/other"));
         let p2 = snap.peer_by_handle(ids[2].public().short_id()).unwrap();
         assert!(p2.allow().permits(&http::Method::DELETE, "/anything"));
+        // A short ID typed in capitals finds its peer, as a name does.
+        let shouted = ids[2].public().short_id().to_uppercase();
+        assert_eq!(snap.peer_by_handle(&shouted).unwrap().name(), "p2");
         assert_eq!(
             snap.peer_by_host("P2.example.org", None)
                 .unwrap()

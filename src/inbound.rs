@@ -62,10 +62,20 @@ pub struct Inbound {
     shared: Arc<Shared>,
     forwarder: Forwarder,
     timeouts: AppTimeouts,
-    /// `X-Forwarded-Proto`: the scheme clients used to reach this listener.
-    proto: &'static str,
+    /// `https` when this listener ends TLS; else `None`, and `X-Forwarded-Proto` is
+    /// `identity.scheme` (see [`Inbound::proto`]).
+    proto: Option<&'static str>,
     /// `listen.idle_timeout`, whole seconds (see `client_idle`).
     idle_seconds: u64,
+}
+
+impl Inbound {
+    /// `X-Forwarded-Proto` for the app: `https` on a TLS listener; on a plain one the scheme
+    /// peers use to reach this installation (`identity.scheme`), which is `https` when TLS
+    /// ends in front of peergate: the app builds its links with it. Never a client's field.
+    fn proto(&self, snap: &Snapshot) -> &'static str {
+        self.proto.unwrap_or(snap.scheme)
+    }
 }
 
 /// What one request went through, for the log line and the metrics.
@@ -94,7 +104,7 @@ impl Inbound {
             shared,
             forwarder: Forwarder::new(None, crate::forward::UNSAFE_REUSE_WITHIN),
             timeouts,
-            proto: if tls { "https" } else { "http" },
+            proto: tls.then_some("https"),
             idle_seconds,
         }
     }
@@ -291,16 +301,22 @@ impl Inbound {
                 let caller = ctx.caller.as_ref();
                 let build = |incoming: &RequestHeader| {
                     let mut req = incoming.clone();
-                    app_request::prepare(&mut req, &snap.identity_headers, caller, ip, self.proto)
-                        .map_err(|e| ForwardError::Upstream {
-                            kind: UpstreamErrorKind::Protocol,
-                            problem: Problem::new(
-                                500,
-                                "internal_error",
-                                "Internal error",
-                                e.to_string(),
-                            ),
-                        })?;
+                    app_request::prepare(
+                        &mut req,
+                        &snap.identity_headers,
+                        caller,
+                        ip,
+                        self.proto(snap),
+                    )
+                    .map_err(|e| ForwardError::Upstream {
+                        kind: UpstreamErrorKind::Protocol,
+                        problem: Problem::new(
+                            500,
+                            "internal_error",
+                            "Internal error",
+                            e.to_string(),
+                        ),
+                    })?;
                     Ok(req)
                 };
                 self.forwarder
@@ -476,7 +492,7 @@ impl ProxyHttp for Inbound {
             &snap.identity_headers,
             ctx.caller.as_ref(),
             client_ip(session),
-            self.proto,
+            self.proto(&snap),
         )
     }
 

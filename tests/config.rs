@@ -282,6 +282,13 @@ fn checks_after_reading_name_the_line_and_column() {
             "signatures.max_buffered (16MiB) is smaller than signatures.max_body (32MiB)",
         ),
         (
+            // max_buffered left at its default: the error is at max_body.
+            "signatures: { max_body: 300MiB }\n",
+            6,
+            25,
+            "signatures.max_buffered (256MiB) is smaller than signatures.max_body (300MiB)",
+        ),
+        (
             "signatures: { lifetime: 0s }\n",
             6,
             25,

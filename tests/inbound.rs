@@ -949,6 +949,47 @@ async fn a_clients_forwarding_fields_never_reach_the_app() {
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is answered 400
 /// on every route (a public one, peergate's own documents, a signed one) and never reaches the
 /// app. HTTP/1.0 predates `Host` and needs none.
+/// On a plain-HTTP listener, `X-Forwarded-Proto` is the scheme peers use to reach us
+/// (`identity.scheme`): `https` when TLS ends in front of peergate, so the app's links are
+/// right; never what the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tls_front_the_app_hears_https() {
+    for (scheme, expected) in [("https", "https"), ("http", "http")] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("alice.pem");
+        peergate::identity::write_new_key(&key, false).unwrap();
+        let app = EchoApp::start_with(Handler::Echo);
+        let port = free_port();
+        let text = format!(
+            "identity: {{ key_file: alice.pem, hosts: [\"{HOST}\"], scheme: {scheme} }}\n\
+             listen: {{ inbound: \"127.0.0.1:{port}\", outbound: \"127.0.0.1:{}\", admin: \"127.0.0.1:{}\", threads: 1 }}\n\
+             app: {{ upstream: \"{}\" }}\n\
+             routes: [{{ path: \"/public/*\", access: public }}]\n",
+            free_port(),
+            free_port(),
+            app.addr()
+        );
+        let path = dir.path().join("peergate.yaml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::build(&loaded).unwrap().spawn();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_bound(addr);
+        let req = RawRequest::new("GET", "/public/x")
+            .header("Host", HOST)
+            .header("X-Forwarded-Proto", "gopher");
+        let resp = raw_request(addr, None, &req.to_bytes()).await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let seen = app.last().unwrap();
+        assert_eq!(
+            seen.headers_all("x-forwarded-proto"),
+            [expected],
+            "scheme {scheme}"
+        );
+        gateway.stop(false);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_exactly_one_host_are_refused_on_every_route() {
     let f = Fixture::start();

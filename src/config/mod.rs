@@ -860,15 +860,17 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         }
     }
     if config.signatures.max_buffered.0 < config.signatures.max_body.0 {
-        return Err(ConfigError::at_setting(
-            path,
-            &["signatures", "max_buffered"],
-            format!(
-                "signatures.max_buffered ({}) is smaller than signatures.max_body ({}): a body \
-                 that large could never be held; raise max_buffered or lower max_body",
-                config.signatures.max_buffered, config.signatures.max_body
-            ),
-        ));
+        let message = format!(
+            "signatures.max_buffered ({}) is smaller than signatures.max_body ({}): a body \
+             that large could never be held; raise max_buffered or lower max_body",
+            config.signatures.max_buffered, config.signatures.max_body
+        );
+        let at = ConfigError::at_setting(path, &["signatures", "max_buffered"], message.clone());
+        // At max_body when max_buffered is the default (not written in the file).
+        return Err(match at.position {
+            Some(_) => at,
+            None => ConfigError::at_setting(path, &["signatures", "max_body"], message),
+        });
     }
     if config.listen.max_connections == 0 {
         return Err(ConfigError::at_setting(
