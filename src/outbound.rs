@@ -216,7 +216,11 @@ impl Outbound {
                 "the outbound listener serves GET /peers, ANY /peers/<short ID or name>/<path>, and absolute-form requests from apps that use it as their HTTP proxy",
             ));
         };
-        let (handle, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        // `/peers/bob` is the peer's URL itself, `/peers/bob/` that URL with a slash added.
+        let (handle, tail) = match rest.split_once('/') {
+            Some((handle, tail)) => (handle, Some(tail)),
+            None => (rest, None),
+        };
         let handle = percent_encoding::percent_decode_str(handle)
             .decode_utf8()
             .map_err(|_| {
@@ -235,9 +239,10 @@ impl Outbound {
                 format!("no peer on the allowlist has the short ID or name {handle:?}; GET /peers lists them"),
             )
         })?;
+        let path = tail.map(|t| format!("/{t}")).unwrap_or_default();
         let pq = match req.uri.query() {
-            Some(q) => format!("/{tail}?{q}"),
-            None => format!("/{tail}"),
+            Some(q) => format!("{path}?{q}"),
+            None => path,
         };
         Self::on_peer(peer, &pq, Under::BasePath)
     }
@@ -271,8 +276,14 @@ impl Outbound {
             Under::BasePath => url.base_path.as_str(),
             Under::Host => "",
         };
+        // A target is never empty: without a base path, the peer's URL itself is `/`.
+        let slash = if base.is_empty() && !pq.starts_with('/') {
+            "/"
+        } else {
+            ""
+        };
         Ok(Target::Peer {
-            path_and_query: format!("{base}{pq}"),
+            path_and_query: format!("{slash}{base}{pq}"),
             peer: Called {
                 short_id: peer.short_id(),
                 name: peer.name().to_string(),

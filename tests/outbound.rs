@@ -503,6 +503,19 @@ async fn a_peer_url_base_path_is_added_once() {
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(bob.app.last().unwrap().target, "/base/api/items?x=1");
+    // The peer's URL itself, with and without a trailing slash, with and without a query.
+    for (path, target) in [
+        ("/peers/bob", "/base"),
+        ("/peers/bob?y=1", "/base?y=1"),
+        ("/peers/bob/", "/base/"),
+        ("/peers/bob/?y=2", "/base/?y=2"),
+    ] {
+        let resp = alice
+            .call(RawRequest::new("GET", path).header("Host", "127.0.0.1"))
+            .await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(bob.app.last().unwrap().target, target, "{path}");
+    }
 
     let url = format!("http://127.0.0.1:{}/base/api/proxy?x=2", bob.inbound);
     let proxy = alice.outbound_addr();
