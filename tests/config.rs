@@ -648,10 +648,12 @@ fn our_own_key_listed_as_a_peer_is_warned_about() {
     for warnings in [&listed.warnings, &served.warnings] {
         let found = own_key_warnings(warnings);
         assert_eq!(found.len(), 1, "{warnings:?}");
-        assert!(
-            found[0].contains("\"mirror\"")
-                && found[0].contains("poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"),
-            "{found:?}"
+        assert_eq!(
+            found[0],
+            "peer \"mirror\" has this installation's own key \
+             (poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U): requests signed with \
+             identity.key_file are accepted as coming from \"mirror\"; list the other side's \
+             key (`peergate id` prints it there)"
         );
     }
 

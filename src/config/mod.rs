@@ -906,7 +906,9 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
     };
     if let Some(name) = listed_as {
         warnings.push(format!(
-            "peer {name:?} has this installation's own key ({own}): requests signed with              identity.key_file are accepted as coming from {name:?}; list the other side's key              (`peergate id` prints it there)"
+            "peer {name:?} has this installation's own key ({own}): requests signed with \
+             identity.key_file are accepted as coming from {name:?}; list the other side's key \
+             (`peergate id` prints it there)"
         ));
     }
     // The first route that matches wins: a second one with the same path never applies, which
