@@ -946,9 +946,6 @@ async fn a_clients_forwarding_fields_never_reach_the_app() {
     check("HTTP/2", HOST);
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is answered 400
-/// on every route (a public one, peergate's own documents, a signed one) and never reaches the
-/// app. HTTP/1.0 predates `Host` and needs none.
 /// On a plain-HTTP listener, `X-Forwarded-Proto` is the scheme peers use to reach us
 /// (`identity.scheme`): `https` when TLS ends in front of peergate, so the app's links are
 /// right; never what the client sent.
@@ -990,6 +987,9 @@ async fn behind_a_tls_front_the_app_hears_https() {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is answered 400
+/// on every route (a public one, peergate's own documents, a signed one) and never reaches the
+/// app. HTTP/1.0 predates `Host` and needs none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_exactly_one_host_are_refused_on_every_route() {
     let f = Fixture::start();
