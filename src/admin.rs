@@ -241,18 +241,10 @@ async fn serve(
                         {
                             respond(&shared, req.uri().path()).await
                         }
-                        Ok(()) => problem_reply(
-                            &Problem::new(
-                                405,
-                                "method_not_allowed",
-                                "Method not allowed",
-                                format!(
-                                    "the admin listener answers GET and HEAD, not {}",
-                                    req.method()
-                                ),
-                            )
-                            .allowing("GET, HEAD"),
-                        ),
+                        Ok(()) => problem_reply(&Problem::get_or_head_only(format!(
+                            "the admin listener answers GET and HEAD, not {}",
+                            req.method()
+                        ))),
                         Err(problem) => problem_reply(&problem),
                     };
                     Ok::<_, Infallible>(resp)

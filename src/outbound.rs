@@ -200,13 +200,10 @@ impl Outbound {
             if req.method == http::Method::GET || req.method == http::Method::HEAD {
                 return Ok(Target::Directory);
             }
-            return Err(Problem::new(
-                405,
-                "method_not_allowed",
-                "Method not allowed",
-                "the peer directory answers GET",
-            )
-            .allowing("GET, HEAD"));
+            return Err(Problem::get_or_head_only(format!(
+                "the peer directory answers GET and HEAD, not {}",
+                req.method
+            )));
         }
         let Some(rest) = path.strip_prefix("/peers/") else {
             return Err(Problem::new(

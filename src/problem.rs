@@ -36,6 +36,12 @@ impl Problem {
         }
     }
 
+    /// A 405 for a resource that answers GET and HEAD only (peergate's own: the admin
+    /// listener, the peer directory, the public documents), with `Allow` saying so.
+    pub fn get_or_head_only(detail: impl Into<String>) -> Self {
+        Problem::new(405, "method_not_allowed", "Method not allowed", detail).allowing("GET, HEAD")
+    }
+
     /// The same, saying which methods the resource answers (`"GET, HEAD"`).
     pub fn allowing(mut self, methods: &'static str) -> Self {
         self.allow = Some(methods);

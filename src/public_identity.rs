@@ -382,12 +382,9 @@ fn method_not_allowed(method: &Method, path: &str, resource: Resource) -> Answer
         Resource::Directory => "the signatures directory",
         Resource::Page => "the welcome page",
     };
-    let problem = Problem::new(
-        405,
-        "method_not_allowed",
-        "Method not allowed",
-        format!("{path} is {what}, served by peergate itself: only GET and HEAD, not {method}"),
-    );
+    let problem = Problem::get_or_head_only(format!(
+        "{path} is {what}, served by peergate itself: only GET and HEAD, not {method}"
+    ));
     Answer {
         status: 405,
         content_type: PROBLEM,

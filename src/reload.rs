@@ -65,9 +65,8 @@ pub struct RestartBound {
 
 impl RestartBound {
     pub fn of(config: &Config) -> RestartBound {
-        let tls = config.tls.as_ref();
-        let file = |f: Option<&config::ExistingFile>| match f {
-            Some(f) => format!("{} {}", f.0.display(), digest_hex(&f.0)),
+        let file = |f: Option<&Path>| match f {
+            Some(f) => format!("{} {}", f.display(), digest_hex(f)),
             None => "none".to_string(),
         };
         RestartBound {
@@ -95,10 +94,7 @@ impl RestartBound {
                     }
                     .to_string(),
                 ),
-                (
-                    "tls.peer_ca_file",
-                    file(tls.and_then(|t| t.peer_ca_file.as_ref())),
-                ),
+                ("tls.peer_ca_file", file(config.peer_ca_file())),
                 (
                     "identity.key_file",
                     config

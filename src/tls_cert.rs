@@ -140,11 +140,12 @@ pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, (Which, String)> {
     Ok(ServerCert(Arc::new(certified)))
 }
 
-/// Reads and checks `tls.peer_ca_file`, the roots outbound TLS trusts for peers. Pingora reads the file itself when the outbound listener starts, and
-/// panics when it holds anything but certificates (a private key beside the CA certificate, a
-/// certificate request); and a file with no certificate at all (empty, or not PEM) would make
-/// every call to a peer fail its handshake. So the file is held to Pingora's rule here, at load
-/// time, where `peergate check` and a reload see it.
+/// Reads and checks `tls.peer_ca_file`, the roots outbound TLS trusts for peers. Pingora reads
+/// the file itself when the outbound listener starts, and panics when it holds anything but
+/// certificates (a private key beside the CA certificate, a certificate request); and a file
+/// with no certificate at all (empty, or not PEM) would make every call to a peer fail its
+/// handshake. So the file is held to Pingora's rule here, at load time, where `peergate check`
+/// and a reload see it.
 pub fn check_ca_file(path: &Path) -> Result<(), String> {
     use rustls::pki_types::pem::{self, SectionKind};
     let pem = crate::files::read(path, MAX_PEM_FILE)

@@ -139,10 +139,11 @@ impl Policy {
         let mut ser = DictSerializer::new();
         {
             let mut inner = ser.inner_list(sfv::key_ref(LABEL));
-            let names = ["@method", "@authority", "@path", "@query", CONTENT_DIGEST];
-            let names = names.get(..if digest { 5 } else { 4 }).unwrap_or(&names);
-            for name in names {
+            for name in ["@method", "@authority", "@path", "@query"] {
                 let _ = inner.bare_item(sfv::string_ref(name));
+            }
+            if digest {
+                let _ = inner.bare_item(sfv::string_ref(CONTENT_DIGEST));
             }
             let mut params = inner
                 .finish()
