@@ -390,7 +390,7 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
         .iter()
         .find(|p| p.keys().any(|k| k.key_id() == public.key_id()))
     {
-        return Err(failed(format!(
+        return Err(usage(format!(
             "this key is already on the allowlist, as {:?} ({}); nothing changed",
             p.name,
             p.short_id()
@@ -400,7 +400,7 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
         .iter()
         .find(|p| p.keys().any(|k| k.short_id() == public.short_id()))
     {
-        return Err(failed(format!(
+        return Err(usage(format!(
             "peer {:?} already has the short ID {}; two peers with one short ID cannot be told apart, so this one cannot be added",
             p.name,
             public.short_id()
@@ -504,9 +504,12 @@ pub fn peer_table(loaded: &Loaded) -> String {
 pub fn remove(config_path: &Path, handle: &str, yes: bool) -> Result<(), CliError> {
     let loaded = load(config_path)?;
     let wanted = handle.trim();
+    // Names and short IDs match whatever their case, as on the outbound listener; a key id is
+    // base64url, where case is part of the value.
+    let folded = wanted.to_lowercase();
     let mut matching = loaded.config.peers.0.iter().filter(|p| {
-        p.name.to_lowercase() == wanted.to_lowercase()
-            || p.short_id() == wanted
+        p.name.to_lowercase() == folded
+            || p.short_id() == folded
             || p.keys().any(|k| k.key_id() == wanted)
     });
     let peer = matching.next().ok_or_else(|| {
