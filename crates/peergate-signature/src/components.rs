@@ -747,11 +747,17 @@ impl ComponentId {
             })?;
             out.extend_from_slice(serialize_entry(member).as_bytes());
         } else {
-            let value = reserialize_structured(self.name(), &combined).ok_or_else(|| {
-                self.bad_value(format!(
-                    "{} is not a valid structured field (needed for sf)",
-                    self.name()
-                ))
+            let value = reserialize_structured(self.name(), &combined).map_err(|e| {
+                self.bad_value(match e {
+                    SfError::Invalid => format!(
+                        "{} is not a valid structured field (needed for sf)",
+                        self.name()
+                    ),
+                    SfError::Ambiguous => format!(
+                        "{} is a field of no structured type peergate knows, and its value reads differently as a Dictionary and as a List (a repeated member); cover it without sf",
+                        self.name()
+                    ),
+                })
             })?;
             out.extend_from_slice(value.as_bytes());
         }
@@ -990,8 +996,25 @@ fn sf_type(name: &str) -> SfType {
     }
 }
 
+/// Why a value with `;sf` has no serialization.
+#[derive(Debug, PartialEq, Eq)]
+enum SfError {
+    /// Not a structured field of the field's type (or of any type, for an unknown field).
+    Invalid,
+    /// A field of unknown type whose value is both a Dictionary and a List, read differently.
+    Ambiguous,
+}
+
 /// §2.1.1: the field value parsed as a structured field and serialized again.
-fn reserialize_structured(name: &str, value: &[u8]) -> Option<String> {
+///
+/// §2.1.1 needs the field's type. For a field of no known type the value is tried as a
+/// Dictionary (as the RFC's own `Example-Dict` is), then a List, then an Item; a value that is
+/// both a Dictionary and a List serializes the same either way unless a member repeats, and
+/// then the readings differ (the Dictionary keeps one) and signers differ in which they take
+/// (some try a List first). Such a value is refused rather than read as either: one reading
+/// would fail a signer that took the other, and the Dictionary reading would let a repeated
+/// member be added to the field without changing its signature base.
+fn reserialize_structured(name: &str, value: &[u8]) -> Result<String, SfError> {
     let dict = || {
         Parser::new(value)
             .parse::<sfv::Dictionary>()
@@ -1010,12 +1033,19 @@ fn reserialize_structured(name: &str, value: &[u8]) -> Option<String> {
             .ok()
             .map(|i| i.serialize())
     };
-    match sf_type(name) {
+    let found = match sf_type(name) {
         SfType::Dictionary => dict(),
         SfType::List => list(),
         SfType::Item => item(),
-        SfType::Unknown => dict().or_else(list).or_else(item),
-    }
+        SfType::Unknown => match dict() {
+            Some(d) => match list() {
+                Some(l) if l != d => return Err(SfError::Ambiguous),
+                _ => Some(d),
+            },
+            None => list().or_else(item),
+        },
+    };
+    found.ok_or(SfError::Invalid)
 }
 
 /// Strips leading and trailing optional whitespace (SP, HTAB).

@@ -111,6 +111,43 @@ fn s2_1_1_sf() {
     ));
 }
 
+/// A field of no known structured type: a value that is a Dictionary, a List, or both with one
+/// serialization is read; one that is both and reads differently (a repeated member, which a
+/// Dictionary drops and a List keeps) is refused, naming why.
+#[test]
+fn s2_1_1_sf_on_a_field_of_unknown_type() {
+    let dict_only = Req::new("GET", "/").header("x-unknown", "a=1,   b=?0");
+    assert_eq!(
+        line(&dict_only, r#""x-unknown";sf"#),
+        r#""x-unknown";sf: a=1, b=?0"#
+    );
+    let list_only = Req::new("GET", "/").header("x-unknown", "\"s\",  Tok/en, 2");
+    assert_eq!(
+        line(&list_only, r#""x-unknown";sf"#),
+        r#""x-unknown";sf: "s", Tok/en, 2"#
+    );
+    let both_alike = Req::new("GET", "/").header("x-unknown", "a;q=1,b");
+    assert_eq!(
+        line(&both_alike, r#""x-unknown";sf"#),
+        r#""x-unknown";sf: a;q=1, b"#
+    );
+    for repeated in ["a, b, a", "a;x=1, a"] {
+        let req = Req::new("GET", "/").header("x-unknown", repeated);
+        match err(&req, r#""x-unknown";sf"#) {
+            ComponentError::InvalidValue { why, .. } => {
+                assert!(
+                    why.contains("Dictionary and as a List"),
+                    "{repeated}: {why}"
+                )
+            }
+            other => panic!("{repeated}: {other:?}"),
+        }
+    }
+    // A field whose type is known is read as that type, a repeated member and all.
+    let vary = Req::new("GET", "/").header("vary", "a, b, a");
+    assert_eq!(line(&vary, r#""vary";sf"#), r#""vary";sf: a, b, a"#);
+}
+
 #[test]
 fn s2_1_2_key() {
     let req = Req::new("GET", "/").header("example-dict", " a=1, b=2;x=1;y=2, c=(a   b    c), d");
