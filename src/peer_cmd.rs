@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -154,26 +153,10 @@ pub fn is_invisible(c: char) -> bool {
 /// The trust roots for fetching: `--ca-file`, else the configuration's `tls.peer_ca_file`,
 /// else the system's.
 fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = crate::files::read(path, crate::files::MAX_KEY_FILE)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "{} holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)",
-                    path.display()
-                ));
-            }
-        }
+    let roots = match ca_file {
+        Some(path) => crate::tls_cert::read_ca_roots(path)?,
         None => {
+            let mut roots = RootCertStore::empty();
             let certs = rustls_native_certs::load_native_certs()
                 .map_err(|e| format!("cannot read the system's trust roots: {e}"))?;
             roots.add_parsable_certificates(certs);
@@ -183,8 +166,9 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
                         .into(),
                 );
             }
+            roots
         }
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

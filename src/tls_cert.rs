@@ -147,6 +147,13 @@ pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, (Which, String)> {
 /// handshake. So the file is held to Pingora's rule here, at load time, where `peergate check`
 /// and a reload see it.
 pub fn check_ca_file(path: &Path) -> Result<(), String> {
+    read_ca_roots(path).map(drop)
+}
+
+/// The certificates of a CA file, held to the rule `check_ca_file` explains. `peer add` reads
+/// its `--ca-file` (or `tls.peer_ca_file`) through here too, so a file it accepts is one the
+/// gateway accepts.
+pub fn read_ca_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::pem::{self, SectionKind};
     let pem = crate::files::read(path, MAX_PEM_FILE)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -185,7 +192,7 @@ pub fn check_ca_file(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
-    Ok(())
+    Ok(roots)
 }
 
 #[cfg(test)]

@@ -359,6 +359,53 @@ fn remove_by_short_id_and_by_name_and_unknown_peers() {
     assert!(text(&out).0.contains("no peers yet"), "{}", text(&out).0);
 }
 
+/// `--ca-file` is held to the rule the gateway holds `tls.peer_ca_file` to: a file with a
+/// private key beside the CA certificate is refused as bad input (it was read for its
+/// certificate alone, and then the running gateway refused the same file), and so is one
+/// with no certificate.
+#[test]
+fn a_ca_file_the_gateway_would_refuse_is_refused() {
+    let alice = Alice::new();
+    let bob = Instance::start(Options {
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let before = alice.peers_text();
+    let with_key = alice.dir.path().join("ca-and-key.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    fs::write(
+        &with_key,
+        format!(
+            "{}{}",
+            fs::read_to_string(&bob.ca_path).unwrap(),
+            key.serialize_pem()
+        ),
+    )
+    .unwrap();
+    let empty = alice.dir.path().join("empty.pem");
+    fs::write(&empty, "").unwrap();
+    for (file, says) in [
+        (&with_key, "holds a private key"),
+        (&empty, "holds no certificate"),
+    ] {
+        let out = peergate(&[
+            "peer",
+            "add",
+            &bob.url(),
+            "--yes",
+            "-c",
+            alice.c(),
+            "--ca-file",
+            file.to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+        assert_eq!(alice.peers_text(), before);
+    }
+}
+
 #[test]
 fn tls_verification_failure_says_what_to_do() {
     let alice = Alice::new();
