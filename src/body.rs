@@ -58,6 +58,14 @@ impl Held {
         }
     }
 
+    /// Counts the body up to `total` bytes in all (nothing when as much is counted already).
+    fn grow_to(&mut self, total: u64) -> Result<(), Problem> {
+        match total.checked_sub(self.bytes) {
+            Some(more) if more > 0 => self.grow(more),
+            _ => Ok(()),
+        }
+    }
+
     /// Counts `more` bytes against the budget, or refuses (503 `overloaded`) when that would
     /// pass the limit: the body waits for nothing, it is refused at once and its client may
     /// try again shortly.
@@ -213,6 +221,19 @@ pub fn framing(req: &RequestHeader) -> Result<Framing, Problem> {
 /// buffer, and kept its connection from ever being idle, for as long as the client liked.
 const BODY_STALL: Duration = Duration::from_secs(60);
 
+/// The refusals a declared length decides before any of the body is read: past `limit` (413
+/// `body_too_large`), or past the budget (503 `overloaded`; else the length is counted in
+/// `held`, and [`read_whole`] does not count it again). The inbound side asks this before the
+/// request's nonce is recorded, so that a sender told to send less, or to try again shortly,
+/// can send the same signed request again; a chunked body's length shows only as it comes.
+pub fn admit_declared(framing: Framing, limit: u64, held: &mut Held) -> Result<(), Problem> {
+    match framing.declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        Some(n) => held.grow_to(n),
+        None => Ok(()),
+    }
+}
+
 /// Reads the whole body of a request whose `framing` was checked (refusing past `limit` bytes,
 /// by the declared length before reading when there is one), handing every chunk to `inspect` as it arrives, and counting it in
 /// `held`: a declared length whole before anything is read (so a refusal comes before the
@@ -233,9 +254,7 @@ pub async fn read_whole(
     if session.is_body_empty() {
         return Ok(HeldBody::new(Bytes::new(), held));
     }
-    if let Some(n) = declared {
-        held.grow(n)?;
-    }
+    admit_declared(framing, limit, &mut held)?;
     if expects_continue(session.req_header()) {
         let mut cont = ResponseHeader::build(100, Some(0)).map_err(BodyError::Client)?;
         cont.set_reason_phrase(Some("Continue"))

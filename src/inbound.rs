@@ -170,6 +170,10 @@ impl Inbound {
         // The peer's own rules are checked once the signature verified and before its nonce
         // is recorded: a request refused here takes no room in the shared replay cache.
         let mut admitted = None;
+        // The body's share of `max_buffered`, taken for a declared length before the nonce is
+        // recorded; a refusal then (413, 503) leaves the signed request good to send again.
+        let mut held = Held::new(&self.shared.bodies, snap.max_buffered);
+        let mut refused_body = None;
         // The caller when its rules narrow its methods, for a `_method` in the body.
         let mut narrowed = None;
         let authorize = |key_id: &str| {
@@ -223,7 +227,15 @@ impl Inbound {
                 }
             }
             admitted = Some(caller);
-            refusal.map_or(Ok(()), Err)
+            if let Some(refusal) = refusal {
+                return Err(refusal);
+            }
+            body::admit_declared(framing, snap.max_body, &mut held).map_err(|problem| {
+                // Answered with `problem`; the refusal only stops the nonce being recorded.
+                let refusal = Refusal::new(Reason::BodyTooLarge, problem.detail.clone());
+                refused_body = Some(problem);
+                refusal
+            })
         };
         let verified = verify_headers_authorized(
             &view,
@@ -237,18 +249,21 @@ impl Inbound {
         // replayed one does not: whoever sent it, the signature is only someone's old one.
         let named = match &verified {
             Ok(_) => true,
-            Err(refusal) => refusal.reason == Reason::Forbidden,
+            Err(refusal) => refusal.reason == Reason::Forbidden || refused_body.is_some(),
         };
         if named {
             ctx.caller = admitted;
         }
         let verified = match verified {
             Ok(v) => v,
-            Err(refusal) => return Ok(Err(Problem::refusal(&refusal))),
+            Err(refusal) => {
+                return Ok(Err(
+                    refused_body.unwrap_or_else(|| Problem::refusal(&refusal))
+                ))
+            }
         };
 
         let mut check = verified.body_checker();
-        let held = Held::new(&self.shared.bodies, snap.max_buffered);
         let body = match body::read_whole(session, framing, snap.max_body, held, |chunk| {
             check.update(chunk);
             check

@@ -781,12 +781,14 @@ async fn bodies_held_at_once_are_bounded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 60 KiB more by its length, or 50 KiB in chunks: either would pass 100 KiB.
-    let declared = f.signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10));
-    let resp = f.send(declared).await;
+    let declared = f
+        .signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10))
+        .to_bytes();
+    let resp = f.send_bytes(declared.clone()).await;
     assert_problem(&resp, 503, "overloaded");
     assert!(resp.text().contains("max_buffered"), "{}", resp.text());
-    let chunked = signed_chunked(&f, &f.bob, "/api/chunks", &pattern(50 << 10), 10);
-    assert_problem(&f.send(chunked).await, 503, "overloaded");
+    let chunked = signed_chunked(&f, &f.bob, "/api/chunks", &pattern(50 << 10), 10).to_bytes();
+    assert_problem(&f.send_bytes(chunked.clone()).await, 503, "overloaded");
     // A request without a body holds nothing.
     assert_eq!(
         f.send(f.signed(&f.bob, "GET", "/api/x", &[], b""))
@@ -799,12 +801,37 @@ async fn bodies_held_at_once_are_bounded() {
     slow.send(rest).await.unwrap();
     let resp = slow.read_response(false).await.unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let again = f.signed(&f.bob, "POST", "/api/other", &[], &pattern(60 << 10));
-    assert_eq!(f.send(again).await.status, 200);
+    // Refused on its declared length before its nonce was recorded, the very same signed
+    // request is good to send again ("send it again shortly", the refusal says).
+    let resp = f.send_bytes(declared).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // A chunked body shows its length only as it comes, after the nonce was recorded.
+    assert_problem(&f.send_bytes(chunked).await, 401, "replayed");
     let seen: Vec<String> = f.app.requests().iter().map(|r| r.target.clone()).collect();
     assert_eq!(seen, ["/api/x", "/api/slow", "/api/other"], "{seen:?}");
     let m = f.metrics_eventually(&["reason=\"overloaded\"} 2"]);
     assert!(m.contains("reason=\"overloaded\"} 2"), "{m}");
+}
+
+/// A body refused on its declared length (413) is refused before its nonce is recorded: sent
+/// again, it is refused as too large again, not as a replay, and the app sees neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_by_its_length_does_not_use_up_the_nonce() {
+    let f = Fixture::with(Options {
+        extra: "signatures: { max_body: 1KiB }".into(),
+        ..Options::default()
+    });
+    let big = f
+        .signed(&f.bob, "POST", "/api/x", &[], &pattern(1025))
+        .to_bytes();
+    for _ in 0..2 {
+        let resp = f.send_bytes(big.clone()).await;
+        assert_problem(&resp, 413, "body_too_large");
+        assert!(resp.text().contains("1KiB"), "{}", resp.text());
+    }
+    assert_eq!(f.app.count(), 0);
+    let m = f.metrics_eventually(&["reason=\"body_too_large\"} 2"]);
+    assert!(!m.contains("reason=\"replayed\""), "{m}");
 }
 
 /// A body's share of `signatures.max_buffered` comes back once the body has been sent and its
