@@ -283,7 +283,7 @@ pub async fn read_whole(
                 ),
             )));
         };
-        let Some(chunk) = read.map_err(client)? else {
+        let Some(chunk) = read.map_err(malformed_or_client)? else {
             break;
         };
         if body.len().saturating_add(chunk.len()) > max {
@@ -296,6 +296,23 @@ pub async fn read_whole(
         body.extend_from_slice(&chunk);
     }
     Ok(HeldBody::new(body.freeze(), held))
+}
+
+/// A chunked body that does not parse is the client's mistake, not its leaving: answered 400,
+/// naming what was wrong, and the connection closed after it (`Record::refuse`).
+fn malformed_or_client(e: Box<pingora::Error>) -> BodyError {
+    if matches!(e.etype().as_str(), "InvalidChunk" | "InvalidTrailerEnd") {
+        return BodyError::Refused(Problem::new(
+            400,
+            "bad_request",
+            "Bad request",
+            format!(
+                "the request body's chunked framing is malformed: {}",
+                crate::forward::error_text(&e)
+            ),
+        ));
+    }
+    client(e)
 }
 
 /// A failure of the client's connection while its body is read (a reset, a connection closed

@@ -64,7 +64,7 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
     };
     let detail = match kind {
         UpstreamErrorKind::Timeout => {
-            format!("{what} did not answer in time ({})", e.etype().as_str())
+            format!("{what} did not answer in time ({})", error_text(e))
         }
         UpstreamErrorKind::Tls => {
             format!("the TLS handshake with {what} failed: {}", error_text(e))
@@ -307,6 +307,9 @@ impl Forwarder {
         edit_response(&mut resp).map_err(upstream_failed)?;
         let status = resp.status.as_u16();
         let no_body = head_request || status == 204 || status == 304 || up.response_done();
+        if !no_body {
+            frame_for_client(session, &mut resp).map_err(upstream_failed)?;
+        }
 
         let client_gone = |e: Box<Error>| ForwardError::Aborted {
             kind: None,
@@ -441,18 +444,56 @@ async fn exchange(
             .map_err(unsent)?;
     }
     up.finish_request_body().await.map_err(unsent)?;
-    loop {
-        up.read_response_header().await?;
-        let Some(head) = up.response_header() else {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "no response header",
-            ));
-        };
-        if !head.status.is_informational() || head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            let mut head = head.clone();
-            prepare_answer(&mut head, head_request)?;
-            return Ok((up, head));
+    let head = async {
+        loop {
+            up.read_response_header().await?;
+            let Some(head) = up.response_header() else {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "no response header",
+                ));
+            };
+            if !head.status.is_informational()
+                || head.status == http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                return Ok(head.clone());
+            }
+        }
+    };
+    // The read timeout bounds each read; the head as a whole gets as long, or an upstream
+    // sending it a byte at a time (or endless 1xx answers) would hold the request, and its
+    // body's share of `max_buffered`, for as long as it liked.
+    let mut head = match peer.options.read_timeout {
+        Some(limit) => pingora::time::timeout(limit, head).await.map_err(|_| {
+            Error::explain(
+                ErrorType::ReadTimedout,
+                format!("no whole answer head within {} s", limit.as_secs_f32()),
+            )
+        })??,
+        None => head.await?,
+    };
+    prepare_answer(&mut head, head_request)?;
+    Ok((up, head))
+}
+
+/// Frames an answer with a body that ends only when its upstream connection closes (neither a
+/// length nor chunks). Relayed so, it would reach an HTTP/1 client the same way, and a cut one
+/// (the upstream resetting, or closing TLS without `close_notify`) would read as whole. Chunked,
+/// a cut shows: the last chunk never comes, as the connection is cut instead of the session
+/// finished. An HTTP/1.0 client knows no chunks, so the close is all it has, and the connection
+/// is not kept. Over HTTP/2 the end of the stream frames it, and a cut resets the stream.
+pub fn frame_for_client(session: &mut Session, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    let framed = resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        || resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if framed {
+        return Ok(());
+    }
+    match session.req_header().version {
+        http::Version::HTTP_11 => resp.insert_header(http::header::TRANSFER_ENCODING, "chunked"),
+        http::Version::HTTP_2 => Ok(()),
+        _ => {
+            session.set_keepalive(None);
+            Ok(())
         }
     }
 }
@@ -480,13 +521,73 @@ pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora:
             )
         })
     };
+    let refused = refused.or_else(|| one_length(resp, bodiless).err());
     if let Some(why) = refused {
         let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
         e.as_up();
         return Err(e);
     }
     strip_hop_by_hop(resp);
+    // The answer goes on in peergate's own HTTP version (RFC 9110 §2.5), not the upstream's:
+    // an `HTTP/1.0` status line would tell the client to expect no chunks and no keep-alive.
+    resp.set_version(http::Version::HTTP_11);
     Ok(())
+}
+
+/// Leaves an answer at most one `Content-Length`, as RFC 9110 §8.6 and RFC 9112 §6.3 ask of a
+/// recipient that passes it on: several equal values (`5, 5`, or two fields) become one, which
+/// clients that refuse a list can read (Node.js does); a length beside `Transfer-Encoding` goes
+/// (the coding frames the body); a 204 carries none (§8.6). Different values are an error.
+fn one_length(resp: &mut ResponseHeader, bodiless: bool) -> Result<(), String> {
+    let name = http::header::CONTENT_LENGTH;
+    let chunked = resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if (chunked && !bodiless) || resp.status == http::StatusCode::NO_CONTENT {
+        resp.remove_header(&name);
+        return Ok(());
+    }
+    let mut fields = resp.headers.get_all(&name).iter();
+    let (Some(first), None) = (fields.next(), fields.next()) else {
+        if !resp.headers.contains_key(&name) {
+            return Ok(());
+        }
+        return collapse_lengths(resp);
+    };
+    if first.as_bytes().contains(&b',') {
+        return collapse_lengths(resp);
+    }
+    Ok(())
+}
+
+/// [`one_length`] for a length listed more than once.
+fn collapse_lengths(resp: &mut ResponseHeader) -> Result<(), String> {
+    let name = http::header::CONTENT_LENGTH;
+    let mut values = resp
+        .headers
+        .get_all(&name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|v| v.trim_ascii());
+    let first = values.next().unwrap_or_default();
+    let valid = !first.is_empty() && first.iter().all(u8::is_ascii_digit);
+    if !valid || values.any(|v| v != first) {
+        return Err(format!(
+            "it answered with Content-Length {:?}, which is not one length",
+            lengths_text(resp)
+        ));
+    }
+    let one = http::HeaderValue::from_bytes(first).map_err(|e| e.to_string())?;
+    resp.insert_header(name, one).map_err(|e| e.to_string())
+}
+
+/// An answer's `Content-Length` fields as they came, joined, for an error's detail.
+fn lengths_text(resp: &ResponseHeader) -> String {
+    let joined: Vec<String> = resp
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    within(&joined.join(", "), 100).to_string()
 }
 
 /// Removes from an answer the fields that were for the connection it came on (RFC 9110

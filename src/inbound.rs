@@ -32,7 +32,8 @@ use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{
-    chain, classify, error_text, prepare_answer, within, ForwardError, Forwarder, IDLE_TIMEOUT,
+    chain, classify, error_text, frame_for_client, prepare_answer, within, ForwardError, Forwarder,
+    IDLE_TIMEOUT,
 };
 use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
@@ -521,7 +522,14 @@ impl ProxyHttp for Inbound {
         _ctx: &mut InboundCtx,
     ) -> pingora::Result<()> {
         let head_request = session.req_header().method == http::Method::HEAD;
-        prepare_answer(upstream_response, head_request)
+        prepare_answer(upstream_response, head_request)?;
+        let bodiless = head_request
+            || upstream_response.status == http::StatusCode::NO_CONTENT
+            || upstream_response.status == http::StatusCode::NOT_MODIFIED;
+        if bodiless {
+            return Ok(());
+        }
+        frame_for_client(session, upstream_response)
     }
 
     fn fail_to_connect(

@@ -21,6 +21,8 @@ pub struct Record {
     /// Status peergate sent itself (refusals, failures, its own answers, buffered forwards);
     /// `None` when Pingora's proxy path answered.
     status: Option<u16>,
+    /// The client left before its whole answer was written (the status may have gone out).
+    client_left: bool,
 }
 
 impl Record {
@@ -31,6 +33,7 @@ impl Record {
             refused: None,
             upstream_error: None,
             status: None,
+            client_left: false,
         }
     }
 
@@ -96,9 +99,12 @@ impl Record {
             }
             Err(ForwardError::Aborted { kind, detail }) => {
                 log::warn!("{}: {detail}", self.direction.as_str());
-                if let Some(kind) = kind {
-                    metrics.upstream_error(self.direction, kind);
-                    self.upstream_error = Some(kind);
+                match kind {
+                    Some(kind) => {
+                        metrics.upstream_error(self.direction, kind);
+                        self.upstream_error = Some(kind);
+                    }
+                    None => self.client_left = true,
                 }
                 session.set_keepalive(None);
             }
@@ -119,7 +125,7 @@ impl Record {
             Outcome::Refused
         } else if self.upstream_error.is_some() {
             Outcome::Error
-        } else if status == 0 {
+        } else if status == 0 || self.client_left {
             Outcome::Aborted
         } else {
             Outcome::Ok

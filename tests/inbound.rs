@@ -1071,6 +1071,75 @@ async fn an_answer_the_app_breaks_off_reaches_the_peer_visibly_cut() {
     );
 }
 
+/// An answer the app ends by closing its connection (neither a length nor chunks) reaches an
+/// HTTP/1.1 client chunked, on a signed route and on a public one (Pingora's own proxy path):
+/// whole, with its last chunk; cut by a reset, without it. Relayed as it came, the cut answer
+/// ended with the connection and read as whole (found by an audit on the outbound side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_ended_by_the_apps_close_is_chunked_so_a_cut_shows() {
+    use tokio::io::AsyncWriteExt;
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        let Some(head) = read_request_head(&mut stream).await else {
+            return;
+        };
+        let reset = String::from_utf8_lossy(&head).contains("-reset ");
+        let answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        let _ = stream.flush().await;
+        if reset {
+            // Closed with a reset, as a crashing app's connection is. (Deprecated for blocking
+            // on drop, which a zero linger does not.)
+            #[allow(deprecated)]
+            let _ = stream.set_linger(Some(Duration::ZERO));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    for (signed, target) in [(true, "/api/whole"), (false, "/public/whole")] {
+        let req = if signed {
+            f.signed(&f.bob, "GET", target, &[], b"")
+        } else {
+            RawRequest::new("GET", target).header("Host", HOST)
+        };
+        let resp = f.send(req).await;
+        assert_eq!(resp.status, 200, "{target}: {}", resp.text());
+        assert_eq!(
+            resp.header("transfer-encoding"),
+            Some("chunked"),
+            "{target}"
+        );
+        assert_eq!(resp.body, b"0123456789", "{target}");
+    }
+    for (signed, target) in [(true, "/api/cut-reset"), (false, "/public/cut-reset")] {
+        let req = if signed {
+            f.signed(&f.bob, "GET", target, &[], b"")
+        } else {
+            RawRequest::new("GET", target).header("Host", HOST)
+        };
+        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+            .await
+            .unwrap();
+        conn.send(&req.to_bytes()).await.unwrap();
+        let got = conn.read_until_closed().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{target}: {text}");
+        assert!(
+            text.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{target}: {text:?}"
+        );
+        assert!(
+            !text.ends_with("\r\n0\r\n\r\n"),
+            "{target}: the cut answer was finished with a last chunk: {text:?}"
+        );
+    }
+}
+
 /// Signature fields built to cost the gateway much work before their signature is found bad
 /// (before the engine's limits, one such request head took seconds): tens of thousands of
 /// labels, one large field covered once per dictionary key. Each is refused at once as

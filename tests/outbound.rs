@@ -680,6 +680,17 @@ async fn a_down_peer_gives_502_over_max_body_413_and_a_coded_body_400() {
         .header("Transfer-Encoding", "gzip, chunked")
         .body(b"5\r\nhello\r\n0\r\n\r\n");
     assert_problem(&alice.call(coded).await, 400, "bad_request");
+    // Chunks that do not parse are the app's mistake, answered as such (the connection was
+    // closed unanswered, and counted as the app leaving).
+    for body in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"3\r\nhello\r\n0\r\n\r\n"] {
+        let malformed = RawRequest::new("POST", "/peers/Ghost/x")
+            .header("Host", "127.0.0.1")
+            .header("Transfer-Encoding", "chunked")
+            .body(body);
+        let resp = alice.call(malformed).await;
+        assert_problem(&resp, 400, "bad_request");
+        assert!(resp.text().contains("chunked framing"), "{}", resp.text());
+    }
 }
 
 /// bob at its `listen.max_connections`: a connection waiting for a request head is closed to
@@ -1091,10 +1102,160 @@ async fn a_peers_answer_loses_its_hop_by_hop_fields_and_an_unasked_101_is_a_502(
     assert!(resp.text().contains("gzip, chunked"), "{}", resp.text());
 }
 
+/// A peer's answer goes on as HTTP/1.1 with at most one `Content-Length` (found by an audit: a
+/// listed or repeated length reached the app as it came, and Node.js's client refuses it), none
+/// beside chunked framing or in a 204; different lengths are a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_answer_goes_on_with_one_length_and_our_version() {
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        while let Some(head) = read_request_head(&mut stream).await {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer: &[u8] = if head.starts_with("GET /list ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"
+            } else if head.starts_with("GET /twice ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+            } else if head.starts_with("GET /differ ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello"
+            } else if head.starts_with("GET /both ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n"
+            } else if head.starts_with("GET /no-content ") {
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"
+            } else {
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello"
+            };
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+            if head.starts_with("GET /both ") {
+                return;
+            }
+        }
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    for path in ["/list", "/twice", "/both", "/http10"] {
+        let resp = alice.call(get_bob(&alice, path)).await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(resp.version, "HTTP/1.1", "{path}");
+        assert_eq!(resp.body, b"hello", "{path}");
+        let lengths = resp.headers_all("content-length");
+        if path == "/both" {
+            assert!(lengths.is_empty(), "{path}: {lengths:?}");
+        } else {
+            assert_eq!(lengths, ["5"], "{path}");
+        }
+    }
+    let resp = alice.call(get_bob(&alice, "/no-content")).await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("content-length"), None);
+
+    let resp = alice.call(get_bob(&alice, "/differ")).await;
+    assert_problem(&resp, 502, "upstream_unreachable");
+}
+
+/// An app that leaves while its answer is being relayed is counted as having left (`aborted`),
+/// not as answered: the status had gone out, the answer had not (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_leaving_mid_answer_is_counted_aborted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        if read_request_head(&mut stream).await.is_none() {
+            return;
+        }
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n";
+        if stream.write_all(head).await.is_err() {
+            return;
+        }
+        let block = vec![b'x'; 64 << 10];
+        while stream.write_all(&block).await.is_ok() {}
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let mut conn = tokio::net::TcpStream::connect(alice.outbound_addr())
+        .await
+        .unwrap();
+    conn.write_all(&get_bob(&alice, "/big").to_bytes())
+        .await
+        .unwrap();
+    let mut some = vec![0u8; 256 << 10];
+    conn.read_exact(&mut some).await.unwrap();
+    assert!(some.starts_with(b"HTTP/1.1 200"));
+    drop(conn);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = alice.metrics();
+        let done = m.lines().any(|l| {
+            l.starts_with("peergate_requests_total{")
+                && l.contains("direction=\"outbound\"")
+                && !l.ends_with(" 0")
+        });
+        if done || std::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("peergate_requests_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(counted[0].contains("outcome=\"aborted\""), "{counted:?}");
+}
+
+/// `outbound.timeout` bounds the answer's head as a whole, not only each read of it: a peer
+/// sending its head a byte at a time, each within the timeout, got as long as it liked (found by
+/// an audit: a 200 after 59 s with a 5-s timeout, the request's body held all the while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_trickling_its_answer_head_gets_the_timeout() {
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        if read_request_head(&mut stream).await.is_none() {
+            return;
+        }
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: 1\r\nContent-Length: 2\r\n\r\nok" {
+            if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        alice.call(get_bob(&alice, "/slow")),
+    )
+    .await
+    .expect("no answer within 20 s");
+    let took = started.elapsed();
+    assert_problem(&resp, 504, "upstream_timeout");
+    assert!(resp.text().contains("answer head"), "{}", resp.text());
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "answered after {took:?}; outbound.timeout is 5 s"
+    );
+}
+
 /// A peer that breaks off its answer after the head: the app must be able to tell the body is
 /// incomplete. With `Transfer-Encoding: chunked` that means the connection ends without the
 /// last chunk; finishing the session normally would write it, and the cut answer would look
 /// whole (curl exits 0). With a `Content-Length`, fewer bytes and the end of the connection.
+/// With neither (the answer ends when the peer's connection does), the app gets it chunked, so
+/// that a peer resetting its connection, or closing TLS without `close_notify`, shows as a cut
+/// too; relayed as it came, such an answer ended by the close and read as whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1107,17 +1268,58 @@ async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
         };
         let answer: &[u8] = if head.starts_with(b"GET /chunked ") {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n"
+        } else if head.starts_with(b"GET /unframed") {
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789"
         } else {
             b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789"
         };
         let _ = stream.write_all(answer).await;
         let _ = stream.flush().await;
-        // Closed mid-body.
+        if head.starts_with(b"GET /unframed-reset ") {
+            // A reset: the socket closed with unsent data discarded. (Deprecated for blocking
+            // on drop, which a zero linger does not.)
+            #[allow(deprecated)]
+            let _ = stream.get_ref().0.set_linger(Some(Duration::ZERO));
+            return;
+        }
+        if head.starts_with(b"GET /unframed-no-close-notify ") {
+            // The TCP connection closed under TLS: a truncation, not the answer's end.
+            return;
+        }
+        // Closed mid-body (or, unframed, at the end of the answer).
         let _ = stream.shutdown().await;
     })
     .await;
     let alice = alice_calling(root.path(), &ca, peer_addr);
-    for path in ["/chunked", "/length"] {
+
+    // Unframed and whole: chunked to the app, with its last chunk.
+    let resp = alice.call(get_bob(&alice, "/unframed-whole")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(resp.text(), "0123456789");
+    // An HTTP/1.0 client knows no chunks: the end of the connection ends it.
+    let mut conn = tokio::net::TcpStream::connect(alice.outbound_addr())
+        .await
+        .unwrap();
+    let old = get_bob(&alice, "/unframed-whole").version("HTTP/1.0");
+    conn.write_all(&old.to_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n0123456789"), "{text:?}");
+
+    for path in [
+        "/chunked",
+        "/length",
+        "/unframed-reset",
+        "/unframed-no-close-notify",
+    ] {
         let mut conn = tokio::net::TcpStream::connect(alice.outbound_addr())
             .await
             .unwrap();
@@ -1132,7 +1334,12 @@ async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
         assert!(text.contains("0123456789"), "{path}: {text}");
-        if path == "/chunked" {
+        if path != "/length" {
+            assert!(
+                text.to_ascii_lowercase()
+                    .contains("\r\ntransfer-encoding: chunked\r\n"),
+                "{path}: {text:?}"
+            );
             assert!(
                 !text.ends_with("\r\n0\r\n\r\n"),
                 "{path}: the cut answer was finished with a last chunk: {text:?}"
