@@ -157,6 +157,9 @@ pub enum ReloadError {
     Config(ConfigError),
     /// The configuration validated but the snapshot could not be built from it.
     Invalid(String),
+    /// The configuration file does not validate (the first error), and the files it names do
+    /// not load with its last version that did either (the second).
+    Both(ConfigError, Box<ConfigError>),
 }
 
 impl fmt::Display for ReloadError {
@@ -164,6 +167,12 @@ impl fmt::Display for ReloadError {
         match self {
             ReloadError::Config(e) => e.fmt(f),
             ReloadError::Invalid(e) => f.write_str(e),
+            ReloadError::Both(config, named) => {
+                write!(
+                    f,
+                    "{config}; and the files it names do not load either: {named}"
+                )
+            }
         }
     }
 }
@@ -183,6 +192,10 @@ pub struct Applied {
     /// Why the certificate and key did not load: the rest was applied, the pair in force
     /// stays, and the reload counts as failed.
     pub tls_error: Option<String>,
+    /// Why the configuration file itself did not load: its last version that did stays in
+    /// force, the files it names (the peers file, the certificate, the profile) were read
+    /// again with it and applied, and the reload counts as failed.
+    pub config_error: Option<ConfigError>,
 }
 
 /// Reads and validates the configuration at `config_path` and puts it in force, or keeps the
@@ -191,7 +204,20 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
     let reloads = &shared.metrics.config_reloads;
     match try_reload(shared, config_path) {
         Ok(applied) => {
-            if let Some(e) = &applied.tls_error {
+            if let Some(e) = &applied.config_error {
+                // Not the last successful reload: the file in force is not the one on disk.
+                reloads.with_label_values(&["failure"]).inc();
+                log::warn!(
+                    "configuration reload failed; the running {} stays in force: {e}; the files it names were read again with it and applied: {} peers on the allowlist",
+                    config_path.display(),
+                    applied.peers
+                );
+                if let Some(e) = &applied.tls_error {
+                    log::error!(
+                        "the TLS certificate and key do not load, so the ones in force stay: {e}"
+                    );
+                }
+            } else if let Some(e) = &applied.tls_error {
                 // Counted as a failure, and not as the last successful reload, so that a
                 // broken renewal is seen before the certificate in force expires.
                 reloads.with_label_values(&["failure"]).inc();
@@ -202,7 +228,11 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                 );
             } else {
                 reloads.with_label_values(&["success"]).inc();
-                mark_loaded(shared);
+                // Changes that wait for a restart were not applied: the configuration in force
+                // is not yet the one on disk.
+                if applied.restart_needed.is_empty() {
+                    mark_loaded(shared);
+                }
                 log::info!(
                     "configuration reloaded from {}: {} peers on the allowlist",
                     config_path.display(),
@@ -232,8 +262,30 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     // as fast); see `config::load_serving`.
     let current = shared.snapshot();
     let known: config::KnownKeys = Arc::new(move |key_id: &str| current.key_bytes(key_id));
-    let mut loaded =
-        config::load_reloading(config_path, Some(known)).map_err(ReloadError::Config)?;
+    let (mut loaded, config_error) = match config::load_reloading(config_path, Some(known.clone()))
+    {
+        Ok(loaded) => {
+            remember_text(shared, &loaded.text);
+            (loaded, None)
+        }
+        // An edit of the configuration file that does not validate changes nothing of it, but
+        // must not hold back a valid change of the files it names: a peer taken off the
+        // allowlist is refused from the next request on, whatever else is being edited.
+        Err(e) if same_file(&e.file, config_path) => {
+            let text = shared
+                .config_text
+                .lock()
+                .ok()
+                .and_then(|t| t.clone())
+                .ok_or_else(|| ReloadError::Config(e.clone()))?;
+            let loaded = match config::load_reloading_with(config_path, &text, Some(known)) {
+                Ok(loaded) => loaded,
+                Err(named) => return Err(ReloadError::Both(e, Box::new(named))),
+            };
+            (loaded, Some(e))
+        }
+        Err(e) => return Err(ReloadError::Config(e)),
+    };
     for warning in &loaded.warnings {
         log::warn!("{}: {warning}", config_path.display());
     }
@@ -259,7 +311,24 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         files: files_of(&loaded),
         poll_interval: loaded.config.reload.poll_interval.0,
         tls_error: loaded.tls_error.map(|e| e.to_string()),
+        config_error,
     })
+}
+
+/// Keeps `text` as the configuration file's last version that loaded.
+pub fn remember_text(shared: &Shared, text: &str) {
+    if let Ok(mut slot) = shared.config_text.lock() {
+        match slot.as_mut() {
+            Some(kept) if kept.as_str() == text => {}
+            _ => *slot = Some(text.to_owned()),
+        }
+    }
+}
+
+/// Whether two paths name one file (an error names the path it read, maybe otherwise spelled).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Records that the configuration in force was loaded now (at start, and by each reload).

@@ -170,6 +170,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn build(loaded: &Loaded) -> Result<Gateway, String> {
         let shared = Arc::new(Shared::new(&loaded.config)?);
+        crate::reload::remember_text(&shared, &loaded.text);
 
         // On SIGTERM Pingora closes the listeners, sleeps the grace period (the time requests
         // in flight get; `peergate run` exits early once they are done, see

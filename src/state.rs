@@ -32,6 +32,9 @@ pub struct Shared {
     pub server_cert: Option<Arc<CertSlot>>,
     /// Request-body bytes held now, on both listeners (`signatures.max_buffered`).
     pub bodies: Arc<BodyBudget>,
+    /// The configuration file's text as last loaded whole, with which a reload reads the other
+    /// files while an edit of the configuration file does not validate (`reload`).
+    pub config_text: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -50,6 +53,7 @@ impl Shared {
             started: RestartBound::of(config),
             resolver: Resolver::default(),
             bodies: Arc::default(),
+            config_text: std::sync::Mutex::default(),
             server_cert: config
                 .tls
                 .as_ref()

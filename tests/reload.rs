@@ -265,6 +265,72 @@ async fn a_broken_peers_file_keeps_the_running_allowlist() {
     collect(steady).await;
 }
 
+/// A peer taken off the allowlist is refused from the next request on, even while the
+/// configuration file holds an unrelated edit that does not validate (found by an audit: the
+/// removal waited until the typo was fixed). The broken file changes nothing; its last version
+/// that loaded stays in force, the peers file is read with it, and the reload counts as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_removed_while_the_config_file_has_a_typo_is_refused() {
+    let _signals = SIGNALS.read().await;
+    let app = EchoApp::start();
+    let (bob, carol) = (Key::new("Bob"), Key::new("Carol"));
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob, &carol], ""));
+    let running = setup.start();
+    assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
+
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    let failures = reloads(&running, "failure");
+    std::fs::write(
+        &setup.config,
+        format!("{good}reload: {{ poll_intervall: 5s }}\n"),
+    )
+    .unwrap();
+    eventually(
+        RELOAD_LIMIT,
+        "the typo's reload is counted as failed",
+        || async { (reloads(&running, "failure") > failures).then_some(()) },
+    )
+    .await;
+    assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
+
+    std::fs::write(&setup.peers, peers_yaml(&[&carol])).unwrap();
+    eventually(RELOAD_LIMIT, "Bob refused", || async {
+        let resp = setup.get(&bob, "/api/x").await;
+        (resp.status == 401).then_some(())
+    })
+    .await;
+    assert_eq!(setup.get(&carol, "/api/x").await.status, 200);
+    assert_eq!(metric(&running, "peergate_peers"), 1.0);
+    assert_eq!(reloads(&running, "success"), 0.0, "the typo is still there");
+    let applied = peergate::reload::reload_now(running.shared(), &setup.config)
+        .expect("the peers file is applied");
+    let err = applied
+        .config_error
+        .expect("the config file's error is reported");
+    assert!(err.to_string().contains("poll_intervall"), "{err}");
+
+    // A broken peers file on top changes nothing either.
+    std::fs::write(&setup.peers, "peers: [\n").unwrap();
+    let err = peergate::reload::reload_now(running.shared(), &setup.config)
+        .expect_err("nothing valid to apply");
+    let message = err.to_string();
+    assert!(message.contains("poll_intervall"), "{message}");
+    assert!(
+        message.contains("peers.yaml:"),
+        "both errors named: {message}"
+    );
+    assert_eq!(setup.get(&carol, "/api/x").await.status, 200);
+
+    // Fixed, both files load whole again.
+    std::fs::write(&setup.peers, peers_yaml(&[&carol, &bob])).unwrap();
+    std::fs::write(&setup.config, &good).unwrap();
+    eventually(RELOAD_LIMIT, "Bob back", || async {
+        (setup.get(&bob, "/api/x").await.status == 200).then_some(())
+    })
+    .await;
+    assert!(reloads(&running, "success") >= 1.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_configmap_symlink_flip_is_seen() {
     let _signals = SIGNALS.read().await;
@@ -357,6 +423,14 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
             "routes:\n",
             "signatures: { replay_cache_size: 5000 }\nroutes:\n  - { path: \"/public/*\", access: public }\n",
         );
+    // Set at start; a reload with changes that wait for a restart leaves it (the configuration
+    // in force is not yet the one on disk).
+    let loaded_at = metric(
+        &running,
+        "peergate_config_last_reload_success_timestamp_seconds",
+    );
+    assert!(loaded_at > 0.0);
+    running.shared().metrics.config_last_reload_success.set(1.0);
     let applied = {
         // Written where the watcher does not look, so this reload is the only one.
         let elsewhere = tempfile::tempdir().unwrap();
@@ -397,6 +471,13 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(setup.get(&dave, "/api/x").await.status, 200);
     assert_eq!(reloads(&running, "success"), 1.0);
+    assert_eq!(
+        metric(
+            &running,
+            "peergate_config_last_reload_success_timestamp_seconds"
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -537,24 +537,33 @@ pub struct Loaded {
     /// Why `tls.cert_file` / `tls.key_file` did not load, for a reload only
     /// ([`load_reloading`]): everything else was loaded, and `tls.cert` is `None`.
     pub tls_error: Option<ConfigError>,
+    /// The configuration file's text as it was read, for a later reload to read the other
+    /// files with while an edit of this one does not validate ([`load_reloading_with`]).
+    pub text: String,
 }
 
-fn parse_file<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    scope: &context::LoadScope,
-) -> Result<T, ConfigError> {
+/// The configuration file's text, or why it cannot be read.
+fn read_config_text(path: &Path) -> Result<String, ConfigError> {
     let text = crate::files::read_to_string(path, crate::files::MAX_CONFIG_FILE)
         .map_err(|e| ConfigError::plain(path, format!("cannot read: {e}")))?;
     if text.trim().is_empty() {
         return Err(ConfigError::plain(path, "the file is empty"));
     }
+    Ok(text)
+}
+
+fn parse_text<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    text: &str,
+    scope: &context::LoadScope,
+) -> Result<T, ConfigError> {
     scope.reading(path);
-    serde_yaml::from_str(&text).map_err(|e| ConfigError::from_yaml(path, &text, &e))
+    serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(path, text, &e))
 }
 
 /// Reads and validates the configuration at `path` and the peers file it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, None, Collect::List, TlsPair::Required)
+    load_inner(path, None, None, Collect::List, TlsPair::Required)
 }
 
 /// Like [`load`], for a gateway (`peergate run` and its reloads): the peers go into the table
@@ -565,7 +574,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Everything else is read and checked as by [`load`].
 pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, None, Collect::Table, TlsPair::Required)
+    load_inner(path, None, None, Collect::Table, TlsPair::Required)
 }
 
 /// Like [`load_serving`], for a reload: a certificate or key that does not load does not fail
@@ -574,7 +583,20 @@ pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, Con
 /// the pair it serves.
 pub fn load_reloading(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, None, Collect::Table, TlsPair::Separate)
+    load_inner(path, None, None, Collect::Table, TlsPair::Separate)
+}
+
+/// Like [`load_reloading`], with `text` (the last version of the configuration file that
+/// loaded) taken as the file's contents: the files it names (the peers file above all) are
+/// read again while an edit of the configuration file does not validate, so that taking a peer
+/// off the allowlist does not wait on an unrelated typo.
+pub fn load_reloading_with(
+    path: &Path,
+    text: &str,
+    known: Option<KnownKeys>,
+) -> Result<Loaded, ConfigError> {
+    let _reuse = context::ReuseKeys::install(known);
+    load_inner(path, Some(text), None, Collect::Table, TlsPair::Separate)
 }
 
 /// Like [`load`], but reads the peers list from `candidate` instead of the configured
@@ -582,7 +604,13 @@ pub fn load_reloading(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, C
 /// replaces the real file, so an edit that does not load never lands. Errors in the candidate
 /// are reported against the real peers file's name, which is what the person knows.
 pub fn load_with_peers_file(path: &Path, candidate: &Path) -> Result<Loaded, ConfigError> {
-    load_inner(path, Some(candidate), Collect::List, TlsPair::Required)
+    load_inner(
+        path,
+        None,
+        Some(candidate),
+        Collect::List,
+        TlsPair::Required,
+    )
 }
 
 /// What a certificate or key that does not load does to a load.
@@ -671,12 +699,17 @@ fn read_peers<S: PeerSink>(
 
 fn load_inner(
     path: &Path,
+    text: Option<&str>,
     peers_candidate: Option<&Path>,
     collect: Collect,
     tls_pair: TlsPair,
 ) -> Result<Loaded, ConfigError> {
     let scope = context::LoadScope::begin();
-    let mut config: Config = parse_file(path, &scope)?;
+    let text = match text {
+        Some(text) => text.to_owned(),
+        None => read_config_text(path)?,
+    };
+    let mut config: Config = parse_text(path, &text, &scope)?;
     let peer_warnings = match collect {
         Collect::List => {
             if let Some(file) = &config.peers_file {
@@ -945,5 +978,6 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         path: path.to_path_buf(),
         warnings,
         tls_error,
+        text,
     })
 }
