@@ -373,6 +373,11 @@ async fn readiness(shared: &Shared) -> (bool, String) {
 }
 
 async fn check_listeners(shared: &Shared) -> Result<String, String> {
+    if shared.lifecycle.stopping().now() {
+        return Err(
+            "shutting down: the proxy listeners are closed while requests in flight finish".into(),
+        );
+    }
     let mut up = Vec::new();
     let mut down = Vec::new();
     for (name, addr) in &shared.lifecycle.listeners {

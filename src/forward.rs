@@ -208,6 +208,8 @@ pub fn idle_per_upstream(limit: Option<u64>) -> usize {
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Forwarder {
+    /// Set once a graceful shutdown has begun: answers written then close their connection.
+    stopping: crate::lifecycle::Stopping,
     connector: TransportConnector,
     pool: Arc<Pool>,
     /// How recently a kept connection must have been used to carry a request that cannot be
@@ -222,12 +224,22 @@ impl Forwarder {
     /// (`listen.idle_timeout`, 75 s; a peer that sets it lower, or a load balancer in front
     /// of it, can still close one under a request) and where a new connection costs a TLS
     /// handshake across the network.
-    pub fn new(options: Option<ConnectorOptions>, unsafe_reuse_within: Duration) -> Self {
+    pub fn new(
+        options: Option<ConnectorOptions>,
+        unsafe_reuse_within: Duration,
+        stopping: crate::lifecycle::Stopping,
+    ) -> Self {
         Forwarder {
+            stopping,
             connector: TransportConnector::new(options),
             pool: Pool::new(idle_per_upstream(crate::fd_limit::soft()), IDLE_TIMEOUT),
             unsafe_reuse_within,
         }
+    }
+
+    /// Whether a graceful shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.now()
     }
 
     /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
@@ -309,6 +321,9 @@ impl Forwarder {
         let no_body = head_request || status == 204 || status == 304 || up.response_done();
         if !no_body {
             frame_for_client(session, &mut resp).map_err(upstream_failed)?;
+        }
+        if self.stopping.now() {
+            session.set_keepalive(None);
         }
 
         let client_gone = |e: Box<Error>| ForwardError::Aborted {

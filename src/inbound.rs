@@ -101,9 +101,10 @@ enum Admission {
 
 impl Inbound {
     pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool, idle_seconds: u64) -> Self {
+        let stopping = shared.lifecycle.stopping();
         Inbound {
             shared,
-            forwarder: Forwarder::new(None, crate::forward::UNSAFE_REUSE_WITHIN),
+            forwarder: Forwarder::new(None, crate::forward::UNSAFE_REUSE_WITHIN, stopping),
             timeouts,
             proto: tls.then_some("https"),
             idle_seconds,
@@ -523,6 +524,9 @@ impl ProxyHttp for Inbound {
     ) -> pingora::Result<()> {
         let head_request = session.req_header().method == http::Method::HEAD;
         prepare_answer(upstream_response, head_request)?;
+        if self.forwarder.stopping() {
+            session.set_keepalive(None);
+        }
         let bodiless = head_request
             || upstream_response.status == http::StatusCode::NO_CONTENT
             || upstream_response.status == http::StatusCode::NOT_MODIFIED;

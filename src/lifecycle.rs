@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,11 @@ impl Lifecycle {
         }
     }
 
+    /// Whether a graceful shutdown has begun, for the answers still being written.
+    pub fn stopping(&self) -> Stopping {
+        Stopping(self.drain.clone())
+    }
+
     /// Connections being served now, over every tracked service.
     pub fn connections(&self) -> usize {
         self.lock().active
@@ -91,6 +97,22 @@ impl Lifecycle {
 struct Drain {
     state: Mutex<DrainState>,
     changed: Condvar,
+    /// Set once a tracked service's accept loops have ended: read per answer, so not behind
+    /// the lock.
+    stopping: AtomicBool,
+}
+
+/// A handle on whether the gateway is shutting down. An answer written then says
+/// `Connection: close` (RFC 9112 §9.6): the connection is closed after it, and a client told it
+/// would be kept would send its next request, a POST maybe, into the close. Pingora turns
+/// keep-alive off for connections between requests, not for answers still to come.
+#[derive(Clone)]
+pub struct Stopping(Arc<Drain>);
+
+impl Stopping {
+    pub fn now(&self) -> bool {
+        self.0.stopping.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -146,6 +168,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Tracked<A> {
     /// Runs once the service's accept loops have ended; the wrapped cleanup wakes idle
     /// keep-alive connections so they close.
     async fn cleanup(&self) {
+        self.drain.stopping.store(true, Ordering::Relaxed);
         self.inner.cleanup().await;
         self.drain.update(|s| s.closed += 1);
     }

@@ -136,9 +136,10 @@ impl Outbound {
             ca_file,
             ..pingora::connectors::ConnectorOptions::new(128)
         };
+        let stopping = shared.lifecycle.stopping();
         Outbound {
             shared,
-            forwarder: Forwarder::new(Some(options), IDLE_TIMEOUT),
+            forwarder: Forwarder::new(Some(options), IDLE_TIMEOUT, stopping),
             timeouts,
             idle_seconds,
             loopback_only,

@@ -89,6 +89,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let ready = setup.admin("/readyz").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().contains("listeners"), "{}", ready.text());
+    assert!(ready.text().contains("shutting down"), "{}", ready.text());
 
     for (i, request) in requests.into_iter().enumerate() {
         let resp = request
@@ -96,6 +97,14 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
             .unwrap()
             .unwrap_or_else(|e| panic!("request {i} was cut: {e}\n{}", binary.log()));
         assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+        // The connection closes after this answer; a client told it would be kept would send
+        // its next request into the close (RFC 9112 §9.6).
+        assert_eq!(
+            resp.header("connection"),
+            Some("close"),
+            "request {i}: {:?}",
+            resp.headers
+        );
     }
     let status = binary
         .wait_exit(Duration::from_secs(5))
