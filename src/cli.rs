@@ -206,6 +206,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn run_gateway(config_path: &Path) -> Result<(), CliError> {
+    crate::early_signals::hold();
     let loaded = config::load_serving(config_path, None)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");

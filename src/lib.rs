@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod connection_cap;
 pub mod demo;
+pub mod early_signals;
 pub mod fd_limit;
 pub mod files;
 pub mod forward;

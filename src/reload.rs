@@ -376,6 +376,8 @@ impl Reloader {
                 })
                 .ok()
         };
+        // Asked once SIGHUP is watched here, so that none falls between the two.
+        let hangup_while_starting = crate::early_signals::hangup_came();
         // Capacity 1 and `try_send`: a full channel already holds the wake-up.
         let (events_tx, events_rx) = mpsc::channel::<()>(1);
         let files = files_of(loaded);
@@ -415,7 +417,9 @@ impl Reloader {
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("peergate-reload".into())
-            .spawn(move || runtime.block_on(state.run(stop_rx, events_rx, sighup)))
+            .spawn(move || {
+                runtime.block_on(state.run(stop_rx, events_rx, sighup, hangup_while_starting))
+            })
             .map_err(|e| format!("reloader: cannot start its thread: {e}"))?;
         Ok(Reloader {
             stop: Some(stop_tx),
@@ -709,8 +713,16 @@ impl ReloadState {
         mut stop: oneshot::Receiver<()>,
         mut events: mpsc::Receiver<()>,
         mut sighup: Option<Signal>,
+        hangup_while_starting: bool,
     ) {
         let mut poll = poll_timer(self.poll_interval);
+        if hangup_while_starting {
+            log::info!(
+                "SIGHUP while starting: reloading {}",
+                self.config_path.display()
+            );
+            self.check(true, &mut poll);
+        }
         // (first event, check due) while events are settling.
         let mut settling: Option<(Instant, Instant)> = None;
         let mut events_open = true;

@@ -280,6 +280,10 @@ impl ShutdownSignalWatch for ProcessSignals {
         let mut term = watch(SignalKind::terminate(), "SIGTERM");
         let mut quit = watch(SignalKind::quit(), "SIGQUIT");
         let mut interrupt = watch(SignalKind::interrupt(), "SIGINT");
+        if crate::early_signals::terminate_came() {
+            log::info!("a SIGTERM or SIGQUIT came while starting: stopping gracefully");
+            return ShutdownSignal::GracefulTerminate;
+        }
         tokio::select! {
             () = next(&mut term) => ShutdownSignal::GracefulTerminate,
             () = next(&mut quit) => {

@@ -39,6 +39,81 @@ async fn terminate(binary: &mut Binary, limit: Duration) -> Duration {
     sigterm.elapsed()
 }
 
+/// A setup whose peers file is long enough that starting takes a while (its keys are all
+/// checked), and `peergate run` started on it.
+fn slow_start() -> (Arc<Setup>, Binary, EchoApp) {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob], GRACE));
+    let mut text = peers_yaml(&[&bob]);
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(bob.public.short_id().to_string());
+    while seen.len() < 3000 {
+        let id = peergate::identity::Identity::generate();
+        let public = id.public();
+        if seen.insert(public.short_id().to_string()) {
+            text.push_str(&format!(
+                "  - name: \"p{}\"\n    public_key: \"{}\"\n",
+                seen.len(),
+                public.spki_base64()
+            ));
+        }
+    }
+    std::fs::write(&setup.peers, text).unwrap();
+    let binary = Binary::run(&setup);
+    (setup, binary, app)
+}
+
+/// Whether `pid` catches `signal` (its bit in `SigCgt` of /proc/<pid>/status).
+fn catches(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// A SIGHUP while `peergate run` still reads its files (`systemctl reload` right after
+/// `start`) is held and acted on once the reloader runs, and a SIGTERM then stops it
+/// gracefully with status 0; before, either ended the process (status 129 and 143; found by
+/// an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_while_starting_are_held() {
+    for (signal, number) in [("HUP", libc::SIGHUP), ("TERM", libc::SIGTERM)] {
+        let (setup, mut binary, _app) = slow_start();
+        let pid = binary.child.id();
+        let started = Instant::now();
+        while !catches(pid, number) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "SIG{signal} never caught\n{}",
+                binary.log()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        binary.signal(signal);
+        if signal == "HUP" {
+            ready(&setup, &mut binary).await;
+            let log = binary.log();
+            assert!(log.contains("SIGHUP while starting: reloading"), "{log}");
+            terminate(&mut binary, Duration::from_secs(5)).await;
+        } else {
+            let status = binary
+                .wait_exit(Duration::from_secs(20))
+                .await
+                .unwrap_or_else(|| panic!("still running after SIGTERM\n{}", binary.log()));
+            assert_eq!(status.code(), Some(0), "{}", binary.log());
+            let log = binary.log();
+            assert!(log.contains("came while starting"), "{log}");
+        }
+        eprintln!(
+            "SIG{signal} held; caught {:?} after the start",
+            started.elapsed()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
