@@ -61,6 +61,14 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Protocol,
+        UpstreamErrorKind::Resolve,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
@@ -181,9 +189,20 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        // Series with bounded labels exist from the start, at 0: `increase()` and `rate()`
+        // ignore the value a series first appears with, so the first app outage after a
+        // restart would not show. (Per-peer series cannot all be made; there may be 100 000.)
         for direction in [Direction::Inbound, Direction::Outbound] {
-            client_connections.with_label_values(&[direction.as_str()]);
-            client_connections_refused.with_label_values(&[direction.as_str()]);
+            let d = direction.as_str();
+            client_connections.with_label_values(&[d]);
+            client_connections_refused.with_label_values(&[d]);
+            duration.with_label_values(&[d]);
+            for kind in UpstreamErrorKind::ALL {
+                upstream_errors.with_label_values(&[d, kind.as_str()]);
+            }
+        }
+        for reason in peergate_signature::Reason::ALL {
+            rejections.with_label_values(&[Direction::Inbound.as_str(), reason.code()]);
         }
         Ok(Metrics {
             registry,

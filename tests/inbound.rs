@@ -831,7 +831,10 @@ async fn a_body_too_large_by_its_length_does_not_use_up_the_nonce() {
     }
     assert_eq!(f.app.count(), 0);
     let m = f.metrics_eventually(&["reason=\"body_too_large\"} 2"]);
-    assert!(!m.contains("reason=\"replayed\""), "{m}");
+    assert!(
+        m.contains("peergate_rejections_total{direction=\"inbound\",reason=\"replayed\"} 0"),
+        "{m}"
+    );
 }
 
 /// A body's share of `signatures.max_buffered` comes back once the body has been sent and its
