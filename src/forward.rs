@@ -560,14 +560,12 @@ fn one_length(resp: &mut ResponseHeader, bodiless: bool) -> Result<(), String> {
         resp.remove_header(&name);
         return Ok(());
     }
-    let mut fields = resp.headers.get_all(&name).iter();
-    let (Some(first), None) = (fields.next(), fields.next()) else {
-        if !resp.headers.contains_key(&name) {
-            return Ok(());
-        }
-        return collapse_lengths(resp);
-    };
-    if first.as_bytes().contains(&b',') {
+    let fields = resp.headers.get_all(&name).iter().count();
+    let listed = resp
+        .headers
+        .get(&name)
+        .is_some_and(|v| v.as_bytes().contains(&b','));
+    if fields > 1 || listed {
         return collapse_lengths(resp);
     }
     Ok(())

@@ -92,6 +92,11 @@ fn ca(instance: &Instance) -> &str {
 
 /// `peergate peer add <peer> --yes -c <alice's config> --ca-file <the peer's CA>`.
 fn add_with_yes(alice: &Alice, peer: &Instance) -> Output {
+    add_trusting(alice, peer, ca(peer))
+}
+
+/// `peergate peer add <peer> --yes -c <alice's config> --ca-file <ca_file>`.
+fn add_trusting(alice: &Alice, peer: &Instance, ca_file: &str) -> Output {
     peergate(&[
         "peer",
         "add",
@@ -100,7 +105,7 @@ fn add_with_yes(alice: &Alice, peer: &Instance) -> Output {
         "-c",
         alice.c(),
         "--ca-file",
-        ca(peer),
+        ca_file,
     ])
 }
 
@@ -388,16 +393,7 @@ fn a_ca_file_the_gateway_would_refuse_is_refused() {
         (&with_key, "holds a private key"),
         (&empty, "holds no certificate"),
     ] {
-        let out = peergate(&[
-            "peer",
-            "add",
-            &bob.url(),
-            "--yes",
-            "-c",
-            alice.c(),
-            "--ca-file",
-            file.to_str().unwrap(),
-        ]);
+        let out = add_trusting(&alice, &bob, file.to_str().unwrap());
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(says), "{stderr}");
@@ -418,16 +414,7 @@ fn tls_verification_failure_says_what_to_do() {
     let other = TestCa::new();
     let other_ca = alice.dir.path().join("other-ca.pem");
     fs::write(&other_ca, other.ca_pem()).unwrap();
-    let out = peergate(&[
-        "peer",
-        "add",
-        &bob.url(),
-        "--yes",
-        "-c",
-        alice.c(),
-        "--ca-file",
-        other_ca.to_str().unwrap(),
-    ]);
+    let out = add_trusting(&alice, &bob, other_ca.to_str().unwrap());
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
