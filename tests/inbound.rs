@@ -1096,7 +1096,8 @@ async fn an_answer_ended_by_the_apps_close_is_chunked_so_a_cut_shows() {
             // on drop, which a zero linger does not.)
             #[allow(deprecated)]
             let _ = stream.set_linger(Some(Duration::ZERO));
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Time for peergate to read what was sent: a reset discards what is still unread.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     })
     .await;

@@ -1280,10 +1280,13 @@ async fn a_peers_answer_broken_off_reaches_the_app_visibly_cut() {
             // on drop, which a zero linger does not.)
             #[allow(deprecated)]
             let _ = stream.get_ref().0.set_linger(Some(Duration::ZERO));
+            // Time for alice to read what was sent: a reset discards what is still unread.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
         if head.starts_with(b"GET /unframed-no-close-notify ") {
             // The TCP connection closed under TLS: a truncation, not the answer's end.
+            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
         // Closed mid-body (or, unframed, at the end of the answer).
