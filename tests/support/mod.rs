@@ -24,6 +24,24 @@ pub use echo::{
 };
 pub use tls::{crypto_provider, IssuedCert, TestCa};
 
+/// `got`, an HTTP/1.1 answer read until its connection ended, is a chunked 200 carrying
+/// `carrying` that was cut off: it lacks the last chunk that finishing it would have written, so
+/// its client can tell it is incomplete.
+pub fn assert_visibly_cut_chunked(what: &str, got: &[u8], carrying: &str) {
+    let text = String::from_utf8_lossy(got);
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{what}: {text}");
+    assert!(
+        lower.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{what}: {text:?}"
+    );
+    assert!(text.contains(carrying), "{what}: {text:?}");
+    assert!(
+        !text.ends_with("\r\n0\r\n\r\n"),
+        "{what}: the cut answer was finished with a last chunk: {text:?}"
+    );
+}
+
 /// `resp` is an RFC 9457 problem+json refusal with this status and reason, a title, a type
 /// naming the reason and a detail a person can act on; a 401 says in `Accept-Signature` what
 /// to sign.
