@@ -248,13 +248,10 @@ pub async fn read_whole(
     mut inspect: impl FnMut(&[u8]) -> Result<(), Problem>,
 ) -> Result<HeldBody, BodyError> {
     let declared = framing.declared;
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit).into());
-    }
+    admit_declared(framing, limit, &mut held)?;
     if session.is_body_empty() {
         return Ok(HeldBody::new(Bytes::new(), held));
     }
-    admit_declared(framing, limit, &mut held)?;
     if expects_continue(session.req_header()) {
         let mut cont = ResponseHeader::build(100, Some(0)).map_err(BodyError::Client)?;
         cont.set_reason_phrase(Some("Continue"))
@@ -316,7 +313,7 @@ fn malformed_or_client(e: Box<pingora::Error>) -> BodyError {
 }
 
 /// A failure of the client's connection while its body is read (a reset, a connection closed
-/// early, a chunk that does not parse), tagged as the client's. Pingora logs the error of a
+/// early), tagged as the client's. Pingora logs the error of a
 /// request that fails this way, and the log throttles its lines about clients by that tag, as
 /// any allowlisted peer, or the app on the outbound side, can cause one per request.
 fn client(e: Box<pingora::Error>) -> BodyError {

@@ -318,7 +318,7 @@ impl Forwarder {
         drop((body, build));
         edit_response(&mut resp).map_err(upstream_failed)?;
         let status = resp.status.as_u16();
-        let no_body = head_request || status == 204 || status == 304 || up.response_done();
+        let no_body = bodiless(resp.status, head_request) || up.response_done();
         if !no_body {
             frame_for_client(session, &mut resp).map_err(upstream_failed)?;
         }
@@ -521,12 +521,10 @@ pub fn frame_for_client(session: &mut Session, resp: &mut ResponseHeader) -> pin
 /// HEAD request, or in a 204 or 304, it only says what would have been sent, RFC 9112 §6.1);
 /// otherwise the hop-by-hop fields go.
 pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora::Result<()> {
-    let bodiless = head_request
-        || resp.status == http::StatusCode::NO_CONTENT
-        || resp.status == http::StatusCode::NOT_MODIFIED;
+    let no_body = bodiless(resp.status, head_request);
     let refused = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         Some("it switched protocols (101) without being asked to".to_string())
-    } else if bodiless {
+    } else if no_body {
         None
     } else {
         crate::body::codings_besides_chunked(&resp.headers).map(|listed| {
@@ -536,7 +534,7 @@ pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora:
             )
         })
     };
-    let refused = refused.or_else(|| one_length(resp, bodiless).err());
+    let refused = refused.or_else(|| one_length(resp, no_body).err());
     if let Some(why) = refused {
         let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
         e.as_up();
@@ -547,6 +545,14 @@ pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora:
     // an `HTTP/1.0` status line would tell the client to expect no chunks and no keep-alive.
     resp.set_version(http::Version::HTTP_11);
     Ok(())
+}
+
+/// Whether an answer has no body whatever its fields say: one to a HEAD request, a 204 or a
+/// 304 (RFC 9110 §6.4.1).
+pub fn bodiless(status: http::StatusCode, head_request: bool) -> bool {
+    head_request
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
 }
 
 /// Leaves an answer at most one `Content-Length`, as RFC 9110 §8.6 and RFC 9112 §6.3 ask of a

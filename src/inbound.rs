@@ -32,8 +32,8 @@ use crate::clock::unix_now;
 use crate::config::routes::access_for;
 use crate::config::{Access, HostPort};
 use crate::forward::{
-    chain, classify, error_text, frame_for_client, prepare_answer, within, ForwardError, Forwarder,
-    IDLE_TIMEOUT,
+    bodiless, chain, classify, error_text, frame_for_client, prepare_answer, within, ForwardError,
+    Forwarder, IDLE_TIMEOUT,
 };
 use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
@@ -527,10 +527,7 @@ impl ProxyHttp for Inbound {
         if self.forwarder.stopping() {
             session.set_keepalive(None);
         }
-        let bodiless = head_request
-            || upstream_response.status == http::StatusCode::NO_CONTENT
-            || upstream_response.status == http::StatusCode::NOT_MODIFIED;
-        if bodiless {
+        if bodiless(upstream_response.status, head_request) {
             return Ok(());
         }
         frame_for_client(session, upstream_response)

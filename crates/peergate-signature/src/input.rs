@@ -800,16 +800,19 @@ impl SignatureFields {
     /// signature, that one; else the choice is ambiguous and the request is malformed (a
     /// verifier with an allowlist can choose further: [`chosen`](Self::chosen)).
     pub fn select(&self, tag: Option<&str>) -> Result<&SignatureEntry, InputError> {
-        let pos = self.select_position(tag)?;
+        let pos = self.chosen(tag)?.ok_or_else(|| {
+            malformed(format!(
+                "the request carries {} signatures and {}; cannot tell which one to check",
+                self.entries.len(),
+                match tag {
+                    Some(t) => format!("none has tag=\"{}\"", echo(t)),
+                    None => "this gateway checks exactly one".to_owned(),
+                }
+            ))
+        })?;
         self.entries
             .get(pos)
             .ok_or_else(|| malformed("internal: selected signature vanished"))
-    }
-
-    /// Like [`select`](Self::select), but takes the entry out.
-    pub fn into_selected(self, tag: Option<&str>) -> Result<SignatureEntry, InputError> {
-        let pos = self.select_position(tag)?;
-        self.into_entry(pos)
     }
 
     /// The entry at `pos` (an index into [`entries`](Self::entries)), taken out.
@@ -819,19 +822,6 @@ impl SignatureFields {
         } else {
             Err(malformed("internal: selected signature vanished"))
         }
-    }
-
-    fn select_position(&self, tag: Option<&str>) -> Result<usize, InputError> {
-        self.chosen(tag)?.ok_or_else(|| {
-            malformed(format!(
-                "the request carries {} signatures and {}; cannot tell which one to check",
-                self.entries.len(),
-                match tag {
-                    Some(t) => format!("none has tag=\"{}\"", echo(t)),
-                    None => "this gateway checks exactly one".to_owned(),
-                }
-            ))
-        })
     }
 
     /// The position of the signature `tag` or the message itself names: the one whose `tag`
@@ -1041,7 +1031,8 @@ mod tests {
         let ours = f.select(Some("peergate")).unwrap();
         assert_eq!(ours.label(), "ours");
         assert!(ours.components().is_ok());
-        let taken = f.into_selected(Some("peergate")).unwrap();
+        let pos = f.chosen(Some("peergate")).unwrap().unwrap();
+        let taken = f.into_entry(pos).unwrap();
         assert_eq!(taken.label(), "ours");
     }
 
