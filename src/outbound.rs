@@ -246,15 +246,17 @@ impl Outbound {
     }
 
     fn on_peer(peer: Peer<'_>, pq: &str, under: Under) -> Result<Target, Problem> {
-        let path = pq.split_once('?').map_or(pq, |(path, _)| path);
+        let pq = crate::request_path::encode_for_uri(pq);
+        let path = pq.split_once('?').map_or(&*pq, |(path, _)| path);
         if crate::request_path::has_dot_segment(path) {
             return Err(Problem::new(
                 400,
                 "bad_path",
                 "Ambiguous path",
                 format!(
-                    "the path {path:?} has a . or .. segment, which could take the request out of \
-                     the peer's base path; resolve it before sending"
+                    "the path {path:?} has a . or .. segment (counting %2e for a dot, %2f, %5c \
+                     and \\ as a separator and ; as the end of a segment), which could take the \
+                     request out of the peer's base path; resolve it before sending"
                 ),
             ));
         }
@@ -280,6 +282,17 @@ impl Outbound {
         } else {
             ""
         };
+        if base.is_empty() && pq.starts_with("//") {
+            return Err(Problem::new(
+                400,
+                "bad_path",
+                "Ambiguous path",
+                format!(
+                    "the path {path:?} starts with //, which some servers read as a host name \
+                     (a network-path reference); send it with one /"
+                ),
+            ));
+        }
         Ok(Target::Peer {
             path_and_query: format!("{slash}{base}{pq}"),
             peer: Called {

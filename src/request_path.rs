@@ -101,24 +101,81 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(decoded)
 }
 
-/// Whether `raw` (a path, percent-encoded as sent) has a `.` or `..` segment, spelled plainly or
-/// with `%2e`: the outbound side refuses those, as resolving them on the peer's side could leave
-/// the base path of the peer's URL.
+/// Whether `raw` (a path, percent-encoded as sent) has a `.` or `..` segment as some server
+/// could read it: spelled plainly or with `%2e`, between separators that include `\\` and an
+/// encoded `/` or `\\` (`%2f`, `%5c`, which some servers decode before they resolve dots), and
+/// ending at a `;` (path parameters, which servlet containers cut off: `..;` is `..` to them).
+/// The outbound side refuses those, as resolving them on the peer's side could leave the base
+/// path of the peer's URL.
 pub fn has_dot_segment(raw: &str) -> bool {
-    raw.split('/').any(|segment| {
-        // Counts the dots of a segment made of dots only; on every request, so no allocation.
-        let mut rest = segment.as_bytes();
+    // On every request, so no allocation: each segment is read from its start, counting its
+    // leading dots, then skipped to the next separator.
+    let mut rest = raw.as_bytes();
+    loop {
         let mut dots = 0;
-        while !rest.is_empty() {
-            rest = match rest {
-                [b'.', tail @ ..] => tail,
-                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
-                _ => return false,
-            };
+        while let Some(tail) = rest
+            .strip_prefix(b".")
+            .or_else(|| rest.strip_prefix(b"%2e"))
+            .or_else(|| rest.strip_prefix(b"%2E"))
+        {
+            rest = tail;
             dots += 1;
         }
-        dots == 1 || dots == 2
-    })
+        let ended = rest.is_empty()
+            || separator_len(rest).is_some()
+            || matches!(rest, [b';', ..] | [b'%', b'3', b'b' | b'B', ..]);
+        if ended && (dots == 1 || dots == 2) {
+            return true;
+        }
+        loop {
+            if rest.is_empty() {
+                return false;
+            }
+            if let Some(len) = separator_len(rest) {
+                rest = rest.get(len..).unwrap_or_default();
+                break;
+            }
+            rest = rest.get(1..).unwrap_or_default();
+        }
+    }
+}
+
+/// The length of the path separator `bytes` start with, as some server could read one: `/`,
+/// `\\`, or either percent-encoded.
+fn separator_len(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [b'/' | b'\\', ..] => Some(1),
+        [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => Some(3),
+        _ => None,
+    }
+}
+
+/// `pq` (a path and query) with every byte that RFC 3986 does not allow there percent-encoded:
+/// non-ASCII bytes, space, `"`, `<`, `>`, `\\`, `^`, `` ` ``, `{`, `|`, `}` and controls. An app
+/// may send those raw (as a UTF-8 file name, say) and the outbound side signs what it sends; a
+/// verifier that takes the target through a URL parser (WHATWG's, Python's `requests`) sees
+/// them encoded, so the `@path` or `@query` it rebuilds would not be the one signed. Encoded,
+/// they mean the same to the peer's app, and every parser leaves them as they are. `%` is left
+/// as it is, whether or not two hex digits follow, and so are `[` and `]`, which both of those
+/// parsers leave raw.
+pub fn encode_for_uri(pq: &str) -> std::borrow::Cow<'_, str> {
+    fn allowed(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%[]".contains(&b)
+    }
+    if pq.bytes().all(allowed) {
+        return std::borrow::Cow::Borrowed(pq);
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(pq.len() + 16);
+    for b in pq.bytes() {
+        if allowed(b) {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -127,18 +184,60 @@ mod tests {
 
     #[test]
     fn dot_segments_are_seen_however_spelled() {
-        for raw in ["/..", "/a/../b", "/a/./b", "/%2e%2E/x", "/a/.%2e", "/x/."] {
+        for raw in [
+            "/..",
+            "/a/../b",
+            "/a/./b",
+            "/%2e%2E/x",
+            "/a/.%2e",
+            "/x/.",
+            "/..;/admin",
+            "/a/..;x=1/b",
+            "/..%3Badmin",
+            "/..%2fadmin",
+            "/..%2Fadmin",
+            "/x%2f..%2fy",
+            "/..%5cadmin",
+            "/x\\..\\y",
+            "/x%5C.",
+            "/.%2e;",
+        ] {
             assert!(has_dot_segment(raw), "{raw}");
         }
         for raw in [
             "/",
+            "",
             "/a/b",
             "/a..b/c",
             "/.well-known/x",
             "/...",
             "/%2e%2e%2e",
+            "/a;../b",
+            "/..a/b",
+            "/a%2fb",
+            "/%2e%2e%2e%2fx",
+            "/x/..%41",
         ] {
             assert!(!has_dot_segment(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn what_a_uri_cannot_hold_is_percent_encoded() {
+        for (pq, encoded) in [
+            ("/files/caf\u{e9}?q=\u{e9}", "/files/caf%C3%A9?q=%C3%A9"),
+            ("/a b", "/a%20b"),
+            ("/x{1}|^`\\\"<>", "/x%7B1%7D%7C%5E%60%5C%22%3C%3E"),
+            ("/\u{7f}\u{1}", "/%7F%01"),
+        ] {
+            assert_eq!(encode_for_uri(pq), encoded, "{pq:?}");
+        }
+        // What a URI may hold stays as it is, and is not copied.
+        for pq in ["/a/b?x=1&y=%2F;z=[0]", "/~user/!$&'()*+,;=:@", "/100%", ""] {
+            assert!(
+                matches!(encode_for_uri(pq), std::borrow::Cow::Borrowed(b) if b == pq),
+                "{pq:?}"
+            );
         }
     }
 

@@ -580,16 +580,30 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         .await;
     assert_problem(&resp, 405, "connect_not_supported");
 
-    // Dot segments could leave the peer's base path once resolved there: refused, unsent.
+    // Dot segments could leave the peer's base path once resolved there: refused, unsent. So
+    // could what some servers read as one: `..;` (Tomcat, Jetty), `..` before an encoded slash
+    // or a backslash; and `//` at the start of a target reads as a host name to some.
     for target in [
         "/peers/Bob/../admin",
         "/peers/Bob/x/%2e%2e/admin",
         "/peers/Bob/./x",
+        "/peers/Bob/x/..;/admin",
+        "/peers/Bob/x/..%2fadmin",
+        "/peers/Bob/x/%2e%2e%5Cadmin",
+        "/peers/Bob/x\\..\\admin",
+        "/peers/Bob//evil.example/x",
+        "/peers/Bob/x/..%3b/admin",
     ] {
         let resp = alice
             .call(RawRequest::new("GET", target).header("Host", "127.0.0.1"))
             .await;
         assert_problem(&resp, 400, "bad_path");
+        // Refused by alice, not sent for bob to refuse.
+        let detail = resp.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.ends_with("before sending") || detail.ends_with("with one /"),
+            "{target}: {detail}"
+        );
     }
     assert_eq!(bob.app.count(), 0);
 
@@ -905,13 +919,19 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
         )],
         "ca-for-peers.pem",
     );
-    for (method, body) in [
-        ("GET", Vec::new()),
-        ("POST", pattern(1024)),
-        ("POST", pattern(70_000)),
+    // The last target holds what a URI cannot: alice sends it percent-encoded, as the Python
+    // side's URL handling reads it, and signs it so.
+    for (method, body, target) in [
+        ("GET", Vec::new(), "/peers/PyBob/api/check?a=1&b=two"),
+        ("POST", pattern(1024), "/peers/PyBob/api/check?a=1&b=two"),
+        ("POST", pattern(70_000), "/peers/PyBob/api/check?a=1&b=two"),
+        (
+            "GET",
+            Vec::new(),
+            "/peers/PyBob/api/caf\u{e9}{x}|^?q=\u{e9}&b=two",
+        ),
     ] {
-        let mut req =
-            RawRequest::new(method, "/peers/PyBob/api/check?a=1&b=two").header("Host", "127.0.0.1");
+        let mut req = RawRequest::new(method, target).header("Host", "127.0.0.1");
         if !body.is_empty() {
             req = req
                 .header("Content-Type", "application/json")
@@ -945,6 +965,40 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
             assert_eq!(result["digest_verified"], true, "{result}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_uri_cannot_hold_reaches_the_peer_percent_encoded() {
+    let (_root, alice, bob) = pair();
+    // Raw UTF-8, braces, a pipe, a caret and quotes, as an app might send them (Pingora's
+    // parser refuses a backtick or `<`, and encodes the whole target itself when it holds a
+    // space): the peer's app gets them percent-encoded, exactly as signed and verified.
+    let resp = alice
+        .call(
+            RawRequest::new("GET", "/peers/Bob/files/caf\u{e9}{1}|^\"?q=\u{e9}{x}")
+                .header("Host", "127.0.0.1"),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        bob.app.last().unwrap().target,
+        "/files/caf%C3%A9%7B1%7D%7C%5E%22?q=%C3%A9%7Bx%7D"
+    );
+    // What is already encoded, and what a URI may hold, goes as it came.
+    let resp = alice
+        .call(
+            RawRequest::new(
+                "GET",
+                "/peers/Bob/files/caf%C3%A9?a[]=1&b=%2F;c=~!$'()*+,:@",
+            )
+            .header("Host", "127.0.0.1"),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        bob.app.last().unwrap().target,
+        "/files/caf%C3%A9?a[]=1&b=%2F;c=~!$'()*+,:@"
+    );
 }
 
 /// A peer that closes a kept connection as the next request arrives (its idle timeout firing
