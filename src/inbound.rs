@@ -89,6 +89,13 @@ pub struct InboundCtx {
     in_flight: crate::client_idle::InFlight,
 }
 
+impl Drop for InboundCtx {
+    fn drop(&mut self) {
+        let caller = self.caller.as_ref().map(|c| c.short_id.as_str());
+        self.record.unfinished(caller);
+    }
+}
+
 /// Where an admitted request goes next.
 enum Admission {
     /// A public route: Pingora proxies it, body streamed.
@@ -423,6 +430,7 @@ impl ProxyHttp for Inbound {
         session: &mut Session,
         ctx: &mut InboundCtx,
     ) -> pingora::Result<bool> {
+        ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();

@@ -62,6 +62,13 @@ pub struct OutboundCtx {
     in_flight: crate::client_idle::InFlight,
 }
 
+impl Drop for OutboundCtx {
+    fn drop(&mut self) {
+        self.record
+            .unfinished(self.peer.as_ref().map(ShortId::as_str));
+    }
+}
+
 /// The peer an app's request goes to, taken out of the snapshot for the call.
 struct Called {
     short_id: ShortId,
@@ -500,6 +507,7 @@ impl ProxyHttp for Outbound {
         session: &mut Session,
         ctx: &mut OutboundCtx,
     ) -> pingora::Result<bool> {
+        ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         let snap = self.shared.snapshot();

@@ -23,6 +23,12 @@ pub struct Record {
     status: Option<u16>,
     /// The client left before its whole answer was written (the status may have gone out).
     client_left: bool,
+    /// The method and target, kept from the head for the line of a request that is cancelled
+    /// before [`Record::finish`]: at the end of a shutdown's grace period the runtimes drop
+    /// what is still running, and Pingora's logging phase never comes. Cloning them shares
+    /// their bytes.
+    head: Option<(http::Method, http::Uri)>,
+    finished: bool,
 }
 
 impl Record {
@@ -34,7 +40,36 @@ impl Record {
             upstream_error: None,
             status: None,
             client_left: false,
+            head: None,
+            finished: false,
         }
+    }
+
+    /// Keeps the request's method and target for [`Record::unfinished`].
+    pub fn begin(&mut self, req: &pingora::http::RequestHeader) {
+        self.head = Some((req.method.clone(), req.uri.clone()));
+    }
+
+    /// Logs a request dropped before [`Record::finish`] (its context is dropped with it): cut
+    /// at the end of a shutdown's grace period, the one way a request Pingora began ends
+    /// without its logging phase. Not counted in the metrics: the process is exiting.
+    pub fn unfinished(&self, peer: Option<&str>) {
+        if self.finished {
+            return;
+        }
+        let Some((method, uri)) = &self.head else {
+            return;
+        };
+        let target = uri.path_and_query().map_or("", |pq| pq.as_str());
+        log::info!(
+            "{} {} {} peer={} outcome=aborted reason=cancelled status={} duration_ms={}",
+            self.direction.as_str(),
+            method,
+            Target(target.as_bytes()),
+            peer.unwrap_or("-"),
+            self.status.unwrap_or(0),
+            Millis(self.start.elapsed())
+        );
     }
 
     pub fn answered(&mut self, status: u16) {
@@ -114,7 +149,8 @@ impl Record {
     /// Counts the request and writes its log line. `peer` is a short ID from the allowlist
     /// (the caller inbound, the peer called outbound) or `None`. Returns the instant it took as
     /// the end of the answer, from which the connection's next head deadline runs.
-    pub fn finish(&self, session: &Session, metrics: &Metrics, peer: Option<&str>) -> Instant {
+    pub fn finish(&mut self, session: &Session, metrics: &Metrics, peer: Option<&str>) -> Instant {
+        self.finished = true;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
         let status = self
