@@ -183,6 +183,8 @@ impl std::error::Error for ReloadError {}
 #[derive(Debug)]
 pub struct Applied {
     pub peers: usize,
+    /// The peers the reload added and removed.
+    pub changes: crate::allowlist::PeerChanges,
     /// Changed keys that only take effect after a restart (the rest was applied).
     pub restart_needed: Vec<&'static str>,
     /// The files the configuration is read from now: the config file, its peers file and
@@ -208,9 +210,10 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                 // Not the last successful reload: the file in force is not the one on disk.
                 reloads.with_label_values(&["failure"]).inc();
                 log::warn!(
-                    "configuration reload failed; the running {} stays in force: {e}; the files it names were read again with it and applied: {} peers on the allowlist",
+                    "configuration reload failed; the running {} stays in force: {e}; the files it names were read again with it and applied: {} peers on the allowlist ({})",
                     config_path.display(),
-                    applied.peers
+                    applied.peers,
+                    applied.changes
                 );
                 if let Some(e) = &applied.tls_error {
                     log::error!(
@@ -222,9 +225,10 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                 // broken renewal is seen before the certificate in force expires.
                 reloads.with_label_values(&["failure"]).inc();
                 log::error!(
-                    "configuration reloaded from {} ({} peers on the allowlist), but the TLS certificate and key do not load, so the ones in force stay: {e}",
+                    "configuration reloaded from {} ({} peers on the allowlist; {}), but the TLS certificate and key do not load, so the ones in force stay: {e}",
                     config_path.display(),
-                    applied.peers
+                    applied.peers,
+                    applied.changes
                 );
             } else {
                 reloads.with_label_values(&["success"]).inc();
@@ -234,9 +238,10 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                     mark_loaded(shared);
                 }
                 log::info!(
-                    "configuration reloaded from {}: {} peers on the allowlist",
+                    "configuration reloaded from {}: {} peers on the allowlist; {}",
                     config_path.display(),
-                    applied.peers
+                    applied.peers,
+                    applied.changes
                 );
             }
             if !applied.restart_needed.is_empty() {
@@ -297,6 +302,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     }
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
     let peers = snapshot.peer_count();
+    let changes = snapshot.changes_since(&shared.snapshot());
     shared.install(snapshot);
     let new_cert = loaded.config.tls.as_ref().and_then(|t| t.cert.as_ref());
     if let (Some(slot), Some(cert)) = (&shared.server_cert, new_cert) {
@@ -307,6 +313,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
     crate::memory::release_freed();
     Ok(Applied {
         peers,
+        changes,
         restart_needed,
         files: files_of(&loaded),
         poll_interval: loaded.config.reload.poll_interval.0,

@@ -537,6 +537,40 @@ async fn sighup_reloads_the_real_binary() {
     .await;
 }
 
+/// The reload's log line names the peers it added and removed, so that an operator sees what
+/// an edit did (and which peer it took away by mistake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_line_names_the_peers_added_and_removed() {
+    let app = EchoApp::start();
+    let (bob, carol, dave) = (Key::new("Bob"), Key::new("Carol"), Key::new("Dave"));
+    let setup = Setup::new(app.addr(), &[&bob, &carol], "");
+    let binary = Binary::run(&setup);
+    wait_listening(setup.admin);
+    std::fs::write(&setup.peers, peers_yaml(&[&carol, &dave])).unwrap();
+    let expected = format!(
+        "2 peers on the allowlist; peers added 1: Dave ({}); removed 1: Bob ({})",
+        dave.short_id(),
+        bob.short_id()
+    );
+    eventually(RELOAD_LIMIT, "the reload is in the log", || async {
+        binary.log().contains(&expected).then_some(())
+    })
+    .await;
+    // A rename changes no peer.
+    std::fs::write(
+        &setup.peers,
+        peers_yaml(&[&carol, &dave]).replace("name: Carol", "name: Caroline"),
+    )
+    .unwrap();
+    eventually(RELOAD_LIMIT, "the second reload is in the log", || async {
+        binary
+            .log()
+            .contains("2 peers on the allowlist; no peer added or removed")
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_written_beside_the_config_do_not_make_the_reloader_read_the_peers_file() {
     let _signals = SIGNALS.read().await;
