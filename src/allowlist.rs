@@ -424,14 +424,14 @@ impl Listed {
                 u64::from_le_bytes([a, b, c, d, e, f, g, h])
             })
         };
-        let known: std::collections::HashSet<u64> =
-            other.peers().filter_map(|p| fingerprint(&p)).collect();
+        let mut known: Vec<u64> = other.peers().filter_map(|p| fingerprint(&p)).collect();
+        known.sort_unstable();
         let mut listed = Listed {
             count: 0,
             first: Vec::new(),
         };
         for peer in these.peers() {
-            if fingerprint(&peer).is_some_and(|f| !known.contains(&f)) {
+            if fingerprint(&peer).is_some_and(|f| known.binary_search(&f).is_err()) {
                 listed.count += 1;
                 if listed.first.len() < Self::NAMED {
                     listed
@@ -621,7 +621,7 @@ impl Snapshot {
 
     /// The peers this snapshot has and `before` had not, and those `before` had and this has
     /// not, told apart by their own key: a peer renamed or given another URL is in both. For
-    /// the reload's log line; 8 bytes per peer of `before` while it runs.
+    /// the reload's log line; 8 bytes per peer while it runs.
     pub fn changes_since(&self, before: &Snapshot) -> PeerChanges {
         PeerChanges {
             added: Listed::peers_not_in(self, before),
