@@ -612,6 +612,12 @@ impl ProxyHttp for Inbound {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &InboundCtx, error: &Error) -> bool {
+        crate::record::clients_failure_told(Direction::Inbound, error)
+    }
+
+    /// Runs last for every request Pingora began, refused, failed or answered (not for one
+    /// cancelled: see `Record::unfinished`).
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut InboundCtx) {
         let peer = ctx.caller.as_ref().map(|c| c.short_id.as_str());
         let ended = ctx.record.finish(session, &self.shared.metrics, peer);

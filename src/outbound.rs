@@ -548,6 +548,12 @@ impl ProxyHttp for Outbound {
         ))
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &OutboundCtx, error: &Error) -> bool {
+        crate::record::clients_failure_told(Direction::Outbound, error)
+    }
+
+    /// Runs last for every request Pingora began, refused, failed or answered (not for one
+    /// cancelled: see `Record::unfinished`).
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut OutboundCtx) {
         let peer = ctx.peer.as_ref().map(ShortId::as_str);
         let ended = ctx.record.finish(session, &self.shared.metrics, peer);

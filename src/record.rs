@@ -191,6 +191,19 @@ impl Record {
     }
 }
 
+/// For [`pingora::proxy::ProxyHttp::suppress_error_log`]: Pingora logs every request that
+/// failed at ERROR ("Fail to proxy", "Fail to filter request"), a client that closed, reset or
+/// stalled its connection included. That is the client's doing, any peer or the app can do it
+/// on every request, and the request's own line says `outcome=aborted`; so such a failure is
+/// logged at `debug` instead, and ERROR keeps meaning something an operator must look at.
+pub fn clients_failure_told(direction: Direction, error: &pingora::Error) -> bool {
+    if !matches!(error.esource(), pingora::ErrorSource::Downstream) {
+        return false;
+    }
+    log::debug!("{}: the client's side failed: {error}", direction.as_str());
+    true
+}
+
 /// Counts and logs a request whose head Pingora could not read ([`crate::unreadable_head`]):
 /// its method, target and caller are not known, and no start to time it from (a kept
 /// connection may idle before the bytes come), so the line shows `-` for them.
