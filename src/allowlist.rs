@@ -680,29 +680,70 @@ impl Snapshot {
     }
 
     /// The peer whose URL has this host (and this port, when one is given), for apps that use
-    /// peergate as their HTTP proxy. `Err` when the host alone names several peers.
-    pub fn peer_by_host(&self, host: &str, port: Option<u16>) -> Result<Option<Peer<'_>>, String> {
+    /// peergate as their HTTP proxy. Peers that share a host are told apart by the base path
+    /// of their URLs, which the app writes in the URL (`path`): the longest that `path` starts
+    /// with, at a segment boundary. `Err` when that leaves several, or none of several.
+    pub fn peer_by_host(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+    ) -> Result<Option<Peer<'_>>, String> {
         let table = &*self.table;
         // Peer URL hosts are stored in lower case.
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let mut found = table
-            .by_host
-            .iter_hash(table.hasher.hash_one(host.as_str()))
-            .filter_map(|&i| table.peer(i))
-            .filter(|p| {
-                p.url_host()
-                    .is_some_and(|(h, p)| h == host && port.is_none_or(|port| port == p))
-            });
-        let first = found.next();
-        if first.is_some() && found.next().is_some() {
-            return Err(format!(
-                "several peers are reached at {host}; give the port of the one you mean"
-            ));
+        let matching = || {
+            table
+                .by_host
+                .iter_hash(table.hasher.hash_one(host.as_str()))
+                .filter_map(|&i| table.peer(i))
+                .filter(|p| {
+                    p.url_host()
+                        .is_some_and(|(h, p)| h == host && port.is_none_or(|port| port == p))
+                })
+        };
+        let mut found = matching();
+        let Some(first) = found.next() else {
+            return Ok(None);
+        };
+        if found.next().is_none() {
+            return Ok(Some(first));
         }
-        Ok(first)
+        // Several: rare, so the rest may allocate.
+        let base_of = |p: &Peer<'_>| p.rec.url.map_or("", |u| table.text(u.base_path));
+        let under = |base: &str| {
+            path.strip_prefix(base)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+        };
+        let candidates: Vec<Peer<'_>> = matching().filter(|p| under(base_of(p))).collect();
+        let longest = candidates.iter().map(|p| base_of(p).len()).max();
+        let chosen: Vec<Peer<'_>> = candidates
+            .into_iter()
+            .filter(|p| Some(base_of(p).len()) == longest)
+            .collect();
+        let one_port = {
+            let mut ports = matching().filter_map(|p| p.url_host().map(|(_, port)| port));
+            let first = ports.next();
+            ports.all(|p| Some(p) == first)
+        };
+        let advice = if one_port {
+            "call the one you mean by name: /peers/<name>/…"
+        } else {
+            "give the port of the one you mean, or call it by name: /peers/<name>/…"
+        };
+        match chosen.as_slice() {
+            [one] => Ok(Some(*one)),
+            [] => Err(format!(
+                "several peers are reached at {host}, and the path {path:?} is under none of \
+                 their URLs' base paths; {advice}"
+            )),
+            _ => Err(format!(
+                "several peers are reached at {host} with the same base path; {advice}"
+            )),
+        }
     }
 
     /// A peer by short ID or name, for apps addressing peers (`/peers/<short ID or name>/`).
@@ -943,13 +984,13 @@ mod tests {
         }
         assert!(b.peer_by_handle("ZOË 7").is_some());
         assert_eq!(
-            b.peer_by_host("shared.example.org", Some(9001))
+            b.peer_by_host("shared.example.org", Some(9001), "/")
                 .unwrap()
                 .unwrap()
                 .name(),
             "p1"
         );
-        assert!(b.peer_by_host("shared.example.org", None).is_err());
+        assert!(b.peer_by_host("shared.example.org", None, "/").is_err());
     }
 
     #[test]
@@ -1023,14 +1064,14 @@ mod tests {
         let shouted = ids[2].public().short_id().to_uppercase();
         assert_eq!(snap.peer_by_handle(&shouted).unwrap().name(), "p2");
         assert_eq!(
-            snap.peer_by_host("P2.example.org", None)
+            snap.peer_by_host("P2.example.org", None, "/")
                 .unwrap()
                 .unwrap()
                 .name(),
             "p2"
         );
         assert!(snap
-            .peer_by_host("p2.example.org", Some(1))
+            .peer_by_host("p2.example.org", Some(1), "/")
             .unwrap()
             .is_none());
         assert!(snap.peer_by_handle("nobody").is_none());
@@ -1043,25 +1084,101 @@ mod tests {
 
     #[test]
     fn a_host_shared_by_two_peers_needs_the_port() {
-        let twin = Identity::generate();
+        let (twin, triplet) = (Identity::generate(), Identity::generate());
         let extra = format!(
-            "  - name: twin\n    public_key: \"{}\"\n    url: https://P2.Example.org:9999\n",
-            twin.public().spki_base64()
+            "  - name: twin\n    public_key: \"{}\"\n    url: https://P2.Example.org:9999\n  - name: triplet\n    public_key: \"{}\"\n    url: https://p2.example.org:7777/base\n",
+            twin.public().spki_base64(),
+            triplet.public().spki_base64()
         );
         let (snap, _) = snapshot(3, &extra);
-        let err = snap.peer_by_host("p2.example.org", None).err().unwrap();
-        assert!(err.contains("several peers"), "{err}");
-        let on = |port| snap.peer_by_host("[P2.example.ORG]", Some(port)).unwrap();
-        assert_eq!(on(8002).unwrap().name(), "p2");
-        assert_eq!(on(9999).unwrap().name(), "twin");
-        assert!(on(1).is_none());
+        // p2 is at https://p2.example.org:8002/base, triplet at port 7777 with the same base
+        // path, twin at 9999 without one.
+        let name = |port, path| {
+            snap.peer_by_host("[P2.example.ORG]", port, path)
+                .map(|p| p.map(|p| p.name().to_string()))
+        };
+        let err = name(None, "/base/x").err().unwrap();
+        assert!(
+            err.contains("same base path") && err.contains("give the port"),
+            "{err}"
+        );
+        assert_eq!(name(Some(8002), "/base/x").unwrap().as_deref(), Some("p2"));
         assert_eq!(
-            snap.peer_by_host("p0.example.org", None)
+            name(Some(7777), "/base/x").unwrap().as_deref(),
+            Some("triplet")
+        );
+        assert_eq!(
+            name(Some(9999), "/base/x").unwrap().as_deref(),
+            Some("twin")
+        );
+        // Only twin's URL has `/x` under it.
+        assert_eq!(name(None, "/x").unwrap().as_deref(), Some("twin"));
+        assert_eq!(name(Some(1), "/x").unwrap(), None);
+        assert_eq!(
+            snap.peer_by_host("p0.example.org", None, "/")
                 .unwrap()
                 .unwrap()
                 .name(),
             "p0"
         );
+    }
+
+    /// Two installations behind one reverse proxy, at one host and port, told apart by the
+    /// base paths of their URLs.
+    #[test]
+    fn peers_on_one_host_and_port_are_told_apart_by_base_path() {
+        let (a, b, c, d) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let entry = |name: &str, id: &Identity, url: &str| {
+            format!(
+                "  - name: {name}\n    public_key: \"{}\"\n    url: {url}\n",
+                id.public().spki_base64()
+            )
+        };
+        let extra = [
+            entry("alice", &a, "https://hub.example.org/alice"),
+            entry("alicia", &b, "https://hub.example.org/alice/ia"),
+            entry("root", &c, "https://hub.example.org"),
+        ]
+        .concat();
+        let (snap, _) = snapshot(1, &extra);
+        let at = |path: &str| {
+            snap.peer_by_host("hub.example.org", Some(443), path)
+                .map(|p| p.map(|p| p.name().to_string()))
+        };
+        assert_eq!(at("/alice/x").unwrap().as_deref(), Some("alice"));
+        assert_eq!(at("/alice").unwrap().as_deref(), Some("alice"));
+        assert_eq!(at("/alice?q=1").unwrap().as_deref(), Some("alice"));
+        assert_eq!(at("/alice/ia/x").unwrap().as_deref(), Some("alicia"));
+        // A segment boundary: `/aliceX` is not under `/alice`.
+        assert_eq!(at("/aliceX").unwrap().as_deref(), Some("root"));
+        assert_eq!(at("/other").unwrap().as_deref(), Some("root"));
+
+        // Two peers with one URL: the app must name the one it means.
+        let extra = [
+            entry("one", &a, "https://hub.example.org/same"),
+            entry("two", &d, "https://hub.example.org/same/"),
+        ]
+        .concat();
+        let (snap, _) = snapshot(1, &extra);
+        let err = snap
+            .peer_by_host("hub.example.org", None, "/same/x")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("same base path") && err.contains("by name"),
+            "{err}"
+        );
+        assert!(!err.contains("port"), "{err}");
+        let err = snap
+            .peer_by_host("hub.example.org", None, "/x")
+            .err()
+            .unwrap();
+        assert!(err.contains("under none"), "{err}");
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Outbound {
             })?;
             let host = uri.host().unwrap_or_default();
             let peer = snap
-                .peer_by_host(host, uri.port_u16())
+                .peer_by_host(host, uri.port_u16(), uri.path())
                 .map_err(|why| Problem::new(404, "unknown_peer", "Unknown peer", why))?
                 .ok_or_else(|| {
                     Problem::new(

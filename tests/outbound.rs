@@ -495,7 +495,18 @@ async fn a_peer_url_base_path_is_added_once() {
     let mut bob = portal("bob", root.path(), &ca);
     let (alice_key, bob_key) = (alice.public.clone(), bob.public.clone());
     let (alice_url, bob_url) = (alice.url(), format!("{}/base/", bob.url()));
-    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    // A second peer at bob's host and port, under another base path (two installations
+    // behind one reverse proxy): an app using alice as its HTTP proxy reaches each by the
+    // base path it writes.
+    let neighbour = peergate::identity::Identity::generate().public().clone();
+    let neighbour_url = format!("{}/neighbour", bob.url());
+    alice.start(
+        &[
+            ("Bob", &bob_key, bob_url),
+            ("Neighbour", &neighbour, neighbour_url),
+        ],
+        "ca-for-peers.pem",
+    );
     bob.start(&[("Alice", &alice_key, alice_url)], "ca-for-peers.pem");
 
     let resp = alice
@@ -524,6 +535,28 @@ async fn a_peer_url_base_path_is_added_once() {
         .unwrap();
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(bob.app.last().unwrap().target, "/base/api/proxy?x=2");
+    assert_eq!(out["headers"]["x-peer-name"], "Bob", "{out}");
+
+    let url = format!("http://127.0.0.1:{}/neighbour/x", bob.inbound);
+    let out = tokio::task::spawn_blocking(move || urllib_through_proxy(proxy, &url, None))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(bob.app.last().unwrap().target, "/neighbour/x");
+    assert_eq!(out["headers"]["x-peer-name"], "Neighbour", "{out}");
+    // Under neither base path: the app is told to name the peer.
+    let url = format!("http://127.0.0.1:{}/x", bob.inbound);
+    let out = tokio::task::spawn_blocking(move || urllib_through_proxy(proxy, &url, None))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 404, "{out}");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("under none of their URLs' base paths"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
