@@ -25,8 +25,8 @@ pub struct Record {
     client_left: bool,
     /// The method and target, kept from the head for the line of a request that is cancelled
     /// before [`Record::finish`]: at the end of a shutdown's grace period the runtimes drop
-    /// what is still running, and Pingora's logging phase never comes. Cloning them shares
-    /// their bytes.
+    /// what is still running, and Pingora's logging phase never comes. The target's bytes are
+    /// shared, not copied.
     head: Option<(http::Method, http::Uri)>,
     finished: bool,
 }

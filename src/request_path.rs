@@ -102,8 +102,8 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
 }
 
 /// Whether `raw` (a path, percent-encoded as sent) has a `.` or `..` segment as some server
-/// could read it: spelled plainly or with `%2e`, between separators that include `\\` and an
-/// encoded `/` or `\\` (`%2f`, `%5c`, which some servers decode before they resolve dots), and
+/// could read it: spelled plainly or with `%2e`, between separators that include `\` and an
+/// encoded `/` or `\` (`%2f`, `%5c`, which some servers decode before they resolve dots), and
 /// ending at a `;` (path parameters, which servlet containers cut off: `..;` is `..` to them).
 /// The outbound side refuses those, as resolving them on the peer's side could leave the base
 /// path of the peer's URL.
@@ -141,7 +141,7 @@ pub fn has_dot_segment(raw: &str) -> bool {
 }
 
 /// The length of the path separator `bytes` start with, as some server could read one: `/`,
-/// `\\`, or either percent-encoded.
+/// `\`, or either percent-encoded.
 fn separator_len(bytes: &[u8]) -> Option<usize> {
     match bytes {
         [b'/' | b'\\', ..] => Some(1),
@@ -151,7 +151,7 @@ fn separator_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// `pq` (a path and query) with every byte that RFC 3986 does not allow there percent-encoded:
-/// non-ASCII bytes, space, `"`, `<`, `>`, `\\`, `^`, `` ` ``, `{`, `|`, `}` and controls. An app
+/// non-ASCII bytes, space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}` and controls. An app
 /// may send those raw (as a UTF-8 file name, say) and the outbound side signs what it sends; a
 /// verifier that takes the target through a URL parser (WHATWG's, Python's `requests`) sees
 /// them encoded, so the `@path` or `@query` it rebuilds would not be the one signed. Encoded,
