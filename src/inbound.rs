@@ -39,6 +39,7 @@ use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
+use crate::request_cap::{RequestCap, Slot};
 use crate::request_path;
 use crate::state::Shared;
 
@@ -68,6 +69,7 @@ pub struct Inbound {
     proto: Option<&'static str>,
     /// `listen.idle_timeout`, whole seconds (see `client_idle`).
     idle_seconds: u64,
+    requests: Arc<RequestCap>,
 }
 
 impl Inbound {
@@ -87,6 +89,8 @@ pub struct InboundCtx {
     caller: Option<Caller>,
     /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
     in_flight: crate::client_idle::InFlight,
+    /// Its place under the listener's request ceiling, held until the context is dropped.
+    _slot: Option<Slot>,
 }
 
 impl Drop for InboundCtx {
@@ -107,7 +111,14 @@ enum Admission {
 }
 
 impl Inbound {
-    pub fn new(shared: Arc<Shared>, timeouts: AppTimeouts, tls: bool, idle_seconds: u64) -> Self {
+    /// `max_requests`: at most this many requests in flight at once (see `request_cap`).
+    pub fn new(
+        shared: Arc<Shared>,
+        timeouts: AppTimeouts,
+        tls: bool,
+        idle_seconds: u64,
+        max_requests: usize,
+    ) -> Self {
         let stopping = shared.lifecycle.stopping();
         Inbound {
             shared,
@@ -115,6 +126,7 @@ impl Inbound {
             timeouts,
             proto: tls.then_some("https"),
             idle_seconds,
+            requests: RequestCap::new(max_requests),
         }
     }
 
@@ -422,6 +434,7 @@ impl ProxyHttp for Inbound {
             snapshot: None,
             caller: None,
             in_flight: Default::default(),
+            _slot: None,
         }
     }
 
@@ -433,6 +446,13 @@ impl ProxyHttp for Inbound {
         ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
+        match self.requests.admit() {
+            Ok(slot) => ctx._slot = Some(slot),
+            Err(problem) => {
+                ctx.record.refuse(session, &problem, None).await;
+                return Ok(true);
+            }
+        }
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
         if session.req_header().method == http::Method::CONNECT {

@@ -34,6 +34,7 @@ pub mod problem;
 pub mod public_identity;
 pub mod record;
 pub mod reload;
+pub mod request_cap;
 pub mod request_path;
 pub mod resolve;
 pub mod server;

@@ -34,6 +34,7 @@ use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
 use crate::problem::Problem;
 use crate::record::Record;
+use crate::request_cap::{RequestCap, Slot};
 use crate::state::Shared;
 
 /// Timeouts for peers, fixed at start.
@@ -52,6 +53,7 @@ pub struct Outbound {
     /// The listener serves this machine only (`outbound.allow_remote_clients: false`): see
     /// [`crate::local_app`].
     loopback_only: bool,
+    requests: Arc<RequestCap>,
 }
 
 pub struct OutboundCtx {
@@ -60,6 +62,8 @@ pub struct OutboundCtx {
     peer: Option<ShortId>,
     /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
     in_flight: crate::client_idle::InFlight,
+    /// Its place under the listener's request ceiling, held until the context is dropped.
+    _slot: Option<Slot>,
 }
 
 impl Drop for OutboundCtx {
@@ -138,6 +142,7 @@ impl Outbound {
         ca_file: Option<String>,
         idle_seconds: u64,
         loopback_only: bool,
+        max_requests: usize,
     ) -> Self {
         let options = pingora::connectors::ConnectorOptions {
             ca_file,
@@ -150,6 +155,7 @@ impl Outbound {
             timeouts,
             idle_seconds,
             loopback_only,
+            requests: RequestCap::new(max_requests),
         }
     }
 
@@ -499,6 +505,7 @@ impl ProxyHttp for Outbound {
             record: Record::new(Direction::Outbound),
             peer: None,
             in_flight: Default::default(),
+            _slot: None,
         }
     }
 
@@ -510,6 +517,13 @@ impl ProxyHttp for Outbound {
         ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
+        match self.requests.admit() {
+            Ok(slot) => ctx._slot = Some(slot),
+            Err(problem) => {
+                ctx.record.refuse(session, &problem, None).await;
+                return Ok(true);
+            }
+        }
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header(), self.loopback_only) {
             Err(problem) => ctx.record.refuse(session, &problem, None).await,

@@ -36,6 +36,7 @@ fn add_inbound(
         timeouts,
         config.inbound_tls().is_some(),
         idle,
+        config.listen.max_connections,
     );
     let mut proxy = pingora::proxy::http_proxy(conf, inbound);
     let mut options = pingora::apps::HttpServerOptions::default();
@@ -90,7 +91,14 @@ fn add_outbound(
         .map(|f| f.to_string_lossy().into_owned());
     let idle = config.listen.idle_timeout.whole_seconds();
     let loopback_only = !config.outbound.allow_remote_clients;
-    let outbound = Outbound::new(shared.clone(), timeouts, ca_file, idle, loopback_only);
+    let outbound = Outbound::new(
+        shared.clone(),
+        timeouts,
+        ca_file,
+        idle,
+        loopback_only,
+        config.listen.max_connections,
+    );
     // Pingora answers CONNECT with a bare 405 unless asked not to; peergate refuses it itself,
     // with a problem document that tells the app to use plain http:// URLs. Nothing is tunnelled.
     let mut options = pingora::apps::HttpServerOptions::default();

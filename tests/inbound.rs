@@ -683,6 +683,53 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
     assert!(m.contains(open) && m.contains(refused), "{m}");
 }
 
+/// `listen.max_connections` bounds requests too: one HTTP/2 connection carries up to 100 at
+/// once, so under the connection ceiling alone a few connections could hold thousands of
+/// requests, each with a connection to the app (found by an audit: 210 connections held 15 000
+/// at the app). Past the ceiling a request gets a 503 `overloaded` at once and the app never
+/// sees it; places come back as requests finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
+    let f = Fixture::with(Options {
+        listen: "max_connections: 3".into(),
+        app: Handler::Delay(Duration::from_millis(1500)),
+        ..Options::default()
+    });
+    let uris: Vec<String> = (0..8).map(|i| format!("/public/slow/{i}")).collect();
+    let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+    let answers = h2_gets_at_once(f.addr, f.client.clone(), HOST, &uris)
+        .await
+        .unwrap();
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |r| r.status))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    for answer in answers.iter().flatten().filter(|a| a.status != 200) {
+        assert_problem(answer, 503, "overloaded");
+        assert!(
+            answer.text().contains("at most 3 requests at once"),
+            "{}",
+            answer.text()
+        );
+    }
+    assert_eq!(f.app.count(), 3, "refused requests reached the app");
+    // Places come back: the next ones are served.
+    let answers = h2_gets_at_once(f.addr, f.client.clone(), HOST, &uris[..3])
+        .await
+        .unwrap();
+    for answer in answers {
+        assert_eq!(answer.unwrap().status, 200);
+    }
+    let refused = "peergate_rejections_total{direction=\"inbound\",reason=\"overloaded\"} 5\n";
+    let m = f.metrics_eventually(&[refused]);
+    assert!(m.contains(refused), "{m}");
+}
+
 /// A request in flight on an HTTP/2 connection when a graceful shutdown begins is answered,
 /// and the connection is closed right after it (GOAWAY), not left open to the end of the grace
 /// period: the shutdown reaches Pingora's HTTP/2 loop through the connection's own signal,

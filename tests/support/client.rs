@@ -395,6 +395,39 @@ pub async fn h2_request(
     .await
 }
 
+/// Sends a GET for each of `uris` at once, as streams of one new HTTP/2 connection, and
+/// returns each answer (or why it failed) in the order of `uris`.
+pub async fn h2_gets_at_once(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uris: &[&str],
+) -> io::Result<Vec<io::Result<RawResponse>>> {
+    let requests = uris
+        .iter()
+        .map(|uri| h2_build(server_name, "GET", uri, &[], b""))
+        .collect::<io::Result<Vec<_>>>()?;
+    bounded(NET_TIMEOUT, "HTTP/2 exchanges", async move {
+        let (sender, connection) = h2_connect(addr, config, server_name).await?;
+        let driver = tokio::spawn(connection);
+        let streams: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let mut sender = sender.clone();
+                tokio::spawn(async move { h2_send(&mut sender, request).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for stream in streams {
+            answers.push(stream.await.map_err(io::Error::other)?);
+        }
+        drop(sender);
+        driver.abort();
+        Ok(answers)
+    })
+    .await
+}
+
 /// Sends one request on a new HTTP/2 connection, reads the answer, then keeps the connection
 /// open and idle: the answer and how long the server took to close it, or an error if it was
 /// still open after `wait`.
