@@ -360,11 +360,7 @@ impl Forwarder {
                         break;
                     }
                     Err(e) => {
-                        // The head has gone out, so the client can only learn that the body
-                        // is cut from how the connection ends: closed (HTTP/1.1) or the stream
-                        // reset (HTTP/2) now, before Pingora finishes the session, which would
-                        // write a chunked body's last chunk and make the cut answer look whole.
-                        session.downstream_session.shutdown().await;
+                        // The head has gone out: `Record::forwarded` cuts the connection.
                         let (kind, _) = classify(&e, what);
                         return Err(ForwardError::Aborted {
                             kind: Some(kind),

@@ -599,13 +599,16 @@ impl ProxyHttp for Inbound {
         }
         if !from_upstream || answer_started {
             // The client broke the exchange (or stopped reading the answer), or the answer was
-            // cut: there is no one to answer, or no way to.
+            // cut: there is no one to answer, or no way to. Over HTTP/2 a client that resets
+            // its stream or closes its connection while the app works is an `H2Error`
+            // ("Client closed H2"); a malformed HTTP/2 request never gets this far.
             let code = match e.etype() {
                 _ if answer_started => 0,
                 ErrorType::ReadError
                 | ErrorType::WriteError
                 | ErrorType::WriteTimedout
-                | ErrorType::ConnectionClosed => 0,
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error => 0,
                 _ => 400,
             };
             if code > 0 {
@@ -616,6 +619,8 @@ impl ProxyHttp for Inbound {
                     format!("the request could not be read: {}", client_error_text(e)),
                 );
                 ctx.record.refuse(session, &problem, None).await;
+            } else if !from_upstream {
+                ctx.record.client_left();
             }
             return FailToProxy {
                 error_code: code,

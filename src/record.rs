@@ -76,6 +76,12 @@ impl Record {
         self.status = Some(status);
     }
 
+    /// The client closed, reset or stalled its connection before its whole answer was written
+    /// (the status may have gone out): the request is `aborted`, not `ok`.
+    pub fn client_left(&mut self) {
+        self.client_left = true;
+    }
+
     /// Answers with `problem` as a refusal of peergate's policy.
     pub async fn refuse(
         &mut self,
@@ -133,15 +139,26 @@ impl Record {
                 self.upstream_failed(session, metrics, kind, &problem).await;
             }
             Err(ForwardError::Aborted { kind, detail }) => {
-                log::warn!("{}: {detail}", self.direction.as_str());
                 match kind {
                     Some(kind) => {
+                        log::warn!("{}: {detail}", self.direction.as_str());
                         metrics.upstream_error(self.direction, kind);
                         self.upstream_error = Some(kind);
                     }
-                    None => self.client_left = true,
+                    // The client's doing, which any peer (or the app) can repeat on every
+                    // request; the request's line says `outcome=aborted`.
+                    None => {
+                        log::debug!("{}: {detail}", self.direction.as_str());
+                        self.client_left = true;
+                    }
                 }
                 session.set_keepalive(None);
+                // The answer may have begun: the client can only learn that it is cut from how
+                // the connection ends, closed (HTTP/1.1) or the stream reset (HTTP/2), and that
+                // must happen now. Pingora finishes the session after the request filter, which
+                // would write a chunked body's last chunk, or an HTTP/2 stream's end, and make
+                // the cut answer look whole to a client that reads on.
+                session.downstream_session.shutdown().await;
             }
         }
     }

@@ -730,6 +730,90 @@ async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
     assert!(m.contains(refused), "{m}");
 }
 
+/// An app's answer framed by its chunks, `len` bytes of `x`.
+fn chunked_reply(len: usize) -> Reply {
+    let mut body = format!("{len:x}\r\n").into_bytes();
+    body.extend(std::iter::repeat_n(b'x', len));
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    Reply::new(200)
+        .header("transfer-encoding", "chunked")
+        .body(body)
+}
+
+/// An HTTP/2 client that stops reading its answer is cut off after `listen.idle_timeout`, and
+/// it must be able to tell: its stream is reset. Found by an audit: after the cut, Pingora
+/// finished the stream (an empty DATA frame with END_STREAM), so a client that read on later
+/// had 100 bytes of a 5 000-byte answer with no length, ended as if whole, and the request was
+/// logged and counted `ok`. On a signed route and on a public one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_reading_gets_its_stream_reset() {
+    let f = Fixture::with(Options {
+        listen: "idle_timeout: 1s".into(),
+        app: Handler::custom(|_| chunked_reply(5000)),
+        ..Options::default()
+    });
+    let signed = h2_signed_headers(&f.bob, "GET", "/api/big", b"");
+    for (uri, headers) in [("/api/big", borrowed(&signed)), ("/public/big", Vec::new())] {
+        let (status, body) = h2_get_read_late(
+            f.addr,
+            f.client.clone(),
+            HOST,
+            uri,
+            &headers,
+            100,
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{uri}");
+        match body {
+            Err(_) => {}
+            Ok(body) => panic!("{uri}: {} bytes of 5000, ended as if whole", body.len()),
+        }
+    }
+    let peer = f.bob.public.short_id();
+    let signed_aborted = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"aborted\",peer=\"{peer}\"}} 1\n"
+    );
+    let public_aborted =
+        "peergate_requests_total{direction=\"inbound\",outcome=\"aborted\",peer=\"unknown\"} 1\n";
+    let m = f.metrics_eventually(&[&signed_aborted, public_aborted]);
+    assert!(
+        m.contains(&signed_aborted) && m.contains(public_aborted),
+        "{m}"
+    );
+}
+
+/// A client that resets its HTTP/2 stream while the app works on a public route has left: the
+/// request is `aborted`, as over HTTP/1.1 and on signed routes, not refused as a bad request
+/// (it was counted in `peergate_rejections_total{reason="bad_request"}`, found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_leaving_a_public_request_is_aborted_not_refused() {
+    let f = Fixture::with(Options {
+        app: Handler::Delay(Duration::from_millis(1500)),
+        ..Options::default()
+    });
+    h2_get_given_up(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/public/slow",
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let aborted =
+        "peergate_requests_total{direction=\"inbound\",outcome=\"aborted\",peer=\"unknown\"} 1\n";
+    let m = f.metrics_eventually(&[aborted]);
+    assert!(m.contains(aborted), "{m}");
+    assert!(
+        !m.lines().any(|l| l.starts_with(
+            "peergate_rejections_total{direction=\"inbound\",reason=\"bad_request\"}"
+        ) && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
 /// A request in flight on an HTTP/2 connection when a graceful shutdown begins is answered,
 /// and the connection is closed right after it (GOAWAY), not left open to the end of the grace
 /// period: the shutdown reaches Pingora's HTTP/2 loop through the connection's own signal,

@@ -428,6 +428,75 @@ pub async fn h2_gets_at_once(
     .await
 }
 
+/// Sends a GET with `headers` on a new HTTP/2 connection that gives each stream a receive
+/// window of `window` bytes, takes the answer's head, and reads its body only after `wait`:
+/// a client that stops reading. The body, or the error it ended with (a reset stream).
+pub async fn h2_get_read_late(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    window: u32,
+    wait: Duration,
+) -> io::Result<(u16, io::Result<Vec<u8>>)> {
+    let request = h2_build(server_name, "GET", uri, headers, b"")?;
+    let (mut sender, connection) = bounded(
+        NET_TIMEOUT,
+        "HTTP/2 handshake",
+        h2_connect_with(addr, config, server_name, Some(window)),
+    )
+    .await?;
+    let driver = tokio::spawn(connection);
+    let response = bounded(NET_TIMEOUT, "HTTP/2 answer head", async {
+        sender.send_request(request).await.map_err(io::Error::other)
+    })
+    .await?;
+    tokio::time::sleep(wait).await;
+    let (parts, body) = response.into_parts();
+    let body = bounded(NET_TIMEOUT, "HTTP/2 answer body", async {
+        body.collect()
+            .await
+            .map(|c| c.to_bytes().to_vec())
+            .map_err(io::Error::other)
+    })
+    .await;
+    drop(sender);
+    driver.abort();
+    Ok((parts.status.as_u16(), body))
+}
+
+/// Sends a GET on a new HTTP/2 connection and gives it up after `after` (hyper then resets
+/// the stream), keeping the connection open a moment longer so that the reset goes out.
+pub async fn h2_get_given_up(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uri: &str,
+    after: Duration,
+) -> io::Result<()> {
+    let request = h2_build(server_name, "GET", uri, &[], b"")?;
+    let (mut sender, connection) = bounded(
+        NET_TIMEOUT,
+        "HTTP/2 handshake",
+        h2_connect(addr, config, server_name),
+    )
+    .await?;
+    let driver = tokio::spawn(connection);
+    let answered = tokio::time::timeout(after, sender.send_request(request)).await;
+    if let Ok(answer) = answered {
+        let answer = answer.map_err(io::Error::other)?;
+        return Err(io::Error::other(format!(
+            "answered ({}) before it was given up",
+            answer.status()
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(sender);
+    driver.abort();
+    Ok(())
+}
+
 /// Sends one request on a new HTTP/2 connection, reads the answer, then keeps the connection
 /// open and idle: the answer and how long the server took to close it, or an error if it was
 /// still open after `wait`.
@@ -503,6 +572,19 @@ async fn h2_connect(
     H2Sender,
     impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
 )> {
+    h2_connect_with(addr, config, server_name, None).await
+}
+
+/// [`h2_connect`], with each stream's receive window `window` bytes when given.
+async fn h2_connect_with(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    window: Option<u32>,
+) -> io::Result<(
+    H2Sender,
+    impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+)> {
     let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
         config
     } else {
@@ -519,7 +601,12 @@ async fn h2_connect(
             alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
         )));
     }
-    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(window) = window {
+        builder.initial_stream_window_size(window);
+    }
+    builder
+        .handshake(TokioIo::new(tls))
         .await
         .map_err(io::Error::other)
 }
