@@ -638,7 +638,7 @@ impl ProxyHttp for Inbound {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &InboundCtx, error: &Error) -> bool {
-        crate::record::clients_failure_told(Direction::Inbound, error)
+        crate::record::pingora_error_told(Direction::Inbound, error)
     }
 
     /// Runs last for every request Pingora began, refused, failed or answered (not for one

@@ -563,7 +563,7 @@ impl ProxyHttp for Outbound {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &OutboundCtx, error: &Error) -> bool {
-        crate::record::clients_failure_told(Direction::Outbound, error)
+        crate::record::pingora_error_told(Direction::Outbound, error)
     }
 
     /// Runs last for every request Pingora began, refused, failed or answered (not for one

@@ -209,15 +209,21 @@ impl Record {
 }
 
 /// For [`pingora::proxy::ProxyHttp::suppress_error_log`]: Pingora logs every request that
-/// failed at ERROR ("Fail to proxy", "Fail to filter request"), a client that closed, reset or
-/// stalled its connection included. That is the client's doing, any peer or the app can do it
-/// on every request, and the request's own line says `outcome=aborted`; so such a failure is
-/// logged at `debug` instead, and ERROR keeps meaning something an operator must look at.
-pub fn clients_failure_told(direction: Direction, error: &pingora::Error) -> bool {
-    if !matches!(error.esource(), pingora::ErrorSource::Downstream) {
-        return false;
-    }
-    log::debug!("{}: the client's side failed: {error}", direction.as_str());
+/// failed at ERROR ("Fail to proxy", "Fail to filter request"), one line per request. When the
+/// client closed, reset or stalled its connection, that is the client's doing, which any peer
+/// or the app can repeat on every request, and the request's own line says `outcome=aborted`.
+/// When the upstream failed, the request's line says `outcome=error` and peergate's own warning
+/// names the failure at most once a second (`warn_app_failure`), where Pingora's lines would
+/// flood the log at the rate anyone sends requests to a public route of a failing app. Either
+/// way Pingora's line goes to `debug`, and ERROR keeps meaning something an operator must look
+/// at; its other errors (internal ones) are still logged at ERROR.
+pub fn pingora_error_told(direction: Direction, error: &pingora::Error) -> bool {
+    let side = match error.esource() {
+        pingora::ErrorSource::Downstream => "the client's side",
+        pingora::ErrorSource::Upstream => "the upstream",
+        _ => return false,
+    };
+    log::debug!("{}: {side} failed: {error}", direction.as_str());
     true
 }
 

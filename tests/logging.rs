@@ -78,6 +78,38 @@ async fn bodies_cut_off_by_a_reset_are_logged_as_aborted_requests_not_errors() {
     assert!(app.requests().is_empty(), "a cut-off body reached the app");
 }
 
+/// With the app down, every request to a public route fails the same way, and anyone can send
+/// them: Pingora logged an ERROR line for each ("Fail to proxy: Upstream ..."), 1 177 lines in
+/// two seconds in an audit. Each request has its own line (`outcome=error`), and the failure is
+/// told once a second, with a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_app_behind_a_public_route_is_told_once_a_second() {
+    let down = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let setup = Setup::new(
+        down,
+        &[],
+        "routes:\n  - { path: \"/public/*\", access: public }\n  - { path: \"/*\", access: peers }",
+    );
+    let binary = Binary::run(&setup);
+    wait_listening(setup.inbound);
+    for i in 0..40 {
+        let req = support::RawRequest::new("GET", format!("/public/{i}"))
+            .header("Host", setup.authority());
+        let resp = support::raw_request(setup.inbound, None, &req.to_bytes())
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 502, "{}", resp.text());
+    }
+    let (log, _) = eventually(Duration::from_secs(10), "40 request lines", || async {
+        let log = binary.log();
+        (log.lines().filter(|l| l.contains("outcome=error")).count() == 40).then_some(log)
+    })
+    .await;
+    assert!(!log.lines().any(|l| l.contains(" ERROR ")), "{log}");
+    let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
+    assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
+}
+
 /// Sends `head` and `part` of the body it announces, then resets the connection.
 async fn cut_off(addr: SocketAddr, head: &[u8], part: &[u8]) {
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
