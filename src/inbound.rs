@@ -325,7 +325,7 @@ impl Inbound {
         ctx: &mut InboundCtx,
         snap: &Snapshot,
         body: HeldBody,
-    ) {
+    ) -> pingora::Result<()> {
         let app = TheApp(&snap.upstream);
         let result = match self.app_peer(&snap.upstream).await {
             Err(e) => {
@@ -362,7 +362,7 @@ impl Inbound {
         };
         ctx.record
             .forwarded(session, &self.shared.metrics, result)
-            .await;
+            .await
     }
 
     async fn app_peer(&self, upstream: &HostPort) -> pingora::Result<HttpPeer> {
@@ -488,7 +488,7 @@ impl ProxyHttp for Inbound {
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => Ok(false),
             Ok(Admission::Forward(body)) => {
-                self.forward_verified(session, ctx, &snap, body).await;
+                self.forward_verified(session, ctx, &snap, body).await?;
                 Ok(true)
             }
             Err(problem) => {
@@ -593,7 +593,10 @@ impl ProxyHttp for Inbound {
                 kind: Some(kind),
                 detail: format!("{app} broke off its answer: {}", error_text(e)),
             };
-            ctx.record
+            // The session is given up after this hook (`can_reuse_downstream: false`): the
+            // error it returns for that is not needed.
+            let _ = ctx
+                .record
                 .forwarded(session, &self.shared.metrics, Err(broke))
                 .await;
         }

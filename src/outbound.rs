@@ -430,23 +430,27 @@ impl Outbound {
         snap: &Snapshot,
         peer: Called,
         pq: String,
-    ) {
+    ) -> pingora::Result<()> {
         let what: &(dyn fmt::Display + Sync) = &peer;
         let framing = match body::framing(session.req_header()) {
             Ok(framing) => framing,
-            Err(problem) => return ctx.record.refuse(session, &problem, None).await,
+            Err(problem) => {
+                ctx.record.refuse(session, &problem, None).await;
+                return Ok(());
+            }
         };
         // Given back once the body is sent (see `Forwarder::forward`) or refused.
         let held = Held::new(&self.shared.bodies, snap.max_buffered);
         let body = match body::read_whole(session, framing, snap.max_body, held, |_| Ok(())).await {
             Ok(body) => body,
             Err(BodyError::Refused(problem)) => {
-                return ctx.record.refuse(session, &problem, None).await
+                ctx.record.refuse(session, &problem, None).await;
+                return Ok(());
             }
             Err(BodyError::Client(e)) => {
                 log::debug!("outbound: the app went away while sending: {e}");
                 session.set_keepalive(None);
-                return;
+                return Ok(());
             }
         };
         let result = match self.peer_connection(&peer.url).await {
@@ -487,7 +491,7 @@ impl Outbound {
         };
         ctx.record
             .forwarded(session, &self.shared.metrics, result)
-            .await;
+            .await
     }
 }
 
@@ -544,7 +548,7 @@ impl ProxyHttp for Outbound {
                 path_and_query,
             }) => {
                 ctx.peer = Some(peer.short_id);
-                self.call(session, ctx, &snap, peer, path_and_query).await;
+                self.call(session, ctx, &snap, peer, path_and_query).await?;
             }
         }
         Ok(true)

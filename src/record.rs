@@ -126,13 +126,15 @@ impl Record {
         }
     }
 
-    /// Records how a forward ended, answering or cutting the connection as it requires.
+    /// Records how a forward ended, answering or cutting the connection as it requires. `Err`
+    /// for a forward that was cut: the request filter returns it, so that Pingora drops the
+    /// session instead of finishing it (see [`cut`]).
     pub async fn forwarded(
         &mut self,
         session: &mut Session,
         metrics: &Metrics,
         result: Result<u16, ForwardError>,
-    ) {
+    ) -> pingora::Result<()> {
         match result {
             Ok(status) => self.status = Some(status),
             Err(ForwardError::Upstream { kind, problem }) => {
@@ -153,14 +155,10 @@ impl Record {
                     }
                 }
                 session.set_keepalive(None);
-                // The answer may have begun: the client can only learn that it is cut from how
-                // the connection ends, closed (HTTP/1.1) or the stream reset (HTTP/2), and that
-                // must happen now. Pingora finishes the session after the request filter, which
-                // would write a chunked body's last chunk, or an HTTP/2 stream's end, and make
-                // the cut answer look whole to a client that reads on.
-                session.downstream_session.shutdown().await;
+                return Err(cut());
             }
         }
+        Ok(())
     }
 
     /// Counts the request and writes its log line. `peer` is a short ID from the allowlist
@@ -206,6 +204,22 @@ impl Record {
         );
         now
     }
+}
+
+/// What a request filter returns for a forward that was cut ([`Record::forwarded`]). The
+/// answer may have begun, and the client can only learn that it is cut from how the connection
+/// ends: closed (HTTP/1.1) or its stream reset (HTTP/2). Returned as the filter's error, it
+/// makes Pingora drop the session, which does exactly that, where after `Ok` Pingora would
+/// finish the session: write a chunked body's last chunk or end the HTTP/2 stream, making the
+/// cut answer look whole, and wait without a time limit for a client that reads nothing more
+/// to take those bytes. Told as the client's side closing, with no answer to write.
+fn cut() -> Box<pingora::Error> {
+    let mut e = pingora::Error::explain(
+        pingora::ErrorType::ConnectionClosed,
+        "peergate cut the exchange (the request's line says why)",
+    );
+    e.esource = pingora::ErrorSource::Downstream;
+    e
 }
 
 /// For [`pingora::proxy::ProxyHttp::suppress_error_log`]: Pingora logs every request that

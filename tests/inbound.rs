@@ -784,6 +784,41 @@ async fn an_http2_client_that_stops_reading_gets_its_stream_reset() {
     );
 }
 
+/// An HTTP/1.1 client over TLS that stops reading a large answer is cut off after
+/// `listen.idle_timeout`, and its connection and its places are given back: a review found that
+/// closing such a connection gracefully (TLS `close_notify`, after what is still buffered) waits
+/// without a time limit for a client that reads nothing, so a few such clients could hold every
+/// place of the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_client_that_stops_reading_is_cut_and_its_place_given_back() {
+    let f = Fixture::with(Options {
+        listen: "idle_timeout: 1s".into(),
+        app: Handler::custom(|_| Reply::new(200).body(vec![b'x'; 48 << 20])),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/large", &[], b"");
+    conn.send(&get.to_bytes()).await.unwrap();
+    // Reads nothing, and keeps the connection open.
+    let peer = f.bob.public.short_id();
+    let aborted = format!(
+        "peergate_requests_total{{direction=\"inbound\",outcome=\"aborted\",peer=\"{peer}\"}} 1\n"
+    );
+    let open = "peergate_client_connections{direction=\"inbound\"} 0\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = f.metrics();
+        if (m.contains(&aborted) && m.contains(open)) || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(m.contains(&aborted) && m.contains(open), "{m}");
+    drop(conn);
+}
+
 /// A client that resets its HTTP/2 stream while the app works on a public route has left: the
 /// request is `aborted`, as over HTTP/1.1 and on signed routes, not refused as a bad request
 /// (it was counted in `peergate_rejections_total{reason="bad_request"}`, found by an audit).
