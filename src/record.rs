@@ -143,7 +143,12 @@ impl Record {
             Err(ForwardError::Aborted { kind, detail }) => {
                 match kind {
                     Some(kind) => {
-                        log::warn!("{}: {detail}", self.direction.as_str());
+                        match self.direction {
+                            // The app's failure, which anyone on a public route can make
+                            // happen again and again: throttled as the app's other failures.
+                            Direction::Inbound => warn_app_failure(&detail),
+                            Direction::Outbound => log::warn!("outbound: {detail}"),
+                        }
                         metrics.upstream_error(self.direction, kind);
                         self.upstream_error = Some(kind);
                     }

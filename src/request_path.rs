@@ -151,24 +151,32 @@ fn separator_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// `pq` (a path and query) with every byte that RFC 3986 does not allow there percent-encoded:
-/// non-ASCII bytes, space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}` and controls. An app
+/// non-ASCII bytes, space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, controls, and a `%`
+/// that does not start an escape; and `'`, which WHATWG's parser encodes in a query. An app
 /// may send those raw (as a UTF-8 file name, say) and the outbound side signs what it sends; a
-/// verifier that takes the target through a URL parser (WHATWG's, Python's `requests`) sees
-/// them encoded, so the `@path` or `@query` it rebuilds would not be the one signed. Encoded,
-/// they mean the same to the peer's app, and every parser leaves them as they are. `%` is left
-/// as it is, whether or not two hex digits follow, and so are `[` and `]`, which both of those
-/// parsers leave raw.
+/// verifier that takes the target through a URL parser (WHATWG's, Python's `requests`, which
+/// re-encodes a whole target with a stray `%` in it) sees them encoded, so the `@path` or
+/// `@query` it rebuilds would not be the one signed. Encoded, both parsers leave them as they
+/// are. `[` and `]` stay raw, as both parsers leave them.
 pub fn encode_for_uri(pq: &str) -> std::borrow::Cow<'_, str> {
     fn allowed(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%[]".contains(&b)
+        b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?[]".contains(&b)
     }
-    if pq.bytes().all(allowed) {
+    let bytes = pq.as_bytes();
+    // A `%` stays only where it starts an escape.
+    let escape_at = |i: usize| {
+        bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    };
+    let keep = |i: usize, b: u8| allowed(b) || (b == b'%' && escape_at(i));
+    if bytes.iter().enumerate().all(|(i, &b)| keep(i, b)) {
         return std::borrow::Cow::Borrowed(pq);
     }
     use std::fmt::Write;
     let mut out = String::with_capacity(pq.len() + 16);
-    for b in pq.bytes() {
-        if allowed(b) {
+    for (i, &b) in bytes.iter().enumerate() {
+        if keep(i, b) {
             out.push(char::from(b));
         } else {
             // Writing to a String cannot fail.
@@ -229,11 +237,19 @@ mod tests {
             ("/a b", "/a%20b"),
             ("/x{1}|^`\\\"<>", "/x%7B1%7D%7C%5E%60%5C%22%3C%3E"),
             ("/\u{7f}\u{1}", "/%7F%01"),
+            ("/100%?q=O'Brien", "/100%25?q=O%27Brien"),
+            ("/a%2", "/a%252"),
+            ("/a%zz%C3%A9", "/a%25zz%C3%A9"),
         ] {
             assert_eq!(encode_for_uri(pq), encoded, "{pq:?}");
         }
         // What a URI may hold stays as it is, and is not copied.
-        for pq in ["/a/b?x=1&y=%2F;z=[0]", "/~user/!$&'()*+,;=:@", "/100%", ""] {
+        for pq in [
+            "/a/b?x=1&y=%2F;z=[0]",
+            "/~user/!$&()*+,;=:@",
+            "/caf%c3%a9%2F",
+            "",
+        ] {
             assert!(
                 matches!(encode_for_uri(pq), std::borrow::Cow::Borrowed(b) if b == pq),
                 "{pq:?}"

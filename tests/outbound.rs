@@ -952,8 +952,8 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
         )],
         "ca-for-peers.pem",
     );
-    // The last target holds what a URI cannot: alice sends it percent-encoded, as the Python
-    // side's URL handling reads it, and signs it so.
+    // The last two targets hold what a URI cannot: alice sends them percent-encoded, as the
+    // Python side's URL handling reads them, and signs them so.
     for (method, body, target) in [
         ("GET", Vec::new(), "/peers/PyBob/api/check?a=1&b=two"),
         ("POST", pattern(1024), "/peers/PyBob/api/check?a=1&b=two"),
@@ -963,6 +963,7 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
             Vec::new(),
             "/peers/PyBob/api/caf\u{e9}{x}|^?q=\u{e9}&b=two",
         ),
+        ("GET", Vec::new(), "/peers/PyBob/api/100%?q=O'Brien&b=two"),
     ] {
         let mut req = RawRequest::new(method, target).header("Host", "127.0.0.1");
         if !body.is_empty() {
@@ -1020,18 +1021,22 @@ async fn what_a_uri_cannot_hold_reaches_the_peer_percent_encoded() {
     // What is already encoded, and what a URI may hold, goes as it came.
     let resp = alice
         .call(
-            RawRequest::new(
-                "GET",
-                "/peers/Bob/files/caf%C3%A9?a[]=1&b=%2F;c=~!$'()*+,:@",
-            )
-            .header("Host", "127.0.0.1"),
+            RawRequest::new("GET", "/peers/Bob/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@")
+                .header("Host", "127.0.0.1"),
         )
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(
         bob.app.last().unwrap().target,
-        "/files/caf%C3%A9?a[]=1&b=%2F;c=~!$'()*+,:@"
+        "/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@"
     );
+    // A `%` that starts no escape, and `'`, which browsers encode in a query. (In a path, a
+    // peergate peer refuses the `%25` as it refused the raw `%`.)
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/Bob/x?p=100%&q=O'Brien").header("Host", "127.0.0.1"))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(bob.app.last().unwrap().target, "/x?p=100%25&q=O%27Brien");
 }
 
 /// A peer that closes a kept connection as the next request arrives (its idle timeout firing
