@@ -441,13 +441,7 @@ pub async fn h2_get_read_late(
     wait: Duration,
 ) -> io::Result<(u16, io::Result<Vec<u8>>)> {
     let request = h2_build(server_name, "GET", uri, headers, b"")?;
-    let (mut sender, connection) = bounded(
-        NET_TIMEOUT,
-        "HTTP/2 handshake",
-        h2_connect_with(addr, config, server_name, Some(window)),
-    )
-    .await?;
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = h2_open(addr, config, server_name, Some(window)).await?;
     let response = bounded(NET_TIMEOUT, "HTTP/2 answer head", async {
         sender.send_request(request).await.map_err(io::Error::other)
     })
@@ -476,13 +470,7 @@ pub async fn h2_get_given_up(
     after: Duration,
 ) -> io::Result<()> {
     let request = h2_build(server_name, "GET", uri, &[], b"")?;
-    let (mut sender, connection) = bounded(
-        NET_TIMEOUT,
-        "HTTP/2 handshake",
-        h2_connect(addr, config, server_name),
-    )
-    .await?;
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = h2_open(addr, config, server_name, None).await?;
     let answered = tokio::time::timeout(after, sender.send_request(request)).await;
     if let Ok(answer) = answered {
         let answer = answer.map_err(io::Error::other)?;
@@ -508,13 +496,7 @@ pub async fn h2_request_then_idle(
     wait: Duration,
 ) -> io::Result<(RawResponse, Duration)> {
     let request = h2_build(server_name, "GET", uri, &[], b"")?;
-    let (mut sender, connection) = bounded(
-        NET_TIMEOUT,
-        "HTTP/2 handshake",
-        h2_connect(addr, config, server_name),
-    )
-    .await?;
-    let mut driver = tokio::spawn(connection);
+    let (mut sender, mut driver) = h2_open(addr, config, server_name, None).await?;
     let response = bounded(
         NET_TIMEOUT,
         "HTTP/2 exchange",
@@ -536,6 +518,23 @@ pub async fn h2_request_then_idle(
 }
 
 type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// [`h2_connect_with`] within [`NET_TIMEOUT`], its connection driven by a task of its own
+/// (abort it to drop the connection).
+async fn h2_open(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    window: Option<u32>,
+) -> io::Result<(H2Sender, tokio::task::JoinHandle<hyper::Result<()>>)> {
+    let (sender, connection) = bounded(
+        NET_TIMEOUT,
+        "HTTP/2 handshake",
+        h2_connect_with(addr, config, server_name, window),
+    )
+    .await?;
+    Ok((sender, tokio::spawn(connection)))
+}
 
 fn h2_build(
     server_name: &str,
