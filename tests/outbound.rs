@@ -1004,39 +1004,29 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_uri_cannot_hold_reaches_the_peer_percent_encoded() {
     let (_root, alice, bob) = pair();
-    // Raw UTF-8, braces, a pipe, a caret and quotes, as an app might send them (Pingora's
-    // parser refuses a backtick or `<`, and encodes the whole target itself when it holds a
-    // space): the peer's app gets them percent-encoded, exactly as signed and verified.
-    let resp = alice
-        .call(
-            RawRequest::new("GET", "/peers/Bob/files/caf\u{e9}{1}|^\"?q=\u{e9}{x}")
-                .header("Host", "127.0.0.1"),
-        )
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(
-        bob.app.last().unwrap().target,
-        "/files/caf%C3%A9%7B1%7D%7C%5E%22?q=%C3%A9%7Bx%7D"
-    );
-    // What is already encoded, and what a URI may hold, goes as it came.
-    let resp = alice
-        .call(
-            RawRequest::new("GET", "/peers/Bob/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@")
-                .header("Host", "127.0.0.1"),
-        )
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(
-        bob.app.last().unwrap().target,
-        "/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@"
-    );
-    // A `%` that starts no escape, and `'`, which browsers encode in a query. (In a path, a
-    // peergate peer refuses the `%25` as it refused the raw `%`.)
-    let resp = alice
-        .call(RawRequest::new("GET", "/peers/Bob/x?p=100%&q=O'Brien").header("Host", "127.0.0.1"))
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(bob.app.last().unwrap().target, "/x?p=100%25&q=O%27Brien");
+    for (sent, received) in [
+        // Raw UTF-8, braces, a pipe, a caret and quotes, as an app might send them (Pingora's
+        // parser refuses a backtick or `<`, and encodes the whole target itself when it holds
+        // a space): the peer's app gets them percent-encoded, exactly as signed and verified.
+        (
+            "/peers/Bob/files/caf\u{e9}{1}|^\"?q=\u{e9}{x}",
+            "/files/caf%C3%A9%7B1%7D%7C%5E%22?q=%C3%A9%7Bx%7D",
+        ),
+        // What is already encoded, and what a URI may hold, goes as it came.
+        (
+            "/peers/Bob/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@",
+            "/files/caf%C3%A9?a[]=1&b=%2F;c=~!$()*+,:@",
+        ),
+        // A `%` that starts no escape, and `'`, which browsers encode in a query. (In a path,
+        // a peergate peer refuses the `%25` as it refused the raw `%`.)
+        ("/peers/Bob/x?p=100%&q=O'Brien", "/x?p=100%25&q=O%27Brien"),
+    ] {
+        let resp = alice
+            .call(RawRequest::new("GET", sent).header("Host", "127.0.0.1"))
+            .await;
+        assert_eq!(resp.status, 200, "{sent}: {}", resp.text());
+        assert_eq!(bob.app.last().unwrap().target, received, "{sent}");
+    }
 }
 
 /// A peer that closes a kept connection as the next request arrives (its idle timeout firing
