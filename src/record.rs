@@ -143,11 +143,12 @@ impl Record {
             Err(ForwardError::Aborted { kind, detail }) => {
                 match kind {
                     Some(kind) => {
+                        // The app's failure, which anyone on a public route can make happen
+                        // again and again, or a peer's, which every request of our app to it
+                        // repeats: throttled as the app's other failures.
                         match self.direction {
-                            // The app's failure, which anyone on a public route can make
-                            // happen again and again: throttled as the app's other failures.
                             Direction::Inbound => warn_app_failure(&detail),
-                            Direction::Outbound => log::warn!("outbound: {detail}"),
+                            Direction::Outbound => warn_peer_failure(&detail),
                         }
                         metrics.upstream_error(self.direction, kind);
                         self.upstream_error = Some(kind);
@@ -297,6 +298,18 @@ fn warn_app_failure(detail: &str) {
     match APP_FAILURES.admit_now() {
         Some(0) => log::warn!("inbound: {detail}"),
         Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
+        None => {}
+    }
+}
+
+/// A peer breaking off its answers, logged at most once a second: a peer that does it to
+/// every request would otherwise put a line in the log for each request our app sends it.
+static PEER_FAILURES: Throttle = Throttle::new();
+
+fn warn_peer_failure(detail: &str) {
+    match PEER_FAILURES.admit_now() {
+        Some(0) => log::warn!("outbound: {detail}"),
+        Some(n) => log::warn!("outbound: {detail} ({n} more peer failures since the last line)"),
         None => {}
     }
 }

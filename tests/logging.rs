@@ -120,3 +120,60 @@ async fn cut_off(addr: SocketAddr, head: &[u8], part: &[u8]) {
     // A reset, not a close.
     conn.set_zero_linger().unwrap();
 }
+
+/// A peer that breaks off every answer (a head announcing 20 bytes, then 10 and a close) made
+/// a warning for each request the app sent it. Each request has its own line; the failure is
+/// told once a second, with a count, as the app's failures are on the inbound side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
+    use tokio::io::AsyncReadExt;
+
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = peer.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
+                    .await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    let app = EchoApp::start();
+    let setup = Setup::new(app.addr(), &[], "");
+    let bob = Key::new("Bob");
+    std::fs::write(
+        &setup.peers,
+        format!("peers:\n{}    url: http://{peer_addr}\n", bob.entry()),
+    )
+    .unwrap();
+    let binary = Binary::run(&setup);
+    wait_listening(setup.outbound);
+    for i in 0..30 {
+        let req = support::RawRequest::new("GET", format!("/peers/bob/{i}"))
+            .header("Host", setup.outbound.to_string());
+        // The connection is cut: the answer is a short body, or an error.
+        let _ = support::raw_request(setup.outbound, None, &req.to_bytes()).await;
+    }
+    let (log, _) = eventually(Duration::from_secs(10), "30 request lines", || async {
+        let log = binary.log();
+        (log.lines()
+            .filter(|l| l.contains("outbound GET \"/peers/bob/") && l.contains("outcome=error"))
+            .count()
+            == 30)
+            .then_some(log)
+    })
+    .await;
+    assert!(!log.lines().any(|l| l.contains(" ERROR ")), "{log}");
+    let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
+    assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
+}
