@@ -712,17 +712,28 @@ impl Snapshot {
         if found.next().is_none() {
             return Ok(Some(first));
         }
-        // Several: rare, so the rest may allocate.
-        let base_of = |p: &Peer<'_>| p.rec.url.map_or("", |u| table.text(u.base_path));
+        // Several: rare, so the rest may allocate. Paths compare in their equivalent forms
+        // (RFC 3986 6.2.2): `/%61lice/x` is under `/alice`, as the peer will read it.
+        let path = crate::request_path::equivalent_form(path);
+        let base_of = |p: &Peer<'_>| {
+            crate::request_path::equivalent_form(p.rec.url.map_or("", |u| table.text(u.base_path)))
+                .into_owned()
+        };
         let under = |base: &str| {
             path.strip_prefix(base)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
         };
-        let candidates: Vec<Peer<'_>> = matching().filter(|p| under(base_of(p))).collect();
-        let longest = candidates.iter().map(|p| base_of(p).len()).max();
+        let candidates: Vec<(Peer<'_>, usize)> = matching()
+            .filter_map(|p| {
+                let base = base_of(&p);
+                under(&base).then_some((p, base.len()))
+            })
+            .collect();
+        let longest = candidates.iter().map(|&(_, len)| len).max();
         let chosen: Vec<Peer<'_>> = candidates
             .into_iter()
-            .filter(|p| Some(base_of(p).len()) == longest)
+            .filter(|&(_, len)| Some(len) == longest)
+            .map(|(p, _)| p)
             .collect();
         let one_port = {
             let mut ports = matching().filter_map(|p| p.url_host().map(|(_, port)| port));
@@ -1154,6 +1165,10 @@ mod tests {
         assert_eq!(at("/alice").unwrap().as_deref(), Some("alice"));
         assert_eq!(at("/alice?q=1").unwrap().as_deref(), Some("alice"));
         assert_eq!(at("/alice/ia/x").unwrap().as_deref(), Some("alicia"));
+        // Escaped unreserved characters are the same path to the peer.
+        assert_eq!(at("/%61lice/x").unwrap().as_deref(), Some("alice"));
+        assert_eq!(at("/alice/%69a").unwrap().as_deref(), Some("alicia"));
+        assert_eq!(at("/alice%2Fia").unwrap().as_deref(), Some("root"));
         // A segment boundary: `/aliceX` is not under `/alice`.
         assert_eq!(at("/aliceX").unwrap().as_deref(), Some("root"));
         assert_eq!(at("/other").unwrap().as_deref(), Some("root"));

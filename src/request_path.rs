@@ -186,9 +186,63 @@ pub fn encode_for_uri(pq: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `raw` in the form RFC 3986 (6.2.2) calls equivalent: an escape of an unreserved character
+/// (`%61` for `a`) decoded, the hex digits of every other escape in upper case. Two URLs that
+/// differ only so name the same resource, which is how the outbound side tells which of
+/// several peers behind one host a proxy-mode request is for.
+pub fn equivalent_form(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('%') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+            let h = std::str::from_utf8(h).ok()?;
+            u8::from_str_radix(h, 16)
+                .ok()
+                .filter(|_| h.bytes().all(|c| c.is_ascii_hexdigit()))
+        });
+        match (b, hex) {
+            (b'%', Some(d)) if d.is_ascii_alphanumeric() || b"-._~".contains(&d) => {
+                out.push(d);
+                i += 3;
+            }
+            (b'%', Some(d)) => {
+                out.extend_from_slice(format!("%{d:02X}").as_bytes());
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were written in place of escapes, so the text stays UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equivalent_forms_decode_unreserved_escapes_only() {
+        for (raw, form) in [
+            ("/alice/x", "/alice/x"),
+            ("/%61lice/x", "/alice/x"),
+            ("/%41%7e%2D%2e%5F%30", "/A~-._0"),
+            ("/a%2fb%3b", "/a%2Fb%3B"),
+            ("/%c3%a9", "/%C3%A9"),
+            ("/100%", "/100%"),
+            ("/%zz%4", "/%zz%4"),
+            ("/%+1x", "/%+1x"),
+            ("/é%61", "/éa"),
+        ] {
+            assert_eq!(equivalent_form(raw), form, "{raw}");
+        }
+    }
 
     #[test]
     fn dot_segments_are_seen_however_spelled() {
