@@ -146,10 +146,7 @@ impl Record {
                         // The app's failure, which anyone on a public route can make happen
                         // again and again, or a peer's, which every request of our app to it
                         // repeats: throttled as the app's other failures.
-                        match self.direction {
-                            Direction::Inbound => warn_app_failure(&detail),
-                            Direction::Outbound => warn_peer_failure(&detail),
-                        }
+                        warn_failure(self.direction, &detail);
                         metrics.upstream_error(self.direction, kind);
                         self.upstream_error = Some(kind);
                     }
@@ -233,7 +230,7 @@ fn cut() -> Box<pingora::Error> {
 /// client closed, reset or stalled its connection, that is the client's doing, which any peer
 /// or the app can repeat on every request, and the request's own line says `outcome=aborted`.
 /// When the upstream failed, the request's line says `outcome=error` and peergate's own warning
-/// names the failure at most once a second (`warn_app_failure`), where Pingora's lines would
+/// names the failure at most once a second (`warn_failure`), where Pingora's lines would
 /// flood the log at the rate anyone sends requests to a public route of a failing app. Either
 /// way Pingora's line goes to `debug`, and ERROR keeps meaning something an operator must look
 /// at; its other errors (internal ones) are still logged at ERROR.
@@ -290,26 +287,22 @@ impl fmt::Display for Millis {
     }
 }
 
-/// The app's failures, logged at most once a second: with the app down, every request fails
-/// the same way, and a line each would bury the rest of the log.
+/// The app's failures (inbound) and peers' (outbound), each logged at most once a second:
+/// with the app down, every request fails the same way, and a line each would bury the rest
+/// of the log; a peer that breaks off every answer would put a line in it for each request our
+/// app sends it.
 static APP_FAILURES: Throttle = Throttle::new();
-
-fn warn_app_failure(detail: &str) {
-    match APP_FAILURES.admit_now() {
-        Some(0) => log::warn!("inbound: {detail}"),
-        Some(n) => log::warn!("inbound: {detail} ({n} more app failures since the last line)"),
-        None => {}
-    }
-}
-
-/// A peer breaking off its answers, logged at most once a second: a peer that does it to
-/// every request would otherwise put a line in the log for each request our app sends it.
 static PEER_FAILURES: Throttle = Throttle::new();
 
-fn warn_peer_failure(detail: &str) {
-    match PEER_FAILURES.admit_now() {
-        Some(0) => log::warn!("outbound: {detail}"),
-        Some(n) => log::warn!("outbound: {detail} ({n} more peer failures since the last line)"),
+fn warn_failure(direction: Direction, detail: &str) {
+    let (throttle, whose) = match direction {
+        Direction::Inbound => (&APP_FAILURES, "app"),
+        Direction::Outbound => (&PEER_FAILURES, "peer"),
+    };
+    let side = direction.as_str();
+    match throttle.admit_now() {
+        Some(0) => log::warn!("{side}: {detail}"),
+        Some(n) => log::warn!("{side}: {detail} ({n} more {whose} failures since the last line)"),
         None => {}
     }
 }
@@ -327,7 +320,7 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
         ("upstream_unreachable", _) => "the app cannot be reached",
         _ => return None,
     };
-    warn_app_failure(&problem.detail);
+    warn_failure(Direction::Inbound, &problem.detail);
     Some(Problem::new(
         problem.status,
         problem.reason,
