@@ -242,6 +242,11 @@ impl Forwarder {
         self.stopping.now()
     }
 
+    /// The handle [`Forwarder::stopping`] reads, for a request's [`crate::record::Record`].
+    pub fn stopping_handle(&self) -> crate::lifecycle::Stopping {
+        self.stopping.clone()
+    }
+
     /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
     /// `edit_response` adjust the answer's head, and relays the answer to `session`. Returns the
     /// status the client got. The body with its share of `signatures.max_buffered`, and `build`

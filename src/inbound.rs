@@ -430,7 +430,7 @@ impl ProxyHttp for Inbound {
 
     fn new_ctx(&self) -> InboundCtx {
         InboundCtx {
-            record: Record::new(Direction::Inbound),
+            record: Record::new(Direction::Inbound, self.forwarder.stopping_handle()),
             snapshot: None,
             caller: None,
             in_flight: Default::default(),
@@ -480,6 +480,7 @@ impl ProxyHttp for Inbound {
         };
         if let Some(answer) = public {
             ctx.record.answered(answer.status);
+            ctx.record.close_if_stopping(session);
             if let Err(e) = answer.send(session).await {
                 log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
             }

@@ -506,7 +506,7 @@ impl ProxyHttp for Outbound {
 
     fn new_ctx(&self) -> OutboundCtx {
         OutboundCtx {
-            record: Record::new(Direction::Outbound),
+            record: Record::new(Direction::Outbound, self.forwarder.stopping_handle()),
             peer: None,
             in_flight: Default::default(),
             _slot: None,
@@ -537,6 +537,7 @@ impl ProxyHttp for Outbound {
                 resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
                 resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
                 let head = session.req_header().method == http::Method::HEAD;
+                ctx.record.close_if_stopping(session);
                 session.write_response_header(Box::new(resp), head).await?;
                 session
                     .write_response_body((!head).then_some(body), true)

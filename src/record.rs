@@ -29,10 +29,13 @@ pub struct Record {
     /// shared, not copied.
     head: Option<(http::Method, http::Uri)>,
     finished: bool,
+    /// Whether a graceful shutdown has begun: peergate's own answers then say
+    /// `Connection: close`, as forwarded ones do (see [`crate::lifecycle::Stopping`]).
+    stopping: crate::lifecycle::Stopping,
 }
 
 impl Record {
-    pub fn new(direction: Direction) -> Self {
+    pub fn new(direction: Direction, stopping: crate::lifecycle::Stopping) -> Self {
         Record {
             start: Instant::now(),
             direction,
@@ -42,6 +45,7 @@ impl Record {
             client_left: false,
             head: None,
             finished: false,
+            stopping,
         }
     }
 
@@ -76,6 +80,14 @@ impl Record {
         self.status = Some(status);
     }
 
+    /// Called before peergate writes an answer of its own: during a shutdown the answer then
+    /// closes its connection.
+    pub fn close_if_stopping(&self, session: &mut Session) {
+        if self.stopping.now() {
+            session.set_keepalive(None);
+        }
+    }
+
     /// The client closed, reset or stalled its connection before its whole answer was written
     /// (the status may have gone out): the request is `aborted`, not `ok`.
     pub fn client_left(&mut self) {
@@ -91,6 +103,7 @@ impl Record {
     ) {
         self.refused = Some(problem.reason);
         self.status = Some(problem.status);
+        self.close_if_stopping(session);
         if !session.is_body_done() || session.req_header().method == http::Method::CONNECT {
             // The rest of the body is never read: the connection cannot carry another request.
             session.set_keepalive(None);
@@ -114,6 +127,7 @@ impl Record {
         metrics.upstream_error(self.direction, kind);
         self.upstream_error = Some(kind);
         self.status = Some(problem.status);
+        self.close_if_stopping(session);
         let shown = match self.direction {
             Direction::Inbound => app_failure_for_callers(kind, problem),
             Direction::Outbound => None,

@@ -341,3 +341,50 @@ async fn http2_connections_without_a_preface_do_not_hold_a_shutdown() {
         "exited {took:?} after SIGTERM with 5 silent HTTP/2 connections (grace period 10 s)"
     );
 }
+
+/// Answers peergate writes itself say `Connection: close` during a drain too, as forwarded
+/// ones do: a refusal decided after SIGTERM (here a body that does not match its digest,
+/// whose last bytes come after the signal) on a connection the client expects to keep would
+/// otherwise send its next request into the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_answers_during_a_drain_close_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], GRACE);
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+
+    let signed_for = vec![b'a'; 1000];
+    let head = signed_post_head(&setup.authority(), &bob, "/api/upload", &signed_for).to_bytes();
+    let mut conn = tokio::net::TcpStream::connect(setup.inbound).await.unwrap();
+    conn.write_all(&head).await.unwrap();
+    conn.write_all(&[b'b'; 500]).await.unwrap();
+    // Time for the head to be verified and the body's first part read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sigterm = Instant::now();
+    binary.signal("TERM");
+    // The listeners are closed once the drain has begun.
+    eventually(Duration::from_secs(2), "connections refused", || async {
+        tokio::net::TcpStream::connect(setup.inbound).await.is_err().then_some(())
+    })
+    .await;
+    conn.write_all(&[b'b'; 500]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got))
+        .await
+        .expect("the refusal and the close within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("digest_mismatch"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(app.requests().is_empty(), "the refused body reached the app");
+    let status = binary
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM\n{}", binary.log()));
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    assert!(sigterm.elapsed() < Duration::from_secs(8));
+}
