@@ -367,7 +367,10 @@ async fn own_answers_during_a_drain_close_their_connection() {
     binary.signal("TERM");
     // The listeners are closed once the drain has begun.
     eventually(Duration::from_secs(2), "connections refused", || async {
-        tokio::net::TcpStream::connect(setup.inbound).await.is_err().then_some(())
+        tokio::net::TcpStream::connect(setup.inbound)
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
     conn.write_all(&[b'b'; 500]).await.unwrap();
@@ -380,7 +383,10 @@ async fn own_answers_during_a_drain_close_their_connection() {
     assert!(text.starts_with("http/1.1 401"), "{text}");
     assert!(text.contains("digest_mismatch"), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
-    assert!(app.requests().is_empty(), "the refused body reached the app");
+    assert!(
+        app.requests().is_empty(),
+        "the refused body reached the app"
+    );
     let status = binary
         .wait_exit(Duration::from_secs(5))
         .await
