@@ -280,8 +280,18 @@ pub async fn read_whole(
                 ),
             )));
         };
-        let Some(chunk) = read.map_err(malformed_or_client)? else {
-            break;
+        let chunk = match read {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                // Where this body ends is not known (a chunk that does not parse, a connection
+                // cut mid-body), so nothing after it on the connection can be read as a request
+                // (RFC 9112 §6.3): Pingora counts a body whose chunks failed to parse as done,
+                // and a connection kept after the refusal read the bytes the client sent as
+                // the body's next chunk as a request of their own.
+                session.set_keepalive(None);
+                return Err(malformed_or_client(e));
+            }
         };
         if body.len().saturating_add(chunk.len()) > max {
             return Err(too_large(limit).into());

@@ -548,10 +548,13 @@ pub fn prepare_answer(resp: &mut ResponseHeader, head_request: bool) -> pingora:
     Ok(())
 }
 
-/// Whether an answer has no body whatever its fields say: one to a HEAD request, a 204 or a
-/// 304 (RFC 9110 §6.4.1).
+/// Whether an answer has no body whatever its fields say: one to a HEAD request, a 1xx, a 204
+/// or a 304 (RFC 9110 §6.4.1). A 1xx framed as chunked (which RFC 9112 §6.1 forbids) made
+/// clients that take a 103 as final, such as Python's `http.client`, read the real answer's
+/// status line as a chunk.
 pub fn bodiless(status: http::StatusCode, head_request: bool) -> bool {
     head_request
+        || status.is_informational()
         || status == http::StatusCode::NO_CONTENT
         || status == http::StatusCode::NOT_MODIFIED
 }

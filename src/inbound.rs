@@ -533,6 +533,12 @@ impl ProxyHttp for Inbound {
             .snapshot
             .clone()
             .unwrap_or_else(|| self.shared.snapshot());
+        // The length Pingora frames the body by, once and plainly: the client's may have come
+        // as two equal fields or as `005` (`body::framing` refused the rest), and an app could
+        // read those otherwise. (Signed requests get a head built afresh.)
+        if let Ok(Some(n)) = body::framing(upstream_request).map(body::Framing::declared) {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+        }
         app_request::prepare(
             upstream_request,
             &snap.identity_headers,

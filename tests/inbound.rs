@@ -2903,3 +2903,115 @@ async fn metrics_count_requests_by_peer_without_unbounded_labels() {
     assert!(!m.contains("/api/item"), "no path in labels");
     assert!(m.contains("peergate_peers 2"), "{m}");
 }
+
+/// A signed chunked body whose chunk size does not parse (20 hex digits, past Pingora's 16) is
+/// refused 400, and nothing after it on the connection is read: where the body ends is not
+/// known. The connection was kept after the refusal, and a request the client sent later as the
+/// body's next bytes reached the app as a request of its own, which a front proxy that reads
+/// the size (any number of digits is `1*HEXDIG`) would have taken for body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_request() {
+    let f = Fixture::start();
+    for bad_chunk in [&b"00000000000000000034\r\n"[..], b"zz\r\n", b"5\r\nhelloXX"] {
+        let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
+        let head_end = signed
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .unwrap();
+        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+            .await
+            .unwrap();
+        conn.send(&signed[..head_end]).await.unwrap();
+        conn.send(bad_chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let smuggled = RawRequest::new("GET", "/public/SMUG").header("Host", f.authority());
+        // The server may have closed already: a failed write is the point.
+        let _ = conn.send(&smuggled.to_bytes()).await;
+        let got = conn.read_until_closed().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 400"), "{bad_chunk:?}: {text}");
+        assert!(text.contains("chunked framing"), "{bad_chunk:?}: {text}");
+        assert!(
+            text.contains("\r\nconnection: close\r\n"),
+            "{bad_chunk:?}: {text}"
+        );
+        assert_eq!(
+            text.matches("http/1.1 ").count(),
+            1,
+            "{bad_chunk:?}: a second answer: {text}"
+        );
+    }
+    assert!(
+        f.app.requests().is_empty(),
+        "reached the app: {:?}",
+        f.app
+            .requests()
+            .iter()
+            .map(|r| r.target.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// An interim answer (103 Early Hints) from the app on a public route reaches the client
+/// without framing fields: it has no body (RFC 9112 §6.1 forbids `Transfer-Encoding` on a 1xx).
+/// It was sent `Transfer-Encoding: chunked`, and a client that takes a 103 as final (Python's
+/// `http.client`) read the real answer's status line as a chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_answers_carry_no_framing() {
+    use tokio::io::AsyncWriteExt;
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        if read_request_head(&mut stream).await.is_none() {
+            return;
+        }
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            )
+            .await;
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = RawRequest::new("GET", "/public/page")
+        .header("Host", f.authority())
+        .header("Connection", "close");
+    conn.send(&get.to_bytes()).await.unwrap();
+    let got = conn.read_until_closed().await.unwrap();
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let (early, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(early.starts_with("http/1.1 103"), "{text}");
+    assert!(early.contains("link: </x.css>; rel=preload"), "{text}");
+    assert!(!early.contains("transfer-encoding"), "{text}");
+    assert!(!early.contains("content-length"), "{text}");
+    assert!(rest.starts_with("http/1.1 200"), "{text}");
+    assert!(rest.ends_with("\r\n\r\nhello"), "{text}");
+}
+
+/// On a public route Pingora forwards the client's head as it came: two equal `Content-Length`
+/// fields reached the app as two, and `005` as `005`, which apps may read otherwise than
+/// Pingora framed the body. The app gets one plain length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_routes_send_the_app_one_plain_content_length() {
+    let f = Fixture::start();
+    for lengths in [&["5", "5"][..], &["005"]] {
+        let mut post = RawRequest::new("POST", "/public/form").header("Host", f.authority());
+        for value in lengths {
+            post = post.header("Content-Length", value);
+        }
+        let resp = f.send(post.body(b"hello")).await;
+        assert_eq!(resp.status, 200, "{lengths:?}: {}", resp.text());
+    }
+    let seen = f.app.requests();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        assert_eq!(r.headers_all("content-length"), ["5"], "{:?}", r.headers);
+        assert_eq!(r.body, b"hello");
+    }
+}
