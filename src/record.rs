@@ -105,7 +105,9 @@ impl Record {
         self.status = Some(problem.status);
         self.close_if_stopping(session);
         if !session.is_body_done() || session.req_header().method == http::Method::CONNECT {
-            // The rest of the body is never read: the connection cannot carry another request.
+            // Over HTTP/1.1 the rest of the body is not read, so the connection cannot carry
+            // another request; over HTTP/2 (where this does nothing) it may be read and dropped
+            // after the answer (`discard_after_refusal`).
             session.set_keepalive(None);
         }
         if let Err(e) = problem.send(session, accept_signature).await {
@@ -113,7 +115,9 @@ impl Record {
                 "{}: could not send the refusal: {e}",
                 self.direction.as_str()
             );
+            return;
         }
+        crate::body::discard_after_refusal(session, problem.status).await;
     }
 
     /// Answers a failure to reach the upstream (the app, or a peer) with `problem` (502/504).

@@ -2904,6 +2904,35 @@ async fn metrics_count_requests_by_peer_without_unbounded_labels() {
     assert!(m.contains("peergate_peers 2"), "{m}");
 }
 
+/// An unsigned POST over HTTP/2 is refused as soon as its head is read. Its stream was then
+/// reset (`NO_ERROR`, RFC 9113 §8.1) while the client was still sending the body, and curl
+/// 7.88 (Debian 12's) fails such a request with "Stream error in the HTTP/2 framing layer" and
+/// shows no answer at all. A body up to 1 MiB is now read and dropped after the refusal, so the
+/// stream ends as any other; a larger one is still cut by the reset, which is what stops it.
+/// Nothing of either reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_http2_uploads_are_read_to_their_end_not_reset() {
+    let f = Fixture::start();
+    let (resp, reset) = h2_post_streamed(f.addr, f.client.clone(), HOST, "/api/upload", 600_000)
+        .await
+        .unwrap();
+    assert_problem(&resp, 401, "missing_signature");
+    assert_eq!(reset, None, "the stream was reset before the body was sent");
+
+    let (resp, reset) = h2_post_streamed(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "/api/upload",
+        3 * 1024 * 1024,
+    )
+    .await
+    .unwrap();
+    assert_problem(&resp, 401, "missing_signature");
+    assert_eq!(reset, Some(h2::Reason::NO_ERROR));
+    assert!(f.app.requests().is_empty());
+}
+
 /// A signed chunked body whose chunk size does not parse (20 hex digits, past Pingora's 16) is
 /// refused 400, and nothing after it on the connection is read: where the body ends is not
 /// known. The connection was kept after the refusal, and a request the client sent later as the

@@ -561,6 +561,111 @@ fn h2_build(
     Ok(request)
 }
 
+/// A POST over a new HTTP/2 connection whose `body_len`-byte body (`Content-Length` declared)
+/// goes out after the head in 16 KiB pieces, as flow control lets them. Returns the answer, and
+/// the reason of a `RST_STREAM` that came before the whole body had gone out: hyper's client
+/// takes a reset with `NO_ERROR` after a whole answer in silence, where curl 7.88 fails the
+/// request.
+pub async fn h2_post_streamed(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uri: &str,
+    body_len: usize,
+) -> io::Result<(RawResponse, Option<h2::Reason>)> {
+    use std::task::Poll;
+    bounded(NET_TIMEOUT, "HTTP/2 streamed POST", async move {
+        let tls = h2_tls(addr, config, server_name).await?;
+        let (client, connection) = h2::client::handshake(tls).await.map_err(io::Error::other)?;
+        let driver = tokio::spawn(connection);
+        let mut client = client.ready().await.map_err(io::Error::other)?;
+        let request = hyper::Request::post(format!("https://{server_name}{uri}"))
+            .header("content-length", body_len.to_string())
+            .body(())
+            .map_err(invalid_input)?;
+        let (response, mut send) = client
+            .send_request(request, body_len == 0)
+            .map_err(io::Error::other)?;
+        let mut left = body_len;
+        let mut reset = None;
+        while left > 0 {
+            send.reserve_capacity(left.min(16 * 1024));
+            let capacity = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = send.poll_reset(cx) {
+                    return Poll::Ready(Err(r.ok()));
+                }
+                match send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Err(e.reason())),
+                    Poll::Ready(None) => Poll::Ready(Err(None)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match capacity {
+                Ok(0) => continue,
+                Ok(n) => {
+                    let n = n.min(left);
+                    left -= n;
+                    send.send_data(Bytes::from(vec![b'x'; n]), left == 0)
+                        .map_err(io::Error::other)?;
+                }
+                Err(reason) => {
+                    reset = Some(reason.unwrap_or(h2::Reason::CANCEL));
+                    break;
+                }
+            }
+        }
+        let response = response.await.map_err(io::Error::other)?;
+        let (parts, mut body) = response.into_parts();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(io::Error::other)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        drop(client);
+        driver.abort();
+        Ok((
+            RawResponse {
+                version: "HTTP/2".to_string(),
+                status: parts.status.as_u16(),
+                reason: String::new(),
+                headers: header_pairs(&parts.headers),
+                trailers: Vec::new(),
+                body: bytes,
+            },
+            reset,
+        ))
+    })
+    .await
+}
+
+/// A TLS connection to `addr` that settled on ALPN h2.
+async fn h2_tls(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
+        config
+    } else {
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    };
+    let tcp = connect_tcp(addr).await?;
+    let tls = tls_handshake(tcp, config, server_name).await?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() != Some(b"h2") {
+        return Err(io::Error::other(format!(
+            "server did not select ALPN h2 (selected: {:?})",
+            alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
+        )));
+    }
+    Ok(tls)
+}
+
 /// A TLS connection that settled on ALPN h2, and hyper's client over it (the connection future
 /// must be driven for the sender to work).
 async fn h2_connect(
@@ -584,22 +689,7 @@ async fn h2_connect_with(
     H2Sender,
     impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
 )> {
-    let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
-        config
-    } else {
-        let mut c = (*config).clone();
-        c.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(c)
-    };
-    let tcp = connect_tcp(addr).await?;
-    let tls = tls_handshake(tcp, config, server_name).await?;
-    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    if alpn.as_deref() != Some(b"h2") {
-        return Err(io::Error::other(format!(
-            "server did not select ALPN h2 (selected: {:?})",
-            alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
-        )));
-    }
+    let tls = h2_tls(addr, config, server_name).await?;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     if let Some(window) = window {
         builder.initial_stream_window_size(window);
