@@ -586,6 +586,9 @@ impl ProxyHttp for Inbound {
         e: &Error,
         ctx: &mut InboundCtx,
     ) -> FailToProxy {
+        // Pingora closes the connection after this hook (`can_reuse_downstream: false` below),
+        // so the answer written here says so (`Connection: close`), not keep-alive.
+        session.set_keepalive(None);
         let from_upstream = matches!(e.esource(), ErrorSource::Upstream);
         let snap = ctx
             .snapshot

@@ -2980,6 +2980,20 @@ async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_reques
             .map(|r| r.target.clone())
             .collect::<Vec<_>>()
     );
+    // On a public route the body streams to the app; its bad chunk ends the exchange, and
+    // the answer says the connection closes, as it does.
+    let public = RawRequest::new("POST", "/public/form")
+        .header("Host", f.authority())
+        .header("Transfer-Encoding", "chunked")
+        .body(b"zz\r\nhello\r\n0\r\n\r\n");
+    let resp = f.send(public).await;
+    assert_problem(&resp, 400, "bad_request");
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "{:?}",
+        resp.headers
+    );
 }
 
 /// An interim answer (103 Early Hints) from the app on a public route reaches the client
