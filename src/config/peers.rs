@@ -627,7 +627,11 @@ pub(super) mod fast {
     }
 
     /// The plain shape: only `peers:` at the top level, a block list under it, spaces for
-    /// indentation, `\n` line ends, nothing but comments outside the items.
+    /// indentation, `\n` line ends, nothing but comments outside the items. The YAML parser
+    /// also ends a line at `\r`, NEL (U+0085), LS (U+2028) and PS (U+2029): a line holding one
+    /// is two to it, so `  # x<LS>...` is a comment here and a document end there, which let a
+    /// slice that ended with it load on its own where the whole file is two documents (found
+    /// by fuzzing, `fuzz/`). A file with any of them is read whole.
     #[derive(Default)]
     struct Shape {
         header: bool,
@@ -639,7 +643,7 @@ pub(super) mod fast {
         /// plain shape.
         fn line(&mut self, line: &str) -> Option<Line> {
             let content = line.strip_suffix('\n').unwrap_or(line);
-            if content.contains(['\t', '\r', '\u{feff}']) {
+            if content.contains(['\t', '\r', '\u{feff}', '\u{85}', '\u{2028}', '\u{2029}']) {
                 return None;
             }
             let body = content.trim_start_matches(' ');
@@ -1046,6 +1050,10 @@ mod tests {
             ),
             ("a CRLF half-way", with("  # a comment\r\n")),
             ("a second document", format!("{big}---\npeers: []\n")),
+            (
+                "a document end after a line separator",
+                with("  # a comment\u{2028}...\n"),
+            ),
         ] {
             match fast::read(text.as_bytes(), None, Vec::new).unwrap() {
                 fast::Read::Abandoned => {}
@@ -1070,6 +1078,19 @@ mod tests {
                 with("  - name: tabbed\n    url:\thttps://x\n"),
             ),
             ("a second document", format!("{big}---\npeers: []\n")),
+            (
+                "a document end after a line separator",
+                with("  # a comment\u{2028}...\n"),
+            ),
+            (
+                // Where a slice ends: each slice alone was one whole document, and loaded.
+                "a document end after a line separator at a slice's end",
+                big_file(600).replacen(
+                    "  - name: p256\n",
+                    "  # the last line of a slice\u{2028}...\n  - name: p256\n",
+                    1,
+                ),
+            ),
         ] {
             let err = read(&text).unwrap_err();
             let whole = read_whole(&text).unwrap_err();
@@ -1221,6 +1242,9 @@ mod tests {
             "peers:\n\t- a: 1\n",
             "peers:\r\n  - a: 1\r\n",
             "\u{feff}peers:\n  - a: 1\n",
+            "peers:\n  - a: 1 # x\u{2028}...\n",
+            "peers:\n  - a: 1\n  # x\u{85}...\n",
+            "peers:\n  - a: 1\n  # x\u{2029}...\n",
             "peers:\n    - a: 1\n  - b: 2\n",
             "peers:\n  - a: 1\n  b: 2\n",
             "\"peers\":\n  - a: 1\n",
