@@ -310,8 +310,7 @@ const DISCARD_LIMIT: u64 = 1 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 
 /// After a refusal over HTTP/2, reads what is left of the request's body, up to
-/// [`DISCARD_LIMIT`] bytes and for [`DISCARD_TIME`], and drops it; `true` when the body was read
-/// to its end. A stream whose body is left unread is reset once the answer is written
+/// [`DISCARD_LIMIT`] bytes and for [`DISCARD_TIME`], and drops it. A stream whose body is left unread is reset once the answer is written
 /// (`RST_STREAM` with `NO_ERROR`, RFC 9113 §8.1), which is correct, but clients still sending
 /// (curl 7.88, Debian 12's) then report a framing error and drop the answer: an unsigned POST of
 /// a few hundred kilobytes showed no problem document at all. Read to its end, the stream
@@ -319,38 +318,26 @@ const DISCARD_TIME: Duration = Duration::from_secs(2);
 /// only after `100 Continue` (which a refusal never sends), and a refusal for size or load
 /// (413, 503) are not read: the reset is what stops those. Over HTTP/1.1 the connection is
 /// closed after the refusal instead (`Record::refuse`).
-pub async fn discard_after_refusal(session: &mut Session, status: u16) -> bool {
+pub async fn discard_after_refusal(session: &mut Session, status: u16) {
     if !session.is_http2() || session.is_body_done() || matches!(status, 413 | 503) {
-        return session.is_body_done();
+        return;
     }
     let req = session.req_header();
-    if expects_continue(req) {
-        return false;
-    }
-    let Ok(framing) = framing(req) else {
-        return false;
-    };
-    if framing.declared.is_some_and(|n| n > DISCARD_LIMIT) {
-        return false;
+    let declared = framing(req).ok().and_then(Framing::declared);
+    if expects_continue(req) || declared.is_some_and(|n| n > DISCARD_LIMIT) {
+        return;
     }
     let mut read: u64 = 0;
     let discard = async {
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    read = read.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
-                    if read > DISCARD_LIMIT {
-                        return false;
-                    }
-                }
-                Ok(None) => return true,
-                Err(_) => return false,
+        // Past the limit, or at a read error, the stream is left to its reset.
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            read = read.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            if read > DISCARD_LIMIT {
+                return;
             }
         }
     };
-    tokio::time::timeout(DISCARD_TIME, discard)
-        .await
-        .unwrap_or(false)
+    let _ = tokio::time::timeout(DISCARD_TIME, discard).await;
 }
 
 /// A chunked body that does not parse is the client's mistake, not its leaving: answered 400,

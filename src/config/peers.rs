@@ -631,7 +631,7 @@ pub(super) mod fast {
     /// also ends a line at `\r`, NEL (U+0085), LS (U+2028) and PS (U+2029): a line holding one
     /// is two to it, so `  # x<LS>...` is a comment here and a document end there, which let a
     /// slice that ended with it load on its own where the whole file is two documents (found
-    /// by fuzzing, `fuzz/`). A file with any of them is read whole.
+    /// writing the fuzz target in `fuzz/`). A file with any of them is read whole.
     #[derive(Default)]
     struct Shape {
         header: bool,
