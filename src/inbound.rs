@@ -487,7 +487,14 @@ impl ProxyHttp for Inbound {
             return Ok(true);
         }
         match self.admit(session, &snap, ctx).await? {
-            Ok(Admission::Proxy) => Ok(false),
+            Ok(Admission::Proxy) => {
+                // An HTTP/1.0 client is sent no interim answers (RFC 9110 §15.2: it cannot
+                // know them); Pingora relays the app's 103s and 102s to any HTTP/1 client.
+                if session.req_header().version == http::Version::HTTP_10 {
+                    session.as_downstream_mut().set_ignore_info_resp(true);
+                }
+                Ok(false)
+            }
             Ok(Admission::Forward(body)) => {
                 self.forward_verified(session, ctx, &snap, body).await?;
                 Ok(true)

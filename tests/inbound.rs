@@ -2999,9 +2999,9 @@ async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_reques
 /// An interim answer (103 Early Hints) from the app on a public route reaches the client
 /// without framing fields: it has no body (RFC 9112 §6.1 forbids `Transfer-Encoding` on a 1xx).
 /// It was sent `Transfer-Encoding: chunked`, and a client that takes a 103 as final (Python's
-/// `http.client`) read the real answer's status line as a chunk.
+/// `http.client`) read the real answer's status line as a chunk. An HTTP/1.0 client gets none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interim_answers_carry_no_framing() {
+async fn interim_answers_carry_no_framing_and_skip_http10_clients() {
     use tokio::io::AsyncWriteExt;
     let (app_addr, _) = raw_app(|mut stream| async move {
         if read_request_head(&mut stream).await.is_none() {
@@ -3035,6 +3035,20 @@ async fn interim_answers_carry_no_framing() {
     assert!(!early.contains("content-length"), "{text}");
     assert!(rest.starts_with("http/1.1 200"), "{text}");
     assert!(rest.ends_with("\r\n\r\nhello"), "{text}");
+
+    // An HTTP/1.0 client is sent no interim answer at all (RFC 9110 §15.2).
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let old = RawRequest::new("GET", "/public/page")
+        .version("HTTP/1.0")
+        .header("Host", f.authority());
+    conn.send(&old.to_bytes()).await.unwrap();
+    let got = conn.read_until_closed().await.unwrap();
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(!text.contains("103"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
 }
 
 /// On a public route Pingora forwards the client's head as it came: two equal `Content-Length`
