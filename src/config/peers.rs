@@ -627,11 +627,9 @@ pub(super) mod fast {
     }
 
     /// The plain shape: only `peers:` at the top level, a block list under it, spaces for
-    /// indentation, `\n` line ends, nothing but comments outside the items. The YAML parser
-    /// also ends a line at `\r`, NEL (U+0085), LS (U+2028) and PS (U+2029): a line holding one
-    /// is two to it, so `  # x<LS>...` is a comment here and a document end there, which let a
-    /// slice that ended with it load on its own where the whole file is two documents (found
-    /// writing the fuzz target in `fuzz/`). A file with any of them is read whole.
+    /// indentation, `\n` line ends, nothing but comments outside the items, and only
+    /// characters YAML takes as they are ([`plain_chars`]). A file of another shape is read
+    /// whole, as one document, which gives its errors.
     #[derive(Default)]
     struct Shape {
         header: bool,
@@ -643,7 +641,7 @@ pub(super) mod fast {
         /// plain shape.
         fn line(&mut self, line: &str) -> Option<Line> {
             let content = line.strip_suffix('\n').unwrap_or(line);
-            if content.contains(['\t', '\r', '\u{feff}', '\u{85}', '\u{2028}', '\u{2029}']) {
+            if !plain_chars(content) {
                 return None;
             }
             let body = content.trim_start_matches(' ');
@@ -657,6 +655,10 @@ pub(super) mod fast {
             }
             if !self.header {
                 let rest = content.strip_prefix("peers:")?;
+                // `peers:#x` is one plain scalar to YAML, not the key `peers`.
+                if !(rest.is_empty() || rest.starts_with(' ')) {
+                    return None;
+                }
                 let rest = rest.trim_start_matches(' ');
                 if !(rest.is_empty() || rest.starts_with('#')) || content.len() != body.len() {
                     return None;
@@ -677,6 +679,24 @@ pub(super) mod fast {
                 Some(_) => None,
             }
         }
+    }
+
+    /// Whether a line (without its `\n`) holds only characters the YAML parser takes as they
+    /// are, anywhere in the file: printable ones (YAML 1.1 §5.1), no tab (indentation must be
+    /// spaces), no byte order mark, and none it takes as a line end (`\r`, NEL, LS, PS). The
+    /// fast path does not parse the lines before the first item (comments, the header), and a
+    /// line end the parser sees where this reader sees none made `  # x<LS>...` a comment here
+    /// and a document end to the parser: a slice that ended with it loaded on its own where the
+    /// whole file is two documents (found writing the fuzz target in `fuzz/`). A control
+    /// character in a comment, which the parser refuses, was not seen at all.
+    fn plain_chars(line: &str) -> bool {
+        if line.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return true;
+        }
+        line.chars().all(|c| {
+            matches!(c, ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+                && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+        })
     }
 
     /// The number of items of a plain-shaped text, or `None`: the shape check alone, for tests.
@@ -1083,6 +1103,14 @@ mod tests {
                 with("  # a comment\u{2028}...\n"),
             ),
             (
+                "a control character in a comment before the list",
+                big_file(600).replacen("# the allowlist", "# the allow\u{7f}list", 1),
+            ),
+            (
+                "`peers:#x`, a scalar, not the key",
+                big_file(600).replacen("peers:\n", "peers:#x\n", 1),
+            ),
+            (
                 // Where a slice ends: each slice alone was one whole document, and loaded.
                 "a document end after a line separator at a slice's end",
                 big_file(600).replacen(
@@ -1245,6 +1273,11 @@ mod tests {
             "peers:\n  - a: 1 # x\u{2028}...\n",
             "peers:\n  - a: 1\n  # x\u{85}...\n",
             "peers:\n  - a: 1\n  # x\u{2029}...\n",
+            "# the allow\u{7f}list\npeers:\n  - a: 1\n",
+            "peers: # x\u{1}\n  - a: 1\n",
+            "# \u{fffe}\npeers:\n  - a: 1\n",
+            "# \u{9f}\npeers:\n  - a: 1\n",
+            "peers:#x\n  - a: 1\n",
             "peers:\n    - a: 1\n  - b: 2\n",
             "peers:\n  - a: 1\n  b: 2\n",
             "\"peers\":\n  - a: 1\n",
