@@ -562,10 +562,18 @@ pub fn bodiless(status: http::StatusCode, head_request: bool) -> bool {
 /// Leaves an answer at most one `Content-Length`, as RFC 9110 §8.6 and RFC 9112 §6.3 ask of a
 /// recipient that passes it on: several equal values (`5, 5`, or two fields) become one, which
 /// clients that refuse a list can read (Node.js does); a length beside `Transfer-Encoding` goes
-/// (the coding frames the body); a 204 carries none (§8.6). Different values are an error.
+/// (the coding frames the body); a 204 carries none (§8.6), nor does a 1xx. Different values
+/// are an error.
 fn one_length(resp: &mut ResponseHeader, bodiless: bool) -> Result<(), String> {
     let name = http::header::CONTENT_LENGTH;
     let chunked = resp.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if resp.status.is_informational() {
+        // No body, no framing (RFC 9112 §6.1, RFC 9110 §8.6): a client that takes a 103 as
+        // final would read the real answer by these fields.
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.remove_header(&name);
+        return Ok(());
+    }
     if (chunked && !bodiless) || resp.status == http::StatusCode::NO_CONTENT {
         resp.remove_header(&name);
         return Ok(());
