@@ -1,7 +1,7 @@
 //! Reading a request body whole, within `signatures.max_body`, for the two sides that must see
 //! all of it before sending anything upstream (inbound: the digest check; outbound: signing).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -305,32 +305,58 @@ pub async fn read_whole(
     Ok(HeldBody::new(body.freeze(), held))
 }
 
-/// How much of a refused request's body [`discard_after_refusal`] reads, and for how long.
+/// How much of a refused request's body [`discard_after_refusal`] reads, for how long in all,
+/// how long it waits for each piece, and for how many requests at once in the process.
 const DISCARD_LIMIT: u64 = 1 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
+const DISCARD_IDLE: Duration = Duration::from_millis(200);
+const DISCARDING_AT_ONCE: usize = 256;
+static DISCARDING: AtomicUsize = AtomicUsize::new(0);
 
-/// After a refusal over HTTP/2, reads what is left of the request's body, up to
-/// [`DISCARD_LIMIT`] bytes and for [`DISCARD_TIME`], and drops it. A stream whose body is left unread is reset once the answer is written
-/// (`RST_STREAM` with `NO_ERROR`, RFC 9113 §8.1), which is correct, but clients still sending
-/// (curl 7.88, Debian 12's) then report a framing error and drop the answer: an unsigned POST of
-/// a few hundred kilobytes showed no problem document at all. Read to its end, the stream
-/// closes as any other. A body announced as larger than the limit, one the client will send
-/// only after `100 Continue` (which a refusal never sends), and a refusal for size or load
-/// (413, 503) are not read: the reset is what stops those. Over HTTP/1.1 the connection is
-/// closed after the refusal instead (`Record::refuse`).
-pub async fn discard_after_refusal(session: &mut Session, status: u16) {
+/// Whether a refusal over HTTP/2 is followed by [`discard_after_refusal`]. A stream whose body
+/// is left unread is reset once the answer is written (`RST_STREAM` with `NO_ERROR`, RFC 9113
+/// §8.1), which is correct, but clients still sending (curl 7.88, Debian 12's) then report a
+/// framing error and drop the answer: an unsigned POST of a few hundred kilobytes showed no
+/// problem document at all. Read to its end, the stream closes as any other. Not read, so
+/// left to the reset that stops them: a body announced as larger than [`DISCARD_LIMIT`], one
+/// the client sends only after a `100 Continue` it was not given, a CONNECT (a tunnel has no
+/// end), a refusal for size or load (413, 503). Over HTTP/1.1 the connection is closed after
+/// the refusal instead (`Record::refuse`).
+pub fn discards(session: &mut Session, status: u16) -> bool {
     if !session.is_http2() || session.is_body_done() || matches!(status, 413 | 503) {
-        return;
+        return false;
     }
     let req = session.req_header();
     let declared = framing(req).ok().and_then(Framing::declared);
-    if expects_continue(req) || declared.is_some_and(|n| n > DISCARD_LIMIT) {
+    // `read_whole` sends `100 Continue` before it reads: once anything was read, the client
+    // was told to send.
+    let unasked = expects_continue(req) && session.body_bytes_read() == 0;
+    !(unasked || req.method == http::Method::CONNECT || declared.is_some_and(|n| n > DISCARD_LIMIT))
+}
+
+/// Reads what is left of a refused request's body and drops it (see [`discards`]): up to
+/// [`DISCARD_LIMIT`] bytes, for [`DISCARD_TIME`] in all and [`DISCARD_IDLE`] between pieces,
+/// for at most [`DISCARDING_AT_ONCE`] requests at once. The request has given back its place
+/// under the listener's request ceiling by then, so these bounds are what keep clients that
+/// send bodies slowly, or not at all, from holding anything long.
+pub async fn discard_after_refusal(session: &mut Session) {
+    struct Discarding;
+    impl Drop for Discarding {
+        fn drop(&mut self) {
+            DISCARDING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if DISCARDING.fetch_add(1, Ordering::AcqRel) >= DISCARDING_AT_ONCE {
+        DISCARDING.fetch_sub(1, Ordering::AcqRel);
         return;
     }
+    let _counted = Discarding;
     let mut read: u64 = 0;
     let discard = async {
-        // Past the limit, or at a read error, the stream is left to its reset.
-        while let Ok(Some(chunk)) = session.read_request_body().await {
+        // Past the limit, at a read error or a pause, the stream is left to its reset.
+        while let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(DISCARD_IDLE, session.read_request_body()).await
+        {
             read = read.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
             if read > DISCARD_LIMIT {
                 return;

@@ -39,7 +39,7 @@ use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::problem::Problem;
 use crate::record::Record;
-use crate::request_cap::{RequestCap, Slot};
+use crate::request_cap::RequestCap;
 use crate::request_path;
 use crate::state::Shared;
 
@@ -89,8 +89,6 @@ pub struct InboundCtx {
     caller: Option<Caller>,
     /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
     in_flight: crate::client_idle::InFlight,
-    /// Its place under the listener's request ceiling, held until the context is dropped.
-    _slot: Option<Slot>,
 }
 
 impl Drop for InboundCtx {
@@ -434,7 +432,6 @@ impl ProxyHttp for Inbound {
             snapshot: None,
             caller: None,
             in_flight: Default::default(),
-            _slot: None,
         }
     }
 
@@ -447,7 +444,7 @@ impl ProxyHttp for Inbound {
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         match self.requests.admit() {
-            Ok(slot) => ctx._slot = Some(slot),
+            Ok(slot) => ctx.record.hold(slot),
             Err(problem) => {
                 ctx.record.refuse(session, &problem, None).await;
                 return Ok(true);

@@ -34,7 +34,7 @@ use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
 use crate::problem::Problem;
 use crate::record::Record;
-use crate::request_cap::{RequestCap, Slot};
+use crate::request_cap::RequestCap;
 use crate::state::Shared;
 
 /// Timeouts for peers, fixed at start.
@@ -62,8 +62,6 @@ pub struct OutboundCtx {
     peer: Option<ShortId>,
     /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
     in_flight: crate::client_idle::InFlight,
-    /// Its place under the listener's request ceiling, held until the context is dropped.
-    _slot: Option<Slot>,
 }
 
 impl Drop for OutboundCtx {
@@ -509,7 +507,6 @@ impl ProxyHttp for Outbound {
             record: Record::new(Direction::Outbound, self.forwarder.stopping_handle()),
             peer: None,
             in_flight: Default::default(),
-            _slot: None,
         }
     }
 
@@ -522,7 +519,7 @@ impl ProxyHttp for Outbound {
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
         match self.requests.admit() {
-            Ok(slot) => ctx._slot = Some(slot),
+            Ok(slot) => ctx.record.hold(slot),
             Err(problem) => {
                 ctx.record.refuse(session, &problem, None).await;
                 return Ok(true);

@@ -32,6 +32,12 @@ pub struct Record {
     /// Whether a graceful shutdown has begun: peergate's own answers then say
     /// `Connection: close`, as forwarded ones do (see [`crate::lifecycle::Stopping`]).
     stopping: crate::lifecycle::Stopping,
+    /// The request's place under its listener's request ceiling: held until the record is
+    /// dropped with the request's context, or given back once a refusal is written.
+    slot: Option<crate::request_cap::Slot>,
+    /// When a refusal was written, if the request went on to have its body dropped
+    /// ([`crate::body::discard_after_refusal`]): its line and latency end there.
+    refused_at: Option<Instant>,
 }
 
 impl Record {
@@ -46,6 +52,8 @@ impl Record {
             head: None,
             finished: false,
             stopping,
+            slot: None,
+            refused_at: None,
         }
     }
 
@@ -74,6 +82,11 @@ impl Record {
             self.status.unwrap_or(0),
             Millis(self.start.elapsed())
         );
+    }
+
+    /// Keeps the request's place under its listener's request ceiling.
+    pub fn hold(&mut self, slot: crate::request_cap::Slot) {
+        self.slot = Some(slot);
     }
 
     pub fn answered(&mut self, status: u16) {
@@ -117,7 +130,13 @@ impl Record {
             );
             return;
         }
-        crate::body::discard_after_refusal(session, problem.status).await;
+        if crate::body::discards(session, problem.status) {
+            // Answered: the request no longer counts under the ceiling while its body is
+            // dropped (bounded in `body::discard_after_refusal`).
+            self.refused_at = Some(Instant::now());
+            self.slot = None;
+            crate::body::discard_after_refusal(session).await;
+        }
     }
 
     /// Answers a failure to reach the upstream (the app, or a peer) with `problem` (502/504).
@@ -188,7 +207,10 @@ impl Record {
     pub fn finish(&mut self, session: &Session, metrics: &Metrics, peer: Option<&str>) -> Instant {
         self.finished = true;
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.start);
+        let elapsed = self
+            .refused_at
+            .unwrap_or(now)
+            .saturating_duration_since(self.start);
         let status = self
             .status
             .or_else(|| session.response_written().map(|r| r.status.as_u16()))

@@ -575,9 +575,7 @@ pub async fn h2_post_streamed(
 ) -> io::Result<(RawResponse, Option<h2::Reason>)> {
     use std::task::Poll;
     bounded(NET_TIMEOUT, "HTTP/2 streamed POST", async move {
-        let tls = h2_tls(addr, config, server_name).await?;
-        let (client, connection) = h2::client::handshake(tls).await.map_err(io::Error::other)?;
-        let driver = tokio::spawn(connection);
+        let (client, driver) = h2_raw(addr, config, server_name).await?;
         let mut client = client.ready().await.map_err(io::Error::other)?;
         let request = hyper::Request::post(format!("https://{server_name}{uri}"))
             .header("content-length", body_len.to_string())
@@ -639,6 +637,24 @@ pub async fn h2_post_streamed(
         ))
     })
     .await
+}
+
+/// A new HTTP/2 connection through the `h2` crate itself (hyper's client hides resets), and
+/// the task that drives it (abort it to close the connection).
+pub async fn h2_raw(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<(
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+)> {
+    let tls = h2_tls(addr, config, server_name).await?;
+    let (client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
+        h2::client::handshake(tls).await.map_err(io::Error::other)
+    })
+    .await?;
+    Ok((client, tokio::spawn(connection)))
 }
 
 /// A TLS connection to `addr` that settled on ALPN h2.

@@ -16,7 +16,7 @@ pub mod python;
 pub mod tls;
 
 pub use client::{
-    closed_within, h2_get_given_up, h2_get_read_late, h2_gets_at_once, h2_post_streamed,
+    closed_within, h2_get_given_up, h2_get_read_late, h2_gets_at_once, h2_post_streamed, h2_raw,
     h2_request, h2_request_then_idle, raw_request, rustls_error, RawConn, RawRequest, RawResponse,
     NET_TIMEOUT,
 };
