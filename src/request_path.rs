@@ -40,10 +40,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                let Some(value) = escaped(bytes, i) else {
                     return refuse("has a % that is not followed by two hex digits");
                 };
                 if matches!(value, b'/' | b'\\' | b'.' | b'%' | b';')
@@ -164,12 +161,7 @@ pub fn encode_for_uri(pq: &str) -> std::borrow::Cow<'_, str> {
     }
     let bytes = pq.as_bytes();
     // A `%` stays only where it starts an escape.
-    let escape_at = |i: usize| {
-        bytes
-            .get(i + 1..i + 3)
-            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-    };
-    let keep = |i: usize, b: u8| allowed(b) || (b == b'%' && escape_at(i));
+    let keep = |i: usize, b: u8| allowed(b) || (b == b'%' && escaped(bytes, i).is_some());
     if bytes.iter().enumerate().all(|(i, &b)| keep(i, b)) {
         return std::borrow::Cow::Borrowed(pq);
     }
@@ -198,13 +190,7 @@ pub fn equivalent_form(raw: &str) -> std::borrow::Cow<'_, str> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-            let h = std::str::from_utf8(h).ok()?;
-            u8::from_str_radix(h, 16)
-                .ok()
-                .filter(|_| h.bytes().all(|c| c.is_ascii_hexdigit()))
-        });
-        match (b, hex) {
+        match (b, escaped(bytes, i)) {
             (b'%', Some(d)) if d.is_ascii_alphanumeric() || b"-._~".contains(&d) => {
                 out.push(d);
                 i += 3;
@@ -221,6 +207,16 @@ pub fn equivalent_form(raw: &str) -> std::borrow::Cow<'_, str> {
     }
     // Only ASCII bytes were written in place of escapes, so the text stays UTF-8.
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The byte the escape at `bytes[at]` stands for: `%` and exactly two hex digits (`u8`'s own
+/// parser would take `%+1` too), else `None`.
+fn escaped(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = |b: &u8| char::from(*b).to_digit(16);
+    match bytes.get(at..at + 3)? {
+        [b'%', high, low] => u8::try_from(hex(high)? * 16 + hex(low)?).ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +345,7 @@ mod tests {
             ("/public/..%3b/admin", "%3B"),
             ("/api/%zz", "two hex digits"),
             ("/api/%2", "two hex digits"),
+            ("/api/%+1", "two hex digits"),
             ("/api/%ff", "UTF-8"),
             ("/%61pi/x", "%61; it needs no encoding"),
             ("/api/%41", "%41"),
