@@ -1,8 +1,8 @@
 //! Reading a request body whole, within `signatures.max_body`, for the two sides that must see
 //! all of it before sending anything upstream (inbound: the digest check; outbound: signing).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,6 +11,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
 use crate::problem::Problem;
+use crate::request_cap::RequestCap;
 
 /// Why a body was not read: a problem to answer with, or the client connection failing.
 pub enum BodyError {
@@ -311,7 +312,8 @@ const DISCARD_LIMIT: u64 = 1 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 const DISCARD_IDLE: Duration = Duration::from_millis(200);
 const DISCARDING_AT_ONCE: usize = 256;
-static DISCARDING: AtomicUsize = AtomicUsize::new(0);
+static DISCARDING: LazyLock<Arc<RequestCap>> =
+    LazyLock::new(|| RequestCap::new(DISCARDING_AT_ONCE));
 
 /// Whether a refusal over HTTP/2 is followed by [`discard_after_refusal`]. A stream whose body
 /// is left unread is reset once the answer is written (`RST_STREAM` with `NO_ERROR`, RFC 9113
@@ -340,17 +342,9 @@ pub fn discards(session: &mut Session, status: u16) -> bool {
 /// under the listener's request ceiling by then, so these bounds are what keep clients that
 /// send bodies slowly, or not at all, from holding anything long.
 pub async fn discard_after_refusal(session: &mut Session) {
-    struct Discarding;
-    impl Drop for Discarding {
-        fn drop(&mut self) {
-            DISCARDING.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    if DISCARDING.fetch_add(1, Ordering::AcqRel) >= DISCARDING_AT_ONCE {
-        DISCARDING.fetch_sub(1, Ordering::AcqRel);
+    let Ok(_place) = DISCARDING.admit() else {
         return;
-    }
-    let _counted = Discarding;
+    };
     let mut read: u64 = 0;
     let discard = async {
         // Past the limit, at a read error or a pause, the stream is left to its reset.

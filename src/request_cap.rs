@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use crate::problem::Problem;
 
+/// A count of requests at work, held under a ceiling. Each proxy listener has one; another
+/// bounds the refused HTTP/2 bodies read and dropped at once (`body::discard_after_refusal`).
 pub struct RequestCap {
     in_flight: AtomicUsize,
     max: usize,
