@@ -237,12 +237,8 @@ impl Forwarder {
         }
     }
 
-    /// Whether a graceful shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.stopping.now()
-    }
-
-    /// The handle [`Forwarder::stopping`] reads, for a request's [`crate::record::Record`].
+    /// The handle on whether a graceful shutdown has begun, for a request's
+    /// [`crate::record::Record`].
     pub fn stopping_handle(&self) -> crate::lifecycle::Stopping {
         self.stopping.clone()
     }

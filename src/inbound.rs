@@ -443,12 +443,8 @@ impl ProxyHttp for Inbound {
         ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
-        match self.requests.admit() {
-            Ok(slot) => ctx.record.hold(slot),
-            Err(problem) => {
-                ctx.record.refuse(session, &problem, None).await;
-                return Ok(true);
-            }
+        if !ctx.record.admit(session, &self.requests).await {
+            return Ok(true);
         }
         let snap = self.shared.snapshot();
         ctx.snapshot = Some(snap.clone());
@@ -559,13 +555,11 @@ impl ProxyHttp for Inbound {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut InboundCtx,
+        ctx: &mut InboundCtx,
     ) -> pingora::Result<()> {
         let head_request = session.req_header().method == http::Method::HEAD;
         prepare_answer(upstream_response, head_request)?;
-        if self.forwarder.stopping() {
-            session.set_keepalive(None);
-        }
+        ctx.record.close_if_stopping(session);
         if bodiless(upstream_response.status, head_request) {
             return Ok(());
         }

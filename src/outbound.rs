@@ -518,12 +518,8 @@ impl ProxyHttp for Outbound {
         ctx.record.begin(session.req_header());
         ctx.in_flight = crate::client_idle::head_received(session);
         crate::client_idle::limit(session, self.idle_seconds);
-        match self.requests.admit() {
-            Ok(slot) => ctx.record.hold(slot),
-            Err(problem) => {
-                ctx.record.refuse(session, &problem, None).await;
-                return Ok(true);
-            }
+        if !ctx.record.admit(session, &self.requests).await {
+            return Ok(true);
         }
         let snap = self.shared.snapshot();
         match Self::route(&snap, session.req_header(), self.loopback_only) {

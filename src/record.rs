@@ -84,9 +84,23 @@ impl Record {
         );
     }
 
-    /// Keeps the request's place under its listener's request ceiling.
-    pub fn hold(&mut self, slot: crate::request_cap::Slot) {
-        self.slot = Some(slot);
+    /// Takes the request's place under its listener's request ceiling, or refuses the request
+    /// (503 `overloaded`): `false` when it was refused.
+    pub async fn admit(
+        &mut self,
+        session: &mut Session,
+        cap: &std::sync::Arc<crate::request_cap::RequestCap>,
+    ) -> bool {
+        match cap.admit() {
+            Ok(slot) => {
+                self.slot = Some(slot);
+                true
+            }
+            Err(problem) => {
+                self.refuse(session, &problem, None).await;
+                false
+            }
+        }
     }
 
     pub fn answered(&mut self, status: u16) {
