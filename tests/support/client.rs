@@ -624,17 +624,7 @@ pub async fn h2_post_streamed(
         }
         drop(client);
         driver.abort();
-        Ok((
-            RawResponse {
-                version: "HTTP/2".to_string(),
-                status: parts.status.as_u16(),
-                reason: String::new(),
-                headers: header_pairs(&parts.headers),
-                trailers: Vec::new(),
-                body: bytes,
-            },
-            reset,
-        ))
+        Ok((h2_response(&parts, Vec::new(), bytes), reset))
     })
     .await
 }
@@ -727,14 +717,23 @@ async fn h2_send(
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.map_err(io::Error::other)?;
     let trailers = collected.trailers().map(header_pairs).unwrap_or_default();
-    Ok(RawResponse {
+    Ok(h2_response(&parts, trailers, collected.to_bytes().to_vec()))
+}
+
+/// An HTTP/2 answer as a [`RawResponse`] (no reason phrase in HTTP/2).
+fn h2_response(
+    parts: &hyper::http::response::Parts,
+    trailers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> RawResponse {
+    RawResponse {
         version: "HTTP/2".to_string(),
         status: parts.status.as_u16(),
         reason: String::new(),
         headers: header_pairs(&parts.headers),
         trailers,
-        body: collected.to_bytes().to_vec(),
-    })
+        body,
+    }
 }
 
 /// The rustls error behind a failed TLS connection, e.g.
