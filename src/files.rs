@@ -5,9 +5,13 @@
 //! reloader hashing forever. So every file peergate reads whole must be a regular file, checked
 //! on the open file (a swap after the check changes nothing), and is read up to a limit.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
 
 /// The most a configuration or peers file may hold: far above a million peers (~150 MB).
 pub const MAX_CONFIG_FILE: u64 = 1 << 30;
@@ -66,7 +70,107 @@ pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     if bytes.len() as u64 > limit {
         return Err(too_large(limit));
     }
+    if recording() {
+        note(path, Sha256::digest(&bytes).into());
+    }
     Ok(bytes)
+}
+
+/// The SHA-256 of a file's bytes.
+pub type FileDigest = [u8; 32];
+
+thread_local! {
+    static RECORDED: RefCell<Option<Vec<(PathBuf, FileDigest)>>> = const { RefCell::new(None) };
+}
+
+/// While it lives, every file read whole on this thread ([`read`], or a reader wrapped in
+/// [`Hashing`]) is recorded with the digest of what was read. A gateway's reloader compares the
+/// files with what the gateway was started from: a file changed between the start's read and
+/// the reloader's first look would otherwise count as never changed, and be served stale until
+/// its next change.
+pub struct Recording(());
+
+impl Recording {
+    pub fn begin() -> Recording {
+        RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+        Recording(())
+    }
+
+    /// What was read, by path as given, in order (a file read twice is there twice: the last
+    /// read is what was used).
+    pub fn finish(self) -> Vec<(PathBuf, FileDigest)> {
+        RECORDED.with(|r| r.borrow_mut().take()).unwrap_or_default()
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        RECORDED.with(|r| *r.borrow_mut() = None);
+    }
+}
+
+fn recording() -> bool {
+    RECORDED.with(|r| r.borrow().is_some())
+}
+
+fn note(path: &Path, digest: FileDigest) {
+    RECORDED.with(|r| {
+        if let Some(reads) = r.borrow_mut().as_mut() {
+            reads.push((path.to_path_buf(), digest));
+        }
+    });
+}
+
+/// A reader that hashes what passes through it when a [`Recording`] is open on the thread
+/// that makes it (it may be read on another). [`Hashing::record`] notes the file once it was
+/// read to its end.
+pub struct Hashing<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    done: Arc<OnceLock<FileDigest>>,
+}
+
+/// Where a [`Hashing`] reader leaves the digest once it reaches the end.
+#[derive(Clone)]
+pub struct HashedAtEnd(Arc<OnceLock<FileDigest>>);
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> (Hashing<R>, HashedAtEnd) {
+        let done = Arc::new(OnceLock::new());
+        let hasher = recording().then(Sha256::new);
+        let reader = Hashing {
+            inner,
+            hasher,
+            done: done.clone(),
+        };
+        (reader, HashedAtEnd(done))
+    }
+}
+
+impl HashedAtEnd {
+    /// Records `path` as read, if the reader got to its end.
+    pub fn record(&self, path: &Path) {
+        if let Some(digest) = self.0.get() {
+            note(path, *digest);
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            match buf.get(..n) {
+                Some(read) if n > 0 => hasher.update(read),
+                _ => {
+                    if let Some(hasher) = self.hasher.take() {
+                        let _ = self.done.set(hasher.finalize().into());
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// The error for a file past `limit` bytes.

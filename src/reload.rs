@@ -45,6 +45,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::allowlist::Snapshot;
 use crate::config::{self, Config, ConfigError, Loaded};
+use crate::files::FileDigest;
 use crate::state::Shared;
 
 /// How long the directory must be quiet after a file event before the files are read: an
@@ -190,6 +191,8 @@ pub struct Applied {
     /// The files the configuration is read from now: the config file, its peers file and
     /// profile page.
     pub files: Vec<PathBuf>,
+    /// What the reload read of each file (see [`crate::files::Recording`]).
+    pub reads: Vec<(PathBuf, FileDigest)>,
     pub poll_interval: Duration,
     /// Why the certificate and key did not load: the rest was applied, the pair in force
     /// stays, and the reload counts as failed.
@@ -300,7 +303,11 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         // before the restart would make the two sides disagree about who this is.
         loaded.config.identity.key_file.identity = shared.identity.clone();
     }
+    // The profile page is read here, after the load.
+    let recording = crate::files::Recording::begin();
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
+    let mut reads = std::mem::take(&mut loaded.reads);
+    reads.extend(recording.finish());
     let peers = snapshot.peer_count();
     let changes = snapshot.changes_since(&shared.snapshot());
     shared.install(snapshot);
@@ -316,6 +323,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         changes,
         restart_needed,
         files: files_of(&loaded),
+        reads,
         poll_interval: loaded.config.reload.poll_interval.0,
         tls_error: loaded.tls_error.map(|e| e.to_string()),
         config_error,
@@ -368,8 +376,14 @@ pub struct Reloader {
 
 impl Reloader {
     /// Starts watching the files `loaded` was read from. SIGHUP is registered before this
-    /// returns, so a SIGHUP sent afterwards reloads rather than ending the process.
-    pub fn start(shared: Arc<Shared>, loaded: &Loaded) -> Result<Reloader, String> {
+    /// returns, so a SIGHUP sent afterwards reloads rather than ending the process. `reads` is
+    /// what the start read of each file (see [`crate::files::Recording`]): the first look
+    /// compares with that, so that an edit made while the gateway was starting is applied.
+    pub fn start(
+        shared: Arc<Shared>,
+        loaded: &Loaded,
+        reads: &[(PathBuf, FileDigest)],
+    ) -> Result<Reloader, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -413,7 +427,7 @@ impl Reloader {
             config_path: loaded.path.clone(),
             files: files
                 .into_iter()
-                .map(|f| Watched::new(f, COARSEST_TIMESTAMP))
+                .map(|f| Watched::as_read(f, reads))
                 .collect(),
             interest,
             watcher,
@@ -618,6 +632,23 @@ struct Watched {
 }
 
 impl Watched {
+    /// A file as `reads` says it was last read, to be read again at the next look. One that
+    /// `reads` does not name counts as unreadable then, so that look reads it and reloads.
+    fn as_read(path: PathBuf, reads: &[(PathBuf, FileDigest)]) -> Watched {
+        let digest = reads
+            .iter()
+            .rev()
+            .find(|(read, _)| *read == path)
+            .map(|(_, digest)| *digest);
+        Watched {
+            path,
+            digest,
+            stamp: None,
+            coarsest: COARSEST_TIMESTAMP,
+        }
+    }
+
+    #[cfg(test)]
     fn new(path: PathBuf, coarsest: Duration) -> Watched {
         let mut watched = Watched {
             path,
@@ -728,8 +759,10 @@ impl ReloadState {
                 "SIGHUP while starting: reloading {}",
                 self.config_path.display()
             );
-            self.check(true, &mut poll);
         }
+        // The files are watched now: this first look reads each and reloads if one is not
+        // what the start read.
+        self.check(hangup_while_starting, &mut poll);
         // (first event, check due) while events are settling.
         let mut settling: Option<(Instant, Instant)> = None;
         let mut events_open = true;
@@ -763,34 +796,40 @@ impl ReloadState {
 
     /// Reloads when the files' content changed since last read, or always when `force`d
     /// (SIGHUP: then every file is read, whatever its metadata says).
-    fn check(&mut self, force: bool, poll: &mut Interval) {
-        self.refresh_watches();
-        let mut changed = false;
-        for file in &mut self.files {
-            // Every file is looked at, even after a change is found: the look records what
-            // the next check compares with.
-            changed |= file.look(force) == Look::Changed;
-        }
-        if !force && !changed {
-            return;
-        }
-        if let Ok(applied) = reload_now(&self.shared, &self.config_path) {
-            if !applied.files.iter().eq(self.files.iter().map(|f| &f.path)) {
-                let mut old = std::mem::take(&mut self.files);
-                self.files = applied
-                    .files
-                    .into_iter()
-                    .map(|path| match old.iter().position(|f| f.path == path) {
-                        Some(i) => old.swap_remove(i),
-                        None => Watched::new(path, COARSEST_TIMESTAMP),
-                    })
-                    .collect();
-                self.refresh_watches();
+    fn check(&mut self, mut force: bool, poll: &mut Interval) {
+        loop {
+            self.refresh_watches();
+            let mut changed = false;
+            for file in &mut self.files {
+                // Every file is looked at, even after a change is found: the look records what
+                // the next check compares with.
+                changed |= file.look(force) == Look::Changed;
             }
+            if !force && !changed {
+                return;
+            }
+            let Ok(applied) = reload_now(&self.shared, &self.config_path) else {
+                return;
+            };
             if applied.poll_interval != self.poll_interval {
                 self.poll_interval = applied.poll_interval;
                 *poll = poll_timer(self.poll_interval);
             }
+            if applied.files.iter().eq(self.files.iter().map(|f| &f.path)) {
+                return;
+            }
+            let mut old = std::mem::take(&mut self.files);
+            self.files = applied
+                .files
+                .into_iter()
+                .map(|path| match old.iter().position(|f| f.path == path) {
+                    Some(i) => old.swap_remove(i),
+                    None => Watched::as_read(path, &applied.reads),
+                })
+                .collect();
+            // A file new to the watch was read by the reload before it was watched: looked at
+            // once more now that it is, an edit made in between is not missed.
+            force = false;
         }
     }
 
@@ -900,6 +939,72 @@ mod tests {
         let snapshot = shared.snapshot();
         let (_, added) = snapshot.caller(newcomer.public().key_id()).unwrap();
         assert_eq!(added.name(), "p600");
+    }
+
+    /// The reloader's first look compares each file with what the start read of it: a file
+    /// the start read but did not record would be reloaded at every start, and one recorded
+    /// under another spelling of its path would never be compared.
+    #[test]
+    fn a_start_records_every_file_the_reloader_watches() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = crate::identity::Identity::generate();
+        std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["me.example.org".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("profile.md"), "# Me\n").unwrap();
+        let config_path = dir.path().join("peergate.yaml");
+        std::fs::write(
+            &config_path,
+            "identity: { key_file: me.pem, hosts: [me.example.org], profile: profile.md }\n\
+             app: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n\
+             tls: { cert_file: cert.pem, key_file: key.pem }\n",
+        )
+        .unwrap();
+        let peers_path = dir.path().join("peers.yaml");
+        // A few peers (read as one document) and many (the parallel reader).
+        for count in [2, 600] {
+            let mut peers = String::from("peers:\n");
+            for (i, id) in crate::identity::Identity::generate_distinct(count)
+                .iter()
+                .enumerate()
+            {
+                peers.push_str(&format!(
+                    "  - name: p{i}\n    public_key: \"{}\"\n",
+                    id.public().spki_base64()
+                ));
+            }
+            std::fs::write(&peers_path, &peers).unwrap();
+            let loaded = config::load_serving(&config_path, None).unwrap();
+            let recording = crate::files::Recording::begin();
+            let shared = Shared::new(&loaded.config).unwrap();
+            let mut reads = loaded.reads.clone();
+            reads.extend(recording.finish());
+            let files = files_of(&loaded);
+            assert_eq!(files.len(), 5, "{files:?}");
+            for path in &files {
+                let mut watched = Watched::as_read(path.clone(), &reads);
+                assert!(
+                    watched.digest.is_some(),
+                    "{} is not recorded",
+                    path.display()
+                );
+                assert_eq!(watched.look(false), Look::Same, "{}", path.display());
+            }
+
+            // What a reload reads is recorded the same way.
+            let applied = reload_now(&shared, &config_path).unwrap();
+            for path in &files {
+                let mut watched = Watched::as_read(path.clone(), &applied.reads);
+                assert_eq!(watched.look(false), Look::Same, "{}", path.display());
+            }
+        }
+        // Recording ends with the load: a read after it is not noted anywhere.
+        assert!(crate::files::Recording::begin().finish().is_empty());
     }
 
     #[test]

@@ -149,9 +149,13 @@ fn listener(addr: &str) -> pingora::listeners::ListenerConfig {
 
 /// Starts the hot reloader of this gateway (file changes, SIGHUP, a periodic check), and
 /// records the configuration just loaded as the last successful load.
-fn start_reloader(loaded: &Loaded, shared: &Arc<Shared>) -> Result<Reloader, String> {
+fn start_reloader(
+    loaded: &Loaded,
+    shared: &Arc<Shared>,
+    reads: &[(std::path::PathBuf, crate::files::FileDigest)],
+) -> Result<Reloader, String> {
     crate::reload::mark_loaded(shared);
-    Reloader::start(shared.clone(), loaded)
+    Reloader::start(shared.clone(), loaded, reads)
 }
 
 /// Whether `addr` can be listened on now. Pingora binds its listeners on their own threads
@@ -177,7 +181,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(loaded: &Loaded) -> Result<Gateway, String> {
+        // The profile page is read here, after the load.
+        let recording = crate::files::Recording::begin();
         let shared = Arc::new(Shared::new(&loaded.config)?);
+        let mut reads = loaded.reads.clone();
+        reads.extend(recording.finish());
         crate::reload::remember_text(&shared, &loaded.text);
 
         // On SIGTERM Pingora closes the listeners, sleeps the grace period (the time requests
@@ -203,7 +211,7 @@ impl Gateway {
         add_inbound(&mut server, &conf, loaded, &shared)?;
         add_outbound(&mut server, &conf, loaded, &shared);
         let admin = AdminListener::start(loaded.config.listen.admin.0, shared.clone())?;
-        let reloader = start_reloader(loaded, &shared)?;
+        let reloader = start_reloader(loaded, &shared, &reads)?;
 
         Ok(Gateway {
             server,

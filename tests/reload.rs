@@ -16,7 +16,8 @@ use notify::event::AccessKind;
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use ops::*;
-use peergate::server::Running;
+use peergate::config;
+use peergate::server::{Gateway, Running};
 use support::*;
 
 /// SIGHUP goes to the whole test process, so every gateway in it reloads. Tests hold this for
@@ -535,6 +536,23 @@ async fn sighup_reloads_the_real_binary() {
         binary.log().contains("SIGHUP: reloading").then_some(())
     })
     .await;
+}
+
+/// An edit made after the start read the files and before they were watched is applied. The
+/// reloader took the edited file it found then as the one in force, and the peer edited in
+/// stayed refused until the file's next change (the binary's admin listener answers before
+/// the reloader starts, so a deployment that edits once peergate answers could hit this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_while_the_gateway_starts_is_applied() {
+    let app = EchoApp::start();
+    let (bob, dave) = (Key::new("Bob"), Key::new("Dave"));
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let loaded = config::load(&setup.config).unwrap();
+    std::fs::write(&setup.peers, peers_yaml(&[&dave])).unwrap();
+    let running = Gateway::build(&loaded).unwrap().spawn();
+    wait_bound(setup.inbound);
+    wait_swapped(&setup, &bob, &dave, "the edit made while starting applied").await;
+    assert_eq!(reloads(&running, "success"), 1.0);
 }
 
 /// The reload's log line names the peers it added and removed, so that an operator sees what

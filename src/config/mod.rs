@@ -540,6 +540,8 @@ pub struct Loaded {
     /// The configuration file's text as it was read, for a later reload to read the other
     /// files with while an edit of this one does not validate ([`load_reloading_with`]).
     pub text: String,
+    /// Each file the load read, with the digest of what it read (see [`crate::files::Recording`]).
+    pub reads: Vec<(PathBuf, crate::files::FileDigest)>,
 }
 
 /// The configuration file's text, or why it cannot be read.
@@ -705,6 +707,7 @@ fn load_inner(
     tls_pair: TlsPair,
 ) -> Result<Loaded, ConfigError> {
     let scope = context::LoadScope::begin();
+    let recording = crate::files::Recording::begin();
     let text = match text {
         Some(text) => text.to_owned(),
         None => read_config_text(path)?,
@@ -979,5 +982,6 @@ Use 127.0.0.1, or set outbound.allow_remote_clients: true if the network in fron
         warnings,
         tls_error,
         text,
+        reads: recording.finish(),
     })
 }

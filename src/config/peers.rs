@@ -331,7 +331,12 @@ pub(super) fn read_file<S: PeerSink>(
         if len.is_some_and(|len| len > crate::files::MAX_CONFIG_FILE) {
             return Err(crate::files::too_large(crate::files::MAX_CONFIG_FILE));
         }
-        fast::read(std::io::BufReader::new(f), len, begin)
+        let (hashing, hashed) = crate::files::Hashing::new(f);
+        let read = fast::read(std::io::BufReader::new(hashing), len, begin);
+        if matches!(read, Ok(fast::Read::Done(_) | fast::Read::Whole(_))) {
+            hashed.record(path);
+        }
+        read
     });
     let text = match read {
         Ok(fast::Read::Done(sink)) => return Ok(sink),
