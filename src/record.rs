@@ -74,13 +74,16 @@ impl Record {
         };
         let target = uri.path_and_query().map_or("", |pq| pq.as_str());
         log::info!(
-            "{} {} {} peer={} outcome=aborted reason=cancelled status={} duration_ms={}",
-            self.direction.as_str(),
-            method,
-            Target(target.as_bytes()),
-            peer.unwrap_or("-"),
-            self.status.unwrap_or(0),
-            Millis(self.start.elapsed())
+            "{}",
+            RequestLine {
+                direction: self.direction,
+                head: Some((method, target.as_bytes())),
+                peer,
+                outcome: Outcome::Aborted,
+                reason: Some("cancelled"),
+                status: self.status.unwrap_or(0),
+                duration: Some(self.start.elapsed()),
+            }
         );
     }
 
@@ -247,17 +250,18 @@ impl Record {
         );
         let req = session.req_header();
         log::info!(
-            "{} {} {} peer={} outcome={} reason={} status={} duration_ms={}",
-            self.direction.as_str(),
-            req.method,
-            Target(req.raw_path()),
-            peer.unwrap_or("-"),
-            outcome.as_str(),
-            self.refused
-                .or(self.upstream_error.map(UpstreamErrorKind::as_str))
-                .unwrap_or("-"),
-            status,
-            Millis(elapsed)
+            "{}",
+            RequestLine {
+                direction: self.direction,
+                head: Some((&req.method, req.raw_path())),
+                peer,
+                outcome,
+                reason: self
+                    .refused
+                    .or(self.upstream_error.map(UpstreamErrorKind::as_str)),
+                status,
+                duration: Some(elapsed),
+            }
         );
         now
     }
@@ -311,9 +315,53 @@ pub fn unreadable_head(direction: Direction, metrics: &Metrics) {
         None,
     );
     log::info!(
-        "{} - - peer=- outcome=refused reason={reason} status=400 duration_ms=-",
-        direction.as_str(),
+        "{}",
+        RequestLine {
+            direction,
+            head: None,
+            peer: None,
+            outcome: Outcome::Refused,
+            reason: Some(reason),
+            status: 400,
+            duration: None,
+        }
     );
+}
+
+/// A request's log line, in the one format README's "Logs" describes, however the request
+/// ended. `-` stands for what is not known.
+struct RequestLine<'a> {
+    direction: Direction,
+    /// The method and the target as received; `None` when the head could not be read.
+    head: Option<(&'a http::Method, &'a [u8])>,
+    peer: Option<&'a str>,
+    outcome: Outcome,
+    reason: Option<&'a str>,
+    /// `0` when no answer was sent.
+    status: u16,
+    duration: Option<Duration>,
+}
+
+impl fmt::Display for RequestLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.direction.as_str())?;
+        match self.head {
+            Some((method, target)) => write!(f, " {method} {}", Target(target))?,
+            None => f.write_str(" - -")?,
+        }
+        write!(
+            f,
+            " peer={} outcome={} reason={} status={} duration_ms=",
+            self.peer.unwrap_or("-"),
+            self.outcome.as_str(),
+            self.reason.unwrap_or("-"),
+            self.status
+        )?;
+        match self.duration {
+            Some(duration) => write!(f, "{}", Millis(duration)),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// The request target as the log line shows it: its first 200 characters (invalid UTF-8
@@ -409,6 +457,55 @@ mod tests {
         }
         assert_eq!(Target(b"/a\"\n").to_string(), r#""/a\"\n""#);
         assert_eq!(Target(long.as_bytes()).to_string().chars().count(), 202);
+    }
+
+    /// The three ways a request's line is written (finished, cut at shutdown, head unreadable)
+    /// share README's field order, and `-` for what is not known.
+    #[test]
+    fn request_lines_have_one_format() {
+        let get = http::Method::GET;
+        let line = |head, peer, outcome, reason, status, duration| {
+            RequestLine {
+                direction: Direction::Inbound,
+                head,
+                peer,
+                outcome,
+                reason,
+                status,
+                duration,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            line(
+                Some((
+                    &get,
+                    &b"/a b
+"[..]
+                )),
+                Some("k4c5bqca"),
+                Outcome::Ok,
+                None,
+                200,
+                Some(Duration::from_micros(1500))
+            ),
+            r#"inbound GET "/a b\n" peer=k4c5bqca outcome=ok reason=- status=200 duration_ms=1.500"#
+        );
+        assert_eq!(
+            line(
+                Some((&get, &b"/x"[..])),
+                None,
+                Outcome::Aborted,
+                Some("cancelled"),
+                0,
+                Some(Duration::ZERO)
+            ),
+            r#"inbound GET "/x" peer=- outcome=aborted reason=cancelled status=0 duration_ms=0.000"#
+        );
+        assert_eq!(
+            line(None, None, Outcome::Refused, Some("bad_request"), 400, None),
+            "inbound - - peer=- outcome=refused reason=bad_request status=400 duration_ms=-"
+        );
     }
 
     #[test]
