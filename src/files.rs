@@ -64,59 +64,103 @@ pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
 
 /// Reads the regular file at `path` whole, refusing one larger than `limit` bytes.
 pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let read = read_unrecorded(path, limit);
+    if recording() {
+        note(path, read.as_ref().ok().map(|b| Sha256::digest(b).into()));
+    }
+    read
+}
+
+fn read_unrecorded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(too_large(limit));
     }
-    if recording() {
-        note(path, Sha256::digest(&bytes).into());
-    }
     Ok(bytes)
+}
+
+/// Records `path` as named by a configuration but not readable (missing, say), while a
+/// [`Recording`] is open: the reloader then watches for it to appear.
+pub fn tried(path: &Path) {
+    note(path, None);
 }
 
 /// The SHA-256 of a file's bytes.
 pub type FileDigest = [u8; 32];
 
+/// A file as a load read it: its digest, or `None` when it could not be read.
+pub type FileRead = (PathBuf, Option<FileDigest>);
+
+/// The reads recorded on this thread, and how many [`Recording`]s are open.
+#[derive(Default)]
+struct Recorded {
+    reads: Vec<FileRead>,
+    open: usize,
+}
+
 thread_local! {
-    static RECORDED: RefCell<Option<Vec<(PathBuf, FileDigest)>>> = const { RefCell::new(None) };
+    static RECORDED: RefCell<Recorded> = RefCell::new(Recorded::default());
 }
 
 /// While it lives, every file read whole on this thread ([`read`], or a reader wrapped in
-/// [`Hashing`]) is recorded with the digest of what was read. A gateway's reloader compares the
-/// files with what the gateway was started from: a file changed between the start's read and
-/// the reloader's first look would otherwise count as never changed, and be served stale until
-/// its next change.
-pub struct Recording(());
+/// [`Hashing`]) is recorded with the digest of what was read, and every file a configuration
+/// names that could not be read ([`tried`]). A gateway's reloader compares the files with what
+/// the configuration in force was read from, and watches what a reload tried to read: without
+/// it, a file changed between a load's read and the reloader's next look counted as never
+/// changed, and one named only by an edit that did not load was never watched.
+///
+/// Recordings nest: an inner one sees the reads made while it lived, the outer one all.
+pub struct Recording {
+    from: usize,
+}
 
 impl Recording {
     pub fn begin() -> Recording {
-        RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
-        Recording(())
+        RECORDED.with(|r| {
+            let mut r = r.borrow_mut();
+            r.open += 1;
+            Recording {
+                from: r.reads.len(),
+            }
+        })
     }
 
     /// What was read, by path as given, in order (a file read twice is there twice: the last
     /// read is what was used).
-    pub fn finish(self) -> Vec<(PathBuf, FileDigest)> {
-        RECORDED.with(|r| r.borrow_mut().take()).unwrap_or_default()
+    pub fn finish(self) -> Vec<FileRead> {
+        RECORDED.with(|r| {
+            r.borrow()
+                .reads
+                .get(self.from..)
+                .unwrap_or_default()
+                .to_vec()
+        })
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        RECORDED.with(|r| *r.borrow_mut() = None);
+        RECORDED.with(|r| {
+            let mut r = r.borrow_mut();
+            r.open = r.open.saturating_sub(1);
+            if r.open == 0 {
+                r.reads = Vec::new();
+            }
+        });
     }
 }
 
 fn recording() -> bool {
-    RECORDED.with(|r| r.borrow().is_some())
+    RECORDED.with(|r| r.borrow().open > 0)
 }
 
-fn note(path: &Path, digest: FileDigest) {
+fn note(path: &Path, digest: Option<FileDigest>) {
     RECORDED.with(|r| {
-        if let Some(reads) = r.borrow_mut().as_mut() {
-            reads.push((path.to_path_buf(), digest));
+        let mut r = r.borrow_mut();
+        if r.open > 0 {
+            r.reads.push((path.to_path_buf(), digest));
         }
     });
 }
@@ -151,7 +195,7 @@ impl HashedAtEnd {
     /// Records `path` as read, if the reader got to its end.
     pub fn record(&self, path: &Path) {
         if let Some(digest) = self.0.get() {
-            note(path, *digest);
+            note(path, Some(*digest));
         }
     }
 }

@@ -45,7 +45,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::allowlist::Snapshot;
 use crate::config::{self, Config, ConfigError, Loaded};
-use crate::files::FileDigest;
+use crate::files::{FileDigest, FileRead};
 use crate::state::Shared;
 
 /// How long the directory must be quiet after a file event before the files are read: an
@@ -191,8 +191,6 @@ pub struct Applied {
     /// The files the configuration is read from now: the config file, its peers file and
     /// profile page.
     pub files: Vec<PathBuf>,
-    /// What the reload read of each file (see [`crate::files::Recording`]).
-    pub reads: Vec<(PathBuf, FileDigest)>,
     pub poll_interval: Duration,
     /// Why the certificate and key did not load: the rest was applied, the pair in force
     /// stays, and the reload counts as failed.
@@ -288,6 +286,11 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
                 .ok_or_else(|| ReloadError::Config(e.clone()))?;
             let loaded = match config::load_reloading_with(config_path, &text, Some(known)) {
                 Ok(loaded) => loaded,
+                // The same error both times: a file both versions name (the key file, say)
+                // does not load, and the configuration file itself may be fine.
+                Err(named) if named.to_string() == e.to_string() => {
+                    return Err(ReloadError::Config(e))
+                }
                 Err(named) => return Err(ReloadError::Both(e, Box::new(named))),
             };
             (loaded, Some(e))
@@ -303,11 +306,7 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         // before the restart would make the two sides disagree about who this is.
         loaded.config.identity.key_file.identity = shared.identity.clone();
     }
-    // The profile page is read here, after the load.
-    let recording = crate::files::Recording::begin();
     let snapshot = Snapshot::build(&loaded.config).map_err(ReloadError::Invalid)?;
-    let mut reads = std::mem::take(&mut loaded.reads);
-    reads.extend(recording.finish());
     let peers = snapshot.peer_count();
     let changes = snapshot.changes_since(&shared.snapshot());
     shared.install(snapshot);
@@ -323,7 +322,6 @@ fn try_reload(shared: &Shared, config_path: &Path) -> Result<Applied, ReloadErro
         changes,
         restart_needed,
         files: files_of(&loaded),
-        reads,
         poll_interval: loaded.config.reload.poll_interval.0,
         tls_error: loaded.tls_error.map(|e| e.to_string()),
         config_error,
@@ -382,7 +380,7 @@ impl Reloader {
     pub fn start(
         shared: Arc<Shared>,
         loaded: &Loaded,
-        reads: &[(PathBuf, FileDigest)],
+        reads: &[FileRead],
     ) -> Result<Reloader, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -401,12 +399,11 @@ impl Reloader {
         let hangup_while_starting = crate::early_signals::hangup_came();
         // Capacity 1 and `try_send`: a full channel already holds the wake-up.
         let (events_tx, events_rx) = mpsc::channel::<()>(1);
-        let files = files_of(loaded);
+        let mut state = ReloadState::new(shared, loaded, reads);
         // Shared with the watcher's thread, which filters there: an event about another file
         // then costs a few path comparisons and never wakes the reloader.
-        let interest = Arc::new(RwLock::new(Interest::of(&files)));
-        let filter = interest.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let filter = state.interest.clone();
+        state.watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
                 Ok(event) if worth_a_look(&event.kind) && concerns(&filter, &event) => {
                     let _ = events_tx.try_send(());
@@ -422,18 +419,6 @@ impl Reloader {
             )
         })
         .ok();
-        let mut state = ReloadState {
-            shared,
-            config_path: loaded.path.clone(),
-            files: files
-                .into_iter()
-                .map(|f| Watched::as_read(f, reads))
-                .collect(),
-            interest,
-            watcher,
-            watched_dirs: HashMap::new(),
-            poll_interval,
-        };
         state.refresh_watches();
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -634,17 +619,22 @@ struct Watched {
 impl Watched {
     /// A file as `reads` says it was last read, to be read again at the next look. One that
     /// `reads` does not name counts as unreadable then, so that look reads it and reloads.
-    fn as_read(path: PathBuf, reads: &[(PathBuf, FileDigest)]) -> Watched {
-        let digest = reads
-            .iter()
-            .rev()
-            .find(|(read, _)| *read == path)
-            .map(|(_, digest)| *digest);
+    fn as_read(path: PathBuf, reads: &[FileRead]) -> Watched {
+        let digest = last_read(reads, &path).flatten();
         Watched {
             path,
             digest,
             stamp: None,
             coarsest: COARSEST_TIMESTAMP,
+        }
+    }
+
+    /// Records that a reload read `digest` (`None`: could not read it). When that is not what
+    /// the look before it found, the file changed in between: the next look reads it again.
+    fn reloaded(&mut self, digest: Option<FileDigest>) {
+        if self.digest != digest {
+            self.digest = digest;
+            self.stamp = None;
         }
     }
 
@@ -711,17 +701,29 @@ impl Watched {
 }
 
 /// The directories to watch for `file`: its own (as written, so symlink flips in it are
-/// seen) and, when it is a symlink, the target's.
+/// seen), the target's when it is a symlink, and each directory holding a symlink met on the
+/// way (`data/current -> v1` in `data/current/peers.yaml`), where flipping one changes what
+/// `file` is.
 fn dirs_of(file: &Path) -> Vec<PathBuf> {
     let parent = |p: &Path| match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut dirs = vec![parent(file)];
-    if let Ok(real) = std::fs::canonicalize(file) {
-        let real_dir = parent(&real);
-        if std::fs::canonicalize(&dirs[0]).ok().as_ref() != Some(&real_dir) {
-            dirs.push(real_dir);
+    let mut real_dirs: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect();
+    let links = resolution(file).into_iter().filter(|met| {
+        met.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+    });
+    let targets = std::fs::canonicalize(file).into_iter();
+    for dir in targets.chain(links).map(|p| parent(&p)) {
+        let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if !real_dirs.contains(&real) {
+            real_dirs.push(real);
+            dirs.push(dir);
         }
     }
     dirs
@@ -746,6 +748,23 @@ struct ReloadState {
 }
 
 impl ReloadState {
+    /// The state of a gateway started from `loaded`, whose start read `reads`; no watcher yet.
+    fn new(shared: Arc<Shared>, loaded: &Loaded, reads: &[FileRead]) -> ReloadState {
+        let files = watch_list(files_of(loaded), reads);
+        ReloadState {
+            shared,
+            config_path: loaded.path.clone(),
+            interest: Arc::new(RwLock::new(Interest::of(&files))),
+            files: files
+                .into_iter()
+                .map(|f| Watched::as_read(f, reads))
+                .collect(),
+            watcher: None,
+            watched_dirs: HashMap::new(),
+            poll_interval: loaded.config.reload.poll_interval.0,
+        }
+    }
+
     async fn run(
         mut self,
         mut stop: oneshot::Receiver<()>,
@@ -799,38 +818,69 @@ impl ReloadState {
     fn check(&mut self, mut force: bool, poll: &mut Interval) {
         loop {
             self.refresh_watches();
-            let mut changed = false;
-            for file in &mut self.files {
-                // Every file is looked at, even after a change is found: the look records what
-                // the next check compares with.
-                changed |= file.look(force) == Look::Changed;
-            }
-            if !force && !changed {
+            if !self.look(force) {
                 return;
             }
-            let Ok(applied) = reload_now(&self.shared, &self.config_path) else {
-                return;
-            };
-            if applied.poll_interval != self.poll_interval {
-                self.poll_interval = applied.poll_interval;
-                *poll = poll_timer(self.poll_interval);
-            }
-            if applied.files.iter().eq(self.files.iter().map(|f| &f.path)) {
+            let new_files = self.reload(poll);
+            if !new_files {
                 return;
             }
-            let mut old = std::mem::take(&mut self.files);
-            self.files = applied
-                .files
-                .into_iter()
-                .map(|path| match old.iter().position(|f| f.path == path) {
-                    Some(i) => old.swap_remove(i),
-                    None => Watched::as_read(path, &applied.reads),
-                })
-                .collect();
             // A file new to the watch was read by the reload before it was watched: looked at
             // once more now that it is, an edit made in between is not missed.
             force = false;
         }
+    }
+
+    /// Looks at every file (all are read when `thorough`): whether one changed.
+    fn look(&mut self, thorough: bool) -> bool {
+        let mut changed = false;
+        for file in &mut self.files {
+            // Every file is looked at, even after a change is found: the look records what
+            // the next check compares with.
+            changed |= file.look(thorough) == Look::Changed;
+        }
+        changed || thorough
+    }
+
+    /// Reloads, and watches what the reload read from now on: whether that brought files not
+    /// watched before.
+    fn reload(&mut self, poll: &mut Interval) -> bool {
+        let recording = crate::files::Recording::begin();
+        let result = reload_now(&self.shared, &self.config_path);
+        let reads = recording.finish();
+        let watch = match &result {
+            Ok(applied) => {
+                if applied.poll_interval != self.poll_interval {
+                    self.poll_interval = applied.poll_interval;
+                    *poll = poll_timer(self.poll_interval);
+                }
+                watch_list(applied.files.iter().cloned(), &reads)
+            }
+            // What the configuration in force is read from stays watched, and what the
+            // refused edit named is watched too, so that fixing or creating it is seen.
+            Err(_) => watch_list(self.files.iter().map(|f| f.path.clone()), &reads),
+        };
+        let mut old = std::mem::take(&mut self.files);
+        let mut new_files = false;
+        self.files = watch
+            .into_iter()
+            .map(|path| match old.iter().position(|f| f.path == path) {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    new_files = true;
+                    Watched::as_read(path, &reads)
+                }
+            })
+            .collect();
+        // The next look compares with what the reload read (what is in force, or what was
+        // refused), not with what the look before it found: a file written during the reload
+        // and then back would otherwise pass for unchanged.
+        for file in &mut self.files {
+            if let Some(digest) = last_read(&reads, &file.path) {
+                file.reloaded(digest);
+            }
+        }
+        new_files
     }
 
     /// Watches the directories the current files live in, and only those, and lets through
@@ -871,6 +921,32 @@ impl ReloadState {
             }
         }
     }
+}
+
+/// What `reads` says the last read of `path` found: `None` when it does not name it.
+fn last_read(reads: &[FileRead], path: &Path) -> Option<Option<FileDigest>> {
+    reads
+        .iter()
+        .rev()
+        .find(|(read, _)| read == path)
+        .map(|(_, digest)| *digest)
+}
+
+/// The files to watch: `named` (what a reload reads, see [`files_of`]) and every other file
+/// the load in `reads` tried to read, such as the identity key file and CA files: a reload
+/// that failed on one of them is then tried again once it is fixed, and a change of one that
+/// needs a restart is said in the log when it is made.
+fn watch_list(named: impl IntoIterator<Item = PathBuf>, reads: &[FileRead]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in named
+        .into_iter()
+        .chain(reads.iter().map(|(p, _)| p.clone()))
+    {
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn poll_timer(period: Duration) -> Interval {
@@ -986,7 +1062,11 @@ mod tests {
             reads.extend(recording.finish());
             let files = files_of(&loaded);
             assert_eq!(files.len(), 5, "{files:?}");
-            for path in &files {
+            // The identity key is watched too, though only a restart applies a new one.
+            let watched = watch_list(files, &reads);
+            assert_eq!(watched.len(), 6, "{watched:?}");
+            assert!(watched.contains(&dir.path().join("me.pem")), "{watched:?}");
+            for path in &watched {
                 let mut watched = Watched::as_read(path.clone(), &reads);
                 assert!(
                     watched.digest.is_some(),
@@ -997,14 +1077,182 @@ mod tests {
             }
 
             // What a reload reads is recorded the same way.
-            let applied = reload_now(&shared, &config_path).unwrap();
-            for path in &files {
-                let mut watched = Watched::as_read(path.clone(), &applied.reads);
+            let recording = crate::files::Recording::begin();
+            reload_now(&shared, &config_path).unwrap();
+            let reads = recording.finish();
+            for path in &watched {
+                let mut watched = Watched::as_read(path.clone(), &reads);
                 assert_eq!(watched.look(false), Look::Same, "{}", path.display());
             }
         }
         // Recording ends with the load: a read after it is not noted anywhere.
         assert!(crate::files::Recording::begin().finish().is_empty());
+
+        // A file the configuration names but that is missing is recorded as tried, so that
+        // its creation is watched for.
+        std::fs::remove_file(&peers_path).unwrap();
+        let recording = crate::files::Recording::begin();
+        assert!(config::load_serving(&config_path, None).is_err());
+        let reads = recording.finish();
+        assert_eq!(last_read(&reads, &peers_path), Some(None), "{reads:?}");
+    }
+
+    /// A gateway's files in a temporary directory (`me.pem`, `peergate.yaml` naming
+    /// `peers.yaml`), and its reloader's state as at start, without a watcher.
+    struct Reloading {
+        dir: tempfile::TempDir,
+        state: ReloadState,
+        poll: Interval,
+    }
+
+    impl Reloading {
+        fn start(peers: &[&crate::identity::Identity]) -> Reloading {
+            let dir = tempfile::tempdir().unwrap();
+            let me = crate::identity::Identity::generate();
+            std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
+            let config_path = dir.path().join("peergate.yaml");
+            std::fs::write(
+                &config_path,
+                "identity: { key_file: me.pem, hosts: [me.example.org] }\n\
+                 app: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
+            )
+            .unwrap();
+            std::fs::write(dir.path().join("peers.yaml"), peers_text(peers)).unwrap();
+            let loaded = config::load_serving(&config_path, None).unwrap();
+            let recording = crate::files::Recording::begin();
+            let shared = Arc::new(Shared::new(&loaded.config).unwrap());
+            let mut reads = loaded.reads.clone();
+            reads.extend(recording.finish());
+            Reloading {
+                state: ReloadState::new(shared, &loaded, &reads),
+                dir,
+                poll: poll_timer(Duration::from_secs(3600)),
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn has(&self, peer: &crate::identity::Identity) -> bool {
+            let key = peer.public().key_id();
+            self.state.shared.snapshot().key(key).is_some()
+        }
+
+        /// What the reloader does on an event, in its two steps: whether the look saw a
+        /// change, and whether the reload applied (`None`: no reload).
+        fn check(&mut self) -> Option<bool> {
+            if !self.state.look(false) {
+                return None;
+            }
+            let before = self
+                .state
+                .shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .get();
+            self.state.reload(&mut self.poll);
+            let after = self
+                .state
+                .shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .get();
+            Some(after > before)
+        }
+    }
+
+    fn peers_text(peers: &[&crate::identity::Identity]) -> String {
+        let mut text = String::from("peers:\n");
+        for (i, id) in peers.iter().enumerate() {
+            text.push_str(&format!(
+                "  - name: p{i}\n    public_key: \"{}\"\n",
+                id.public().spki_base64()
+            ));
+        }
+        text
+    }
+
+    /// The look saw one version of the peers file, the reload read another (written while it
+    /// read), and then the file went back to what the look saw: the next look compares with
+    /// what the reload put in force, and applies the file. It compared with the look's, saw
+    /// no change, and left the version written during the reload in force (half a file, when
+    /// the write had cut it) until the file's next change.
+    #[tokio::test]
+    async fn a_file_written_during_a_reload_and_back_is_applied() {
+        let [bob, carol, dave] = crate::identity::Identity::generate_distinct(3)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        let mut gw = Reloading::start(&[&bob]);
+        let peers = gw.path("peers.yaml");
+        std::fs::write(&peers, peers_text(&[&dave])).unwrap();
+        assert!(gw.state.look(false));
+        std::fs::write(&peers, peers_text(&[&carol])).unwrap();
+        gw.state.reload(&mut gw.poll);
+        assert!(gw.has(&carol));
+        std::fs::write(&peers, peers_text(&[&dave])).unwrap();
+        assert_eq!(gw.check(), Some(true));
+        assert!(gw.has(&dave) && !gw.has(&carol));
+        // And nothing more once it is in force.
+        assert_eq!(gw.check(), None);
+    }
+
+    /// A reload refused because a file only a restart applies (the identity key) could not be
+    /// read is tried again once it is back: the key file is watched. It was not, so the peer
+    /// the refused edit removed stayed on the allowlist until another edit.
+    #[tokio::test]
+    async fn a_reload_refused_for_a_missing_key_file_is_retried_when_it_is_back() {
+        let [bob, dave] = crate::identity::Identity::generate_distinct(2)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        let mut gw = Reloading::start(&[&bob]);
+        std::fs::rename(gw.path("me.pem"), gw.path("me.pem.bak")).unwrap();
+        std::fs::write(gw.path("peers.yaml"), peers_text(&[&dave])).unwrap();
+        assert_eq!(gw.check(), Some(false));
+        assert!(gw.has(&bob));
+        assert_eq!(gw.check(), None, "a refused file is not retried unchanged");
+        // Said once: the last configuration that loaded names the same missing file.
+        let err = reload_now(&gw.state.shared, &gw.path("peergate.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.matches("identity.key_file").count(), 1, "{err}");
+        std::fs::rename(gw.path("me.pem.bak"), gw.path("me.pem")).unwrap();
+        assert_eq!(gw.check(), Some(true));
+        assert!(gw.has(&dave) && !gw.has(&bob));
+    }
+
+    /// A peers file named only by an edit that was refused (it did not parse, or did not
+    /// exist yet) is watched: fixing or creating it applies the edit.
+    #[tokio::test]
+    async fn a_file_named_by_a_refused_edit_is_watched() {
+        let [bob, carol, dave] = crate::identity::Identity::generate_distinct(3)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        let mut gw = Reloading::start(&[&bob]);
+        let config = std::fs::read_to_string(gw.path("peergate.yaml")).unwrap();
+        std::fs::write(gw.path("peers2.yaml"), "peers:\n  - nmae: x\n").unwrap();
+        std::fs::write(
+            gw.path("peergate.yaml"),
+            config.replace("peers.yaml", "peers2.yaml"),
+        )
+        .unwrap();
+        assert_eq!(gw.check(), Some(false));
+        std::fs::write(gw.path("peers2.yaml"), peers_text(&[&carol])).unwrap();
+        assert_eq!(gw.check(), Some(true));
+        assert!(gw.has(&carol) && !gw.has(&bob));
+
+        std::fs::write(
+            gw.path("peergate.yaml"),
+            config.replace("peers.yaml", "peers3.yaml"),
+        )
+        .unwrap();
+        assert_eq!(gw.check(), Some(false));
+        assert!(gw.has(&carol));
+        std::fs::write(gw.path("peers3.yaml"), peers_text(&[&dave])).unwrap();
+        assert_eq!(gw.check(), Some(true));
+        assert!(gw.has(&dave) && !gw.has(&carol));
     }
 
     #[test]

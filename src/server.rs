@@ -152,7 +152,7 @@ fn listener(addr: &str) -> pingora::listeners::ListenerConfig {
 fn start_reloader(
     loaded: &Loaded,
     shared: &Arc<Shared>,
-    reads: &[(std::path::PathBuf, crate::files::FileDigest)],
+    reads: &[crate::files::FileRead],
 ) -> Result<Reloader, String> {
     crate::reload::mark_loaded(shared);
     Reloader::start(shared.clone(), loaded, reads)

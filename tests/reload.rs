@@ -555,6 +555,64 @@ async fn an_edit_made_while_the_gateway_starts_is_applied() {
     assert_eq!(reloads(&running, "success"), 1.0);
 }
 
+/// A peers file that an edit of the configuration names, refused because that file does not
+/// parse, is watched from then on: fixing it applies the edit without another touch of the
+/// configuration (nor a SIGHUP, nor a poll: the poll here is an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_the_file_a_refused_edit_named_applies_the_edit() {
+    let app = EchoApp::start();
+    let (bob, dave) = (Key::new("Bob"), Key::new("Dave"));
+    let setup = Setup::new(app.addr(), &[&bob], "reload: { poll_interval: 1h }");
+    let running = setup.start();
+    let other = setup.dir.path().join("other").join("peers.yaml");
+    std::fs::create_dir(other.parent().unwrap()).unwrap();
+    std::fs::write(&other, "peers:\n  - nmae: Dave\n").unwrap();
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    write_by_rename(
+        &setup.config,
+        &config.replace("peers_file: peers.yaml", "peers_file: other/peers.yaml"),
+    );
+    eventually(RELOAD_LIMIT, "the edit refused", || async {
+        (reloads(&running, "failure") == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
+    std::fs::write(&other, peers_yaml(&[&dave])).unwrap();
+    wait_swapped(&setup, &bob, &dave, "the fixed file applied").await;
+}
+
+/// A symlink met on the way to the peers file, in a directory of its own
+/// (`data/current -> v1`, the file `data/current/peers.yaml`): flipping it is seen at once,
+/// not at the next poll, and so is an edit of the file it now leads to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_flipped_in_a_directory_of_its_own_is_seen() {
+    let app = EchoApp::start();
+    let (bob, carol, dave) = (Key::new("Bob"), Key::new("Carol"), Key::new("Dave"));
+    let setup = Setup::new(app.addr(), &[&bob], "reload: { poll_interval: 1h }");
+    let data = setup.dir.path().join("data");
+    for (version, key) in [("v1", &bob), ("v2", &carol)] {
+        std::fs::create_dir_all(data.join(version)).unwrap();
+        std::fs::write(data.join(version).join("peers.yaml"), peers_yaml(&[key])).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", data.join("current")).unwrap();
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replace(
+            "peers_file: peers.yaml",
+            "peers_file: data/current/peers.yaml",
+        ),
+    )
+    .unwrap();
+    let _running = setup.start();
+    assert_eq!(setup.get(&bob, "/api/x").await.status, 200);
+    std::os::unix::fs::symlink("v2", data.join("current.tmp")).unwrap();
+    std::fs::rename(data.join("current.tmp"), data.join("current")).unwrap();
+    wait_swapped(&setup, &bob, &carol, "the flip seen").await;
+    std::fs::write(data.join("v2").join("peers.yaml"), peers_yaml(&[&dave])).unwrap();
+    wait_swapped(&setup, &carol, &dave, "the new target's edit seen").await;
+}
+
 /// The reload's log line names the peers it added and removed, so that an operator sees what
 /// an edit did (and which peer it took away by mistake).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

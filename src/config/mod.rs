@@ -541,7 +541,7 @@ pub struct Loaded {
     /// files with while an edit of this one does not validate ([`load_reloading_with`]).
     pub text: String,
     /// Each file the load read, with the digest of what it read (see [`crate::files::Recording`]).
-    pub reads: Vec<(PathBuf, crate::files::FileDigest)>,
+    pub reads: Vec<crate::files::FileRead>,
 }
 
 /// The configuration file's text, or why it cannot be read.

@@ -307,11 +307,13 @@ impl<'de> Deserialize<'de> for ExistingFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a file path", |s| {
             let path = context::resolve_path(s);
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => Ok(ExistingFile(path)),
-                Ok(_) => Err(format!("{} is not a regular file", path.display())),
-                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-            }
+            let refused = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => return Ok(ExistingFile(path)),
+                Ok(_) => format!("{} is not a regular file", path.display()),
+                Err(e) => format!("cannot read {}: {e}", path.display()),
+            };
+            crate::files::tried(&path);
+            Err(refused)
         })
     }
 }
