@@ -471,13 +471,20 @@ impl ProxyHttp for Inbound {
             let view = RequestView::new(&req.method, &req.uri, &req.headers, snap.scheme);
             snap.public_pages.answer_request(&view, unix_now())
         };
-        if let Some(answer) = public {
-            ctx.record.answered(answer.status);
-            ctx.record.close_if_stopping(session);
-            if let Err(e) = answer.send(session).await {
-                log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
+        match public {
+            Some(Ok(answer)) => {
+                ctx.record.answered(answer.status);
+                ctx.record.close_if_stopping(session);
+                if let Err(e) = answer.send(session).await {
+                    log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
+                }
+                return Ok(true);
             }
-            return Ok(true);
+            Some(Err(problem)) => {
+                ctx.record.refuse(session, &problem, None).await;
+                return Ok(true);
+            }
+            None => {}
         }
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => {

@@ -52,7 +52,6 @@ pub const MAX_PROFILE_BYTES: u64 = 256 * 1024;
 
 const JSON: &str = "application/json";
 const HTML: &str = "text/html; charset=utf-8";
-const PROBLEM: &str = "application/problem+json";
 /// How long clients may cache the documents (they change only when the config does).
 const CACHE_CONTROL: &str = "max-age=60";
 
@@ -226,11 +225,12 @@ impl PublicPages {
     }
 
     /// The answer to `method path`, unsigned; `None` when the path is not a public resource.
-    /// GET and HEAD are served, anything else is 405.
-    pub fn answer(&self, method: &Method, path: &str) -> Option<Answer> {
+    /// GET and HEAD are served; anything else is refused (`Err`: 405 `method_not_allowed`,
+    /// counted and logged as a refusal, as on the other listeners).
+    pub fn answer(&self, method: &Method, path: &str) -> Option<Result<Answer, Problem>> {
         let resource = self.resource(path)?;
         if method != Method::GET && method != Method::HEAD {
-            return Some(method_not_allowed(method, path, resource));
+            return Some(Err(method_not_allowed(method, path, resource)));
         }
         let head_only = method == Method::HEAD;
         let mut headers = vec![(
@@ -278,14 +278,14 @@ impl PublicPages {
             }
         };
         headers.push((http::header::CACHE_CONTROL, cache_control));
-        Some(Answer {
+        Some(Ok(Answer {
             status: 200,
             content_type,
             body,
             headers,
             head_only,
             resource,
-        })
+        }))
     }
 
     /// [`answer`](Self::answer) for a whole request, with the directory response signed at
@@ -294,8 +294,15 @@ impl PublicPages {
     /// The signature covers `"@authority";req`, so it states "the holder of this key serves
     /// this directory at this authority". It is made only for our own hosts: signing whatever
     /// `Host` a client sends would hand out that statement for any name it likes.
-    pub fn answer_request(&self, req: &RequestView<'_>, now: u64) -> Option<Answer> {
-        let mut answer = self.answer(req.method, req.uri.path())?;
+    pub fn answer_request(
+        &self,
+        req: &RequestView<'_>,
+        now: u64,
+    ) -> Option<Result<Answer, Problem>> {
+        let mut answer = match self.answer(req.method, req.uri.path())? {
+            Ok(answer) => answer,
+            Err(refused) => return Some(Err(refused)),
+        };
         if answer.resource == Resource::Directory && answer.status == 200 {
             match self.sign_directory(req, &answer, now) {
                 Ok(Some((input, signature))) => {
@@ -310,7 +317,7 @@ impl PublicPages {
                 Err(e) => log::warn!("public identity: cannot sign the directory response: {e}"),
             }
         }
-        Some(answer)
+        Some(Ok(answer))
     }
 
     /// `Signature-Input` and `Signature` for a directory response, or `None` when the request
@@ -376,29 +383,15 @@ impl PublicPages {
     }
 }
 
-fn method_not_allowed(method: &Method, path: &str, resource: Resource) -> Answer {
+fn method_not_allowed(method: &Method, path: &str, resource: Resource) -> Problem {
     let what = match resource {
         Resource::Identity => "the identity document",
         Resource::Directory => "the signatures directory",
         Resource::Page => "the welcome page",
     };
-    let problem = Problem::get_or_head_only(format!(
+    Problem::get_or_head_only(format!(
         "{path} is {what}, served by peergate itself: only GET and HEAD, not {method}"
-    ));
-    Answer {
-        status: 405,
-        content_type: PROBLEM,
-        body: problem.body(),
-        headers: vec![
-            (http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
-            (
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            ),
-        ],
-        head_only: false,
-        resource,
-    }
+    ))
 }
 
 /// The URL peers use for us: the first of `identity.hosts` with its port, or the inbound

@@ -346,7 +346,7 @@ impl fmt::Display for RequestLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.direction.as_str())?;
         match self.head {
-            Some((method, target)) => write!(f, " {method} {}", Target(target))?,
+            Some((method, target)) => write!(f, " {} {}", MethodName(method), Target(target))?,
             None => f.write_str(" - -")?,
         }
         write!(
@@ -374,6 +374,22 @@ impl fmt::Display for Target<'_> {
         let text = String::from_utf8_lossy(self.0);
         let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
         write!(f, "{:?}", text.get(..end).unwrap_or(&text))
+    }
+}
+
+/// The method as the log line shows it: its first 32 characters, then `...`. A method is a
+/// token (no space, quote or control character can be in it), but of any length: anyone could
+/// otherwise write a line of a megabyte, which log collectors split into several.
+struct MethodName<'a>(&'a http::Method);
+
+impl fmt::Display for MethodName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 32;
+        let name = self.0.as_str();
+        match name.get(..SHOWN) {
+            Some(start) if name.len() > SHOWN => write!(f, "{start}..."),
+            _ => f.write_str(name),
+        }
     }
 }
 
@@ -501,6 +517,14 @@ mod tests {
                 Some(Duration::ZERO)
             ),
             r#"inbound GET "/x" peer=- outcome=aborted reason=cancelled status=0 duration_ms=0.000"#
+        );
+        let long = http::Method::from_bytes("Y".repeat(100_000).as_bytes()).unwrap();
+        assert_eq!(
+            line(Some((&long, &b"/"[..])), None, Outcome::Refused, Some("missing_signature"), 401, None),
+            format!(
+                "inbound {}... \"/\" peer=- outcome=refused reason=missing_signature status=401 duration_ms=-",
+                "Y".repeat(32)
+            )
         );
         assert_eq!(
             line(None, None, Outcome::Refused, Some("bad_request"), 400, None),

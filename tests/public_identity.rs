@@ -291,6 +291,29 @@ async fn head_works_and_other_methods_get_405() {
         }
     }
     assert_eq!(alice.app.count(), 0);
+    // Refusals, counted as such (they were counted `ok`). A request is counted once its
+    // answer is written, a moment after the client has it.
+    let count = |metrics: &str, series: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let refusals = "peergate_rejections_total{direction=\"inbound\",reason=\"method_not_allowed\"}";
+    let refused =
+        "peergate_requests_total{direction=\"inbound\",outcome=\"refused\",peer=\"unknown\"}";
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = alice.running().shared().metrics.render();
+        let counts = (count(&metrics, refusals), count(&metrics, refused));
+        if counts == (Some(12.0), Some(12.0)) {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 5, "{counts:?}\n{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
