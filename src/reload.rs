@@ -966,20 +966,30 @@ async fn next_signal(signal: &mut Option<Signal>) -> Option<()> {
 mod tests {
     use super::*;
 
-    /// A gateway's reload reads a large peers file straight into the new table. One refused
-    /// only at its end, by the checks across entries that run once all are in, must leave the
-    /// allowlist in force as it was, with the error a plain load gives.
-    #[test]
-    fn a_large_peers_file_refused_at_its_end_changes_nothing() {
+    /// A directory with an identity key (`me.pem`) and `peergate.yaml`, which names
+    /// `peers.yaml`; `identity_more` goes into its `identity:` mapping, `more` at its end.
+    fn gateway_files(identity_more: &str, more: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let me = crate::identity::Identity::generate();
         std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
         let config_path = dir.path().join("peergate.yaml");
         std::fs::write(
             &config_path,
-            "identity: { key_file: me.pem, hosts: [me.example.org] }\napp: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
+            format!(
+                "identity: {{ key_file: me.pem, hosts: [me.example.org]{identity_more} }}\n\
+                 app: {{ upstream: \"127.0.0.1:9\" }}\npeers_file: peers.yaml\n{more}"
+            ),
         )
         .unwrap();
+        (dir, config_path)
+    }
+
+    /// A gateway's reload reads a large peers file straight into the new table. One refused
+    /// only at its end, by the checks across entries that run once all are in, must leave the
+    /// allowlist in force as it was, with the error a plain load gives.
+    #[test]
+    fn a_large_peers_file_refused_at_its_end_changes_nothing() {
+        let (dir, config_path) = gateway_files("", "");
         let ids = crate::identity::Identity::generate_distinct(601);
         let entry = |name: &str, id: &crate::identity::Identity| {
             format!(
@@ -1022,9 +1032,10 @@ mod tests {
     /// under another spelling of its path would never be compared.
     #[test]
     fn a_start_records_every_file_the_reloader_watches() {
-        let dir = tempfile::tempdir().unwrap();
-        let me = crate::identity::Identity::generate();
-        std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
+        let (dir, config_path) = gateway_files(
+            ", profile: profile.md",
+            "tls: { cert_file: cert.pem, key_file: key.pem }\n",
+        );
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["me.example.org".to_owned()])
             .unwrap()
@@ -1033,28 +1044,11 @@ mod tests {
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("profile.md"), "# Me\n").unwrap();
-        let config_path = dir.path().join("peergate.yaml");
-        std::fs::write(
-            &config_path,
-            "identity: { key_file: me.pem, hosts: [me.example.org], profile: profile.md }\n\
-             app: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n\
-             tls: { cert_file: cert.pem, key_file: key.pem }\n",
-        )
-        .unwrap();
         let peers_path = dir.path().join("peers.yaml");
         // A few peers (read as one document) and many (the parallel reader).
         for count in [2, 600] {
-            let mut peers = String::from("peers:\n");
-            for (i, id) in crate::identity::Identity::generate_distinct(count)
-                .iter()
-                .enumerate()
-            {
-                peers.push_str(&format!(
-                    "  - name: p{i}\n    public_key: \"{}\"\n",
-                    id.public().spki_base64()
-                ));
-            }
-            std::fs::write(&peers_path, &peers).unwrap();
+            let ids = crate::identity::Identity::generate_distinct(count);
+            std::fs::write(&peers_path, peers_text(&ids.iter().collect::<Vec<_>>())).unwrap();
             let loaded = config::load_serving(&config_path, None).unwrap();
             let recording = crate::files::Recording::begin();
             let shared = Shared::new(&loaded.config).unwrap();
@@ -1107,16 +1101,7 @@ mod tests {
 
     impl Reloading {
         fn start(peers: &[&crate::identity::Identity]) -> Reloading {
-            let dir = tempfile::tempdir().unwrap();
-            let me = crate::identity::Identity::generate();
-            std::fs::write(dir.path().join("me.pem"), me.to_pkcs8_pem().unwrap()).unwrap();
-            let config_path = dir.path().join("peergate.yaml");
-            std::fs::write(
-                &config_path,
-                "identity: { key_file: me.pem, hosts: [me.example.org] }\n\
-                 app: { upstream: \"127.0.0.1:9\" }\npeers_file: peers.yaml\n",
-            )
-            .unwrap();
+            let (dir, config_path) = gateway_files("", "");
             std::fs::write(dir.path().join("peers.yaml"), peers_text(peers)).unwrap();
             let loaded = config::load_serving(&config_path, None).unwrap();
             let recording = crate::files::Recording::begin();
@@ -1145,22 +1130,15 @@ mod tests {
             if !self.state.look(false) {
                 return None;
             }
-            let before = self
+            let successes = self
                 .state
                 .shared
                 .metrics
                 .config_reloads
-                .with_label_values(&["success"])
-                .get();
+                .with_label_values(&["success"]);
+            let before = successes.get();
             self.state.reload(&mut self.poll);
-            let after = self
-                .state
-                .shared
-                .metrics
-                .config_reloads
-                .with_label_values(&["success"])
-                .get();
-            Some(after > before)
+            Some(successes.get() > before)
         }
     }
 
