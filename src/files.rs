@@ -66,7 +66,14 @@ pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
 pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let read = read_unrecorded(path, limit);
     if recording() {
-        note(path, read.as_ref().ok().map(|b| Sha256::digest(b).into()));
+        match &read {
+            Ok(bytes) => note(path, Some(Sha256::digest(bytes).into())),
+            // Readable, only too large: not what "could not be read" means to the reloader,
+            // whose look hashes it whole. Recorded so, it would differ from every look, and a
+            // refused certificate of 2 MiB would be reloaded (and refused) at every poll.
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {}
+            Err(_) => note(path, None),
+        }
     }
     read
 }
@@ -114,6 +121,9 @@ thread_local! {
 /// Recordings nest: an inner one sees the reads made while it lived, the outer one all.
 pub struct Recording {
     from: usize,
+    /// Not `Send`: the count it keeps is this thread's, and a recording ended on another
+    /// thread would leave this one recording (and its reads growing) for good.
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Recording {
@@ -123,6 +133,7 @@ impl Recording {
             r.open += 1;
             Recording {
                 from: r.reads.len(),
+                _this_thread: std::marker::PhantomData,
             }
         })
     }
@@ -203,6 +214,10 @@ impl HashedAtEnd {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if buf.is_empty() {
+            // Zero bytes asked for, not the end of the file.
+            return Ok(0);
+        }
         if let Some(hasher) = self.hasher.as_mut() {
             match buf.get(..n) {
                 Some(read) if n > 0 => hasher.update(read),

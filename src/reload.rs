@@ -188,8 +188,7 @@ pub struct Applied {
     pub changes: crate::allowlist::PeerChanges,
     /// Changed keys that only take effect after a restart (the rest was applied).
     pub restart_needed: Vec<&'static str>,
-    /// The files the configuration is read from now: the config file, its peers file and
-    /// profile page.
+    /// The files the configuration is read from now (see [`files_of`]).
     pub files: Vec<PathBuf>,
     pub poll_interval: Duration,
     /// Why the certificate and key did not load: the rest was applied, the pair in force
@@ -353,7 +352,8 @@ pub fn mark_loaded(shared: &Shared) {
     shared.metrics.config_last_reload_success.set(now);
 }
 
-/// The files a reload reads: the config file, the peers file and the profile page.
+/// The files a reload reads: the config file, the peers file, the profile page and the TLS
+/// certificate and key (see [`watch_list`] for the others it may read).
 fn files_of(loaded: &Loaded) -> Vec<PathBuf> {
     let config = &loaded.config;
     let mut files = vec![loaded.path.clone()];
@@ -618,7 +618,8 @@ struct Watched {
 
 impl Watched {
     /// A file as `reads` says it was last read, to be read again at the next look. One that
-    /// `reads` does not name counts as unreadable then, so that look reads it and reloads.
+    /// `reads` does not name counts as unreadable: should that look find it readable, it
+    /// reloads.
     fn as_read(path: PathBuf, reads: &[FileRead]) -> Watched {
         let digest = last_read(reads, &path).flatten();
         Watched {
@@ -1199,6 +1200,21 @@ mod tests {
         std::fs::rename(gw.path("me.pem.bak"), gw.path("me.pem")).unwrap();
         assert_eq!(gw.check(), Some(true));
         assert!(gw.has(&dave) && !gw.has(&bob));
+    }
+
+    /// A file refused only for its size is readable to the reloader's look, which hashes it
+    /// whole: not retried until it changes, like any refused file. It was recorded as
+    /// unreadable, differed from every look, and was reloaded (and refused) at every poll.
+    #[tokio::test]
+    async fn a_file_refused_for_its_size_is_not_retried_until_it_changes() {
+        let [bob] = crate::identity::Identity::generate_distinct(1)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
+        let mut gw = Reloading::start(&[&bob]);
+        std::fs::write(gw.path("me.pem"), vec![b'a'; 2 << 20]).unwrap();
+        assert_eq!(gw.check(), Some(false));
+        assert_eq!(gw.check(), None);
+        assert_eq!(gw.check(), None);
     }
 
     /// A peers file named only by an edit that was refused (it did not parse, or did not
