@@ -177,7 +177,7 @@ fn note(path: &Path, digest: Option<FileDigest>) {
 }
 
 /// A reader that hashes what passes through it when a [`Recording`] is open on the thread
-/// that makes it (it may be read on another). [`Hashing::record`] notes the file once it was
+/// that makes it (it may be read on another). [`HashedAtEnd::record`] notes the file once it was
 /// read to its end.
 pub struct Hashing<R> {
     inner: R,
