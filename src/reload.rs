@@ -386,7 +386,6 @@ impl Reloader {
             .enable_all()
             .build()
             .map_err(|e| format!("reloader: cannot start its runtime: {e}"))?;
-        let poll_interval = loaded.config.reload.poll_interval.0;
         let sighup = {
             let _in_runtime = runtime.enter();
             signal(SignalKind::hangup())
@@ -415,7 +414,7 @@ impl Reloader {
         .map_err(|e| {
             log::warn!(
                 "reloader: cannot watch the configuration files ({e}); changes are picked up on SIGHUP and every {}",
-                config::HumanDuration(poll_interval)
+                config::HumanDuration(state.poll_interval)
             )
         })
         .ok();
