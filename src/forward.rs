@@ -244,11 +244,12 @@ impl Forwarder {
     }
 
     /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
-    /// `edit_response` adjust the answer's head, and relays the answer to `session`. Returns the
-    /// status the client got. The body with its share of `signatures.max_buffered`, and `build`
-    /// (which may hold a copy of it), are let go as soon as the answer's head is in, when no
-    /// retry can need them: an answer relayed for minutes (a download, a stream, a slow
-    /// client) does not keep a body held that was sent long before.
+    /// `edit_response` adjust each head of the answer (interim ones too), and relays the answer
+    /// to `session`. Returns the status the client got. The body with its share of
+    /// `signatures.max_buffered`, and `build` (which may hold a copy of it), are let go as soon
+    /// as the answer's head is in, when no retry can need them: an answer relayed for minutes
+    /// (a download, a stream, a slow client) does not keep a body held that was sent long
+    /// before.
     ///
     /// `build` runs once per attempt: a retry sends a head made afresh (the outbound side's
     /// carries a new signature and nonce, since the peer may have recorded the first
@@ -260,7 +261,7 @@ impl Forwarder {
         what: &(dyn fmt::Display + Sync),
         body: HeldBody,
         mut build: impl FnMut(&RequestHeader) -> Result<RequestHeader, ForwardError>,
-        edit_response: impl FnOnce(&mut ResponseHeader) -> pingora::Result<()>,
+        mut edit_response: impl FnMut(&mut ResponseHeader) -> pingora::Result<()>,
     ) -> Result<u16, ForwardError> {
         let upstream_failed = |e: Box<Error>| {
             let (kind, problem) = classify(&e, what);
@@ -300,7 +301,24 @@ impl Forwarder {
                 .await
                 .map_err(client_left)?
             {
-                Ok((up, resp)) => break (up, resp, head_request),
+                Ok((mut reading, mut head)) => {
+                    // Interim answers go on as they come (RFC 9110 §15.2). One came, so the
+                    // upstream has the request: whatever happens next is not retried.
+                    while head.status.is_informational() {
+                        edit_response(&mut head).map_err(upstream_failed)?;
+                        relay_interim(session, head)
+                            .await
+                            .map_err(|e| ForwardError::Aborted {
+                                kind: None,
+                                detail: format!("the client went away: {e}"),
+                            })?;
+                        head = unless_client_leaves(session, reading.next_head())
+                            .await
+                            .map_err(client_left)?
+                            .map_err(upstream_failed)?;
+                    }
+                    break (reading.session, head, head_request);
+                }
                 Err(mut e) => {
                     // Pingora's rule, as its proxy path applies it: an error that says the
                     // upstream closed a kept connection before answering (an idle connection
@@ -428,14 +446,72 @@ async fn watch_client<T>(
     }
 }
 
-/// Sends the head and body on `stream` and reads the answer's head, informational answers
-/// (103 Early Hints and the like) skipped; 101 is never asked for.
+/// Writes an interim answer to the client, unless it cannot know one: an HTTP/1.0 client
+/// (RFC 9110 §15.2). Pingora's HTTP/2 server drops it (its `h2` crate sends one head per
+/// stream).
+async fn relay_interim(session: &mut Session, head: ResponseHeader) -> pingora::Result<()> {
+    if session.req_header().version == http::Version::HTTP_10 {
+        return Ok(());
+    }
+    session.write_response_header(Box::new(head), false).await
+}
+
+/// An upstream session reading answer heads, against one deadline for all of them.
+struct Reading {
+    session: HttpSession,
+    head_request: bool,
+    /// When the final head must be in: the read timeout bounds each read, and the heads as a
+    /// whole get as long, or an upstream sending them a byte at a time (or endless 1xx
+    /// answers) would hold the request, and its body's share of `max_buffered`, for as long
+    /// as it liked.
+    deadline: Option<(std::time::Instant, Duration)>,
+}
+
+impl Reading {
+    /// Reads the next answer head worth relaying. A `100 Continue` is not: peergate sends the
+    /// upstream no `Expect` (the whole body goes with the head), and answered the client's
+    /// own `Expect` before reading its body, so the client has had its 100 already.
+    async fn next_head(&mut self) -> pingora::Result<ResponseHeader> {
+        let up = &mut self.session;
+        let head = async {
+            loop {
+                up.read_response_header().await?;
+                let Some(head) = up.response_header() else {
+                    return Err(Error::explain(
+                        ErrorType::InvalidHTTPHeader,
+                        "no response header",
+                    ));
+                };
+                if head.status != http::StatusCode::CONTINUE {
+                    return Ok(head.clone());
+                }
+            }
+        };
+        let mut head = match self.deadline {
+            Some((deadline, limit)) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                pingora::time::timeout(left, head).await.map_err(|_| {
+                    Error::explain(
+                        ErrorType::ReadTimedout,
+                        format!("no whole answer head within {} s", limit.as_secs_f32()),
+                    )
+                })??
+            }
+            None => head.await?,
+        };
+        prepare_answer(&mut head, self.head_request)?;
+        Ok(head)
+    }
+}
+
+/// Sends the head and body on `stream` and reads the answer's first head (an interim one, or
+/// the final one); 101 is never asked for.
 async fn exchange(
     stream: pingora::protocols::Stream,
     peer: &HttpPeer,
     req: RequestHeader,
     body: &Bytes,
-) -> pingora::Result<(HttpSession, ResponseHeader)> {
+) -> pingora::Result<(Reading, ResponseHeader)> {
     let mut up: HttpSession = HttpSession::H1(Http1Session::new_with_options(stream, peer));
     // Pooled sessions do not carry the peer's timeouts; a slow upstream must become a 504.
     up.set_read_timeout(peer.options.read_timeout);
@@ -456,36 +532,16 @@ async fn exchange(
             .map_err(unsent)?;
     }
     up.finish_request_body().await.map_err(unsent)?;
-    let head = async {
-        loop {
-            up.read_response_header().await?;
-            let Some(head) = up.response_header() else {
-                return Err(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "no response header",
-                ));
-            };
-            if !head.status.is_informational()
-                || head.status == http::StatusCode::SWITCHING_PROTOCOLS
-            {
-                return Ok(head.clone());
-            }
-        }
+    let mut reading = Reading {
+        session: up,
+        head_request,
+        deadline: peer
+            .options
+            .read_timeout
+            .map(|limit| (std::time::Instant::now() + limit, limit)),
     };
-    // The read timeout bounds each read; the head as a whole gets as long, or an upstream
-    // sending it a byte at a time (or endless 1xx answers) would hold the request, and its
-    // body's share of `max_buffered`, for as long as it liked.
-    let mut head = match peer.options.read_timeout {
-        Some(limit) => pingora::time::timeout(limit, head).await.map_err(|_| {
-            Error::explain(
-                ErrorType::ReadTimedout,
-                format!("no whole answer head within {} s", limit.as_secs_f32()),
-            )
-        })??,
-        None => head.await?,
-    };
-    prepare_answer(&mut head, head_request)?;
-    Ok((up, head))
+    let head = reading.next_head().await?;
+    Ok((reading, head))
 }
 
 /// Frames an answer with a body that ends only when its upstream connection closes (neither a

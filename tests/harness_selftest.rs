@@ -352,6 +352,7 @@ async fn client_parses_chunked_close_delimited_and_interim_responses() {
     let resp = raw_request(addr, None, &get("/")).await.unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.reason, "OK");
+    assert_eq!(resp.interim, [(100, Vec::new())]);
     assert_eq!(resp.text(), "Wikipedia ");
     assert_eq!(resp.headers_all("SET-COOKIE"), ["a=1", "b=2"]);
     assert_eq!(resp.trailers, [("X-Trailer".to_string(), "t".to_string())]);

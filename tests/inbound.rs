@@ -1570,6 +1570,91 @@ async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
     }
 }
 
+/// Interim answers from the app reach a peer on signed routes too (RFC 9110 §15.2: a proxy
+/// forwards them), without the app's hop-by-hop or framing fields: a `103 Early Hints` and a
+/// `102 Processing`, in order, before the final answer. They were skipped. A `100 Continue` is
+/// not relayed (peergate answered the client's `Expect` itself and sent the app no `Expect`),
+/// an HTTP/1.0 client gets none (it cannot know them), and over HTTP/2 (where Pingora sends one
+/// head per stream) the final answer still comes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_routes_relay_the_apps_interim_answers() {
+    use tokio::io::AsyncWriteExt;
+
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        while read_request_head(&mut stream).await.is_some() {
+            let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+                HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\
+                Connection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 7\r\n\r\n\
+                HTTP/1.1 102 Processing\r\n\r\n\
+                HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+
+    let resp = f
+        .send(f.signed(&f.bob, "GET", "/api/early", &[], b""))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, b"hello");
+    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [103, 102], "{:?}", resp.interim);
+    let early = &resp.interim[0].1;
+    let field = |name: &str| {
+        early
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("link"), Some("</x.css>; rel=preload"), "{early:?}");
+    for gone in ["x-hop", "content-length", "transfer-encoding"] {
+        assert_eq!(field(gone), None, "{gone} in the 103: {early:?}");
+    }
+
+    // A client that asked for a 100 gets one, from peergate, before it sends the body.
+    let body = pattern(1000);
+    let post = f.signed(
+        &f.bob,
+        "POST",
+        "/api/early",
+        &[("Expect", "100-continue")],
+        &body,
+    );
+    let resp = f.send_streaming(post).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [100, 103, 102], "{:?}", resp.interim);
+
+    let old = f
+        .signed(&f.bob, "GET", "/api/early", &[], b"")
+        .version("HTTP/1.0");
+    let resp = f.send(old).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.interim.is_empty(), "{:?}", resp.interim);
+    assert_eq!(resp.body, b"hello");
+
+    let headers = h2_signed_headers(&f.bob, "GET", "/api/early", b"");
+    let resp = h2_request(
+        f.addr,
+        f.client.clone(),
+        HOST,
+        "GET",
+        "/api/early",
+        &borrowed(&headers),
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, b"hello");
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

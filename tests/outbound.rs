@@ -1300,6 +1300,82 @@ async fn an_app_leaving_mid_answer_is_counted_aborted() {
     assert!(counted[0].contains("outcome=\"aborted\""), "{counted:?}");
 }
 
+/// A peer's interim answers reach the app (RFC 9110 §15.2: a proxy forwards them), as its
+/// final answer does: without hop-by-hop or framing fields, and with the identity fields
+/// peergate sets, never the peer's own. They were skipped. A `100 Continue` is not relayed: the
+/// peer was sent no `Expect`, and the app had its 100 from alice. And endless interim answers
+/// still get `outbound.timeout` for the heads as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_interim_answers_reach_the_app_with_bobs_identity() {
+    use tokio::io::AsyncWriteExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
+        while let Some(head) = read_request_head(&mut stream).await {
+            if head.starts_with(b"GET /endless ") {
+                loop {
+                    let early = b"HTTP/1.1 102 Processing\r\n\r\n";
+                    if stream.write_all(early).await.is_err() || stream.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+                HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\
+                X-Peer-Id: not-bob\r\nKeep-Alive: timeout=5\r\n\r\n\
+                HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    {
+        let resp = alice.call(get_bob(&alice, "/early")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.body, b"hello");
+        let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+        assert_eq!(statuses, [103], "{:?}", resp.interim);
+        let early = &resp.interim[0].1;
+        let field = |name: &str| {
+            early
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(field("link").as_deref(), Some("</x.css>; rel=preload"));
+        assert_eq!(field("keep-alive"), None, "{early:?}");
+        // The final answer's identity fields are Bob's (other tests check them); the 103's
+        // are the same, not what the peer wrote.
+        let id = field("x-peer-id").expect("the 103 names the peer");
+        assert_eq!(Some(id.as_str()), resp.header("x-peer-id"), "{early:?}");
+        assert_ne!(id, "not-bob");
+        assert_eq!(field("x-peer-name").as_deref(), resp.header("x-peer-name"));
+    }
+
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        alice.call(get_bob(&alice, "/endless")),
+    )
+    .await
+    .expect("no answer within 20 s");
+    let took = started.elapsed();
+    assert_problem(&resp, 504, "upstream_timeout");
+    assert!(
+        resp.interim.len() >= 10,
+        "{} interim answers",
+        resp.interim.len()
+    );
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "answered after {took:?}; outbound.timeout is 5 s"
+    );
+}
+
 /// `outbound.timeout` bounds the answer's head as a whole, not only each read of it: a peer
 /// sending its head a byte at a time, each within the timeout, got as long as it liked (found by
 /// an audit: a 200 after 59 s with a 5-s timeout, the request's body held all the while).

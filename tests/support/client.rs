@@ -39,6 +39,8 @@ pub struct RawResponse {
     pub trailers: Vec<(String, String)>,
     /// The body after removing the transfer coding.
     pub body: Vec<u8>,
+    /// The interim (1xx) answers before this one, in order: status and fields.
+    pub interim: Vec<(u16, Vec<(String, String)>)>,
 }
 
 impl RawResponse {
@@ -310,7 +312,7 @@ impl RawConn {
         .await
     }
 
-    /// Reads one response (skipping interim 1xx responses other than 101). `head_request`
+    /// Reads one response (interim 1xx responses other than 101 kept in its `interim`). `head_request`
     /// says the request was HEAD, so the response has no body whatever its headers say.
     pub async fn read_response(&mut self, head_request: bool) -> io::Result<RawResponse> {
         bounded(
@@ -733,6 +735,7 @@ fn h2_response(
         headers: header_pairs(&parts.headers),
         trailers,
         body,
+        interim: Vec::new(),
     }
 }
 
@@ -797,6 +800,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     head_request: bool,
 ) -> io::Result<RawResponse> {
+    let mut interim = Vec::new();
     loop {
         let head = read_head(r, buf).await?;
         let text = &head[..head.len() - 4];
@@ -814,6 +818,7 @@ async fn read_response<R: AsyncRead + Unpin>(
         let reason = parts.next().unwrap_or_default().to_string();
         let headers = parse_fields(lines)?;
         if (100..200).contains(&status) && status != 101 {
+            interim.push((status, headers));
             continue;
         }
         let mut resp = RawResponse {
@@ -823,6 +828,7 @@ async fn read_response<R: AsyncRead + Unpin>(
             headers,
             trailers: Vec::new(),
             body: Vec::new(),
+            interim,
         };
         if head_request || status == 204 || status == 304 || status == 101 {
             return Ok(resp);
