@@ -14,15 +14,18 @@
 //! a timed-out keep-alive connection is; at the listener's `listen.max_connections`,
 //! `connection_cap` brings the deadline of the connection waiting longest forward to now, to
 //! make room. While a request is in flight nothing is timed here:
-//! the app's and the peers' timeouts apply. HTTP/2 connections get Pingora's own idle timeout
-//! instead (set in `server.rs`), as their requests run on tasks of their own; but that one
-//! starts only once the HTTP/2 handshake is done, and Pingora gives the handshake no time
-//! limit, so a client that finished TLS with ALPN h2 and never sent the connection preface kept
-//! its connection for ever. So an HTTP/2 connection, too, must bring its first request head
+//! the app's and the peers' timeouts apply. HTTP/2 connections are timed otherwise, as their
+//! requests run on tasks of their own. Pingora has an HTTP/2 idle timeout (set in `server.rs`
+//! as a backstop), but it starts only once the HTTP/2 handshake is done, drops the connection
+//! without a GOAWAY, and Pingora gives the handshake no time limit, so a client that finished
+//! TLS with ALPN h2 and never sent the connection preface kept its connection for ever. So an
+//! HTTP/2 connection, too, must bring its first request head
 //! within `listen.idle_timeout`: its streams' tasks say so through [`H2_CONNECTIONS`], where
 //! they also count the requests in flight, so that at `listen.max_connections` an HTTP/2
 //! connection with none can be closed to make room (with a GOAWAY, which Pingora sends as at
-//! a graceful shutdown) in the same order as HTTP/1 connections.
+//! a graceful shutdown) in the same order as HTTP/1 connections. One idle for
+//! `listen.idle_timeout` after a request is closed the same way, with a GOAWAY, before
+//! Pingora's own idle timeout would drop it without one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,8 +131,8 @@ struct H2State {
     /// Whether any request head has come on the connection.
     seen_head: bool,
     /// When the connection is closed for want of a request while none is in flight: its opening
-    /// plus `idle` before the first, the end of the last answer plus `idle` after (Pingora's
-    /// own HTTP/2 idle timeout then closes it, see `server.rs`).
+    /// plus `idle` before the first, the end of the last answer plus `idle` after
+    /// ([`H2Conn::go_away_when_unused`] then closes it).
     deadline: Instant,
     /// Chosen to make room: it is sent a GOAWAY, and closed once no request is in flight.
     reclaimed: bool,
@@ -156,17 +159,45 @@ impl H2Conn {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Resolves once the connection has been chosen to make room, has been told to go away
-    /// (`goaway`, which starts Pingora's graceful close), and has no request in flight.
-    async fn made_room(&self, goaway: &tokio::sync::watch::Sender<bool>) {
-        while !self.state().reclaimed {
-            self.changed.notified().await;
-        }
+    /// Resolves once the connection has been chosen to make room, or has had no request in
+    /// flight since its deadline (after a first request: before one, the connection task's
+    /// own deadline closes it), has been told to go away (`goaway`, which starts Pingora's
+    /// graceful close), and has no request in flight. Says which.
+    async fn go_away_when_unused(&self, goaway: &tokio::sync::watch::Sender<bool>) -> Unused {
+        let why = loop {
+            let idle_until = {
+                let mut state = self.state();
+                if state.reclaimed {
+                    break Unused::RoomNeeded;
+                }
+                let idle = state.seen_head && state.in_flight == 0;
+                // On Tokio's clock, the one the sleep below keeps: the same as `Instant`'s,
+                // except with time paused (tests), where `Instant` would stand still while the
+                // sleep ended at once, again and again.
+                let passed =
+                    tokio::time::Instant::from_std(state.deadline) <= tokio::time::Instant::now();
+                if idle && passed {
+                    // Gone from the ceiling's choice too (`close_if_idle`).
+                    state.reclaimed = true;
+                    break Unused::Idle;
+                }
+                idle.then_some(state.deadline)
+            };
+            match idle_until {
+                Some(deadline) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline.into()) => {}
+                        () = self.changed.notified() => {}
+                    }
+                }
+                None => self.changed.notified().await,
+            }
+        };
         goaway.send_replace(true);
         loop {
             tokio::time::sleep(GOAWAY_GRACE).await;
             if self.state().in_flight == 0 {
-                return;
+                return why;
             }
             // `notify_one` keeps a permit when no one waits: an end between the look and
             // this wait is not missed.
@@ -175,6 +206,22 @@ impl H2Conn {
             }
         }
     }
+}
+
+/// Pingora's own HTTP/2 idle timeout, for a listener whose idle time is `idle`: later than
+/// [`H2Conn::go_away_when_unused`]'s, which tells the client to go away first. Pingora's drops
+/// the connection without a word (a request sent just then fails instead of going on a new
+/// connection); it stays for a connection not tracked here (no socket address to key it by).
+pub fn h2_backstop(idle: Duration) -> Duration {
+    idle + GOAWAY_GRACE + Duration::from_secs(1)
+}
+
+/// Why [`H2Conn::go_away_when_unused`] closed a connection.
+enum Unused {
+    /// Chosen to make room under `listen.max_connections`.
+    RoomNeeded,
+    /// No request for `listen.idle_timeout`.
+    Idle,
 }
 
 impl crate::connection_cap::Reclaim for H2Conn {
@@ -304,11 +351,17 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
             log::debug!("closed an HTTP/2 client connection: {why} ({idle:?})");
             None
         }
-        () = conn.made_room(&goaway) => {
-            log::debug!(
-                "closed an HTTP/2 client connection: its place was needed \
-                 (listen.max_connections)"
-            );
+        why = conn.go_away_when_unused(&goaway) => {
+            match why {
+                Unused::RoomNeeded => log::debug!(
+                    "closed an HTTP/2 client connection: its place was needed \
+                     (listen.max_connections)"
+                ),
+                Unused::Idle => log::debug!(
+                    "closed an HTTP/2 client connection: no request for {idle:?} \
+                     (listen.idle_timeout)"
+                ),
+            }
             None
         }
         () = relay => None,
@@ -434,8 +487,12 @@ mod tests {
         H2Conn::new(Duration::from_secs(75), opened)
     }
 
+    /// What [`head_received`] does for a request on `conn`.
     fn start(conn: &Arc<H2Conn>) -> InFlight {
-        conn.state().in_flight += 1;
+        let mut state = conn.state();
+        state.in_flight += 1;
+        state.seen_head = true;
+        drop(state);
         InFlight(Some(conn.clone()))
     }
 
@@ -472,7 +529,7 @@ mod tests {
         let (goaway, watch) = tokio::sync::watch::channel(false);
         assert!(c.close_if_idle());
         let crossed = start(&c);
-        let made_room = c.made_room(&goaway);
+        let made_room = c.go_away_when_unused(&goaway);
         tokio::pin!(made_room);
         assert!(
             tokio::time::timeout(Duration::from_secs(5), &mut made_room)
@@ -483,7 +540,37 @@ mod tests {
         assert!(*watch.borrow(), "no GOAWAY");
         drop(crossed);
         let started = tokio::time::Instant::now();
-        made_room.await;
+        assert!(matches!(made_room.await, Unused::RoomNeeded));
         assert!(started.elapsed() >= GOAWAY_GRACE);
+    }
+
+    /// After its first request, a connection with none in flight for its idle time is told to
+    /// go away, and let go once the GOAWAY had time to go out; the idle time runs again from
+    /// the end of each request, and not at all while one is in flight.
+    /// (Real time: the deadlines are `std` instants, which paused Tokio time does not move.)
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_told_to_go_away() {
+        let idle = Duration::from_millis(300);
+        let c = H2Conn::new(idle, Instant::now());
+        let (goaway, watch) = tokio::sync::watch::channel(false);
+        let unused = c.go_away_when_unused(&goaway);
+        tokio::pin!(unused);
+        // Before a first request the connection task's own deadline applies, not this one.
+        let not_yet = tokio::time::timeout(idle * 2, &mut unused).await;
+        assert!(not_yet.is_err(), "told to go away before any request");
+
+        let first = start(&c);
+        let waited = tokio::time::timeout(idle * 2, &mut unused).await;
+        assert!(waited.is_err(), "told to go away with a request in flight");
+        let ended = Instant::now();
+        drop(first);
+        let why = tokio::time::timeout(Duration::from_secs(10), unused)
+            .await
+            .expect("not told to go away");
+        assert!(matches!(why, Unused::Idle));
+        assert!(*watch.borrow(), "no GOAWAY");
+        let waited = ended.elapsed();
+        assert!(waited >= idle + GOAWAY_GRACE, "{waited:?}");
+        assert!(!c.close_if_idle(), "offered to make room after going away");
     }
 }

@@ -40,7 +40,9 @@ fn add_inbound(
     );
     let mut proxy = pingora::proxy::http_proxy(conf, inbound);
     let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2_idle_timeout = Some(config.listen.idle_timeout.0);
+    options.h2_idle_timeout = Some(crate::client_idle::h2_backstop(
+        config.listen.idle_timeout.0,
+    ));
     // Pingora answers CONNECT with a bare 405 unless asked not to; `Inbound::request_filter`
     // refuses it itself with a problem document (`connect_not_supported`). Nothing is tunnelled.
     options.allow_connect_method_proxying = true;

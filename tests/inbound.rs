@@ -590,6 +590,41 @@ async fn idle_client_connections_are_closed() {
     }
 }
 
+/// An idle HTTP/2 connection is told to go away (GOAWAY) before it is closed, as at a
+/// shutdown, so that a client knows not to send on it: Pingora's own HTTP/2 idle timeout
+/// dropped the connection without a word, and a request sent just then failed rather than
+/// going on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_get_a_goaway() {
+    let f = Fixture::with(Options {
+        listen: "idle_timeout: 1s".into(),
+        ..Options::default()
+    });
+    let (client, driver) = h2_raw(f.addr, f.client.clone(), HOST).await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("https://{HOST}/public/x"))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap();
+    let idle_for = started.elapsed();
+    assert!(idle_for >= Duration::from_millis(800), "{idle_for:?}");
+    let refused = client.ready().await.expect_err("the connection is gone");
+    assert!(
+        refused.is_go_away() && refused.is_remote(),
+        "closed without a GOAWAY: {refused:?} (the connection: {ended:?})"
+    );
+}
+
 /// Connections still in their TLS handshake hold places under `listen.max_connections` from
 /// the moment they are accepted (before, only connections whose handshake was done counted,
 /// and connections that never sent a ClientHello were bounded by nothing but the open-files
