@@ -19,13 +19,12 @@
 //! as a backstop), but it starts only once the HTTP/2 handshake is done, drops the connection
 //! without a GOAWAY, and Pingora gives the handshake no time limit, so a client that finished
 //! TLS with ALPN h2 and never sent the connection preface kept its connection for ever. So an
-//! HTTP/2 connection, too, must bring its first request head
-//! within `listen.idle_timeout`: its streams' tasks say so through [`H2_CONNECTIONS`], where
-//! they also count the requests in flight, so that at `listen.max_connections` an HTTP/2
-//! connection with none can be closed to make room (with a GOAWAY, which Pingora sends as at
-//! a graceful shutdown) in the same order as HTTP/1 connections. One idle for
-//! `listen.idle_timeout` after a request is closed the same way, with a GOAWAY, before
-//! Pingora's own idle timeout would drop it without one.
+//! HTTP/2 connection, too, must bring its first request head within `listen.idle_timeout`:
+//! its streams' tasks say so through [`H2_CONNECTIONS`], where they also count the requests in
+//! flight, so that at `listen.max_connections` an HTTP/2 connection with none can be closed to
+//! make room (with a GOAWAY, which Pingora sends as at a graceful shutdown) in the same order
+//! as HTTP/1 connections. One idle for `listen.idle_timeout` after a request is closed the
+//! same way, with a GOAWAY, before Pingora's own idle timeout would drop it without one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
