@@ -263,14 +263,8 @@ impl Forwarder {
         mut build: impl FnMut(&RequestHeader) -> Result<RequestHeader, ForwardError>,
         mut edit_response: impl FnMut(&mut ResponseHeader) -> pingora::Result<()>,
     ) -> Result<u16, ForwardError> {
-        let upstream_failed = |e: Box<Error>| {
-            let (kind, problem) = classify(&e, what);
-            ForwardError::Upstream { kind, problem }
-        };
-        let client_left = |e: Box<Error>| ForwardError::Aborted {
-            kind: None,
-            detail: format!("the client went away before {what} answered; given up: {e}"),
-        };
+        let upstream_failed = |e: Box<Error>| upstream_failure(&e, what);
+        let client_left = |e: Box<Error>| client_left_early(&e, what);
         let key = peer.reuse_hash();
         let mut retried = false;
         let (mut up, mut resp, head_request) = loop {
@@ -302,20 +296,12 @@ impl Forwarder {
                 .map_err(client_left)?
             {
                 Ok((mut reading, mut head)) => {
-                    // Interim answers go on as they come (RFC 9110 §15.2). One came, so the
-                    // upstream has the request: whatever happens next is not retried.
-                    while head.status.is_informational() {
-                        edit_response(&mut head).map_err(upstream_failed)?;
-                        relay_interim(session, head)
-                            .await
-                            .map_err(|e| ForwardError::Aborted {
-                                kind: None,
-                                detail: format!("the client went away: {e}"),
-                            })?;
-                        head = unless_client_leaves(session, reading.next_head())
-                            .await
-                            .map_err(client_left)?
-                            .map_err(upstream_failed)?;
+                    if head.status.is_informational() {
+                        // Boxed: held inline, the relaying made every request's future larger
+                        // (copied when boxed, for each request), though few answers have one.
+                        let relayed =
+                            relay_interims(session, &mut reading, head, what, &mut edit_response);
+                        head = Box::pin(relayed).await?;
                     }
                     break (reading.session, head, head_request);
                 }
@@ -443,6 +429,47 @@ async fn watch_client<T>(
                 Ok(exchange.await)
             }
         },
+    }
+}
+
+/// Relays `head`, an interim answer, and those after it to the client as they come (RFC 9110
+/// §15.2), and returns the final one. Once one came, the upstream has the request: whatever
+/// happens next is not retried.
+async fn relay_interims(
+    session: &mut Session,
+    reading: &mut Reading,
+    mut head: ResponseHeader,
+    what: &(dyn fmt::Display + Sync),
+    edit_response: &mut impl FnMut(&mut ResponseHeader) -> pingora::Result<()>,
+) -> Result<ResponseHeader, ForwardError> {
+    let upstream_failed = |e: Box<Error>| upstream_failure(&e, what);
+    while head.status.is_informational() {
+        edit_response(&mut head).map_err(upstream_failed)?;
+        relay_interim(session, head)
+            .await
+            .map_err(|e| ForwardError::Aborted {
+                kind: None,
+                detail: format!("the client went away: {e}"),
+            })?;
+        head = unless_client_leaves(session, reading.next_head())
+            .await
+            .map_err(|e| client_left_early(&e, what))?
+            .map_err(upstream_failed)?;
+    }
+    Ok(head)
+}
+
+/// The upstream `what` failed before its answer began: a 502 or 504 for the client.
+fn upstream_failure(e: &Error, what: &(dyn fmt::Display + Sync)) -> ForwardError {
+    let (kind, problem) = classify(e, what);
+    ForwardError::Upstream { kind, problem }
+}
+
+/// The client left while `what` had yet to answer.
+fn client_left_early(e: &Error, what: &(dyn fmt::Display + Sync)) -> ForwardError {
+    ForwardError::Aborted {
+        kind: None,
+        detail: format!("the client went away before {what} answered; given up: {e}"),
     }
 }
 
