@@ -396,8 +396,9 @@ const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(100);
 /// place under `listen.max_connections` until the answer or its timeout (nginx does the same
 /// by default, `proxy_ignore_client_abort off`). The error says how the client left.
 ///
-/// Bytes from the client meanwhile (a pipelined next request) are not a leaving: the answer is
-/// still relayed, and the connection closed after it, as for any pipelined request.
+/// Bytes from the client meanwhile (a pipelined next request) are not a leaving: Pingora keeps
+/// them for the next request, served once this answer is relayed (`client_idle::limit`); a
+/// client that closes after them is not seen leaving until then.
 async fn unless_client_leaves<T>(
     session: &mut Session,
     exchange: impl std::future::Future<Output = T>,
@@ -499,35 +500,42 @@ impl Reading {
     /// upstream no `Expect` (the whole body goes with the head), and answered the client's
     /// own `Expect` before reading its body, so the client has had its 100 already.
     async fn next_head(&mut self) -> pingora::Result<ResponseHeader> {
+        loop {
+            let mut head = self.read_head().await?;
+            if head.status != http::StatusCode::CONTINUE {
+                prepare_answer(&mut head, self.head_request)?;
+                return Ok(head);
+            }
+        }
+    }
+
+    /// Reads one answer head within what is left of the deadline.
+    async fn read_head(&mut self) -> pingora::Result<ResponseHeader> {
         let up = &mut self.session;
         let head = async {
-            loop {
-                up.read_response_header().await?;
-                let Some(head) = up.response_header() else {
-                    return Err(Error::explain(
-                        ErrorType::InvalidHTTPHeader,
-                        "no response header",
-                    ));
-                };
-                if head.status != http::StatusCode::CONTINUE {
-                    return Ok(head.clone());
-                }
-            }
+            up.read_response_header().await?;
+            up.response_header()
+                .cloned()
+                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))
         };
-        let mut head = match self.deadline {
-            Some((deadline, limit)) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                pingora::time::timeout(left, head).await.map_err(|_| {
-                    Error::explain(
-                        ErrorType::ReadTimedout,
-                        format!("no whole answer head within {} s", limit.as_secs_f32()),
-                    )
-                })??
-            }
-            None => head.await?,
+        let Some((deadline, limit)) = self.deadline else {
+            return head.await;
         };
-        prepare_answer(&mut head, self.head_request)?;
-        Ok(head)
+        let timed_out = || {
+            Error::explain(
+                ErrorType::ReadTimedout,
+                format!("no whole answer head within {} s", limit.as_secs_f32()),
+            )
+        };
+        // Checked first: the timeout polls the read before its timer, so an upstream whose
+        // next head is always ready (a flood of 1xx answers) would never meet it.
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(timed_out());
+        }
+        pingora::time::timeout(deadline.saturating_duration_since(now), head)
+            .await
+            .map_err(|_| timed_out())?
     }
 }
 

@@ -230,7 +230,13 @@ impl Record {
             .saturating_duration_since(self.start);
         let status = self
             .status
-            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+            .or_else(|| {
+                // An interim answer (a 103) relayed before the client left is not its answer.
+                session
+                    .response_written()
+                    .filter(|r| !r.status.is_informational())
+                    .map(|r| r.status.as_u16())
+            })
             .unwrap_or(0);
         let outcome = if self.refused.is_some() {
             Outcome::Refused

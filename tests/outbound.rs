@@ -1313,6 +1313,16 @@ async fn a_peers_interim_answers_reach_the_app_with_bobs_identity() {
     let ca = TestCa::new();
     let peer_addr = raw_tls_peer(&ca, |mut stream| async move {
         while let Some(head) = read_request_head(&mut stream).await {
+            if head.starts_with(b"GET /flood") {
+                let early: &[u8] = if head.starts_with(b"GET /flood-100 ") {
+                    b"HTTP/1.1 100 Continue\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 102 Processing\r\n\r\n"
+                };
+                let batch = early.repeat(1000);
+                while stream.write_all(&batch).await.is_ok() {}
+                return;
+            }
             if head.starts_with(b"GET /endless ") {
                 loop {
                     let early = b"HTTP/1.1 102 Processing\r\n\r\n";
@@ -1374,6 +1384,51 @@ async fn a_peers_interim_answers_reach_the_app_with_bobs_identity() {
         took >= Duration::from_secs(4) && took < Duration::from_secs(10),
         "answered after {took:?}; outbound.timeout is 5 s"
     );
+
+    // Interim answers always ready to read (a flood) meet the deadline too: the timeout
+    // polled the read before its timer, and a flood went on for as long as the peer liked
+    // (found by an audit: 13 s and 123 MB of 102s with a 3-s timeout, then the 200).
+    // So do `100 Continue` answers, which are read and dropped, not relayed. Read raw,
+    // keeping only the end: the test client would keep every interim answer.
+    use tokio::io::AsyncReadExt;
+    for path in ["/flood", "/flood-100"] {
+        let started = std::time::Instant::now();
+        let mut app = tokio::net::TcpStream::connect(alice.outbound_addr())
+            .await
+            .unwrap();
+        let flood = get_bob(&alice, path).header("Connection", "close");
+        app.write_all(&flood.to_bytes()).await.unwrap();
+        let (mut total, mut tail) = (0usize, Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "alice still relaying after 20 s ({total} bytes); outbound.timeout is 5 s"
+            );
+            let read = tokio::time::timeout(Duration::from_secs(20), app.read(&mut buf))
+                .await
+                .expect("nothing from alice for 20 s");
+            let n = match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            total += n;
+            tail.extend_from_slice(buf.get(..n).unwrap_or_default());
+            let keep = tail.len().saturating_sub(8 * 1024);
+            tail.drain(..keep);
+        }
+        let took = started.elapsed();
+        let tail = String::from_utf8_lossy(&tail);
+        let last = tail.rfind("HTTP/1.1 ").map_or("", |at| &tail[at..]);
+        assert!(
+            last.starts_with("HTTP/1.1 504"),
+            "{total} bytes, ending {last:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{path}: answered after {took:?}; outbound.timeout is 5 s"
+        );
+    }
 }
 
 /// `outbound.timeout` bounds the answer's head as a whole, not only each read of it: a peer
