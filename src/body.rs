@@ -257,10 +257,16 @@ pub async fn read_whole(
         let mut cont = ResponseHeader::build(100, Some(0)).map_err(BodyError::Client)?;
         cont.set_reason_phrase(Some("Continue"))
             .map_err(BodyError::Client)?;
+        // Pingora turns keep-alive off for an answer head written before the body is read, a
+        // 100 too; but this body is read whole next, and a refusal partway closes the
+        // connection itself (`Record::refuse`). Kept, a client sending `Expect` (curl does for
+        // bodies over 1 MiB) need not open a connection per request.
+        let kept = session.get_keepalive();
         session
             .write_response_header(Box::new(cont), false)
             .await
             .map_err(client)?;
+        session.set_keepalive(kept);
     }
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
     let capacity = declared

@@ -108,10 +108,14 @@ static H2_CONNECTIONS: LazyLock<Mutex<H2Connections>> =
 /// (local, peer) address of an HTTP/2 connection → its requests' count.
 type H2Connections = HashMap<(SocketAddr, SocketAddr), Arc<H2Conn>>;
 
-/// How long a connection chosen to make room is still served after its GOAWAY, so that the
-/// frame goes out and a request that crossed it on the wire can be answered. A request in
-/// flight then is still answered (the connection closes when the last one is done).
-const GOAWAY_GRACE: Duration = Duration::from_millis(100);
+/// How long a connection told to go away (to make room, or idle) may take to finish its
+/// graceful close, which ends it as soon as it is done: the GOAWAY goes out, the client's
+/// answer to the PING sent with it comes back (a round trip), the final GOAWAY names the last
+/// request taken, and a request that crossed the first one on the wire is answered. A request
+/// in flight then is still answered (the connection closes when the last one is done). With
+/// 100 ms, a client 80 ms away lost a request that crossed the GOAWAY, unanswered and not
+/// named (found by an audit).
+const GOAWAY_GRACE: Duration = Duration::from_secs(2);
 
 /// One HTTP/2 connection as the ceiling (`connection_cap`) sees it: it may be closed to make
 /// room while no request is in flight on it, in the same order as HTTP/1 connections (by when
@@ -470,11 +474,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// is cut off. Pingora's server session has no write timeout of its own, so a client that
 /// stopped reading held its connection, the request in flight and the upstream connection
 /// behind it (on the outbound side, the peer's and its app's too) for as long as it liked.
+///
+/// And a pipelined request (RFC 9112 §9.3.2: sent before the answer to the one before it) is
+/// served after that answer. Left to Pingora's default, its bytes arriving while the answer
+/// was awaited broke the exchange on the routes Pingora proxies itself: the client got a 400
+/// for a request the app had acted on.
 pub fn limit(session: &mut Session, idle_seconds: u64) {
     if session.get_keepalive().is_some() {
         session.set_keepalive(Some(idle_seconds));
     }
     session.set_write_timeout(Some(Duration::from_secs(idle_seconds)));
+    if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream_mut() {
+        h1.set_pipelining_enabled(true);
+    }
 }
 
 #[cfg(test)]

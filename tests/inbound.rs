@@ -454,14 +454,29 @@ async fn chunked_bodies_and_100_continue_work() {
     let f = Fixture::start();
     let body = pattern(100_000);
     let req = signed_chunked(&f, &f.bob, "/api/chunked", &body, 3).header("Expect", "100-continue");
-    let resp = f.send_streaming(req).await;
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let resp = conn.request(&req.to_bytes()).await.unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
+    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [100]);
     let seen = f.app.last().unwrap();
     assert!(seen.body == body);
     assert!(
         seen.header("expect").is_none(),
         "the 100-continue was answered by peergate"
     );
+    // The connection is kept: Pingora took the 100, written before the body was read, as an
+    // early answer and closed the connection after the real one (found by an audit).
+    assert_eq!(
+        resp.header("connection"),
+        Some("keep-alive"),
+        "{:?}",
+        resp.headers
+    );
+    let again = f.signed(&f.bob, "GET", "/api/again", &[], b"");
+    assert_eq!(conn.request(&again.to_bytes()).await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1690,6 +1705,86 @@ async fn signed_routes_relay_the_apps_interim_answers() {
     assert_eq!(resp.body, b"hello");
 }
 
+/// An app that fails after an interim answer: the 103 is not the answer, so the caller still
+/// gets a 502 after it, on public and signed routes alike. On a public route the connection was
+/// cut instead, as if the answer had begun (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_failing_after_an_interim_answer_still_gets_a_502() {
+    use tokio::io::AsyncWriteExt;
+
+    let (app_addr, _) = raw_app(|mut stream| async move {
+        if read_request_head(&mut stream).await.is_some() {
+            let early = b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n";
+            let _ = stream.write_all(early).await;
+            let _ = stream.flush().await;
+        }
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        ..Options::default()
+    });
+    let public = RawRequest::new("GET", "/public/x").header("Host", f.authority());
+    for resp in [
+        f.send(public).await,
+        f.send(f.signed(&f.bob, "GET", "/api/x", &[], b"")).await,
+    ] {
+        assert_problem(&resp, 502, "upstream_unreachable");
+        let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+        assert_eq!(statuses, [103], "{:?}", resp.interim);
+    }
+}
+
+/// HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the answer to the one before
+/// it is answered after that answer, in order, on the same connection, on public and signed
+/// routes alike. On a public route the first request was answered with a 400 (`bad_request`,
+/// "Sent data after end of body") though the app had acted on it, and the second was lost
+/// (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let f = Fixture::with(Options {
+        // Long enough for the second request to arrive while the first is at the app, and for
+        // the signed forward to watch its client (after 100 ms).
+        app: Handler::Delay(Duration::from_millis(300)),
+        ..Options::default()
+    });
+    let public = |path: &str| RawRequest::new("GET", path).header("Host", f.authority());
+    let pairs = [
+        (public("/public/one"), public("/public/two")),
+        (
+            RawRequest::new("POST", "/public/one")
+                .header("Host", f.authority())
+                .body(b"hello"),
+            public("/public/two"),
+        ),
+        (
+            f.signed(&f.bob, "GET", "/api/one", &[], b""),
+            f.signed(&f.bob, "POST", "/api/two", &[], b"hello"),
+        ),
+        (
+            public("/public/one"),
+            f.signed(&f.bob, "GET", "/api/two", &[], b""),
+        ),
+    ];
+    for (first, second) in pairs {
+        f.app.clear();
+        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+            .await
+            .unwrap();
+        conn.send(&first.to_bytes()).await.unwrap();
+        f.app.wait_for(1, Duration::from_secs(5)).await;
+        conn.send(&second.to_bytes()).await.unwrap();
+        let one = conn.read_response(false).await.unwrap();
+        let two = conn.read_response(false).await.unwrap();
+        let paths: Vec<String> = f.app.requests().iter().map(|r| r.target.clone()).collect();
+        assert_eq!(one.status, 200, "{paths:?}: {}", one.text());
+        assert!(one.text().contains("/one"), "{}", one.text());
+        assert_eq!(two.status, 200, "{paths:?}: {}", two.text());
+        assert!(two.text().contains("/two"), "{}", two.text());
+        assert_eq!(paths.len(), 2, "{paths:?}");
+    }
+}
+
 /// An app that closes idle connections soon after answering (a short keep-alive timeout) must
 /// not cost a request: peergate finds its kept connection closed and opens a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2712,23 +2807,33 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
     assert!(m.contains(&waited), "{m}");
 }
 
-/// A pipelined request (sent before the previous answer) is not served: the first gets its
-/// answer and the connection closes at once, so the client retries on a new one; nothing hangs
-/// and the second never reaches the app.
+/// Requests pipelined in one write are answered in order, each once, on both listeners; the
+/// second used to be dropped with the connection (see also
+/// `pipelined_requests_are_answered_in_order`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_requests_get_one_answer_then_a_close() {
+async fn requests_pipelined_in_one_write_are_answered_in_order() {
     let f = Fixture::start();
     let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
         .await
         .unwrap();
     let mut bytes = f.signed(&f.bob, "GET", "/api/first", &[], b"").to_bytes();
     bytes.extend_from_slice(&f.signed(&f.bob, "GET", "/api/second", &[], b"").to_bytes());
-    let resp = conn.request(&bytes).await.unwrap();
-    assert_eq!(resp.status, 200);
-    conn.closed_within(Duration::from_secs(2)).await.unwrap();
-    let seen = f.app.requests();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].target, "/api/first");
+    let first = conn.request(&bytes).await.unwrap();
+    let second = conn.read_response(false).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.text().contains("/api/first"), "{}", first.text());
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert!(second.text().contains("/api/second"), "{}", second.text());
+    let seen: Vec<String> = f.app.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(seen, ["/api/first", "/api/second"]);
+
+    // The outbound listener's own directory, twice in one write.
+    let mut conn = RawConn::connect(f.outbound, None).await.unwrap();
+    let directory = RawRequest::new("GET", "/peers/").header("Host", "localhost");
+    let mut bytes = directory.to_bytes();
+    bytes.extend_from_slice(&directory.to_bytes());
+    assert_eq!(conn.request(&bytes).await.unwrap().status, 200);
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
