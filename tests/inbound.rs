@@ -459,7 +459,7 @@ async fn chunked_bodies_and_100_continue_work() {
         .unwrap();
     let resp = conn.request(&req.to_bytes()).await.unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    let statuses = resp.interim_statuses();
     assert_eq!(statuses, [100]);
     let seen = f.app.last().unwrap();
     assert!(seen.body == body);
@@ -1653,7 +1653,7 @@ async fn signed_routes_relay_the_apps_interim_answers() {
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.body, b"hello");
-    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    let statuses = resp.interim_statuses();
     assert_eq!(statuses, [103, 102], "{:?}", resp.interim);
     let early = &resp.interim[0].1;
     let field = |name: &str| {
@@ -1678,7 +1678,7 @@ async fn signed_routes_relay_the_apps_interim_answers() {
     );
     let resp = f.send_streaming(post).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+    let statuses = resp.interim_statuses();
     assert_eq!(statuses, [100, 103, 102], "{:?}", resp.interim);
 
     let old = f
@@ -1730,7 +1730,7 @@ async fn an_app_failing_after_an_interim_answer_still_gets_a_502() {
         f.send(f.signed(&f.bob, "GET", "/api/x", &[], b"")).await,
     ] {
         assert_problem(&resp, 502, "upstream_unreachable");
-        let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+        let statuses = resp.interim_statuses();
         assert_eq!(statuses, [103], "{:?}", resp.interim);
     }
 }

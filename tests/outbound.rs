@@ -1347,7 +1347,7 @@ async fn a_peers_interim_answers_reach_the_app_with_bobs_identity() {
         let resp = alice.call(get_bob(&alice, "/early")).await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         assert_eq!(resp.body, b"hello");
-        let statuses: Vec<u16> = resp.interim.iter().map(|(status, _)| *status).collect();
+        let statuses = resp.interim_statuses();
         assert_eq!(statuses, [103], "{:?}", resp.interim);
         let early = &resp.interim[0].1;
         let field = |name: &str| {

@@ -44,6 +44,11 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// The statuses of the interim answers before this one, in order.
+    pub fn interim_statuses(&self) -> Vec<u16> {
+        self.interim.iter().map(|(status, _)| *status).collect()
+    }
+
     /// The first value of header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         super::first_header(&self.headers, name)
