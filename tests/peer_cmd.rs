@@ -288,7 +288,17 @@ fn remove_refuses_a_handle_that_names_two_peers() {
     );
     fs::write(&alice.peers, &text).unwrap();
     assert!(peergate::config::load(&alice.config).is_ok());
-    let out = peergate(&["peer", "remove", &carol_key_id, "--yes", "-c", alice.c()]);
+    // After `--`: a key id is base64url, and one in 64 starts with `-` (which clap would take
+    // for an option; it says to use `--`).
+    let out = peergate(&[
+        "peer",
+        "remove",
+        "--yes",
+        "-c",
+        alice.c(),
+        "--",
+        &carol_key_id,
+    ]);
     let (_, stderr) = self::text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("more than one peer"), "{stderr}");
