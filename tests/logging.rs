@@ -177,3 +177,69 @@ async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
     let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
     assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
 }
+
+/// A client that leaves after an interim answer (a peer's 103) got no answer: its line says
+/// `status=0`, as for any request that got none. It said `status=103` (found by an audit):
+/// Pingora counts an interim head as the response written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_after_an_interim_answer_is_logged_with_no_status() {
+    use tokio::io::AsyncReadExt;
+
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = peer.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
+                // Then nothing, until alice lets the connection go.
+                let _ = conn.read(&mut buf).await;
+            });
+        }
+    });
+    let app = EchoApp::start();
+    let setup = Setup::new(app.addr(), &[], "");
+    let bob = Key::new("Bob");
+    std::fs::write(
+        &setup.peers,
+        format!("peers:\n{}    url: http://{peer_addr}\n", bob.entry()),
+    )
+    .unwrap();
+    let binary = Binary::run(&setup);
+    wait_listening(setup.outbound);
+    let mut conn = tokio::net::TcpStream::connect(setup.outbound)
+        .await
+        .unwrap();
+    let req = support::RawRequest::new("GET", "/peers/bob/early")
+        .header("Host", setup.outbound.to_string());
+    conn.write_all(&req.to_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("the 103 within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before the 103");
+        got.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    assert!(got.starts_with(b"HTTP/1.1 103"), "{got:?}");
+    drop(conn);
+    let (line, _) = eventually(Duration::from_secs(10), "the request's line", || async {
+        binary
+            .log()
+            .lines()
+            .find(|l| l.contains("outbound GET \"/peers/bob/early\""))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(line.contains("outcome=aborted"), "{line}");
+    assert!(line.contains(" status=0 "), "{line}");
+}
