@@ -126,38 +126,15 @@ async fn cut_off(addr: SocketAddr, head: &[u8], part: &[u8]) {
 /// told once a second, with a count, as the app's failures are on the inbound side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
-    use tokio::io::AsyncReadExt;
-
-    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = peer.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = peer.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
-                    .await;
-                let _ = conn.shutdown().await;
-            });
+    let (setup, binary, _app) = alice_calling_a_plain_peer(|mut conn| async move {
+        if support::read_request_head(&mut conn).await.is_some() {
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
+                .await;
+            let _ = conn.shutdown().await;
         }
-    });
-    let app = EchoApp::start();
-    let setup = Setup::new(app.addr(), &[], "");
-    let bob = Key::new("Bob");
-    std::fs::write(
-        &setup.peers,
-        format!("peers:\n{}    url: http://{peer_addr}\n", bob.entry()),
-    )
-    .unwrap();
-    let binary = Binary::run(&setup);
-    wait_listening(setup.outbound);
+    })
+    .await;
     for i in 0..30 {
         let req = support::RawRequest::new("GET", format!("/peers/bob/{i}"))
             .header("Host", setup.outbound.to_string());
@@ -185,51 +162,27 @@ async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
 async fn a_client_leaving_after_an_interim_answer_is_logged_with_no_status() {
     use tokio::io::AsyncReadExt;
 
-    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = peer.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = peer.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                    }
-                }
-                let _ = conn.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
-                // Then nothing, until alice lets the connection go.
-                let _ = conn.read(&mut buf).await;
-            });
+    let (setup, binary, _app) = alice_calling_a_plain_peer(|mut conn| async move {
+        if support::read_request_head(&mut conn).await.is_some() {
+            let _ = conn.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
+            // Then nothing, until alice lets the connection go.
+            let _ = conn.read(&mut [0u8; 64]).await;
         }
-    });
-    let app = EchoApp::start();
-    let setup = Setup::new(app.addr(), &[], "");
-    let bob = Key::new("Bob");
-    std::fs::write(
-        &setup.peers,
-        format!("peers:\n{}    url: http://{peer_addr}\n", bob.entry()),
-    )
-    .unwrap();
-    let binary = Binary::run(&setup);
-    wait_listening(setup.outbound);
+    })
+    .await;
     let mut conn = tokio::net::TcpStream::connect(setup.outbound)
         .await
         .unwrap();
     let req = support::RawRequest::new("GET", "/peers/bob/early")
         .header("Host", setup.outbound.to_string());
     conn.write_all(&req.to_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
-            .await
-            .expect("the 103 within 10 s")
-            .unwrap();
-        assert!(n > 0, "closed before the 103");
-        got.extend_from_slice(buf.get(..n).unwrap_or_default());
-    }
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        support::read_request_head(&mut conn),
+    )
+    .await
+    .expect("the 103 within 10 s")
+    .expect("closed before the 103");
     assert!(got.starts_with(b"HTTP/1.1 103"), "{got:?}");
     drop(conn);
     let (line, _) = eventually(Duration::from_secs(10), "the request's line", || async {
@@ -242,4 +195,32 @@ async fn a_client_leaving_after_an_interim_answer_is_logged_with_no_status() {
     .await;
     assert!(line.contains("outcome=aborted"), "{line}");
     assert!(line.contains(" status=0 "), "{line}");
+}
+
+/// A running gateway (the binary) whose one peer, Bob, is a plain-HTTP listener handing each
+/// connection to `serve`. The echo app is returned to be kept alive.
+async fn alice_calling_a_plain_peer<F, Fut>(serve: F) -> (Setup, Binary, EchoApp)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = peer.accept().await {
+            tokio::spawn(serve(conn));
+        }
+    });
+    let app = EchoApp::start();
+    let setup = Setup::new(app.addr(), &[], "");
+    let bob = Key::new("Bob");
+    std::fs::write(
+        &setup.peers,
+        format!("peers:\n{}    url: http://{peer_addr}\n", bob.entry()),
+    )
+    .unwrap();
+    let binary = Binary::run(&setup);
+    wait_listening(setup.outbound);
+    (setup, binary, app)
 }
