@@ -331,10 +331,7 @@ impl Forwarder {
             session.set_keepalive(None);
         }
 
-        let client_gone = |e: Box<Error>| ForwardError::Aborted {
-            kind: None,
-            detail: format!("the client went away: {e}"),
-        };
+        let client_gone = |e: Box<Error>| client_gone(&e);
         session
             .write_response_header(Box::new(resp), no_body)
             .await
@@ -448,10 +445,7 @@ async fn relay_interims(
         edit_response(&mut head).map_err(upstream_failed)?;
         relay_interim(session, head)
             .await
-            .map_err(|e| ForwardError::Aborted {
-                kind: None,
-                detail: format!("the client went away: {e}"),
-            })?;
+            .map_err(|e| client_gone(&e))?;
         head = unless_client_leaves(session, reading.next_head())
             .await
             .map_err(|e| client_left_early(&e, what))?
@@ -464,6 +458,14 @@ async fn relay_interims(
 fn upstream_failure(e: &Error, what: &(dyn fmt::Display + Sync)) -> ForwardError {
     let (kind, problem) = classify(e, what);
     ForwardError::Upstream { kind, problem }
+}
+
+/// The client went away while its answer (or an interim one) was being written.
+fn client_gone(e: &Error) -> ForwardError {
+    ForwardError::Aborted {
+        kind: None,
+        detail: format!("the client went away: {e}"),
+    }
 }
 
 /// The client left while `what` had yet to answer.
