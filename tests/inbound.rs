@@ -1656,12 +1656,7 @@ async fn signed_routes_relay_the_apps_interim_answers() {
     let statuses = resp.interim_statuses();
     assert_eq!(statuses, [103, 102], "{:?}", resp.interim);
     let early = &resp.interim[0].1;
-    let field = |name: &str| {
-        early
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |name: &str| first_header(early, name);
     assert_eq!(field("link"), Some("</x.css>; rel=preload"), "{early:?}");
     for gone in ["x-hop", "content-length", "transfer-encoding"] {
         assert_eq!(field(gone), None, "{gone} in the 103: {early:?}");
