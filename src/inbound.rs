@@ -601,10 +601,7 @@ impl ProxyHttp for Inbound {
             .unwrap_or_else(|| self.shared.snapshot());
         let app = TheApp(&snap.upstream);
         // Once an answer has started, nothing more can be said on this connection: it is cut.
-        // An interim answer (a 103) is not the answer: a 502 or 504 can still follow it.
-        let answer_started = session
-            .response_written()
-            .is_some_and(|r| !r.status.is_informational());
+        let answer_started = crate::record::answer_written(session).is_some();
         if answer_started && from_upstream {
             let (kind, _) = classify(e, &app);
             let broke = ForwardError::Aborted {

@@ -230,13 +230,7 @@ impl Record {
             .saturating_duration_since(self.start);
         let status = self
             .status
-            .or_else(|| {
-                // An interim answer (a 103) relayed before the client left is not its answer.
-                session
-                    .response_written()
-                    .filter(|r| !r.status.is_informational())
-                    .map(|r| r.status.as_u16())
-            })
+            .or_else(|| answer_written(session).map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let outcome = if self.refused.is_some() {
             Outcome::Refused
@@ -271,6 +265,15 @@ impl Record {
         );
         now
     }
+}
+
+/// The head of the answer written to the client, if one was: not an interim answer (a 103),
+/// which Pingora keeps as the response written, though a 502 or 504 can still follow it and a
+/// client that leaves after it got no answer.
+pub fn answer_written(session: &Session) -> Option<&pingora::http::ResponseHeader> {
+    session
+        .response_written()
+        .filter(|r| !r.status.is_informational())
 }
 
 /// What a request filter returns for a forward that was cut ([`Record::forwarded`]). The
