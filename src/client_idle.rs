@@ -202,11 +202,16 @@ impl H2Conn {
             if self.state().in_flight == 0 {
                 return why;
             }
-            // `notify_one` keeps a permit when no one waits: an end between the look and
-            // this wait is not missed.
-            while self.state().in_flight > 0 {
-                self.changed.notified().await;
-            }
+            self.requests_ended().await;
+        }
+    }
+
+    /// Resolves once no request is in flight on the connection.
+    async fn requests_ended(&self) {
+        // `notify_one` keeps a permit when no one waits: an end between the look and this
+        // wait is not missed.
+        while self.state().in_flight > 0 {
+            self.changed.notified().await;
         }
     }
 }
@@ -369,6 +374,10 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
         }
         () = relay => None,
     };
+    // The connection is done once its streams' last frames are sent, which is before their
+    // tasks have finished (the log line, the metrics): until they have, it still counts as
+    // served, so a graceful shutdown does not exit between the two (`lifecycle::Tracked`).
+    conn.requests_ended().await;
     let mut connections = H2_CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
     // Only this connection's own entry (a new connection could reuse the addresses).
     if connections.get(&key).is_some_and(|c| Arc::ptr_eq(c, &conn)) {

@@ -394,3 +394,60 @@ async fn own_answers_during_a_drain_close_their_connection() {
     assert_eq!(status.code(), Some(0), "{}", binary.log());
     assert!(sigterm.elapsed() < Duration::from_secs(8));
 }
+
+/// Requests in flight on HTTP/2 connections at SIGTERM are answered, and each has its log
+/// line before the process exits. Pingora runs each stream as a task of its own, and a
+/// connection ends once its streams' last frames are sent, before those tasks have written
+/// their log lines: counting connections alone, the drain could exit between the two (seen
+/// once by an audit, a finished request with no log line). The window is narrow: this test
+/// caught it about once in fifteen runs without the change; with a 200 ms sleep put before
+/// the inbound log line, every run without the change lost lines and every run with it passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http2_requests_in_flight_at_sigterm_are_answered_and_logged() {
+    const CONNECTIONS: usize = 4;
+    const STREAMS: usize = 10;
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
+    let bob = Key::new("Bob");
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let extra = format!(
+        "{}{GRACE}\nroutes: [{{ path: \"/public/*\", access: public }}]\n",
+        tls_section(&ca, certs.path())
+    );
+    let setup = Setup::new(app.addr(), &[&bob], &extra);
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+
+    let connections: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let (addr, client) = (setup.inbound, ca.client_config(&[b"h2"]));
+            tokio::spawn(async move {
+                let uris: Vec<String> = (0..STREAMS)
+                    .map(|s| format!("/public/drain/{c}-{s}"))
+                    .collect();
+                let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+                h2_gets_at_once(addr, client, "localhost", &uris).await
+            })
+        })
+        .collect();
+    app.wait_for(CONNECTIONS * STREAMS, Duration::from_secs(5))
+        .await;
+    let took = terminate(&mut binary, Duration::from_secs(8)).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    for connection in connections {
+        for answer in connection.await.unwrap().unwrap() {
+            let answer = answer.unwrap_or_else(|e| panic!("cut: {e}\n{}", binary.log()));
+            assert_eq!(answer.status, 200, "{}", answer.text());
+        }
+    }
+    let log = binary.log();
+    for c in 0..CONNECTIONS {
+        for s in 0..STREAMS {
+            let line = format!(" GET \"/public/drain/{c}-{s}\" ");
+            assert!(log.contains(&line), "no log line for{line}\n{log}");
+        }
+    }
+}
