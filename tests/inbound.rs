@@ -378,10 +378,6 @@ impl<'a> Craft<'a> {
     }
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_requests_reach_the_app_intact_with_the_identity_headers() {
     let f = Fixture::start();

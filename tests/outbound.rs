@@ -186,10 +186,6 @@ fn pair() -> (tempfile::TempDir, Portal, Portal) {
     (root, alice, bob)
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 253) as u8).collect()
-}
-
 /// Calls `to` from `from`'s app in path mode and checks both ends.
 async fn path_mode_round_trip(from: &Portal, to: &Portal, to_name: &str, handle: &str) {
     for (method, len) in [

@@ -43,6 +43,11 @@ pub fn assert_visibly_cut_chunked(what: &str, got: &[u8], carrying: &str) {
     );
 }
 
+/// `len` bytes that are not all alike, for bodies whose every byte must arrive as sent.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
 /// `resp` is an RFC 9457 problem+json refusal with this status and reason, a title, a type
 /// naming the reason and a detail a person can act on; a 401 says in `Accept-Signature` what
 /// to sign.
