@@ -215,6 +215,22 @@ pub struct Forwarder {
     /// How recently a kept connection must have been used to carry a request that cannot be
     /// retried (see [`UNSAFE_REUSE_WITHIN`]).
     unsafe_reuse_within: Duration,
+    interims: Interims,
+}
+
+/// What becomes of an upstream's interim answers (`103`, `102`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Interims {
+    /// Relayed to the client as they come (RFC 9110 §15.2), as on public routes: the inbound
+    /// side, where they are the app's own.
+    Relay,
+    /// Read and dropped: the outbound side, where they are a peer's and the client is the app.
+    /// Common HTTP clients (Python's `http.client`, so `requests` and urllib3) take a `103` for
+    /// the final answer and leave the real one in the connection, where it answered the app's
+    /// next request, to another peer maybe: with pipelining served in order, every later
+    /// answer on the connection went one request late (found by a review). nginx does not
+    /// pass them on either unless told to (`early_hints`).
+    Drop,
 }
 
 impl Forwarder {
@@ -227,6 +243,7 @@ impl Forwarder {
     pub fn new(
         options: Option<ConnectorOptions>,
         unsafe_reuse_within: Duration,
+        interims: Interims,
         stopping: crate::lifecycle::Stopping,
     ) -> Self {
         Forwarder {
@@ -234,6 +251,7 @@ impl Forwarder {
             connector: TransportConnector::new(options),
             pool: Pool::new(idle_per_upstream(crate::fd_limit::soft()), IDLE_TIMEOUT),
             unsafe_reuse_within,
+            interims,
         }
     }
 
@@ -299,8 +317,14 @@ impl Forwarder {
                     if head.status.is_informational() {
                         // Boxed: held inline, the relaying made every request's future larger
                         // (copied when boxed, for each request), though few answers have one.
-                        let relayed =
-                            relay_interims(session, &mut reading, head, what, &mut edit_response);
+                        let relayed = relay_interims(
+                            session,
+                            &mut reading,
+                            head,
+                            self.interims,
+                            what,
+                            &mut edit_response,
+                        );
                         head = Box::pin(relayed).await?;
                     }
                     break (reading.session, head, head_request);
@@ -431,21 +455,24 @@ async fn watch_client<T>(
 }
 
 /// Relays `head`, an interim answer, and those after it to the client as they come (RFC 9110
-/// §15.2), and returns the final one. Once one came, the upstream has the request: whatever
-/// happens next is not retried.
+/// §15.2), or drops them (`interims`), and returns the final one. Once one came, the upstream
+/// has the request: whatever happens next is not retried.
 async fn relay_interims(
     session: &mut Session,
     reading: &mut Reading,
     mut head: ResponseHeader,
+    interims: Interims,
     what: &(dyn fmt::Display + Sync),
     edit_response: &mut impl FnMut(&mut ResponseHeader) -> pingora::Result<()>,
 ) -> Result<ResponseHeader, ForwardError> {
     let upstream_failed = |e: Box<Error>| upstream_failure(&e, what);
     while head.status.is_informational() {
-        edit_response(&mut head).map_err(upstream_failed)?;
-        relay_interim(session, head)
-            .await
-            .map_err(|e| client_gone(&e))?;
+        if interims == Interims::Relay {
+            edit_response(&mut head).map_err(upstream_failed)?;
+            relay_interim(session, head)
+                .await
+                .map_err(|e| client_gone(&e))?;
+        }
         head = unless_client_leaves(session, reading.next_head())
             .await
             .map_err(|e| client_left_early(&e, what))?

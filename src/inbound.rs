@@ -120,7 +120,12 @@ impl Inbound {
         let stopping = shared.lifecycle.stopping();
         Inbound {
             shared,
-            forwarder: Forwarder::new(None, crate::forward::UNSAFE_REUSE_WITHIN, stopping),
+            forwarder: Forwarder::new(
+                None,
+                crate::forward::UNSAFE_REUSE_WITHIN,
+                crate::forward::Interims::Relay,
+                stopping,
+            ),
             timeouts,
             proto: tls.then_some("https"),
             idle_seconds,

@@ -149,7 +149,12 @@ impl Outbound {
         let stopping = shared.lifecycle.stopping();
         Outbound {
             shared,
-            forwarder: Forwarder::new(Some(options), IDLE_TIMEOUT, stopping),
+            forwarder: Forwarder::new(
+                Some(options),
+                IDLE_TIMEOUT,
+                crate::forward::Interims::Drop,
+                stopping,
+            ),
             timeouts,
             idle_seconds,
             loopback_only,

@@ -155,26 +155,32 @@ async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
     assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
 }
 
-/// A client that leaves after an interim answer (a peer's 103) got no answer: its line says
-/// `status=0`, as for any request that got none. It said `status=103` (found by an audit):
-/// Pingora counts an interim head as the response written.
+/// A client that leaves after an interim answer (the app's 103, on a signed route) got no
+/// answer: its line says `status=0`, as for any request that got none. It said `status=103`
+/// (found by an audit): Pingora counts an interim head as the response written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_after_an_interim_answer_is_logged_with_no_status() {
     use tokio::io::AsyncReadExt;
 
-    let (setup, binary, _app) = alice_calling_a_plain_peer(|mut conn| async move {
-        if support::read_request_head(&mut conn).await.is_some() {
-            let _ = conn.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
-            // Then nothing, until alice lets the connection go.
-            let _ = conn.read(&mut [0u8; 64]).await;
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = app.accept().await {
+            tokio::spawn(async move {
+                if support::read_request_head(&mut conn).await.is_some() {
+                    let _ = conn.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
+                    // Then nothing, until peergate lets the connection go.
+                    let _ = conn.read(&mut [0u8; 64]).await;
+                }
+            });
         }
-    })
-    .await;
-    let mut conn = tokio::net::TcpStream::connect(setup.outbound)
-        .await
-        .unwrap();
-    let req = support::RawRequest::new("GET", "/peers/bob/early")
-        .header("Host", setup.outbound.to_string());
+    });
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app_addr, &[&bob], "");
+    let binary = Binary::run(&setup);
+    wait_listening(setup.inbound);
+    let mut conn = tokio::net::TcpStream::connect(setup.inbound).await.unwrap();
+    let req = ops::signed_get(&setup.authority(), &bob, "/api/early");
     conn.write_all(&req.to_bytes()).await.unwrap();
     let got = tokio::time::timeout(
         Duration::from_secs(10),
@@ -189,7 +195,7 @@ async fn a_client_leaving_after_an_interim_answer_is_logged_with_no_status() {
         binary
             .log()
             .lines()
-            .find(|l| l.contains("outbound GET \"/peers/bob/early\""))
+            .find(|l| l.contains("inbound GET \"/api/early\""))
             .map(str::to_string)
     })
     .await;
