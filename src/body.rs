@@ -391,15 +391,47 @@ fn client(e: Box<pingora::Error>) -> BodyError {
     BodyError::Client(e.into_down())
 }
 
+/// Whether the client waits for a `100 Continue` before it sends the body. Not an HTTP/1.0
+/// client's `Expect`, which RFC 9110 §10.1.1 says to ignore: such a client cannot know a `1xx`
+/// and would take the `100` for its answer, out of step on a kept connection.
 fn expects_continue(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    req.version >= http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Expect: 100-continue` is waited on from HTTP/1.1 clients only (RFC 9110 §10.1.1).
+    #[test]
+    fn an_http10_clients_expect_is_ignored() {
+        let head = |version, expect: &str| {
+            let mut req = RequestHeader::build("POST", b"/x", None).unwrap();
+            req.set_version(version);
+            req.insert_header("expect", expect).unwrap();
+            req
+        };
+        assert!(expects_continue(&head(
+            http::Version::HTTP_11,
+            "100-continue"
+        )));
+        assert!(expects_continue(&head(
+            http::Version::HTTP_11,
+            "100-Continue"
+        )));
+        assert!(!expects_continue(&head(
+            http::Version::HTTP_10,
+            "100-continue"
+        )));
+        assert!(!expects_continue(&head(
+            http::Version::HTTP_11,
+            "100-continue, x"
+        )));
+    }
 
     #[test]
     fn only_chunked_alone_is_a_framing_to_pass_on() {

@@ -510,7 +510,25 @@ async fn relay_interim(session: &mut Session, head: ResponseHeader) -> pingora::
     if session.req_header().version == http::Version::HTTP_10 {
         return Ok(());
     }
-    session.write_response_header(Box::new(head), false).await
+    // Pingora writes a head with no time limit (its write timeout, `listen.idle_timeout`,
+    // covers bodies): a client that read nothing while the upstream sent interim answers held
+    // the request, and its body's share of `max_buffered`, for ever once the socket's buffers
+    // were full (found by a review).
+    let limit = match session.as_downstream() {
+        pingora::protocols::http::ServerSession::H1(h1) => h1.get_write_timeout(),
+        _ => None,
+    };
+    let write = session.write_response_header(Box::new(head), false);
+    match limit {
+        Some(limit) => match tokio::time::timeout(limit, write).await {
+            Ok(written) => written,
+            Err(_) => Error::e_explain(
+                ErrorType::WriteTimedout,
+                format!("the client took none of an interim answer for {limit:?}"),
+            ),
+        },
+        None => write.await,
+    }
 }
 
 /// An upstream session reading answer heads, against one deadline for all of them.

@@ -1696,6 +1696,50 @@ async fn signed_routes_relay_the_apps_interim_answers() {
     assert_eq!(resp.body, b"hello");
 }
 
+/// A client that reads nothing while the app sends interim answers is cut off once it has
+/// taken none of them for `listen.idle_timeout`, as for any answer it stops reading, and the
+/// app's connection is closed. Pingora writes a head with no time limit: once the socket
+/// buffers were full, the request (its app connection, its body's share of `max_buffered`)
+/// was held for ever (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_none_of_the_interim_answers_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let (app_addr, _) = raw_app(move |mut stream| {
+        let closed = closed_tx.clone();
+        async move {
+            if read_request_head(&mut stream).await.is_some() {
+                let early = format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: <{}>\r\n\r\n",
+                    "x".repeat(8000)
+                );
+                let started = Instant::now();
+                while stream.write_all(early.as_bytes()).await.is_ok() {}
+                let _ = closed.send(started.elapsed());
+            }
+        }
+    })
+    .await;
+    let f = Fixture::with(Options {
+        app_addr: Some(app_addr),
+        listen: "idle_timeout: 1s".into(),
+        ..Options::default()
+    });
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    let get = f.signed(&f.bob, "GET", "/api/early", &[], b"");
+    conn.send(&get.to_bytes()).await.unwrap();
+    let mut closed_rx = closed_rx;
+    let took = tokio::time::timeout(Duration::from_secs(15), closed_rx.recv())
+        .await
+        .expect("the app's connection still open 15 s on (listen.idle_timeout is 1 s)")
+        .unwrap();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    drop(conn);
+}
+
 /// An app that fails after an interim answer: the 103 is not the answer, so the caller still
 /// gets a 502 after it, on public and signed routes alike. On a public route the connection was
 /// cut instead, as if the answer had begun (found by an audit).
