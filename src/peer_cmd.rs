@@ -56,6 +56,9 @@ pub struct RemotePeer {
     pub public: PublicIdentity,
     /// The name the peer gives itself, if it is usable as an allowlist name.
     pub name: Option<String>,
+    /// The hosts its requests must be signed for (its `identity.hosts`), as it states them;
+    /// empty when it states none.
+    pub hosts: Vec<String>,
 }
 
 fn failed(msg: impl Into<String>) -> CliError {
@@ -111,7 +114,21 @@ pub fn check_identity_document(doc: &serde_json::Value) -> Result<RemotePeer, St
         .map(str::trim)
         .filter(|n| check_name(n).is_ok())
         .map(str::to_string);
-    Ok(RemotePeer { public, name })
+    let hosts = doc
+        .get("hosts")
+        .and_then(|v| v.as_array())
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(RemotePeer {
+        public,
+        name,
+        hosts,
+    })
 }
 
 /// The rules of an allowlist name (see `config::peers`), checked before anything is written.
@@ -351,6 +368,7 @@ fn key_ids(loaded: &Loaded) -> Vec<String> {
 }
 
 pub fn add(args: &AddArgs) -> Result<(), CliError> {
+    let started = Started::if_needed(&args.config);
     let loaded = load(&args.config)?;
     let url = PeerUrl::parse(&args.url).map_err(usage)?;
     if let Some(name) = &args.name {
@@ -408,6 +426,12 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     if !url.https {
         eprintln!("warning: {url} is plain http: the document was not protected in transit, so comparing the key id matters all the more");
     }
+    if let Some(hosts) = unreachable_by(&url, &remote.hosts) {
+        eprintln!(
+            "warning: {name} accepts requests signed for {hosts} only (its identity.hosts); calls through {url} are signed for {}, and it will refuse them (401 wrong_authority). Add it by one of those names, or have {name} list this one",
+            url.authority()
+        );
+    }
     println!("peer at {url}");
     println!("  name      {name}");
     println!("  short ID  {}", public.short_id());
@@ -430,8 +454,127 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     rewrite(&loaded, &file, separate, &expected, |text| {
         peers_text::append(text, &entry)
     })?;
-    println!("added {name} ({}) to {}", public.short_id(), file.display());
+    let new_file = started.map(Started::keep).is_some();
+    println!(
+        "added {name} ({}) to {}{}",
+        public.short_id(),
+        file.display(),
+        if new_file { " (a new file)" } else { "" }
+    );
+    if url.https {
+        if let Some(ca) = &args.ca_file {
+            let trusted = loaded.config.peer_ca_file();
+            if trusted.and_then(|t| fs::canonicalize(t).ok()) != fs::canonicalize(ca).ok() {
+                let roots = trusted.map_or("the system's roots".to_string(), |t| {
+                    format!("tls.peer_ca_file ({})", t.display())
+                });
+                eprintln!(
+                    "note: --ca-file {} was trusted for this fetch only; calls to {name} check its certificate against {roots}. If {name}'s certificate comes from that CA, set tls.peer_ca_file to it (a file may hold several CAs), or calls will fail (502 upstream_unreachable)",
+                    ca.display()
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// The hosts a peer states, written out, when none of them is `url`'s: requests signed for
+/// `url`'s authority would be refused there. `None` when one matches, or when it states none
+/// (an older peergate) or none that parses.
+fn unreachable_by(url: &PeerUrl, hosts: &[String]) -> Option<String> {
+    let rules: Vec<_> = hosts
+        .iter()
+        .filter_map(|h| peergate_signature::HostRule::parse(h).ok())
+        .collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let authority = peergate_signature::Authority::parse(&url.authority()).ok()?;
+    if rules.iter().any(|r| r.matches(&authority, url.scheme())) {
+        return None;
+    }
+    Some(
+        rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The peers file `peer add` starts when the configuration names one that does not exist yet,
+/// or one with nothing in it: the first peer then needs no file written by hand. Dropped
+/// without [`Started::keep`] (the peer was not added), it puts things back: the new file
+/// removed, the empty one emptied again.
+struct Started {
+    path: PathBuf,
+    /// What the file held before (`None`: there was no file).
+    before: Option<Vec<u8>>,
+    kept: bool,
+}
+
+/// What a started peers file holds before its first peer is appended.
+const STARTED_PEERS_FILE: &str = "# The peers this installation trusts; `peergate peer add` and `peer remove` edit it.\npeers: []\n";
+
+impl Started {
+    /// Starts the peers file `config` names, when there is none or it is empty; `None` when
+    /// there is nothing to start, or it cannot be (the load then says what is wrong).
+    fn if_needed(config: &Path) -> Option<Started> {
+        let text = crate::files::read_to_string(config, crate::files::MAX_CONFIG_FILE).ok()?;
+        let value: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+        let written = PathBuf::from(value.get("peers_file")?.as_str()?);
+        let path = if written.is_absolute() {
+            written
+        } else {
+            config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(written)
+        };
+        let before = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(meta) if meta.is_file() && meta.len() <= 4096 => {
+                let bytes = fs::read(&path).ok()?;
+                if !bytes.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                Some(bytes)
+            }
+            _ => return None,
+        };
+        let written = match &before {
+            None => fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(STARTED_PEERS_FILE.as_bytes())),
+            Some(_) => fs::write(&path, STARTED_PEERS_FILE),
+        };
+        // From here on, dropping it puts things back, a write that failed halfway too.
+        let started = Started {
+            path,
+            before,
+            kept: false,
+        };
+        written.ok().map(|()| started)
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let _ = match &self.before {
+            None => fs::remove_file(&self.path),
+            Some(bytes) => fs::write(&self.path, bytes),
+        };
+    }
 }
 
 pub fn list(config_path: &Path) -> Result<(), CliError> {

@@ -676,3 +676,84 @@ fn an_edit_keeps_the_owner_group_and_mode() {
         assert_eq!((after.uid(), after.gid()), (65534, 65533));
     }
 }
+
+/// A first installation has no peers file yet: `check` says how to start one, and `peer add`
+/// starts it with the first peer. Declined, it leaves things as they were: no file, or the
+/// empty one. It warns when the URL given is not one of the peer's `identity.hosts` (every
+/// call would be refused `wrong_authority`), and that `--ca-file` served the fetch only; both
+/// were traps a newcomer audit fell into.
+#[test]
+fn a_first_peer_starts_the_peers_file_and_add_says_what_calls_will_meet() {
+    let alice = Alice::new();
+    fs::remove_file(&alice.peers).unwrap();
+    let out = peergate(&["check", "-c", alice.c()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("peers.yaml"), "{stderr}");
+    assert!(stderr.contains("peers: []"), "{stderr}");
+    assert!(stderr.contains("peergate peer add URL"), "{stderr}");
+
+    let bob = Instance::start(Options {
+        name: "Bob".into(),
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    // Declined (no terminal to ask on, no --yes): no file is left behind, and an empty one
+    // stays empty.
+    let declined = || {
+        peergate(&[
+            "peer",
+            "add",
+            &bob.url(),
+            "-c",
+            alice.c(),
+            "--ca-file",
+            ca(&bob),
+        ])
+    };
+    let out = declined();
+    assert!(!out.status.success(), "{}", text(&out).1);
+    assert!(
+        !alice.peers.exists(),
+        "a declined add left {}",
+        alice.peers_text()
+    );
+    fs::write(&alice.peers, "\n").unwrap();
+    let out = declined();
+    assert!(!out.status.success(), "{}", text(&out).1);
+    assert_eq!(alice.peers_text(), "\n");
+    fs::remove_file(&alice.peers).unwrap();
+
+    let out = add_with_yes(&alice, &bob);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(a new file)"), "{stdout}");
+    // By address, where Bob signs for bob.test only.
+    assert!(stderr.contains("wrong_authority"), "{stderr}");
+    assert!(stderr.contains("bob.test"), "{stderr}");
+    assert!(stderr.contains("--ca-file"), "{stderr}");
+    assert!(stderr.contains("tls.peer_ca_file"), "{stderr}");
+    let loaded = peergate::config::load(&alice.config).unwrap();
+    let peers = &loaded.config.peers.0;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].primary.key_id(), bob.public.key_id());
+
+    // A URL by one of the peer's hosts, with its CA already trusted: nothing to warn about.
+    let carol = Instance::start(Options {
+        name: "Carol".into(),
+        host: "127.0.0.1".into(),
+        ..Options::default()
+    });
+    let config = fs::read_to_string(&alice.config).unwrap();
+    fs::write(
+        &alice.config,
+        format!("{config}tls: {{ peer_ca_file: {} }}\n", ca(&carol)),
+    )
+    .unwrap();
+    let out = add_with_yes(&alice, &carol);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("(a new file)"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("note:"), "{stderr}");
+}

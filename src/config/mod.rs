@@ -24,7 +24,8 @@ pub use peers::{Allow, Peer, PeerList, PeerSink, PeerUrl};
 pub use routes::{Access, PathPattern, Route};
 pub use units::{ByteSize, HumanDuration};
 pub use values::{
-    ExistingFile, HostName, HostPort, IdentityHeaderName, KeyFile, ListenAddr, Scheme, Threads,
+    ExistingFile, HostName, HostPort, IdentityHeaderName, KeyFile, ListenAddr, PeersFilePath,
+    Scheme, Threads,
 };
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +49,7 @@ pub struct Config {
     #[serde(default = "routes::default_routes")]
     pub routes: Vec<Route>,
     #[serde(default)]
-    pub peers_file: Option<ExistingFile>,
+    pub peers_file: Option<PeersFilePath>,
     /// Inline peers, then (after load) those of `peers_file`; empty after [`load_serving`].
     #[serde(default)]
     pub peers: PeerList,
@@ -685,7 +686,7 @@ fn plain_http_warning(peer: &Peer) -> Option<String> {
 
 /// Reads the peers file (or the `candidate` standing in for it) into sinks made by `fresh`.
 fn read_peers<S: PeerSink>(
-    file: &ExistingFile,
+    file: &PeersFilePath,
     candidate: Option<&Path>,
     scope: &context::LoadScope,
     fresh: impl Fn() -> S,

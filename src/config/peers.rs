@@ -350,7 +350,10 @@ pub(super) fn read_file<S: PeerSink>(
         }
     };
     if text.trim().is_empty() {
-        return Err(super::ConfigError::plain(path, "the file is empty"));
+        return Err(super::ConfigError::plain(
+            path,
+            "the file is empty; a peers file with no peers yet holds `peers: []`",
+        ));
     }
     if !announced {
         scope.reading(path);

@@ -306,16 +306,44 @@ pub struct ExistingFile(pub PathBuf);
 impl<'de> Deserialize<'de> for ExistingFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a file path", |s| {
-            let path = context::resolve_path(s);
-            let refused = match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => return Ok(ExistingFile(path)),
-                Ok(_) => format!("{} is not a regular file", path.display()),
-                Err(e) => format!("cannot read {}: {e}", path.display()),
-            };
-            crate::files::tried(&path);
-            Err(refused)
+            existing_file(s, None).map(ExistingFile)
         })
     }
+}
+
+/// `peers_file`: an [`ExistingFile`] whose absence says how a first allowlist is started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeersFilePath(pub PathBuf);
+
+/// What a missing peers file's error adds: someone setting up their first installation has
+/// no peers to list yet.
+const NO_PEERS_FILE_YET: &str = "to start an allowlist with no peers yet, write `peers: []` in \
+     it, or let `peergate peer add URL` start it with a first peer";
+
+impl<'de> Deserialize<'de> for PeersFilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a file path", |s| {
+            existing_file(s, Some(NO_PEERS_FILE_YET)).map(PeersFilePath)
+        })
+    }
+}
+
+/// `written` resolved (see [`ExistingFile`]), when it names a regular file; else why not, and
+/// `if_missing` when nothing is there.
+fn existing_file(written: &str, if_missing: Option<&str>) -> Result<PathBuf, String> {
+    let path = context::resolve_path(written);
+    let refused = match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => return Ok(path),
+        Ok(_) => format!("{} is not a regular file", path.display()),
+        Err(e) => match if_missing {
+            Some(hint) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("cannot read {}: {e}; {hint}", path.display())
+            }
+            _ => format!("cannot read {}: {e}", path.display()),
+        },
+    };
+    crate::files::tried(&path);
+    Err(refused)
 }
 
 /// `identity.key_file`: loaded while it is read, so a bad key is reported at this line.
