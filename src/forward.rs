@@ -262,8 +262,8 @@ impl Forwarder {
     }
 
     /// Sends the head `build` makes from the client's, with `body`, to `peer`, lets
-    /// `edit_response` adjust each head of the answer (interim ones too), and relays the answer
-    /// to `session`. Returns the status the client got. The body with its share of
+    /// `edit_response` adjust each head of the answer (relayed interim ones too), and relays
+    /// the answer to `session`. Returns the status the client got. The body with its share of
     /// `signatures.max_buffered`, and `build` (which may hold a copy of it), are let go as soon
     /// as the answer's head is in, when no retry can need them: an answer relayed for minutes
     /// (a download, a stream, a slow client) does not keep a body held that was sent long
