@@ -543,21 +543,35 @@ impl Started {
             }
             _ => return None,
         };
-        let written = match &before {
-            None => fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(STARTED_PEERS_FILE.as_bytes())),
-            Some(_) => fs::write(&path, STARTED_PEERS_FILE),
+        // Once the file is ours (made here, or the empty one about to be written), dropping
+        // `started` puts things back, a write that failed halfway too; a file someone else
+        // made meanwhile is never touched (`create_new`).
+        let started = match before {
+            None => {
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .ok()?;
+                let started = Started {
+                    path,
+                    before: None,
+                    kept: false,
+                };
+                file.write_all(STARTED_PEERS_FILE.as_bytes()).ok()?;
+                started
+            }
+            Some(bytes) => {
+                let started = Started {
+                    path,
+                    before: Some(bytes),
+                    kept: false,
+                };
+                fs::write(&started.path, STARTED_PEERS_FILE).ok()?;
+                started
+            }
         };
-        // From here on, dropping it puts things back, a write that failed halfway too.
-        let started = Started {
-            path,
-            before,
-            kept: false,
-        };
-        written.ok().map(|()| started)
+        Some(started)
     }
 
     fn keep(mut self) {
