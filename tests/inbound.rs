@@ -83,6 +83,14 @@ impl Fixture {
         Fixture::with(Options::default())
     }
 
+    /// In front of the app at `app` (one a test serves itself), otherwise as [`Fixture::start`].
+    fn in_front_of(app: SocketAddr) -> Fixture {
+        Fixture::with(Options {
+            app_addr: Some(app),
+            ..Options::default()
+        })
+    }
+
     fn with(options: Options) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new();
@@ -1307,10 +1315,7 @@ async fn an_answer_ended_by_the_apps_close_is_chunked_so_a_cut_shows() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     // Signed under /api/, unsigned under /public/.
     let request = |target: &str| {
         if target.starts_with("/api/") {
@@ -1577,10 +1582,7 @@ async fn the_apps_hop_by_hop_fields_stay_behind_and_an_unasked_101_is_a_502() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     let public = |path: &str| RawRequest::new("GET", path).header("Host", f.authority());
     for resp in [
         f.send(public("/public/x")).await,
@@ -1639,10 +1641,7 @@ async fn signed_routes_relay_the_apps_interim_answers() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
 
     let resp = f
         .send(f.signed(&f.bob, "GET", "/api/early", &[], b""))
@@ -1755,10 +1754,7 @@ async fn an_app_failing_after_an_interim_answer_still_gets_a_502() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     let public = RawRequest::new("GET", "/public/x").header("Host", f.authority());
     for resp in [
         f.send(public).await,
@@ -1838,10 +1834,7 @@ async fn an_app_closing_idle_connections_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     for i in 0..6 {
         let (method, body): (&str, &[u8]) = if i % 2 == 0 {
             ("GET", b"")
@@ -1904,10 +1897,7 @@ async fn connections_of_a_burst_are_kept_for_the_next() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     for burst in 0..2 {
         let requests: Vec<_> = (0..BURST)
             .map(|i| {
@@ -1969,10 +1959,7 @@ async fn a_kept_connection_closed_under_a_request_is_retried_when_idempotent() {
         }
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     let get = |i: usize| f.signed(&f.bob, "GET", &format!("/api/get{i}"), &[], b"");
     assert_eq!(f.send(get(1)).await.status, 200);
     // On the kept connection, which the app closes under it: sent again on a new one.
@@ -3079,10 +3066,7 @@ async fn an_unreadable_head_gets_a_problem_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_down_gives_502_and_a_slow_app_504() {
     let dead = dead_addr();
-    let f = Fixture::with(Options {
-        app_addr: Some(dead),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(dead);
     let public = RawRequest::new("GET", "/public/page").header("Host", f.authority());
     for req in [
         f.signed(&f.bob, "GET", "/api/x", &[], &[]),
@@ -3279,10 +3263,7 @@ async fn interim_answers_carry_no_framing_and_skip_http10_clients() {
             .await;
     })
     .await;
-    let f = Fixture::with(Options {
-        app_addr: Some(app_addr),
-        ..Options::default()
-    });
+    let f = Fixture::in_front_of(app_addr);
     let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
         .await
         .unwrap();
