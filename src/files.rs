@@ -19,6 +19,14 @@ pub const MAX_CONFIG_FILE: u64 = 1 << 30;
 /// The most a key or certificate file may hold.
 pub const MAX_KEY_FILE: u64 = 1 << 20;
 
+/// The directory `file` is in, `.` for a bare file name: where relative paths written in it
+/// are resolved, and where a file replacing it is written before the rename.
+pub fn directory_of(file: &Path) -> &Path {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Opens `path` for reading if it is a regular file (after following symlinks).
 pub fn open_regular(path: &Path) -> io::Result<File> {
     // Without blocking: opening a FIFO for reading waits for a writer, and `peergate check` or

@@ -402,10 +402,7 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Identity, IdentityError
     }
     // Write beside the target and rename, so a crash never leaves a half-written key and an
     // existing key is replaced only by a complete one.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::files::directory_of(path);
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -526,11 +526,8 @@ impl Started {
         let path = if written.is_absolute() {
             written
         } else {
-            config
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .join(written)
+            // Where the configuration's loader resolves it (`config::context`).
+            crate::files::directory_of(config).join(written)
         };
         let before = match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -773,10 +770,7 @@ fn rewrite(
 }
 
 fn temp_path(target: &Path) -> PathBuf {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::files::directory_of(target);
     let name = target
         .file_name()
         .and_then(|n| n.to_str())

@@ -705,10 +705,7 @@ impl Watched {
 /// way (`data/current -> v1` in `data/current/peers.yaml`), where flipping one changes what
 /// `file` is.
 fn dirs_of(file: &Path) -> Vec<PathBuf> {
-    let parent = |p: &Path| match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = |p: &Path| crate::files::directory_of(p).to_path_buf();
     let mut dirs = vec![parent(file)];
     let mut real_dirs: Vec<PathBuf> = dirs
         .iter()

@@ -99,11 +99,7 @@ impl LoadScope {
 
     /// Switches to reading `file`: relative paths are now resolved against its directory.
     pub fn reading(&self, file: &Path) {
-        let base = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base = crate::files::directory_of(file).to_path_buf();
         let name = file.display().to_string();
         with_state(|s| {
             s.base_dir = base;
