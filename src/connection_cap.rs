@@ -1,7 +1,7 @@
 //! A ceiling on the client connections one proxy listener serves at once
 //! (`listen.max_connections`).
 //!
-//! Each open client connection holds 40–50 KiB (benches/README.md, change 31) for as long as it
+//! Each open client connection holds 40–50 KiB (benches/HISTORY.md, change 31) for as long as it
 //! lives, and an idle one lives up to `listen.idle_timeout`. Without a ceiling, anyone who can
 //! reach a listener could hold as many as the open-files limit allows (hundreds of thousands
 //! under systemd's default), and the memory with them.

@@ -187,7 +187,7 @@ pub const UNSAFE_REUSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The most idle connections kept per upstream. Under a steady load the number of requests
 /// in flight swings, and every connection closed at a dip is opened again at the next rise: to
-/// a peer that is a TLS handshake on both gateways (benches/README.md, change 30, for what 128
+/// a peer that is a TLS handshake on both gateways (benches/HISTORY.md, change 30, for what 128
 /// cost). The list never holds more than were once in use at the same time, and
 /// [`IDLE_TIMEOUT`] closes them after the load is gone.
 const MOST_IDLE_PER_UPSTREAM: usize = 1024;

@@ -5,7 +5,7 @@ use clap::Parser;
 /// mimalloc instead of the system allocator: a request allocates and frees many small objects
 /// across threads, and loading a large allowlist millions on several threads at once; glibc's
 /// malloc spent ~7 % of a request's CPU and ~20 % of a load on that, and serialized the parallel
-/// load (benches/README.md has the numbers).
+/// load (benches/HISTORY.md has the numbers).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -81,7 +81,7 @@ struct Called {
 }
 
 /// How errors name the peer (`peer <short id> (<name>)`), written only when there is one:
-/// formatting it for every request cost 0.6 % of the outbound side's CPU (benches/README.md,
+/// formatting it for every request cost 0.6 % of the outbound side's CPU (benches/HISTORY.md,
 /// change 29).
 impl fmt::Display for Called {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

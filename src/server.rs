@@ -139,7 +139,7 @@ fn add_proxy_service<A: pingora::apps::ServerApp + Send + Sync + 'static>(
 
 /// What a client connection's reads go through before TLS or the HTTP parser. Pingora's
 /// default is a 64 KiB buffer, allocated zeroed for every connection accepted; it was most of
-/// what a kept client connection cost (benches/README.md, change 31). rustls reads 4 KiB at a
+/// what a kept client connection cost (benches/HISTORY.md, change 31). rustls reads 4 KiB at a
 /// time and Pingora reads bodies into buffers of its own, so 16 KiB (about one full-size TLS
 /// record) keeps large uploads at about one read call per record.
 const CLIENT_READ_BUFFER: usize = 16 * 1024;

@@ -1,7 +1,7 @@
 //! Ed25519 signing for about half of what ed25519-dalek's signing costs.
 //!
 //! Every request peergate sends to a peer is signed, and signing was the largest single cost
-//! of the outbound hop (benches/README.md, change 28): ed25519-dalek takes about 18 µs, most of
+//! of the outbound hop (benches/HISTORY.md, change 28): ed25519-dalek takes about 18 µs, most of
 //! it the constant-time multiplication of the base point. AWS-LC signs with s2n-bignum's
 //! formally verified assembly in about 9 µs on the same machine. Ed25519 signatures are
 //! deterministic (RFC 8032 §5.1.6): one key and one message give the same 64 bytes whichever
