@@ -120,6 +120,18 @@ pub struct PeerTable {
     /// peer by host (several peers may share one, on different ports).
     by_host: HashTable<u32>,
     hasher: RandomState,
+    /// The peers file this table was read from, when it holds every peer of the table.
+    source: Option<PeersSource>,
+}
+
+/// A peers file as a table was read from it: its path and the SHA-256 of the bytes read. The
+/// same bytes make the same table, so a reload that finds them again serves the table in force
+/// instead of building a second one beside it (the peers of a large allowlist would be held
+/// twice for the reload, and parsed again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeersSource {
+    pub file: std::path::PathBuf,
+    pub digest: crate::files::FileDigest,
 }
 
 impl std::fmt::Debug for PeerTable {
@@ -285,6 +297,7 @@ impl PeerTableBuilder {
             by_name,
             by_host,
             hasher,
+            source: None,
         })
     }
 }
@@ -303,6 +316,27 @@ impl config::PeerSink for PeerTableBuilder {
 }
 
 impl PeerTable {
+    /// The table, recorded as holding exactly the peers of `source`.
+    pub fn read_from(self, source: PeersSource) -> PeerTable {
+        PeerTable {
+            source: Some(source),
+            ..self
+        }
+    }
+
+    /// The peers file this table holds exactly, if it was read from one alone.
+    pub fn source(&self) -> Option<&PeersSource> {
+        self.source.as_ref()
+    }
+
+    /// Each peer's URL, for what a load warns about them.
+    pub fn urls(&self) -> impl Iterator<Item = (&str, PeerUrl)> {
+        self.peers.iter().filter_map(move |rec| {
+            let peer = Peer { table: self, rec };
+            Some((peer.name(), peer.url()?))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.peers.len()
     }
@@ -402,6 +436,8 @@ impl std::fmt::Display for ShortId {
 pub struct PeerChanges {
     pub added: Listed,
     pub removed: Listed,
+    /// The table in force was kept: its peers file holds the bytes it was read from.
+    pub kept: bool,
 }
 
 /// How many peers, and the first few of them as `name (short ID)`.
@@ -459,6 +495,9 @@ impl std::fmt::Display for Listed {
 
 impl std::fmt::Display for PeerChanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kept {
+            return f.write_str("no peer added or removed (the peers file is unchanged)");
+        }
         if self.added.count == 0 && self.removed.count == 0 {
             return f.write_str("no peer added or removed");
         }
@@ -614,6 +653,11 @@ impl Snapshot {
         self.table.len()
     }
 
+    /// The peers this snapshot serves, for a reload to keep when they have not changed.
+    pub fn peer_table(&self) -> Arc<PeerTable> {
+        self.table.clone()
+    }
+
     pub fn peers(&self) -> impl Iterator<Item = Peer<'_>> {
         let table = &*self.table;
         table.peers.iter().map(move |rec| Peer { table, rec })
@@ -623,9 +667,21 @@ impl Snapshot {
     /// not, told apart by their own key: a peer renamed or given another URL is in both. For
     /// the reload's log line; 8 bytes per peer while it runs.
     pub fn changes_since(&self, before: &Snapshot) -> PeerChanges {
+        if Arc::ptr_eq(&self.table, &before.table) {
+            let none = || Listed {
+                count: 0,
+                first: Vec::new(),
+            };
+            return PeerChanges {
+                added: none(),
+                removed: none(),
+                kept: true,
+            };
+        }
         PeerChanges {
             added: Listed::peers_not_in(self, before),
             removed: Listed::peers_not_in(before, self),
+            kept: false,
         }
     }
 

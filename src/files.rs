@@ -96,6 +96,46 @@ fn read_unrecorded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The SHA-256 of everything `reader` gives, read 64 KiB at a time: a peers file of a large
+/// allowlist is megabytes, which need not be in memory to be compared.
+pub fn digest_of(mut reader: impl Read) -> io::Result<FileDigest> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(hasher.finalize().into()),
+            Ok(n) => hasher.update(buffer.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The SHA-256 of the regular file at `path`, without holding it whole; recorded as a read
+/// while a [`Recording`] is open, as [`read`] records one.
+pub fn digest(path: &Path, limit: u64) -> io::Result<FileDigest> {
+    let file = open_regular(path)?;
+    if file.metadata()?.len() > limit {
+        return Err(too_large(limit));
+    }
+    let digest = digest_of(file.take(limit))?;
+    note(path, Some(digest));
+    Ok(digest)
+}
+
+/// The digest of the last read of `path` recorded on this thread (while a [`Recording`] is
+/// open); `None` when that read failed or there was none.
+pub fn last_recorded(path: &Path) -> Option<FileDigest> {
+    RECORDED.with(|r| {
+        r.borrow()
+            .reads
+            .iter()
+            .rev()
+            .find(|(read, _)| read == path)
+            .and_then(|(_, digest)| *digest)
+    })
+}
+
 /// Records `path` as named by a configuration but not readable (missing, say), while a
 /// [`Recording`] is open: the reloader then watches for it to appear.
 pub fn tried(path: &Path) {

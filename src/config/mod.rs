@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::allowlist::{PeerTable, PeerTableBuilder};
+use crate::allowlist::{PeerTable, PeerTableBuilder, PeersSource};
 pub use context::KnownKeys;
 pub use peers::{Allow, Peer, PeerList, PeerSink, PeerUrl};
 pub use routes::{Access, PathPattern, Route};
@@ -577,16 +577,36 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Everything else is read and checked as by [`load`].
 pub fn load_serving(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, None, None, Collect::Table, TlsPair::Required)
+    load_inner(
+        path,
+        None,
+        None,
+        Collect::Table { in_force: None },
+        TlsPair::Required,
+    )
 }
 
 /// Like [`load_serving`], for a reload: a certificate or key that does not load does not fail
 /// the load but is reported in [`Loaded::tls_error`], so that a broken renewal never holds
 /// back the rest of a change (a peer taken off the allowlist above all). The listener keeps
 /// the pair it serves.
-pub fn load_reloading(path: &Path, known: Option<KnownKeys>) -> Result<Loaded, ConfigError> {
+///
+/// `in_force` is the table the gateway serves: when the peers file still holds the bytes it was
+/// read from, and no inline peers come before them, the load serves that table again (see
+/// [`PeersSource`]).
+pub fn load_reloading(
+    path: &Path,
+    known: Option<KnownKeys>,
+    in_force: Option<Arc<PeerTable>>,
+) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, None, None, Collect::Table, TlsPair::Separate)
+    load_inner(
+        path,
+        None,
+        None,
+        Collect::Table { in_force },
+        TlsPair::Separate,
+    )
 }
 
 /// Like [`load_reloading`], with `text` (the last version of the configuration file that
@@ -597,9 +617,16 @@ pub fn load_reloading_with(
     path: &Path,
     text: &str,
     known: Option<KnownKeys>,
+    in_force: Option<Arc<PeerTable>>,
 ) -> Result<Loaded, ConfigError> {
     let _reuse = context::ReuseKeys::install(known);
-    load_inner(path, Some(text), None, Collect::Table, TlsPair::Separate)
+    load_inner(
+        path,
+        Some(text),
+        None,
+        Collect::Table { in_force },
+        TlsPair::Separate,
+    )
 }
 
 /// Like [`load`], but reads the peers list from `candidate` instead of the configured
@@ -629,8 +656,8 @@ enum TlsPair {
 enum Collect {
     /// In `Config::peers`, to be looked at.
     List,
-    /// In `Config::peer_table`, to be served.
-    Table,
+    /// In `Config::peer_table`, to be served; `in_force` is the table served now, if any.
+    Table { in_force: Option<Arc<PeerTable>> },
 }
 
 /// The table a gateway's load fills, and the warnings about its peers: they are not kept as
@@ -642,14 +669,14 @@ struct TableSink {
 
 impl TableSink {
     fn add_ref(&mut self, peer: &Peer) {
-        self.warnings.extend(plain_http_warning(peer));
+        self.warnings.extend(peer_warning(peer));
         self.table.add_ref(peer);
     }
 }
 
 impl PeerSink for TableSink {
     fn push(&mut self, peer: Peer) {
-        self.warnings.extend(plain_http_warning(&peer));
+        self.warnings.extend(peer_warning(&peer));
         self.table.push(peer);
     }
 
@@ -676,12 +703,24 @@ fn at_least(
     Ok(())
 }
 
-fn plain_http_warning(peer: &Peer) -> Option<String> {
-    let url = peer.url.as_ref().filter(|u| !u.https)?;
-    Some(format!(
-        "peer {:?} is reached over plain http ({url}): requests to it are signed but not encrypted",
-        peer.name
-    ))
+fn peer_warning(peer: &Peer) -> Option<String> {
+    plain_http_warning(&peer.name, peer.url.as_ref()?)
+}
+
+fn plain_http_warning(name: &str, url: &PeerUrl) -> Option<String> {
+    (!url.https).then(|| {
+        format!(
+            "peer {name:?} is reached over plain http ({url}): requests to it are signed but not encrypted"
+        )
+    })
+}
+
+/// `in_force`, when `file` still holds the bytes it was read from. The file is hashed as it is
+/// read, never held whole; the read is recorded like any other (the reloader compares with it).
+fn unchanged_table(file: &Path, in_force: Arc<PeerTable>) -> Option<Arc<PeerTable>> {
+    let source = in_force.source().filter(|s| s.file == file)?;
+    let digest = crate::files::digest(file, crate::files::MAX_CONFIG_FILE).ok()?;
+    (digest == source.digest).then_some(in_force)
 }
 
 /// Reads the peers file (or the `candidate` standing in for it) into sinks made by `fresh`.
@@ -725,16 +764,15 @@ fn load_inner(
                     config.peers.0.extend(from_file);
                 }
             }
-            config
-                .peers
-                .0
-                .iter()
-                .filter_map(plain_http_warning)
-                .collect()
+            config.peers.0.iter().filter_map(peer_warning).collect()
         }
-        Collect::Table => {
+        Collect::Table { in_force } => {
             // Inline peers come first, in every table the peers file is read into.
             let inline = std::mem::take(&mut config.peers.0);
+            let unchanged = match (&config.peers_file, in_force) {
+                (Some(file), Some(table)) if inline.is_empty() => unchanged_table(&file.0, table),
+                _ => None,
+            };
             let fresh = || {
                 let mut sink = TableSink {
                     table: PeerTableBuilder::default(),
@@ -745,12 +783,33 @@ fn load_inner(
                 }
                 sink
             };
-            let sink = match &config.peers_file {
-                Some(file) => read_peers(file, peers_candidate, &scope, fresh)?,
-                None => fresh(),
-            };
-            config.peer_table = Some(sink.table.finish().map(Arc::new));
-            sink.warnings
+            if let Some(table) = unchanged {
+                let warnings = table
+                    .urls()
+                    .filter_map(|(name, url)| plain_http_warning(name, &url))
+                    .collect();
+                config.peer_table = Some(Ok(table));
+                warnings
+            } else {
+                let sink = match &config.peers_file {
+                    Some(file) => read_peers(file, peers_candidate, &scope, fresh)?,
+                    None => fresh(),
+                };
+                let source = match &config.peers_file {
+                    Some(file) if inline.is_empty() => {
+                        crate::files::last_recorded(&file.0).map(|digest| PeersSource {
+                            file: file.0.clone(),
+                            digest,
+                        })
+                    }
+                    _ => None,
+                };
+                config.peer_table = Some(sink.table.finish().map(|table| match source {
+                    Some(source) => Arc::new(table.read_from(source)),
+                    None => Arc::new(table),
+                }));
+                sink.warnings
+            }
         }
     };
     drop(scope);
