@@ -2129,6 +2129,60 @@ async fn of_several_untagged_signatures_the_allowlisted_one_is_checked() {
     );
 }
 
+/// A member of `Signature-Input` or `Signature` that does not parse as a signature at all,
+/// beside the signer's, is not ours to check and does not spoil the request (RFC 9421's
+/// "Multiple Signature Confusion"); alone, it is refused and names what is wrong. The whole
+/// request was refused for it (found by an interop audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_signature_beside_the_signers_is_ignored() {
+    let f = Fixture::start();
+    let junk = [
+        (r#"junk="x""#, "junk=:AA==:"),
+        (r#"junk=(1 2)"#, "junk=:AA==:"),
+        (r#"junk=("@method")"#, "junk=abc"),
+    ];
+    for (input, sig) in junk {
+        for first in [false, true] {
+            f.app.clear();
+            let signed = Craft::new(&f, &f.bob, "GET", "/api/junk").build();
+            let req = if first {
+                signed
+                    .header_first("signature", sig)
+                    .header_first("signature-input", input)
+            } else {
+                signed
+                    .header("signature-input", input)
+                    .header("signature", sig)
+            };
+            let resp = f.send(req).await;
+            assert_eq!(resp.status, 200, "{input} / {sig}: {}", resp.text());
+            let seen = f.app.last().unwrap();
+            assert_eq!(seen.header("x-peer-id"), Some(f.bob.public.short_id()));
+        }
+    }
+    f.app.clear();
+    for (input, sig, why) in [
+        (r#"sig1="x""#, "sig1=:AA==:", "is not an inner list"),
+        (
+            r#"sig1=("@method");keyid="k""#,
+            "sig1=abc",
+            "is not a byte sequence",
+        ),
+    ] {
+        let req = RawRequest::new("GET", "/api/junk")
+            .header("Host", f.authority())
+            .header("Signature-Input", input)
+            .header("Signature", sig);
+        let resp = f.send(req).await;
+        assert_problem(&resp, 401, "malformed_signature");
+        assert!(resp.text().contains(why), "{}", resp.text());
+    }
+    assert!(
+        f.app.requests().is_empty(),
+        "a refused request reached the app"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_code_with_a_real_request_and_nothing_reaches_the_app() {
     let f = Fixture::start();

@@ -261,6 +261,12 @@ pub struct SignatureEntry {
     components: Result<Vec<ComponentId>, ComponentError>,
     params: SignatureParams,
     signature: Vec<u8>,
+    /// What makes this signature unusable as a whole (a `Signature-Input` member that is not
+    /// an inner list of strings, a `Signature` member that is not a byte sequence): refused
+    /// when it is the one to check, ignored otherwise: refusing a message for a broken
+    /// signature beside a good one would let whoever can add one deny it (RFC 9421's security
+    /// considerations, "Multiple Signature Confusion").
+    defect: Option<String>,
 }
 
 impl SignatureEntry {
@@ -288,8 +294,13 @@ impl SignatureEntry {
         &self.signature
     }
 
-    /// The signature as Ed25519: exactly 64 bytes, else malformed.
+    /// The signature as Ed25519: exactly 64 bytes, else malformed; malformed too when the
+    /// entry itself is (its `Signature-Input` member or `Signature` member does not parse as
+    /// one), which every check of an entry meets before anything else.
     pub fn ed25519_signature(&self) -> Result<ed25519_dalek::Signature, InputError> {
+        if let Some(defect) = &self.defect {
+            return Err(malformed(defect.clone()));
+        }
         let bytes: &[u8; ED25519_SIGNATURE_LEN] =
             self.signature.as_slice().try_into().map_err(|_| {
                 malformed(format!(
@@ -757,9 +768,6 @@ impl SignatureFields {
 
         let mut entries = Vec::with_capacity(inputs.len());
         for input in inputs {
-            if let Some(problem) = input.problem {
-                return Err(malformed(problem));
-            }
             let Some(pos) = sigs.iter().position(|(l, _)| *l == input.label) else {
                 return Err(malformed(format!(
                     "Signature-Input has a signature labelled {} but Signature has none with \
@@ -768,17 +776,20 @@ impl SignatureFields {
                 )));
             };
             let (_, bytes) = sigs.swap_remove(pos);
-            let Some(signature) = bytes else {
-                return Err(malformed(format!(
-                    "Signature member {} is not a byte sequence (:base64:)",
-                    echo(&input.label)
-                )));
-            };
+            let defect = input.problem.or_else(|| {
+                bytes.is_none().then(|| {
+                    format!(
+                        "Signature member {} is not a byte sequence (:base64:)",
+                        echo(&input.label)
+                    )
+                })
+            });
             entries.push(SignatureEntry {
                 label: input.label,
                 components: input.components,
                 params: input.params,
-                signature,
+                signature: bytes.unwrap_or_default(),
+                defect,
             });
         }
         if let Some((extra, _)) = sigs.first() {
@@ -905,9 +916,25 @@ mod tests {
         assert!(SignatureFields::parse(input, other.as_bytes()).is_err());
         let two = format!("{SIG}, extra=:AA==:");
         assert!(SignatureFields::parse(input, two.as_bytes()).is_err());
-        assert!(SignatureFields::parse(b"sig-b26=\"x\"", SIG.as_bytes()).is_err());
         assert!(SignatureFields::parse(b"sig-b26=(@method)", SIG.as_bytes()).is_err());
-        assert!(SignatureFields::parse(input, b"sig-b26=\"x\"").is_err());
+        // A member that does not parse as a signature is refused when it is the one checked.
+        for (input, sig, why) in [
+            (
+                &b"sig-b26=\"x\""[..],
+                SIG.as_bytes(),
+                "is not an inner list",
+            ),
+            (
+                b"sig-b26=(method)",
+                SIG.as_bytes(),
+                "not a quoted component name",
+            ),
+            (input, b"sig-b26=\"x\"", "is not a byte sequence"),
+        ] {
+            let f = SignatureFields::parse(input, sig).unwrap();
+            let err = f.entries()[0].ed25519_signature().unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
         assert!(SignatureFields::parse(b"", b"").is_err());
         // A syntax error is reported as such, even after a member with a problem of its own.
         let err = SignatureFields::parse(b"a=1, b=(", SIG.as_bytes()).unwrap_err();
@@ -1018,6 +1045,34 @@ mod tests {
         assert!(refusal(&input, &sig).contains("more than 64 components"));
         let (input, sig) = sized(1, 1, 60_000);
         assert!(refusal(&input, &sig).contains("more than 16 parameters"));
+    }
+
+    /// A member of either field that does not parse as a signature at all, beside ours, is
+    /// not ours to check: it spoiled the request whole (found by an interop audit).
+    #[test]
+    fn a_broken_signature_we_do_not_check_is_ignored() {
+        for (input, sig) in [
+            (
+                &br#"junk="x", ours=("@method");tag="peergate""#[..],
+                &b"junk=:AA==:, ours=:AA==:"[..],
+            ),
+            (
+                br#"junk=(1 2), ours=("@method");tag="peergate""#,
+                b"junk=:AA==:, ours=:AA==:",
+            ),
+            (
+                br#"junk=("@path"), ours=("@method");tag="peergate""#,
+                b"junk=abc, ours=:AA==:",
+            ),
+        ] {
+            let f = SignatureFields::parse(input, sig).unwrap();
+            let junk = &f.entries()[0];
+            assert_eq!(junk.label(), "junk");
+            assert!(junk.ed25519_signature().is_err());
+            let ours = f.select(Some("peergate")).unwrap();
+            assert_eq!(ours.label(), "ours");
+            assert!(ours.components().is_ok());
+        }
     }
 
     #[test]
