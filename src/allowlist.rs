@@ -85,18 +85,16 @@ pub struct IdentityHeaderNames {
 }
 
 impl IdentityHeaderNames {
-    /// Whether `name` is one of the identity headers, case-insensitively, `_` = `-`.
+    /// Whether `name` is one of the identity headers, case-insensitively, with every byte that
+    /// is not a letter or digit taken for `-`: frameworks and CGI bridges read `X_Peer_Id`, and
+    /// some (lighttpd's, older Apache's) `X.Peer.Id` or `X~Peer~Id`, as `HTTP_X_PEER_ID`.
     pub fn matches(&self, name: &str) -> bool {
         let len = name.len();
         self.folded.iter().any(|f| {
             f.len() == len
-                && f.bytes().zip(name.bytes()).all(|(a, b)| {
-                    let b = match b.to_ascii_lowercase() {
-                        b'_' => b'-',
-                        other => other,
-                    };
-                    a == b
-                })
+                && f.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == config::IdentityHeaderName::fold_byte(b))
         })
     }
 }
@@ -1314,10 +1312,20 @@ mod tests {
             "X_PEER_ID",
             "x_peer-Key_id",
             "X-PEER-NAME",
+            "X.Peer.Id",
+            "x~peer~name",
+            "x!peer#key$id",
         ] {
             assert!(names.matches(spoof), "{spoof}");
         }
-        for other in ["x-peer-idx", "x-peer", "x-peer-id-", "host"] {
+        for other in [
+            "x-peer-idx",
+            "x-peer",
+            "x-peer-id-",
+            "x-peer-id.",
+            "xpeerid",
+            "host",
+        ] {
             assert!(!names.matches(other), "{other}");
         }
     }

@@ -480,8 +480,11 @@ impl ProxyHttp for Inbound {
             Some(Ok(answer)) => {
                 ctx.record.answered(answer.status);
                 ctx.record.close_if_stopping(session);
-                if let Err(e) = answer.send(session).await {
-                    log::debug!("inbound: could not send {}: {e}", session.req_header().uri);
+                let (place, limit) = ctx.record.answering();
+                let sent = tokio::time::timeout(limit, answer.send(session)).await;
+                drop(place);
+                if let Err(e) = ctx.record.written(session, sent, "a public page") {
+                    log::debug!("inbound: {}: {e}", session.req_header().uri);
                 }
                 return Ok(true);
             }

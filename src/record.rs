@@ -33,12 +33,23 @@ pub struct Record {
     /// `Connection: close`, as forwarded ones do (see [`crate::lifecycle::Stopping`]).
     stopping: crate::lifecycle::Stopping,
     /// The request's place under its listener's request ceiling: held until the record is
-    /// dropped with the request's context, or given back once a refusal is written.
+    /// dropped with the request's context, or given back when peergate answers it itself
+    /// ([`Record::answering`]).
     slot: Option<crate::request_cap::Slot>,
     /// When a refusal was written, if the request went on to have its body dropped
     /// ([`crate::body::discard_after_refusal`]): its line and latency end there.
     refused_at: Option<Instant>,
 }
+
+/// Answers of peergate's own being written at once, in the whole process (see
+/// [`Record::answering`]): each is a few hundred bytes and a request's state, so this many is a
+/// few MiB at most.
+const OWN_ANSWERS_AT_ONCE: usize = 256;
+static OWN_ANSWERS: std::sync::LazyLock<std::sync::Arc<crate::request_cap::RequestCap>> =
+    std::sync::LazyLock::new(|| crate::request_cap::RequestCap::new(OWN_ANSWERS_AT_ONCE));
+/// How long such an answer may take to go out. It is small: it goes out at once to any client
+/// that reads.
+const OWN_ANSWER_WRITE: Duration = Duration::from_secs(5);
 
 impl Record {
     pub fn new(direction: Direction, stopping: crate::lifecycle::Stopping) -> Self {
@@ -140,11 +151,11 @@ impl Record {
             // after the answer (`discard_after_refusal`).
             session.set_keepalive(None);
         }
-        if let Err(e) = problem.send(session, accept_signature).await {
-            log::debug!(
-                "{}: could not send the refusal: {e}",
-                self.direction.as_str()
-            );
+        let (place, limit) = self.answering();
+        let sent = tokio::time::timeout(limit, problem.send(session, accept_signature)).await;
+        drop(place);
+        if let Err(e) = self.written(session, sent, "the refusal") {
+            log::debug!("{}: {e}", self.direction.as_str());
             return;
         }
         if crate::body::discards(session, problem.status) {
@@ -153,6 +164,42 @@ impl Record {
             self.refused_at = Some(Instant::now());
             self.slot = None;
             crate::body::discard_after_refusal(session).await;
+        }
+    }
+
+    /// Before peergate writes an answer of its own (a refusal, one of its public pages): the
+    /// request gives back its place under the listener's request ceiling, which guards the
+    /// app, the peers and the bodies' buffers, none of which this answer holds, and takes one
+    /// of [`OWN_ANSWERS`] instead for at most [`OWN_ANSWER_WRITE`], the time limit it returns.
+    /// Past that many, the answer is written only if it goes out at once. A client that takes
+    /// none of its answers (an HTTP/2 window left at zero) held each request's place until
+    /// `listen.idle_timeout`: 45 connections of unsigned requests filled the ceiling, and every
+    /// peer was refused `overloaded` (found by an audit).
+    pub fn answering(&mut self) -> (Option<crate::request_cap::Slot>, Duration) {
+        self.slot = None;
+        match OWN_ANSWERS.admit() {
+            Ok(place) => (Some(place), OWN_ANSWER_WRITE),
+            Err(_) => (None, Duration::ZERO),
+        }
+    }
+
+    /// What writing an answer of peergate's own within [`Record::answering`]'s limit came to:
+    /// one the client did not take in time leaves the connection to be closed, and the request
+    /// `aborted`.
+    pub fn written(
+        &mut self,
+        session: &mut Session,
+        sent: Result<pingora::Result<()>, tokio::time::error::Elapsed>,
+        what: &str,
+    ) -> Result<(), String> {
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("could not send {what}: {e}")),
+            Err(_) => {
+                session.set_keepalive(None);
+                self.client_left = true;
+                Err(format!("the client did not take {what} in time; given up"))
+            }
         }
     }
 

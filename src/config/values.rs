@@ -443,9 +443,23 @@ impl IdentityHeaderName {
         Ok(IdentityHeaderName(name))
     }
 
-    /// The form in which two header names are "the same" for stripping: lowercase, `_` = `-`.
+    /// The form in which two header names are "the same" for stripping: lowercase, and every
+    /// byte that is not a letter or digit a `-` ([`fold_byte`](Self::fold_byte)).
     pub fn folded(&self) -> String {
-        self.0.as_str().replace('_', "-")
+        self.0
+            .as_str()
+            .bytes()
+            .map(|b| char::from(Self::fold_byte(b)))
+            .collect()
+    }
+
+    /// One byte of a header name as [`folded`](Self::folded) has it.
+    pub fn fold_byte(b: u8) -> u8 {
+        if b.is_ascii_alphanumeric() {
+            b.to_ascii_lowercase()
+        } else {
+            b'-'
+        }
     }
 }
 

@@ -654,6 +654,28 @@ pub async fn h2_raw(
     Ok((client, tokio::spawn(connection)))
 }
 
+/// [`h2_raw`] for a client that takes no answer's body: every stream's flow-control window is
+/// zero (`SETTINGS_INITIAL_WINDOW_SIZE` 0), so only heads can reach it.
+pub async fn h2_raw_zero_window(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<(
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+)> {
+    let tls = h2_tls(addr, config, server_name).await?;
+    let (client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
+        h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake(tls)
+            .await
+            .map_err(io::Error::other)
+    })
+    .await?;
+    Ok((client, tokio::spawn(connection)))
+}
+
 /// A TLS connection to `addr` that settled on ALPN h2.
 async fn h2_tls(
     addr: SocketAddr,
