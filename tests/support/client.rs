@@ -646,12 +646,7 @@ pub async fn h2_raw(
     h2::client::SendRequest<Bytes>,
     tokio::task::JoinHandle<Result<(), h2::Error>>,
 )> {
-    let tls = h2_tls(addr, config, server_name).await?;
-    let (client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
-        h2::client::handshake(tls).await.map_err(io::Error::other)
-    })
-    .await?;
-    Ok((client, tokio::spawn(connection)))
+    h2_raw_built(addr, config, server_name, h2::client::Builder::new()).await
 }
 
 /// [`h2_raw`] for a client that takes no answer's body: every stream's flow-control window is
@@ -664,13 +659,23 @@ pub async fn h2_raw_zero_window(
     h2::client::SendRequest<Bytes>,
     tokio::task::JoinHandle<Result<(), h2::Error>>,
 )> {
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    h2_raw_built(addr, config, server_name, builder).await
+}
+
+async fn h2_raw_built(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    builder: h2::client::Builder,
+) -> io::Result<(
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+)> {
     let tls = h2_tls(addr, config, server_name).await?;
     let (client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
-        h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake(tls)
-            .await
-            .map_err(io::Error::other)
+        builder.handshake(tls).await.map_err(io::Error::other)
     })
     .await?;
     Ok((client, tokio::spawn(connection)))
