@@ -636,16 +636,19 @@ pub async fn h2_post_streamed(
     .await
 }
 
+/// An HTTP/2 connection through the `h2` crate, and the task that drives it.
+pub type H2Raw = (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+);
+
 /// A new HTTP/2 connection through the `h2` crate itself (hyper's client hides resets), and
 /// the task that drives it (abort it to close the connection).
 pub async fn h2_raw(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     server_name: &str,
-) -> io::Result<(
-    h2::client::SendRequest<Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-)> {
+) -> io::Result<H2Raw> {
     h2_raw_built(addr, config, server_name, h2::client::Builder::new()).await
 }
 
@@ -655,10 +658,7 @@ pub async fn h2_raw_zero_window(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
     server_name: &str,
-) -> io::Result<(
-    h2::client::SendRequest<Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-)> {
+) -> io::Result<H2Raw> {
     let mut builder = h2::client::Builder::new();
     builder.initial_window_size(0);
     h2_raw_built(addr, config, server_name, builder).await
@@ -669,10 +669,7 @@ async fn h2_raw_built(
     config: Arc<ClientConfig>,
     server_name: &str,
     builder: h2::client::Builder,
-) -> io::Result<(
-    h2::client::SendRequest<Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-)> {
+) -> io::Result<H2Raw> {
     let tls = h2_tls(addr, config, server_name).await?;
     let (client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
         builder.handshake(tls).await.map_err(io::Error::other)
