@@ -480,7 +480,7 @@ impl ProxyHttp for Inbound {
             Some(Ok(answer)) => {
                 ctx.record.answered(answer.status);
                 ctx.record.close_if_stopping(session);
-                let (place, limit) = ctx.record.answering();
+                let (place, limit) = ctx.record.answering(crate::record::PAGE_WRITE);
                 let sent = tokio::time::timeout(limit, answer.send(session)).await;
                 drop(place);
                 if let Err(e) = ctx.record.written(session, sent, "a public page") {

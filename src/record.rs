@@ -47,9 +47,12 @@ pub struct Record {
 const OWN_ANSWERS_AT_ONCE: usize = 256;
 static OWN_ANSWERS: std::sync::LazyLock<std::sync::Arc<crate::request_cap::RequestCap>> =
     std::sync::LazyLock::new(|| crate::request_cap::RequestCap::new(OWN_ANSWERS_AT_ONCE));
-/// How long such an answer may take to go out. It is small: it goes out at once to any client
-/// that reads.
-const OWN_ANSWER_WRITE: Duration = Duration::from_secs(5);
+/// How long a refusal may take to go out: a few hundred bytes, gone at once to any client that
+/// reads.
+const REFUSAL_WRITE: Duration = Duration::from_secs(5);
+/// How long one of peergate's public pages may take to go out: up to a few hundred KiB (the
+/// profile), which a slow link takes seconds to carry.
+pub const PAGE_WRITE: Duration = Duration::from_secs(60);
 
 impl Record {
     pub fn new(direction: Direction, stopping: crate::lifecycle::Stopping) -> Self {
@@ -151,7 +154,7 @@ impl Record {
             // after the answer (`discard_after_refusal`).
             session.set_keepalive(None);
         }
-        let (place, limit) = self.answering();
+        let (place, limit) = self.answering(REFUSAL_WRITE);
         let sent = tokio::time::timeout(limit, problem.send(session, accept_signature)).await;
         drop(place);
         if let Err(e) = self.written(session, sent, "the refusal") {
@@ -170,15 +173,15 @@ impl Record {
     /// Before peergate writes an answer of its own (a refusal, one of its public pages): the
     /// request gives back its place under the listener's request ceiling, which guards the
     /// app, the peers and the bodies' buffers, none of which this answer holds, and takes one
-    /// of [`OWN_ANSWERS`] instead for at most [`OWN_ANSWER_WRITE`], the time limit it returns.
-    /// Past that many, the answer is written only if it goes out at once. A client that takes
+    /// of [`OWN_ANSWERS`] instead for at most `limit`, the time limit it returns. Past that
+    /// many, the answer is written only if it goes out at once. A client that takes
     /// none of its answers (an HTTP/2 window left at zero) held each request's place until
     /// `listen.idle_timeout`: 45 connections of unsigned requests filled the ceiling, and every
     /// peer was refused `overloaded` (found by an audit).
-    pub fn answering(&mut self) -> (Option<crate::request_cap::Slot>, Duration) {
+    pub fn answering(&mut self, limit: Duration) -> (Option<crate::request_cap::Slot>, Duration) {
         self.slot = None;
         match OWN_ANSWERS.admit() {
-            Ok(place) => (Some(place), OWN_ANSWER_WRITE),
+            Ok(place) => (Some(place), limit),
             Err(_) => (None, Duration::ZERO),
         }
     }
