@@ -74,16 +74,25 @@ pub fn read_to_string(path: &Path, limit: u64) -> io::Result<String> {
 pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let read = read_unrecorded(path, limit);
     if recording() {
-        match &read {
-            Ok(bytes) => note(path, Some(Sha256::digest(bytes).into())),
-            // Readable, only too large: not what "could not be read" means to the reloader,
-            // whose look hashes it whole. Recorded so, it would differ from every look, and a
-            // refused certificate of 2 MiB would be reloaded (and refused) at every poll.
-            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {}
-            Err(_) => note(path, None),
-        }
+        let digest = match &read {
+            Ok(bytes) => Ok(Sha256::digest(bytes).into()),
+            Err(e) => Err(e.kind()),
+        };
+        record(path, digest);
     }
     read
+}
+
+/// Notes a read of `path` that found `digest` (see [`Recording`]).
+fn record(path: &Path, digest: Result<FileDigest, io::ErrorKind>) {
+    match digest {
+        Ok(digest) => note(path, Some(digest)),
+        // Readable, only too large: not what "could not be read" means to the reloader, whose
+        // look hashes it whole. Recorded so, it would differ from every look, and a refused
+        // certificate of 2 MiB would be reloaded (and refused) at every poll.
+        Err(io::ErrorKind::FileTooLarge) => {}
+        Err(_) => note(path, None),
+    }
 }
 
 fn read_unrecorded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -114,13 +123,15 @@ pub fn digest_of(mut reader: impl Read) -> io::Result<FileDigest> {
 /// The SHA-256 of the regular file at `path`, without holding it whole; recorded as a read
 /// while a [`Recording`] is open, as [`read`] records one.
 pub fn digest(path: &Path, limit: u64) -> io::Result<FileDigest> {
-    let file = open_regular(path)?;
-    if file.metadata()?.len() > limit {
-        return Err(too_large(limit));
-    }
-    let digest = digest_of(file.take(limit))?;
-    note(path, Some(digest));
-    Ok(digest)
+    let digest = (|| {
+        let file = open_regular(path)?;
+        if file.metadata()?.len() > limit {
+            return Err(too_large(limit));
+        }
+        digest_of(file.take(limit))
+    })();
+    record(path, digest.as_ref().copied().map_err(io::Error::kind));
+    digest
 }
 
 /// The digest of the last read of `path` recorded on this thread (while a [`Recording`] is

@@ -37,7 +37,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -140,12 +139,8 @@ impl RestartBound {
 }
 
 fn digest_hex(path: &Path) -> String {
-    match crate::files::read(path, crate::files::MAX_CONFIG_FILE) {
-        Ok(bytes) => Sha256::digest(&bytes)
-            .iter()
-            .take(12)
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+    match crate::files::digest(path, crate::files::MAX_CONFIG_FILE) {
+        Ok(digest) => digest.iter().take(12).map(|b| format!("{b:02x}")).collect(),
         Err(e) => format!("unreadable ({})", e.kind()),
     }
 }
