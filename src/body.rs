@@ -369,18 +369,28 @@ pub async fn discard_after_refusal(session: &mut Session) {
 /// A chunked body that does not parse is the client's mistake, not its leaving: answered 400,
 /// naming what was wrong, and the connection closed after it (`Record::refuse`).
 fn malformed_or_client(e: Box<pingora::Error>) -> BodyError {
-    if matches!(e.etype().as_str(), "InvalidChunk" | "InvalidTrailerEnd") {
-        return BodyError::Refused(Problem::new(
-            400,
-            "bad_request",
-            "Bad request",
-            format!(
-                "the request body's chunked framing is malformed: {}",
-                crate::forward::error_text(&e)
-            ),
-        ));
+    match malformed_framing(&e) {
+        Some(problem) => BodyError::Refused(problem),
+        None => client(e),
     }
-    client(e)
+}
+
+/// The 400 for a chunked body whose framing broke, found by Pingora or, stricter, by
+/// [`crate::request_framing`]; `None` for any other failure.
+pub fn malformed_framing(e: &pingora::Error) -> Option<Problem> {
+    let what = match crate::request_framing::refusal_in(e) {
+        Some(refusal) => refusal.detail().to_string(),
+        None if matches!(e.etype().as_str(), "InvalidChunk" | "InvalidTrailerEnd") => {
+            crate::forward::error_text(e)
+        }
+        None => return None,
+    };
+    Some(Problem::new(
+        400,
+        "bad_request",
+        "Bad request",
+        format!("the request body's chunked framing is malformed: {what}"),
+    ))
 }
 
 /// A failure of the client's connection while its body is read (a reset, a connection closed

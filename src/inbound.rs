@@ -628,8 +628,10 @@ impl ProxyHttp for Inbound {
             // cut: there is no one to answer, or no way to. Over HTTP/2 a client that resets
             // its stream or closes its connection while the app works is an `H2Error`
             // ("Client closed H2"); a malformed HTTP/2 request never gets this far.
+            let malformed = crate::body::malformed_framing(e).filter(|_| !answer_started);
             let code = match e.etype() {
                 _ if answer_started => 0,
+                _ if malformed.is_some() => 400,
                 ErrorType::ReadError
                 | ErrorType::WriteError
                 | ErrorType::WriteTimedout
@@ -638,12 +640,14 @@ impl ProxyHttp for Inbound {
                 _ => 400,
             };
             if code > 0 {
-                let problem = Problem::new(
-                    400,
-                    "bad_request",
-                    "Bad request",
-                    format!("the request could not be read: {}", client_error_text(e)),
-                );
+                let problem = malformed.unwrap_or_else(|| {
+                    Problem::new(
+                        400,
+                        "bad_request",
+                        "Bad request",
+                        format!("the request could not be read: {}", client_error_text(e)),
+                    )
+                });
                 ctx.record.refuse(session, &problem, None).await;
             } else if !from_upstream {
                 ctx.record.client_left();

@@ -35,6 +35,7 @@ pub mod public_identity;
 pub mod record;
 pub mod reload;
 pub mod request_cap;
+pub mod request_framing;
 pub mod request_path;
 pub mod resolve;
 pub mod server;

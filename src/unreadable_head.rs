@@ -13,8 +13,11 @@
 //! and logged as the others are. An answer to a request that was read (the app's own 400 among
 //! them) is never touched.
 //!
+//! [`Watched`] also reads what comes in through [`RequestFraming`], which stops a connection's
+//! reads at a chunked body Pingora would read leniently (see `request_framing`).
+//!
 //! HTTP/2 connections are left alone: there a refused head is a stream error, not bytes that
-//! could be replaced.
+//! could be replaced, and bodies come in frames, not chunks.
 
 use std::fmt;
 use std::io;
@@ -37,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Direction;
 use crate::problem::Problem;
+use crate::request_framing::RequestFraming;
 use crate::state::Shared;
 
 /// What the client is told. Pingora does not say which rule the head broke, so this names them.
@@ -78,6 +82,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Watch<A> {
             inner: session,
             replacement: None,
             report: self.report.clone(),
+            framing: RequestFraming::new(),
         });
         self.inner.process_new(watched, shutdown).await
     }
@@ -101,6 +106,8 @@ pub struct Watched {
     /// Once set, whatever Pingora writes on this connection is dropped: it closes it anyway.
     replacement: Option<(Bytes, usize)>,
     report: Arc<Report>,
+    /// Where the requests read so far end; reads stop where it refuses.
+    framing: RequestFraming,
 }
 
 impl Watched {
@@ -166,7 +173,21 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Some(refusal) = this.framing.stopped() {
+            return Poll::Ready(Err(refusal.into()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let read = buf.filled().get(before..).unwrap_or_default();
+        if let Err((at, refusal)) = this.framing.read(read) {
+            if at == 0 {
+                return Poll::Ready(Err(refusal.into()));
+            }
+            // The bytes before the one refused are the client's; the next read fails.
+            buf.set_filled(before + at);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -3358,6 +3358,97 @@ async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_reques
     );
 }
 
+/// A chunk line another parser could end elsewhere is refused 400 (RFC 9112 §7.1), on signed
+/// and public routes: Pingora's parser takes any byte but CR in a chunk extension, so with a
+/// bare LF in one a front proxy that ends lines at LF, and peergate, found different chunks.
+/// The public-route stream below is such a smuggle: the front proxy sees one request whose
+/// body holds `GET /public/SMUG`; Pingora alone read the body as `50` and the rest as a
+/// request of its own, which reached the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_line_another_parser_could_end_elsewhere_is_refused() {
+    let f = Fixture::start();
+    let smuggled = RawRequest::new("GET", "/public/SMUG")
+        .header("Host", f.authority())
+        .to_bytes();
+    // After `2;\nxx\r\n`: to the front proxy a chunk of this many bytes, to Pingora the
+    // 2 data bytes of the chunk it read, then its last chunk and the smuggled request.
+    let tail = [b"0\r\n\r\n".as_slice(), &smuggled].concat();
+    let smuggle = [
+        format!("2;\nxx\r\n{:02x}\r\n", tail.len()).as_bytes(),
+        &tail,
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
+    let public = RawRequest::new("POST", "/public/form")
+        .header("Host", f.authority())
+        .header("Transfer-Encoding", "chunked")
+        .to_bytes();
+    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
+        .await
+        .unwrap();
+    conn.send(&[public, smuggle].concat()).await.unwrap();
+    let resp = conn.read_response(false).await.unwrap();
+    assert_problem(&resp, 400, "bad_request");
+    assert!(
+        resp.text().contains("an LF without a CR"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(resp.header("connection"), Some("close"));
+    let more = conn.read_until_closed().await.unwrap_or_default();
+    assert!(more.is_empty(), "{}", String::from_utf8_lossy(&more));
+
+    // On a signed route, each shape is refused before anything reaches the app.
+    for (bad, says) in [
+        (&b"2;\nxx\r\n0\r\n\r\n"[..], "an LF without a CR"),
+        (b"5;a\x01b\r\nhello\r\n0\r\n\r\n", "chunk extension"),
+        (b"5;a=\"x\r\nhello\r\n0\r\n\r\n", "chunk extension"),
+        (b"5;a b\r\nhello\r\n0\r\n\r\n", "chunk extension"),
+        // httparse reads a line without a size as the last chunk.
+        (b"\r\n\r\n", "hex digits"),
+        (b";x\r\n\r\n", "hex digits"),
+        (b"5\r\nhello\r\n0\r\nTrailer: x\n\r\n", "an LF without a CR"),
+    ] {
+        let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
+        let head_end = signed
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .unwrap();
+        let resp = f.send_bytes([&signed[..head_end], bad].concat()).await;
+        assert_problem(&resp, 400, "bad_request");
+        let detail = resp.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains("chunked framing") && detail.contains(says),
+            "{}: {detail}",
+            bad.escape_ascii()
+        );
+    }
+    let reached: Vec<String> = f.app.requests().iter().map(|r| r.target.clone()).collect();
+    assert!(
+        !reached
+            .iter()
+            .any(|t| t.contains("SMUG") || t.contains("upload")),
+        "reached the app: {reached:?}"
+    );
+    // Extensions as RFC 9112 has them still pass, on both kinds of route.
+    let body = b"5;name=value;q=\"a \\\"b\" ; flag\r\nhello\r\n0;last\r\nTrailer: x\r\n\r\n";
+    let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
+    let head_end = signed
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap();
+    let resp = f.send_bytes([&signed[..head_end], body].concat()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let public = RawRequest::new("POST", "/public/form")
+        .header("Host", f.authority())
+        .header("Transfer-Encoding", "chunked")
+        .body(body);
+    assert_eq!(f.send(public).await.status, 200);
+    assert_eq!(f.app.last().unwrap().body, b"hello");
+}
+
 /// An interim answer (103 Early Hints) from the app on a public route reaches the client
 /// without framing fields: it has no body (RFC 9112 §6.1 forbids `Transfer-Encoding` on a 1xx).
 /// It was sent `Transfer-Encoding: chunked`, and a client that takes a 103 as final (Python's
