@@ -47,14 +47,16 @@ pub fn protected_nomination(req: &RequestHeader) -> Option<String> {
         .map(|token| String::from_utf8_lossy(token).into_owned())
 }
 
-/// `name` is `canonical` with any of its `-` written as `_` (both lowercase, as `HeaderMap`
-/// keeps names): servers that map field names to CGI-style variables read the two alike.
-pub(crate) fn same_but_underscores(canonical: &str, name: &str) -> bool {
+/// `name` is `canonical` with any of its `-` written as another byte that is not a letter or
+/// digit (both lowercase, as `HeaderMap` keeps names), folded as the identity headers are
+/// (`IdentityHeaderName::fold_byte`): servers that map field names to CGI-style variables
+/// read `x_forwarded_host` alike, and some (lighttpd's, older Apache's) `x.forwarded.host`.
+pub(crate) fn same_folded(canonical: &str, name: &str) -> bool {
     canonical.len() == name.len()
         && canonical
             .bytes()
             .zip(name.bytes())
-            .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+            .all(|(a, b)| a == crate::config::IdentityHeaderName::fold_byte(b))
 }
 
 /// The field names a message's `Connection` headers nominate, trimmed, empty ones left out.
@@ -102,7 +104,7 @@ const CLIENT_FORWARDING: &[&str] = &[
 ];
 
 /// Whether a field is one a client may not send the app: one of [`CLIENT_FORWARDING`], or a
-/// look-alike with `_` for `-` of those or of the two peergate sets (`X-Forwarded-For`,
+/// look-alike ([`same_folded`]) of those or of the two peergate sets (`X-Forwarded-For`,
 /// `X-Forwarded-Proto`). Servers that map field names to CGI-style variables (Rack, PHP,
 /// WSGI) read `x_forwarded_for` as `X-Forwarded-For`, so it could stand in for peergate's.
 /// `name` is lowercase, as `HeaderMap` keeps names.
@@ -110,11 +112,12 @@ fn client_forwarding(name: &str) -> bool {
     if CLIENT_FORWARDING.contains(&name) {
         return true;
     }
-    name.contains('_')
+    name.bytes()
+        .any(|b| b != b'-' && !b.is_ascii_alphanumeric())
         && CLIENT_FORWARDING
             .iter()
             .chain(&["x-forwarded-for", "x-forwarded-proto"])
-            .any(|f| same_but_underscores(f, name))
+            .any(|f| same_folded(f, name))
 }
 
 /// `X-Forwarded-For` to look up without parsing the name. (Pingora's `insert_header` takes

@@ -10,7 +10,7 @@
 //! narrowed peer may not send one at all: [`names_method`] looks for the word in any of those
 //! disguises, and a body peergate cannot read (a `Content-Encoding`) is refused too.
 
-use crate::app_request::same_but_underscores;
+use crate::app_request::same_folded;
 
 /// Fields with which a request names another method for the app to act on than its own.
 const METHOD_OVERRIDES: &[&str] = &[
@@ -19,8 +19,9 @@ const METHOD_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-/// Each method-override field of the request (see [`METHOD_OVERRIDES`]), `_` look-alikes
-/// included (Rack on Puma reads `x_http_method_override` as the real one): its name as sent
+/// Each method-override field of the request (see [`METHOD_OVERRIDES`]), look-alikes with
+/// `_` or other punctuation for `-` included (Rack on Puma reads `x_http_method_override` as
+/// the real one, behind lighttpd `x.http.method.override` too): its name as sent
 /// and the method it names, upper-cased as the frameworks read it. Walks every field: only for
 /// peers whose methods are narrowed.
 pub fn fields(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, Vec<u8>)> {
@@ -28,7 +29,7 @@ pub fn fields(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, Vec<u8>)
         let name = name.as_str();
         METHOD_OVERRIDES
             .iter()
-            .any(|o| same_but_underscores(o, name))
+            .any(|o| same_folded(o, name))
             .then(|| (name, value.as_bytes().trim_ascii().to_ascii_uppercase()))
     })
 }
