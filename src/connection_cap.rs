@@ -216,9 +216,12 @@ impl Cap {
             Line::MadeRoom => {
                 "; closing the ones that wait longest for a request head to make room"
             }
+            // Not "every one has a request in flight": under a flood of new connections, the
+            // ones accepted a moment ago (on other accept threads) have a place before they
+            // can be closed to make room, and the room one made is sometimes taken by another.
             Line::Refused => {
-                ", and every one has a request in flight: closing new ones as they come until \
-                 one is done"
+                ", and none can be closed to make room (each has a request in flight, or was \
+                 accepted a moment ago): closing new ones as they come until one is done"
             }
         };
         format!(
@@ -388,8 +391,9 @@ mod tests {
         assert_eq!(
             cap.line(Line::Refused, 3),
             "inbound listener: 4096 client connections open, as many as \
-             listen.max_connections allows, and every one has a request in flight: closing new \
-             ones as they come until one is done (3 more since the last line)"
+             listen.max_connections allows, and none can be closed to make room (each has a \
+             request in flight, or was accepted a moment ago): closing new ones as they come \
+             until one is done (3 more since the last line)"
         );
     }
 
