@@ -294,6 +294,11 @@ impl Head {
         }
         let mut rest = part;
         if self.field == Field::Maybe {
+            // Most lines are told apart by their first byte, without copying anything.
+            if self.kept.is_empty() && !matches!(part.first(), Some(b'c' | b'C' | b't' | b'T')) {
+                self.field = Field::Other;
+                return;
+            }
             // The name decides within its own length: only that much is copied to look.
             let look = TRANSFER_ENCODING.len().saturating_sub(self.kept.len());
             let (name, after) = part.split_at(part.len().min(look));
