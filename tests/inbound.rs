@@ -294,6 +294,18 @@ fn signed_chunked(f: &Fixture, key: &Key, target: &str, body: &[u8], chunks: usi
     to_raw("POST", target, &map, body).chunked_in(chunks)
 }
 
+/// The head of [`signed_chunked`]'s request for `body`, for a test to follow with chunks of its
+/// own.
+fn signed_chunked_head(f: &Fixture, key: &Key, target: &str, body: &[u8]) -> Vec<u8> {
+    let mut signed = signed_chunked(f, key, target, body, 1).to_bytes();
+    let end = signed
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(signed.len(), |i| i + 4);
+    signed.truncate(end);
+    signed
+}
+
 /// A signature with any components and parameters, for crafted refusals.
 struct Craft<'a> {
     key: &'a Key,
@@ -3307,16 +3319,11 @@ async fn refused_http2_uploads_are_read_to_their_end_not_reset() {
 async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_request() {
     let f = Fixture::start();
     for bad_chunk in [&b"00000000000000000034\r\n"[..], b"zz\r\n", b"5\r\nhelloXX"] {
-        let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
-        let head_end = signed
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| i + 4)
-            .unwrap();
+        let head = signed_chunked_head(&f, &f.bob, "/api/upload", b"hello");
         let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
             .await
             .unwrap();
-        conn.send(&signed[..head_end]).await.unwrap();
+        conn.send(&head).await.unwrap();
         conn.send(bad_chunk).await.unwrap();
         let resp = conn.read_response(false).await.unwrap();
         assert_problem(&resp, 400, "bad_request");
@@ -3414,13 +3421,8 @@ async fn a_chunk_line_another_parser_could_end_elsewhere_is_refused() {
         (b";x\r\n\r\n", "hex digits"),
         (b"5\r\nhello\r\n0\r\nTrailer: x\n\r\n", "an LF without a CR"),
     ] {
-        let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
-        let head_end = signed
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| i + 4)
-            .unwrap();
-        let resp = f.send_bytes([&signed[..head_end], bad].concat()).await;
+        let head = signed_chunked_head(&f, &f.bob, "/api/upload", b"hello");
+        let resp = f.send_bytes([head.as_slice(), bad].concat()).await;
         assert_problem(&resp, 400, "bad_request");
         let detail = resp.json()["detail"].as_str().unwrap().to_string();
         assert!(
@@ -3438,13 +3440,8 @@ async fn a_chunk_line_another_parser_could_end_elsewhere_is_refused() {
     );
     // Extensions as RFC 9112 has them still pass, on both kinds of route.
     let body = b"5;name=value;q=\"a \\\"b\" ; flag\r\nhello\r\n0;last\r\nTrailer: x\r\n\r\n";
-    let signed = signed_chunked(&f, &f.bob, "/api/upload", b"hello", 1).to_bytes();
-    let head_end = signed
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap();
-    let resp = f.send_bytes([&signed[..head_end], body].concat()).await;
+    let head = signed_chunked_head(&f, &f.bob, "/api/upload", b"hello");
+    let resp = f.send_bytes([head.as_slice(), body].concat()).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let public = RawRequest::new("POST", "/public/form")
         .header("Host", f.authority())
