@@ -83,19 +83,17 @@ impl From<Refusal> for io::Error {
     }
 }
 
-/// The [`Refusal`] a Pingora error was caused by, if a read stopped here failed it.
+/// The [`Refusal`] a Pingora error was caused by, if a read stopped here failed it: the cause
+/// of the innermost Pingora error in its chain ([`crate::forward::chain`]).
 pub fn refusal_in(e: &pingora::Error) -> Option<Refusal> {
-    let mut cause = e.cause.as_deref();
-    while let Some(c) = cause {
-        // Pingora nests its errors boxed (`BError`).
-        if let Some(inner) = c.downcast_ref::<Box<pingora::Error>>() {
-            cause = inner.cause.as_deref();
-            continue;
-        }
-        let io = c.downcast_ref::<io::Error>()?;
-        return io.get_ref()?.downcast_ref::<Refusal>().copied();
-    }
-    None
+    crate::forward::chain(e)
+        .last()?
+        .cause
+        .as_deref()?
+        .downcast_ref::<io::Error>()?
+        .get_ref()?
+        .downcast_ref::<Refusal>()
+        .copied()
 }
 
 /// One HTTP/1 client connection's requests, followed byte by byte (see the module
