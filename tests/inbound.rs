@@ -166,10 +166,15 @@ peers:
     }
 
     async fn send_bytes(&self, bytes: Vec<u8>) -> RawResponse {
-        let mut conn = RawConn::connect(self.addr, Some((self.client.clone(), HOST)))
-            .await
-            .unwrap();
+        let mut conn = self.connect().await;
         conn.request(&bytes).await.expect("the gateway answers")
+    }
+
+    /// A new HTTP/1.1 connection to the inbound listener, over TLS.
+    async fn connect(&self) -> RawConn {
+        RawConn::connect(self.addr, Some((self.client.clone(), HOST)))
+            .await
+            .unwrap()
     }
 
     /// A request signed the way peergate's outbound side signs it.
@@ -470,9 +475,7 @@ async fn chunked_bodies_and_100_continue_work() {
     let f = Fixture::start();
     let body = pattern(100_000);
     let req = signed_chunked(&f, &f.bob, "/api/chunked", &body, 3).header("Expect", "100-continue");
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let resp = conn.request(&req.to_bytes()).await.unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     let statuses = resp.interim_statuses();
@@ -498,9 +501,7 @@ async fn chunked_bodies_and_100_continue_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_carries_several_signed_requests() {
     let f = Fixture::start();
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     for i in 0..3 {
         let body = pattern(10 + i);
         let req = f.signed(&f.bob, "POST", &format!("/api/{i}"), &[], &body);
@@ -528,9 +529,7 @@ async fn idle_client_connections_are_closed() {
         listen: "idle_timeout: 1s".into(),
         ..Options::default()
     });
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     // In use for 2.5 s, a request every 0.5 s: one connection throughout.
     for i in 0..5 {
         let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
@@ -542,9 +541,7 @@ async fn idle_client_connections_are_closed() {
     // Then idle: closed, where before it stayed open however long the client waited.
     conn.closed_within(Duration::from_secs(10)).await.unwrap();
     // A refusal keeps the connection too, and the same timeout closes it.
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let unsigned = RawRequest::new("GET", "/api/x").header("Host", f.authority());
     assert_eq!(
         conn.request(&unsigned.to_bytes()).await.unwrap().status,
@@ -676,9 +673,7 @@ async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
 
     // A client that completes its handshake and sends a request: the first silent connection
     // gives way to it.
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = f.signed(&f.bob, "GET", "/api/ok", &[], b"");
     assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
     assert!(
@@ -722,9 +717,7 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
     ));
     f.app.wait_for(2, Duration::from_secs(10)).await;
 
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = f.signed(&f.bob, "GET", "/api/new", &[], b"");
     assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
 
@@ -909,9 +902,7 @@ async fn an_http1_client_that_stops_reading_is_cut_and_its_place_given_back() {
         app: Handler::custom(|_| Reply::new(200).body(vec![b'x'; 48 << 20])),
         ..Options::default()
     });
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = f.signed(&f.bob, "GET", "/api/large", &[], b"");
     conn.send(&get.to_bytes()).await.unwrap();
     // Reads nothing, and keeps the connection open.
@@ -1050,9 +1041,7 @@ async fn bodies_held_at_once_are_bounded() {
         ..Options::default()
     });
     // A 60 KiB upload that stops short: its declared length is held while it waits.
-    let mut slow = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut slow = f.connect().await;
     let first = f.signed(&f.bob, "POST", "/api/slow", &[], &pattern(60 << 10));
     let bytes = first.to_bytes();
     let (head, rest) = bytes.split_at(bytes.len() - 1000);
@@ -1164,9 +1153,7 @@ async fn requests_in_flight_outlast_the_idle_timeout() {
         listen: "idle_timeout: 1s".into(),
         ..Options::default()
     });
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     for i in 0..2 {
         let get = f.signed(&f.bob, "GET", &format!("/api/{i}"), &[], b"");
         let resp = conn.request(&get.to_bytes()).await.unwrap();
@@ -1341,9 +1328,7 @@ async fn an_answer_the_app_breaks_off_reaches_the_peer_visibly_cut() {
         }),
         ..Options::default()
     });
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     conn.send(&f.signed(&f.bob, "GET", "/api/cut", &[], b"").to_bytes())
         .await
         .unwrap();
@@ -1398,9 +1383,7 @@ async fn an_answer_ended_by_the_apps_close_is_chunked_so_a_cut_shows() {
         assert_eq!(resp.body, b"0123456789", "{target}");
     }
     for target in ["/api/cut-reset", "/public/cut-reset"] {
-        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-            .await
-            .unwrap();
+        let mut conn = f.connect().await;
         conn.send(&request(target).to_bytes()).await.unwrap();
         let got = conn.read_until_closed().await.unwrap_or_default();
         assert_visibly_cut_chunked(target, &got, "0123456789");
@@ -1788,9 +1771,7 @@ async fn a_client_reading_none_of_the_interim_answers_is_cut_off() {
         listen: "idle_timeout: 1s".into(),
         ..Options::default()
     });
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = f.signed(&f.bob, "GET", "/api/early", &[], b"");
     conn.send(&get.to_bytes()).await.unwrap();
     let mut closed_rx = closed_rx;
@@ -1862,9 +1843,7 @@ async fn pipelined_requests_are_answered_in_order() {
     ];
     for (first, second) in pairs {
         f.app.clear();
-        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-            .await
-            .unwrap();
+        let mut conn = f.connect().await;
         conn.send(&first.to_bytes()).await.unwrap();
         f.app.wait_for(1, Duration::from_secs(5)).await;
         conn.send(&second.to_bytes()).await.unwrap();
@@ -2865,9 +2844,7 @@ async fn a_client_that_leaves_mid_body_is_counted_as_aborted() {
         .signed(&f.bob, "POST", "/api/upload", &[], &body)
         .to_bytes();
     bytes.truncate(bytes.len() - 90);
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     conn.send(&bytes).await.unwrap();
     drop(conn);
     let needle = format!(
@@ -2901,9 +2878,7 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
 
     // A client that waits gets its answer, over both protocols: an HTTP/2 request's end of
     // stream, or an HTTP/1.1 client that sends nothing more, is no leaving.
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = f.signed(&f.bob, "GET", "/api/waits", &[], b"");
     assert_eq!(conn.request(&get.to_bytes()).await.unwrap().status, 200);
     let body = pattern(1000);
@@ -2968,9 +2943,7 @@ async fn a_client_that_leaves_before_the_answer_is_noticed_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_pipelined_in_one_write_are_answered_in_order() {
     let f = Fixture::start();
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let mut bytes = f.signed(&f.bob, "GET", "/api/first", &[], b"").to_bytes();
     bytes.extend_from_slice(&f.signed(&f.bob, "GET", "/api/second", &[], b"").to_bytes());
     let first = conn.request(&bytes).await.unwrap();
@@ -2994,9 +2967,7 @@ async fn requests_pipelined_in_one_write_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_refused_as_a_problem_and_nothing_is_tunnelled() {
     let f = Fixture::start();
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     // What a tunnel would carry follows the CONNECT at once: it must reach nobody.
     let connect = RawRequest::new("CONNECT", f.authority()).header("Host", f.authority());
     let mut bytes = connect.to_bytes();
@@ -3150,9 +3121,7 @@ async fn an_unreadable_head_gets_a_problem_document() {
         .into(),
     ];
     for raw in &unreadable {
-        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-            .await
-            .unwrap();
+        let mut conn = f.connect().await;
         let resp = conn.request(raw).await.expect("an answer");
         assert_problem(&resp, 400, "bad_request");
         assert!(resp.text().contains("could not be read"), "{}", resp.text());
@@ -3160,9 +3129,7 @@ async fn an_unreadable_head_gets_a_problem_document() {
         conn.closed_within(Duration::from_secs(5)).await.unwrap();
     }
     // A kept connection: a request that is read, then one that is not.
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let good = RawRequest::new("GET", "/public/fine").header("Host", f.authority());
     assert_eq!(conn.request(&good.to_bytes()).await.unwrap().status, 200);
     let resp = conn.request(&unreadable[0]).await.unwrap();
@@ -3320,9 +3287,7 @@ async fn a_malformed_chunk_closes_the_connection_so_nothing_after_it_is_a_reques
     let f = Fixture::start();
     for bad_chunk in [&b"00000000000000000034\r\n"[..], b"zz\r\n", b"5\r\nhelloXX"] {
         let head = signed_chunked_head(&f, &f.bob, "/api/upload", b"hello");
-        let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-            .await
-            .unwrap();
+        let mut conn = f.connect().await;
         conn.send(&head).await.unwrap();
         conn.send(bad_chunk).await.unwrap();
         let resp = conn.read_response(false).await.unwrap();
@@ -3395,9 +3360,7 @@ async fn a_chunk_line_another_parser_could_end_elsewhere_is_refused() {
         .header("Host", f.authority())
         .header("Transfer-Encoding", "chunked")
         .to_bytes();
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     conn.send(&[public, smuggle].concat()).await.unwrap();
     let resp = conn.read_response(false).await.unwrap();
     assert_problem(&resp, 400, "bad_request");
@@ -3473,9 +3436,7 @@ async fn interim_answers_carry_no_framing_and_skip_http10_clients() {
     })
     .await;
     let f = Fixture::in_front_of(app_addr);
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let get = RawRequest::new("GET", "/public/page")
         .header("Host", f.authority())
         .header("Connection", "close");
@@ -3491,9 +3452,7 @@ async fn interim_answers_carry_no_framing_and_skip_http10_clients() {
     assert!(rest.ends_with("\r\n\r\nhello"), "{text}");
 
     // An HTTP/1.0 client is sent no interim answer at all (RFC 9110 §15.2).
-    let mut conn = RawConn::connect(f.addr, Some((f.client.clone(), HOST)))
-        .await
-        .unwrap();
+    let mut conn = f.connect().await;
     let old = RawRequest::new("GET", "/public/page")
         .version("HTTP/1.0")
         .header("Host", f.authority());
