@@ -136,18 +136,20 @@ impl Cap {
         self.open.load(Ordering::Acquire) < self.limit
     }
 
+    /// Never counts a place it does not take, even for a moment: a count that went over and
+    /// back made another thread's take fail with a place free.
     fn try_take(&self) -> bool {
-        if self.open.fetch_add(1, Ordering::AcqRel) < self.limit {
-            return true;
-        }
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        false
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.limit).then_some(open + 1)
+            })
+            .is_ok()
     }
 
     /// Takes a place for a connection about to be served, making room if there is none; or
     /// says there is none to be had (and counts the refusal).
     fn enter(self: &Arc<Self>) -> Option<Place> {
-        if !(self.try_take() || (self.reclaim_idle() && self.try_take())) {
+        if !(self.try_take() || self.reclaim_idle(Room::Taken)) {
             self.refuse();
             return None;
         }
@@ -164,15 +166,31 @@ impl Cap {
 
     /// Gives a place back, once.
     fn release(&self, held: &Held) {
-        if !held.released.swap(true, Ordering::AcqRel) {
+        if self.vacate(held) {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            self.shared.metrics.client_connection_closed(self.direction);
         }
     }
 
-    /// Closes the connection that has waited longest for a request head and gives its place
-    /// back at once (its task ends a moment later); `false` when no connection waits for one.
-    fn reclaim_idle(&self) -> bool {
+    /// Ends a connection's hold on its place, once, without giving the place back: whether
+    /// this call ended it (and the caller has the place).
+    fn vacate(&self, held: &Held) -> bool {
+        let first = !held.released.swap(true, Ordering::AcqRel);
+        if first {
+            self.shared.metrics.client_connection_closed(self.direction);
+        }
+        first
+    }
+
+    /// Closes the connection that has waited longest for a request head, its place given back
+    /// at once (its task ends a moment later) or, with [`Room::Taken`], passed straight to the
+    /// connection that asked; `false` when no connection waits for a head (and, with
+    /// [`Room::Taken`], no place came free otherwise).
+    ///
+    /// The place is passed on, not given back and taken again, because between the two a
+    /// connection on another thread (one that passed the filter when there was room) could take
+    /// it: under a flood of new connections, new ones were refused while every open one was
+    /// idle.
+    fn reclaim_idle(&self, room: Room) -> bool {
         let places = self.places();
         // A connection whose head arrives just as it is chosen is passed over for the next.
         let mut passed: Vec<*const Held> = Vec::new();
@@ -187,17 +205,26 @@ impl Cap {
                 })
                 .min_by_key(|(deadline, _, _)| *deadline);
             let Some((_, connection, held)) = oldest else {
-                return false;
+                // Places may have come free while this waited for the lock.
+                return matches!(room, Room::Taken) && self.try_take();
             };
-            let closing = connection.close_if_idle();
-            if closing {
-                self.release(held);
-                if let Some(left_out) = self.reclaimed.admit_now() {
-                    log::info!("{}", self.line(Line::MadeRoom, left_out));
-                }
-                return true;
-            }
             passed.push(Arc::as_ptr(held));
+            if !connection.close_if_idle() {
+                continue;
+            }
+            if let Some(left_out) = self.reclaimed.admit_now() {
+                log::info!("{}", self.line(Line::MadeRoom, left_out));
+            }
+            match room {
+                Room::Freed => {
+                    self.release(held);
+                    return true;
+                }
+                // Not vacated here when its task ended just now and gave the place back itself:
+                // take that one, or close another.
+                Room::Taken if self.vacate(held) || self.try_take() => return true,
+                Room::Taken => {}
+            }
         }
     }
 
@@ -216,12 +243,11 @@ impl Cap {
             Line::MadeRoom => {
                 "; closing the ones that wait longest for a request head to make room"
             }
-            // Not "every one has a request in flight": under a flood of new connections, the
-            // ones accepted a moment ago (on other accept threads) have a place before they
-            // can be closed to make room, and the room one made is sometimes taken by another.
+            // Or, for the few microseconds between taking its place and offering itself, was
+            // accepted that moment: a flood of new connections refuses none (each makes room).
             Line::Refused => {
-                ", and none can be closed to make room (each has a request in flight, or was \
-                 accepted a moment ago): closing new ones as they come until one is done"
+                ", and none can be closed to make room (each has a request in flight): closing \
+                 new ones as they come until one is done"
             }
         };
         format!(
@@ -232,6 +258,15 @@ impl Cap {
             more_since(left_out)
         )
     }
+}
+
+/// What becomes of the place a connection closed to make room had.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Given back, for whichever connection takes it first (the filter, which holds no place).
+    Freed,
+    /// Passed to the connection being served.
+    Taken,
 }
 
 #[derive(Clone, Copy)]
@@ -265,7 +300,7 @@ impl ConnectionFilter for AtCapacity {
     async fn should_accept(&self, _addr: Option<&SocketAddr>) -> bool {
         let cap = &self.0;
         // The place made here is taken when the connection is served ([`Capped`]).
-        if cap.has_room() || cap.reclaim_idle() {
+        if cap.has_room() || cap.reclaim_idle(Room::Freed) {
             return true;
         }
         cap.refuse();
@@ -392,8 +427,8 @@ mod tests {
             cap.line(Line::Refused, 3),
             "inbound listener: 4096 client connections open, as many as \
              listen.max_connections allows, and none can be closed to make room (each has a \
-             request in flight, or was accepted a moment ago): closing new ones as they come \
-             until one is done (3 more since the last line)"
+             request in flight): closing new ones as they come until one is done (3 more since \
+             the last line)"
         );
     }
 
@@ -479,5 +514,44 @@ mod tests {
             "peergate_client_connections_refused_total{direction=\"outbound\"} 2\n"
         ));
         assert!(!busy.closed.load(Ordering::Relaxed) && !oldest.closed.load(Ordering::Relaxed));
+    }
+    /// A place made for a connection being served is its own: another thread's connection
+    /// cannot take it between the closing and the taking. Before, under a flood of new
+    /// connections, some were refused while every open one was idle.
+    #[test]
+    fn room_made_for_a_connection_goes_to_it() {
+        let (_dir, shared) = shared();
+        let cap = Cap::new(Direction::Inbound, 4, shared.clone());
+        let refused = AtomicUsize::new(0);
+        std::thread::scope(|threads| {
+            for _ in 0..4 {
+                threads.spawn(|| {
+                    let mut held = std::collections::VecDeque::new();
+                    for _ in 0..20_000 {
+                        let idle = Conn::new(Some(Instant::now() + Duration::from_secs(75)));
+                        match serve(&cap, &idle) {
+                            Some(place) => held.push_back(place),
+                            None => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        // Some connections end on their own, as clients leave.
+                        if held.len() > 3 {
+                            held.pop_front();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            refused.load(Ordering::Relaxed),
+            0,
+            "new connections refused while every open one waited for a head"
+        );
+        assert!(cap.open.load(Ordering::Relaxed) <= 4);
+        assert!(rendered(
+            &shared,
+            "peergate_client_connections_refused_total{direction=\"inbound\"} 0\n"
+        ));
     }
 }

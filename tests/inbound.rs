@@ -686,6 +686,36 @@ async fn connections_in_their_tls_handshake_hold_places_and_make_room() {
     drop(second);
 }
 
+/// A flood of new connections that send nothing gets none of them refused: each takes the place
+/// of one that has waited longer. Before, a place made for one connection could be taken by
+/// another accepted a moment later on the other thread, and now and then a new connection was
+/// closed unanswered while every open one was idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_refuses_none() {
+    const FLOOD: usize = 1000;
+    let f = Fixture::with(Options {
+        listen: "max_connections: 4".into(),
+        ..Options::default()
+    });
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(tokio::net::TcpStream::connect(f.addr).await.unwrap());
+    }
+    // Every one is accepted and either closed or kept, the last ones kept.
+    let mut kept = Vec::new();
+    for (n, conn) in flood.iter_mut().enumerate().rev() {
+        let wait = Duration::from_millis(if kept.len() < 4 { 500 } else { 5000 });
+        if !closed_within(conn, wait).await {
+            kept.push(n);
+        }
+    }
+    assert_eq!(kept.len(), 4, "kept open: {kept:?}");
+    let open = "peergate_client_connections{direction=\"inbound\"} 4\n";
+    let refused = "peergate_client_connections_refused_total{direction=\"inbound\"} 0\n";
+    let m = f.metrics_eventually(&[open, refused]);
+    assert!(m.contains(open) && m.contains(refused), "{m}");
+}
+
 /// An HTTP/2 connection with no request in flight makes room under `listen.max_connections`
 /// like an idle HTTP/1 one, and one with a request in flight does not. Before, HTTP/2
 /// connections were never closed to make room: two of them, answered once and left open, kept
