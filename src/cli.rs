@@ -176,6 +176,29 @@ impl From<identity::IdentityError> for CliError {
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    dispatch(cli).map_err(hint_missing_config)
+}
+
+/// A configuration file that is not there (`peergate` typed in a directory without
+/// `peergate.yaml`) gets a pointer to the way out, not only the system's words.
+fn hint_missing_config(e: CliError) -> CliError {
+    match e {
+        CliError::Config(mut c)
+            if c.position.is_none()
+                && c.message.starts_with("cannot read: ")
+                && !c.file.exists() =>
+        {
+            c.message.push_str(
+                "; name the configuration with -c FILE (peergate --help lists the commands), \
+                 or try peergate demo",
+            );
+            CliError::Config(c)
+        }
+        other => other,
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         None => run_gateway(&cli.run.config),
         Some(Command::Run(args)) => run_gateway(&args.config),

@@ -45,6 +45,8 @@ pub enum IdentityError {
     },
     #[error("{path} already exists; pass --force to overwrite it (the old identity is lost)")]
     Exists { path: PathBuf },
+    #[error("{path}: the directory {dir} does not exist; create it first (mkdir -p {dir})")]
+    NoDirectory { path: PathBuf, dir: PathBuf },
     #[error("{path}: {reason}")]
     BadPrivateKey { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -403,6 +405,12 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Identity, IdentityError
     // Write beside the target and rename, so a crash never leaves a half-written key and an
     // existing key is replaced only by a complete one.
     let dir = crate::files::directory_of(path);
+    if !dir.is_dir() {
+        return Err(IdentityError::NoDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())

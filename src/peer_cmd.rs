@@ -329,13 +329,15 @@ pub fn fetch_identity(url: &PeerUrl, tls: Arc<ClientConfig>) -> Result<RemotePee
     check_identity_document(&doc)
 }
 
-/// Asks on the terminal; without one, the person must say `--yes` explicitly.
-fn confirm(question: &str) -> Result<bool, CliError> {
+/// Asks on the terminal; without one, the person must say `--yes` explicitly, once they have
+/// done `before` (what the question would have had them check).
+fn confirm(question: &str, before: &str) -> Result<bool, CliError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(usage(
-            "cannot ask for confirmation: standard input is not a terminal; once you have compared the key id, run again with --yes",
-        ));
+        return Err(usage(format!(
+            "cannot ask for confirmation: standard input is not a terminal; once you have \
+             {before}, run again with --yes"
+        )));
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
@@ -439,7 +441,12 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     println!(
         "\nCompare the short ID and key id with what `peergate id` prints on {name}'s side, over a channel you trust (in person, by phone), before you confirm."
     );
-    if !args.yes && !confirm(&format!("Add {name} to the allowlist?"))? {
+    if !args.yes
+        && !confirm(
+            &format!("Add {name} to the allowlist?"),
+            "compared the key id",
+        )?
+    {
         return Err(failed("not added; nothing changed"));
     }
 
@@ -695,7 +702,12 @@ pub fn remove(config_path: &Path, handle: &str, yes: bool) -> Result<(), CliErro
         "remove {name} ({short_id}, key id {key_id}) from {}",
         file.display()
     );
-    if !yes && !confirm(&format!("Remove {name} from the allowlist?"))? {
+    if !yes
+        && !confirm(
+            &format!("Remove {name} from the allowlist?"),
+            "checked that it is the peer to remove",
+        )?
+    {
         return Err(failed("not removed; nothing changed"));
     }
     let expected: Vec<String> = key_ids(&loaded)

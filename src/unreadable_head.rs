@@ -46,8 +46,9 @@ use crate::state::Shared;
 /// What the client is told. Pingora does not say which rule the head broke, so this names them.
 const DETAIL: &str = "the request head could not be read as HTTP/1.1 (RFC 9112): a request \
      line or header field that does not parse, a head over 1 MiB or with more than 256 fields, \
-     a Content-Length that is not one number, a target that is not UTF-8, or an absolute-form \
-     target or userinfo that contradicts the Host field; the connection is closed";
+     a Content-Length that is not one number, a target that is not UTF-8, two Host fields, or \
+     an absolute-form target or userinfo that contradicts the Host field; the connection is \
+     closed";
 
 /// The longest a closing connection waits for the problem document to go out.
 const DRAIN_AT_CLOSE: Duration = Duration::from_secs(5);

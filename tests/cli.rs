@@ -85,6 +85,22 @@ fn keygen_never_overwrites_without_force() {
     assert_ne!(fs::read(&key).unwrap(), before);
     // No temporary files are left behind.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // A directory that does not exist yet is named as what is missing (it was "k.pem: No such
+    // file or directory", the file being made).
+    let missing = dir.path().join("etc/peergate");
+    let key = missing.join("identity.pem");
+    let out = peergate(&["keygen", "-o", key.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            missing.display()
+        )) && stderr.contains("mkdir -p"),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
 }
 
 #[test]
@@ -430,5 +446,26 @@ fn id_with_a_config_prints_the_url_the_identity_document_advertises() {
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stderr}");
         assert!(stdout.contains(&format!("url: {url}")), "{hosts}: {stdout}");
+    }
+}
+
+/// `peergate` typed where there is no `peergate.yaml` says how to go on.
+#[test]
+fn a_missing_configuration_points_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["check"][..], &["peer", "list"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_peergate"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("peergate.yaml: cannot read: ")
+                && stderr.contains("-c FILE")
+                && stderr.contains("peergate demo"),
+            "{args:?}: {stderr}"
+        );
     }
 }

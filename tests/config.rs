@@ -310,6 +310,26 @@ fn checks_after_reading_name_the_line_and_column() {
 
 /// A section of the wrong shape (a list or a number where a mapping belongs) says what belongs
 /// there in the words of this README, never the name of a Rust type.
+/// Two traps of YAML itself, each said in words that lead to the fix: a tab (YAML indents with
+/// spaces only; the scanner's own words named the position twice and not the tab), and
+/// `yes` for a boolean (YAML 1.2 reads it as a string).
+#[test]
+fn a_tab_and_a_yes_say_what_to_write() {
+    let dir = Dir::new();
+    let file = dir.path("peergate.yaml");
+    let err = load_err(&dir, &minimal("signatures:\n\trequire_nonce: true\n"));
+    assert_err(&err, &file, 7, 1, "(a tab: YAML indents with spaces only)");
+    assert!(!err.message.contains(" at line "), "{err}");
+    let err = load_err(&dir, &minimal("signatures:\n  require_nonce: yes\n"));
+    assert_err(
+        &err,
+        &file,
+        7,
+        18,
+        "expected a boolean; write true or false",
+    );
+}
+
 #[test]
 fn a_section_of_the_wrong_shape_says_what_belongs_there() {
     let dir = Dir::new();
@@ -826,7 +846,8 @@ fn identity_headers_must_be_distinct_and_not_reserved() {
         &dir.path("peergate.yaml"),
         7,
         3,
-        "three different headers",
+        "three different headers; id (x_peer) and name (x-peer) are one header, as case, `-`, \
+         `_` and other punctuation do not tell headers apart",
     );
     let err = load_err(&dir, &minimal("identity_headers:\n  id: Content-Length\n"));
     assert_err(&err, &dir.path("peergate.yaml"), 7, 7, "relies on");

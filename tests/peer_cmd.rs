@@ -337,11 +337,16 @@ fn remove_by_short_id_and_by_name_and_unknown_peers() {
     assert!(stderr.contains("peer list"), "{stderr}");
     assert_eq!(alice.peers_text(), with_bob);
 
-    // Without a terminal and without --yes, nothing is removed.
+    // Without a terminal and without --yes, nothing is removed (and there is no key id to
+    // compare, as there is when adding).
     let out = peergate(&["peer", "remove", "bob", "-c", alice.c()]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(
+        stderr.contains("checked that it is the peer to remove") && !stderr.contains("key id"),
+        "{stderr}"
+    );
     assert_eq!(alice.peers_text(), with_bob);
 
     // A short ID typed in capitals finds its peer, as on the outbound listener.
@@ -692,6 +697,22 @@ fn a_first_peer_starts_the_peers_file_and_add_says_what_calls_will_meet() {
     assert!(stderr.contains("peers.yaml"), "{stderr}");
     assert!(stderr.contains("peers: []"), "{stderr}");
     assert!(stderr.contains("peergate peer add URL"), "{stderr}");
+    // In a directory that does not exist, neither `peers: []` nor `peer add` can start it: the
+    // error says what is missing instead of pointing at them.
+    let config = fs::read_to_string(alice.c()).unwrap();
+    fs::write(
+        alice.c(),
+        config.replace("peers_file: peers.yaml", "peers_file: sub/peers.yaml"),
+    )
+    .unwrap();
+    let out = peergate(&["check", "-c", alice.c()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sub does not exist") && !stderr.contains("peer add"),
+        "{stderr}"
+    );
+    fs::write(alice.c(), config).unwrap();
 
     let bob = Instance::start(Options {
         name: "Bob".into(),

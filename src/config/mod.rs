@@ -411,11 +411,20 @@ impl TryFrom<RawIdentityHeaders> for IdentityHeaders {
             name: raw.name.unwrap_or(d.name),
             key_id: raw.key_id.unwrap_or(d.key_id),
         };
-        let [a, b, c] = h.all().map(IdentityHeaderName::folded);
-        if a == b || a == c || b == c {
-            return Err(
-                "identity_headers: id, name and key_id must be three different headers".into(),
-            );
+        let named = [("id", &h.id), ("name", &h.name), ("key_id", &h.key_id)];
+        for (n, (x, hx)) in named.iter().enumerate() {
+            for (y, hy) in named.iter().skip(n + 1) {
+                if hx.folded() == hy.folded() {
+                    return Err(format!(
+                        "identity_headers: id, name and key_id must be three different \
+                         headers; {x} ({}) and {y} ({}) are one header, as case, `-`, `_` and \
+                         other punctuation do not tell headers apart (a CGI bridge reads them \
+                         all as one)",
+                        hx.0.as_str(),
+                        hy.0.as_str()
+                    ));
+                }
+            }
         }
         Ok(h)
     }
@@ -483,10 +492,18 @@ impl ConfigError {
         let mut position = err.location().map(|l| (l.line(), l.column()));
         let mut message = err.to_string();
         if let Some((line, column)) = position {
-            let suffix = format!(" at line {line} column {column}");
-            if let Some(stripped) = message.strip_suffix(&suffix) {
-                message = stripped.to_string();
+            // The position leads the line already; the YAML scanner also puts it mid-message.
+            message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
+            let at = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.chars().nth(column.saturating_sub(1)));
+            if at == Some('\t') {
+                message.push_str(" (a tab: YAML indents with spaces only)");
             }
+        }
+        if message.contains("expected a boolean") {
+            message.push_str("; write true or false");
         }
         if message.contains("duplicate field `") {
             position = locate::duplicate_key_position(text, &message).or(position);

@@ -336,6 +336,12 @@ fn existing_file(written: &str, if_missing: Option<&str>) -> Result<PathBuf, Str
         Ok(meta) if meta.is_file() => return Ok(path),
         Ok(_) => format!("{} is not a regular file", path.display()),
         Err(e) => match if_missing {
+            // Neither `peers: []` nor `peer add` can start a file there.
+            _ if e.kind() == std::io::ErrorKind::NotFound && !parent_exists(&path) => format!(
+                "cannot read {}: the directory {} does not exist",
+                path.display(),
+                crate::files::directory_of(&path).display()
+            ),
             Some(hint) if e.kind() == std::io::ErrorKind::NotFound => {
                 format!("cannot read {}: {e}; {hint}", path.display())
             }
@@ -344,6 +350,10 @@ fn existing_file(written: &str, if_missing: Option<&str>) -> Result<PathBuf, Str
     };
     crate::files::tried(&path);
     Err(refused)
+}
+
+fn parent_exists(path: &std::path::Path) -> bool {
+    crate::files::directory_of(path).is_dir()
 }
 
 /// `identity.key_file`: loaded while it is read, so a bad key is reported at this line.

@@ -113,7 +113,7 @@ impl Reason {
             Reason::MalformedSignature => "Malformed signature",
             Reason::UnknownKey => "Unknown signing key",
             Reason::UnsupportedAlg => "Unsupported signature algorithm",
-            Reason::MissingComponent => "Signature does not cover required components",
+            Reason::MissingComponent => "Signature component missing",
             Reason::Expired => "Signature expired",
             Reason::NotYetValid => "Signature not yet valid",
             Reason::Replayed => "Replayed request",
