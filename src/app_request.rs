@@ -95,12 +95,29 @@ fn join_cookies(req: &mut RequestHeader) -> pingora::Result<()> {
 /// client's `X-Forwarded-Host: evil.example` would poison a password-reset link. Removed on
 /// every request; peergate sets `X-Forwarded-Host` itself. (`X-Forwarded-For` is appended to,
 /// as every proxy does: an app reads its last entry.)
+///
+/// With them, the other client-address and scheme fields CDNs and load balancers set, which
+/// libraries read before `X-Forwarded-For` (Node's `request-ip` takes `X-Client-IP` first), and
+/// the fields that carry the original path through a rewriting proxy, which IIS's URL Rewrite,
+/// ASP.NET and older Symfony and Laminas route on: a client's `X-Original-URL: /admin` would
+/// reach a route that `allow.paths` (or a public route's own path) keeps it from.
 const CLIENT_FORWARDING: &[&str] = &[
     "forwarded",
     "x-forwarded-host",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-envoy-original-path",
 ];
 
 /// Whether a field is one a client may not send the app: one of [`CLIENT_FORWARDING`], or a

@@ -1215,8 +1215,8 @@ async fn requests_in_flight_outlast_the_idle_timeout() {
 }
 
 /// A client's forwarding fields would reach the app as peergate's word, and frameworks build
-/// links from them: gone on every route, signed or not, over HTTP/1.1 and HTTP/2, with
-/// `X-Forwarded-Host` set from the host the request was for.
+/// links from them (and route on the original-path ones): gone on every route, signed or not,
+/// over HTTP/1.1 and HTTP/2, with `X-Forwarded-Host` set from the host the request was for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_forwarding_fields_never_reach_the_app() {
     let f = Fixture::start();
@@ -1231,6 +1231,18 @@ async fn a_clients_forwarding_fields_never_reach_the_app() {
         ("X_Forwarded_Proto", "http"),
         ("X.Forwarded.Port", "80"),
         ("x~real~ip", "1.2.3.4"),
+        ("X-Client-IP", "1.2.3.4"),
+        ("True-Client-IP", "1.2.3.4"),
+        ("CF-Connecting-IP", "1.2.3.4"),
+        ("Fastly-Client-IP", "1.2.3.4"),
+        ("X-Cluster-Client-IP", "1.2.3.4"),
+        ("X-Forwarded-Scheme", "http"),
+        ("X-Forwarded-Ssl", "off"),
+        ("X-Original-URL", "/admin/secret"),
+        ("X-Rewrite-URL", "/admin/secret"),
+        ("X-Original-URI", "/admin/secret"),
+        ("X-Envoy-Original-Path", "/admin/secret"),
+        ("x_original_url", "/admin/secret"),
     ];
     let check = |what: &str, host: &str| {
         let seen = f.app.last().unwrap();
@@ -1245,6 +1257,18 @@ async fn a_clients_forwarding_fields_never_reach_the_app() {
             "x_forwarded_proto",
             "x.forwarded.port",
             "x~real~ip",
+            "x-client-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-cluster-client-ip",
+            "x-forwarded-scheme",
+            "x-forwarded-ssl",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-uri",
+            "x-envoy-original-path",
+            "x_original_url",
         ] {
             assert_eq!(seen.header(name), None, "{what}: {name}");
         }
