@@ -40,12 +40,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Direction;
 use crate::problem::Problem;
-use crate::request_framing::RequestFraming;
+use crate::request_framing::{Refusal, RequestFraming};
 use crate::state::Shared;
 
 /// What the client is told. Pingora does not say which rule the head broke, so this names them.
 const DETAIL: &str = "the request head could not be read as HTTP/1.1 (RFC 9112): a request \
-     line or header field that does not parse, a head over 1 MiB or with more than 256 fields, \
+     line or header field that does not parse, a head with more than 256 fields, \
      a Content-Length that is not one number, a target that is not UTF-8, two Host fields, or \
      an absolute-form target or userinfo that contradicts the Host field; the connection is \
      closed";
@@ -119,7 +119,28 @@ impl Watched {
         }
         let report = &self.report;
         crate::record::unreadable_head(report.direction, &report.shared.metrics);
-        self.replacement = Some((problem_response(), 0));
+        self.replacement = Some((problem_response(DETAIL), 0));
+    }
+
+    /// Answers a head refused while it was read (Pingora, whose read then fails, answers
+    /// nothing and closes): the problem document goes out before the read error is returned.
+    /// Its writes are dropped from then on, as after a replaced answer.
+    fn refuse_head(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> Poll<io::Result<()>> {
+        if self.replacement.is_none() {
+            if !crate::client_idle::awaiting_head() {
+                // A pipelined head, read while the answer before it is written: that answer
+                // is not cut for this one's.
+                return Poll::Ready(Err(refusal.into()));
+            }
+            let report = &self.report;
+            crate::record::unreadable_head(report.direction, &report.shared.metrics);
+            self.replacement = Some((problem_response(refusal.detail()), 0));
+        }
+        // Best effort: a client that does not read its answer gets the close.
+        if let Ok(()) = ready!(self.poll_drain(cx)) {
+            let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        }
+        Poll::Ready(Err(refusal.into()))
     }
 
     /// Writes what is left of the replacement (nothing to do without one).
@@ -147,8 +168,8 @@ fn is_status_400(buf: &[u8]) -> bool {
 }
 
 /// The whole answer, head and problem document, as it goes on the wire.
-fn problem_response() -> Bytes {
-    let problem = Problem::new(400, "bad_request", "Bad request", DETAIL);
+fn problem_response(detail: &str) -> Bytes {
+    let problem = Problem::new(400, "bad_request", "Bad request", detail);
     let body = problem.body();
     let mut out = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n\
@@ -176,6 +197,9 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(refusal) = this.framing.stopped() {
+            if refusal == Refusal::HeadTooLarge {
+                return this.refuse_head(cx, refusal);
+            }
             return Poll::Ready(Err(refusal.into()));
         }
         let before = buf.filled().len();
@@ -183,6 +207,10 @@ impl AsyncRead for Watched {
         let read = buf.filled().get(before..).unwrap_or_default();
         if let Err((at, refusal)) = this.framing.read(read) {
             if at == 0 {
+                buf.set_filled(before);
+                if refusal == Refusal::HeadTooLarge {
+                    return this.refuse_head(cx, refusal);
+                }
                 return Poll::Ready(Err(refusal.into()));
             }
             // The bytes before the one refused are the client's; the next read fails.
@@ -341,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_replacement_is_a_whole_problem_answer() {
-        let bytes = problem_response();
+        let bytes = problem_response(DETAIL);
         let text = std::str::from_utf8(&bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");

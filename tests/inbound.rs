@@ -3152,7 +3152,7 @@ async fn an_unreadable_head_gets_a_problem_document() {
         ..Options::default()
     });
     let host = format!("Host: {}\r\n", f.authority());
-    let unreadable: [Vec<u8>; 7] = [
+    let unreadable: [Vec<u8>; 6] = [
         format!("GET /public/a`b HTTP/1.1\r\n{host}\r\n").into(),
         format!("GET https://elsewhere.test/public/x HTTP/1.1\r\n{host}\r\n").into(),
         format!(
@@ -3168,11 +3168,6 @@ async fn an_unreadable_head_gets_a_problem_document() {
         .concat(),
         format!("POST /public/x HTTP/1.1\r\n{host}Content-Length: +5\r\n\r\nhello").into(),
         format!("GET /public/x HTTP/1.1\r\n{host}Bad Field: 1\r\n\r\n").into(),
-        format!(
-            "GET /public/x HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n",
-            "a".repeat(1 << 20)
-        )
-        .into(),
     ];
     for raw in &unreadable {
         let mut conn = f.connect().await;
@@ -3182,6 +3177,27 @@ async fn an_unreadable_head_gets_a_problem_document() {
         assert_eq!(resp.header("connection"), Some("close"));
         conn.closed_within(Duration::from_secs(5)).await.unwrap();
     }
+    // A head over 64 KiB is refused as it comes, in its own words (Pingora would hold up to
+    // 1 MiB of it per connection); one just under passes.
+    let big = format!(
+        "GET /public/x HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let mut conn = f.connect().await;
+    let resp = conn.request(big.as_bytes()).await.expect("an answer");
+    assert_problem(&resp, 400, "bad_request");
+    assert!(
+        resp.text()
+            .contains("the request head is larger than 64 KiB"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(resp.header("connection"), Some("close"));
+    conn.closed_within(Duration::from_secs(5)).await.unwrap();
+    let fits = RawRequest::new("GET", "/public/fits")
+        .header("Host", f.authority())
+        .header("X-Big", "a".repeat(60 * 1024));
+    assert_eq!(f.send(fits).await.status, 200);
     // A kept connection: a request that is read, then one that is not.
     let mut conn = f.connect().await;
     let good = RawRequest::new("GET", "/public/fine").header("Host", f.authority());
@@ -3205,7 +3221,7 @@ async fn an_unreadable_head_gets_a_problem_document() {
     let resp = f.send(listed).await;
     assert_problem(&resp, 400, "bad_request");
     assert!(resp.text().contains("Content-Length"), "{}", resp.text());
-    assert_eq!(f.app.count(), 2);
+    assert_eq!(f.app.count(), 3);
     let m = f.metrics_eventually(&[
         "peergate_rejections_total{direction=\"inbound\",reason=\"bad_request\"} 9",
     ]);
