@@ -70,6 +70,8 @@ pub struct Inbound {
     /// `listen.idle_timeout`, whole seconds (see `client_idle`).
     idle_seconds: u64,
     requests: Arc<RequestCap>,
+    /// The part of `requests` public routes may hold ([`RequestCap::public_share`]).
+    public_requests: Arc<RequestCap>,
 }
 
 impl Inbound {
@@ -89,6 +91,8 @@ pub struct InboundCtx {
     caller: Option<Caller>,
     /// Counts the request as in flight on its HTTP/2 connection until the answer is done.
     in_flight: crate::client_idle::InFlight,
+    /// A public route's place in the public share of the request ceiling, held to the end.
+    public_slot: Option<crate::request_cap::Slot>,
 }
 
 impl Drop for InboundCtx {
@@ -130,6 +134,7 @@ impl Inbound {
             proto: tls.then_some("https"),
             idle_seconds,
             requests: RequestCap::new(max_requests),
+            public_requests: RequestCap::public_share(max_requests),
         }
     }
 
@@ -437,6 +442,7 @@ impl ProxyHttp for Inbound {
             snapshot: None,
             caller: None,
             in_flight: Default::default(),
+            public_slot: None,
         }
     }
 
@@ -496,6 +502,13 @@ impl ProxyHttp for Inbound {
         }
         match self.admit(session, &snap, ctx).await? {
             Ok(Admission::Proxy) => {
+                match self.public_requests.admit() {
+                    Ok(slot) => ctx.public_slot = Some(slot),
+                    Err(problem) => {
+                        ctx.record.refuse(session, &problem, None).await;
+                        return Ok(true);
+                    }
+                }
                 // An HTTP/1.0 client is sent no interim answers (RFC 9110 §15.2: it cannot
                 // know them); Pingora relays the app's 103s and 102s to any HTTP/1 client.
                 if session.req_header().version == http::Version::HTTP_10 {

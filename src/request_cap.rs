@@ -22,6 +22,8 @@ use crate::problem::Problem;
 pub struct RequestCap {
     in_flight: AtomicUsize,
     max: usize,
+    /// What the ceiling covers, for the 503's detail.
+    covers: &'static str,
 }
 
 /// One admitted request's place; given back when dropped (with the request's context, also
@@ -39,6 +41,22 @@ impl RequestCap {
         Arc::new(RequestCap {
             in_flight: AtomicUsize::new(0),
             max,
+            covers: "(listen.max_connections), over all its connections",
+        })
+    }
+
+    /// The share of a listener's ceiling (`max`) that requests on public routes may hold at
+    /// once: half, at least one. Unsigned clients can keep requests in flight as long as they
+    /// like (an app that answers slowly, a body trickled in, an answer left unread over
+    /// HTTP/2), and before they had the whole ceiling: three HTTP/2 connections of public
+    /// requests got every peer's signed requests refused `overloaded` (found by an audit). With
+    /// this share, signed requests always find the other half.
+    pub fn public_share(max: usize) -> Arc<RequestCap> {
+        Arc::new(RequestCap {
+            in_flight: AtomicUsize::new(0),
+            max: (max / 2).max(1),
+            covers: "on its public routes (half of listen.max_connections, so that signed \
+                     requests always find room)",
         })
     }
 
@@ -56,9 +74,8 @@ impl RequestCap {
                 "overloaded",
                 "Too many requests at once",
                 format!(
-                    "this listener serves at most {} requests at once (listen.max_connections), \
-                     over all its connections; send it again shortly",
-                    self.max
+                    "this listener serves at most {} requests at once {}; send it again shortly",
+                    self.max, self.covers
                 ),
             )),
         }
@@ -90,5 +107,24 @@ mod tests {
         let again = cap.admit();
         assert!(again.is_ok());
         assert_eq!(cap.in_flight(), 1);
+        assert_eq!(
+            refused.detail,
+            "this listener serves at most 3 requests at once (listen.max_connections), over all \
+             its connections; send it again shortly"
+        );
+
+        for (max, share) in [(4096, 2048), (5, 2), (2, 1), (1, 1)] {
+            let public = RequestCap::public_share(max);
+            let held: Vec<Slot> = (0..share).map(|_| public.admit().ok().unwrap()).collect();
+            let refused = public.admit().err().unwrap();
+            assert!(
+                refused.detail.contains(&format!(
+                    "at most {share} requests at once on its public routes"
+                )),
+                "{}",
+                refused.detail
+            );
+            drop(held);
+        }
     }
 }

@@ -779,8 +779,9 @@ async fn idle_http2_connections_make_room_and_busy_ones_stay() {
 /// sees it; places come back as requests finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
+    // Public requests may hold half of the ceiling (`public_requests_leave_room_for_peers`).
     let f = Fixture::with(Options {
-        listen: "max_connections: 3".into(),
+        listen: "max_connections: 6".into(),
         app: Handler::Delay(Duration::from_millis(1500)),
         ..Options::default()
     });
@@ -801,7 +802,9 @@ async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
     for answer in answers.iter().flatten().filter(|a| a.status != 200) {
         assert_problem(answer, 503, "overloaded");
         assert!(
-            answer.text().contains("at most 3 requests at once"),
+            answer
+                .text()
+                .contains("at most 3 requests at once on its public routes"),
             "{}",
             answer.text()
         );
@@ -817,6 +820,64 @@ async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
     let refused = "peergate_rejections_total{direction=\"inbound\",reason=\"overloaded\"} 5\n";
     let m = f.metrics_eventually(&[refused]);
     assert!(m.contains(refused), "{m}");
+}
+
+/// Requests on public routes hold at most half of the request ceiling, so that however many an
+/// unsigned client keeps in flight (an app that answers slowly, a body trickled in, answers it
+/// does not read), a peer's signed requests find the other half. Before, three HTTP/2
+/// connections of public requests held a listener's whole ceiling and every peer got 503
+/// `overloaded` for as long as they stayed (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_requests_leave_room_for_peers() {
+    let f = Fixture::with(Options {
+        listen: "max_connections: 4".into(),
+        app: Handler::Delay(Duration::from_millis(1500)),
+        ..Options::default()
+    });
+    let (addr, client) = (f.addr, f.client.clone());
+    let flood = tokio::spawn(async move {
+        let uris: Vec<String> = (0..8).map(|i| format!("/public/slow/{i}")).collect();
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        h2_gets_at_once(addr, client, HOST, &uris).await.unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.app.count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.app.count(), 2, "the public share is half of 4");
+    // While the public half is held, two peers' requests at once are served.
+    let (a, b) = tokio::join!(
+        f.send(f.signed(&f.bob, "GET", "/api/one", &[], b"")),
+        f.send(f.signed(&f.bob, "GET", "/api/two", &[], b"")),
+    );
+    assert_eq!(
+        (a.status, b.status),
+        (200, 200),
+        "{} {}",
+        a.text(),
+        b.text()
+    );
+    let answers = flood.await.unwrap();
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |r| r.status))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    for answer in answers.iter().flatten().filter(|a| a.status != 200) {
+        assert_problem(answer, 503, "overloaded");
+        assert!(
+            answer
+                .text()
+                .contains("at most 2 requests at once on its public routes"),
+            "{}",
+            answer.text()
+        );
+    }
+    assert_eq!(f.app.count(), 4);
 }
 
 /// Requests peergate refuses give back their place under the request ceiling: a client that
