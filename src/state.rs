@@ -46,7 +46,8 @@ impl Shared {
             .set(i64::try_from(snapshot.peer_count()).unwrap_or(i64::MAX));
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            replay: ReplayCache::new(config.signatures.replay_cache_size),
+            replay: ReplayCache::new(config.signatures.replay_cache_size)
+                .remembering_since(crate::clock::unix_now()),
             metrics,
             identity: config.identity.key_file.identity.clone(),
             lifecycle: Lifecycle::new(config),

@@ -2776,6 +2776,28 @@ async fn a_replayed_request_is_refused_the_second_time() {
     assert_eq!(f.app.count(), 1, "the replay never reached the app");
 }
 
+/// Nonces are remembered in memory only: a signature made before the gateway started may have
+/// been accepted by the process before it, so it is refused (`replayed`), and one made since
+/// passes. Before, a request seen once could be sent again after a restart for as long as its
+/// signature lived (found by an audit: accepted, refused, restarted, accepted again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_made_before_the_gateway_started_is_refused() {
+    let f = Fixture::start();
+    let before = Craft::new(&f, &f.bob, "POST", "/api/transfer")
+        .param("created", Param::Int(now() - 30))
+        .build();
+    let resp = f.send(before).await;
+    assert_problem(&resp, 401, "replayed");
+    assert!(
+        resp.text().contains("before this gateway started"),
+        "{}",
+        resp.text()
+    );
+    let since = f.signed(&f.bob, "POST", "/api/transfer", &[], b"");
+    assert_eq!(f.send(since).await.status, 200);
+    assert_eq!(f.app.count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replay_cache_refuses_when_full() {
     let f = Fixture::with(Options {

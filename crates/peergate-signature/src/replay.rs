@@ -200,6 +200,9 @@ pub struct ReplayCache {
     len: AtomicUsize,
     secret: [u8; 32],
     sweeps: AtomicU64,
+    /// The second from which this cache has seen every nonce (see
+    /// [`remembering_since`](ReplayCache::remembering_since)).
+    since: Option<u64>,
 }
 
 impl fmt::Debug for ReplayCache {
@@ -288,7 +291,24 @@ impl ReplayCache {
             len: AtomicUsize::new(0),
             secret: rand::random(),
             sweeps: AtomicU64::new(0),
+            since: None,
         }
+    }
+
+    /// This cache has seen every nonce verified since `unix` (seconds): the moment a gateway
+    /// started. Nonces are held in memory only, so a signature made before then may have been
+    /// accepted by the process before this one; the verifier refuses it (`replayed`) rather
+    /// than take it again. Without this (the default), a cache is taken to have seen every
+    /// nonce, as for tests that verify fixed vectors.
+    #[must_use]
+    pub fn remembering_since(mut self, unix: u64) -> Self {
+        self.since = Some(unix);
+        self
+    }
+
+    /// See [`remembering_since`](ReplayCache::remembering_since).
+    pub fn remembers_since(&self) -> Option<u64> {
+        self.since
     }
 
     /// Atomically: if `(key_id, nonce)` is remembered and `now` is not past its

@@ -520,6 +520,8 @@ pub fn verify_headers_authorized<K: Borrow<VerifyingKey>>(
 ///     5 is refused (`replayed`, `replay_cache_full`). No `clock_skew` margin is added: it
 ///     only guarded against this gateway's own clock stepping backwards, which the replay
 ///     cache does not defend against (see [`crate::replay`]), and cost a third more entries.
+///     A signature made before the cache began (`ReplayCache::remembering_since`: a gateway's
+///     start) is refused `replayed` here, since its nonce may have been taken before.
 pub fn verify_request<K: Borrow<VerifyingKey>>(
     req: &RequestView<'_>,
     policy: &Policy,
@@ -755,6 +757,19 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
     // second the signature is refused as expired, so remembering the nonce longer protects
     // nothing (unless the clock steps back; see the module docs of `replay`).
     if let Some(nonce) = nonce {
+        // Made before this cache began (a restart): its nonce may have been used with the
+        // process before, which took the memory of it along.
+        if let Some(since) = replay.remembers_since().filter(|&since| created < since) {
+            return Err(Refusal::new(
+                Reason::Replayed,
+                format!(
+                    "signature created {} s before this gateway started; a nonce used before \
+                     then cannot be checked, so such signatures are refused: sign the request \
+                     again",
+                    since - created
+                ),
+            ));
+        }
         let fresh_until = created
             .saturating_add(max_age)
             .min(expires.unwrap_or(u64::MAX));

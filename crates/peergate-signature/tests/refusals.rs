@@ -708,6 +708,43 @@ fn replay_window_is_the_acceptance_window() {
     }
 }
 
+/// A cache that began at a gateway's start cannot know the nonces the process before it took:
+/// a signature made before that second is refused (`replayed`), one made in it or after passes.
+#[test]
+fn signatures_made_before_the_cache_began_are_refused() {
+    let p = policy();
+    let made = |created: u64, nonce: &'static str| {
+        signed_custom(
+            get(),
+            &GET_COMPONENTS,
+            &[
+                ("created", Param::Int(created)),
+                ("expires", Param::Int(created + 60)),
+                ("nonce", Param::Str(nonce)),
+                ("keyid", Param::Str(KEY_ID)),
+            ],
+            &key(),
+        )
+    };
+    let replay = ReplayCache::new(64).remembering_since(NOW - 10);
+    let refused = check_with(&made(NOW - 11, "before"), &p, &replay, NOW).unwrap_err();
+    assert_eq!(refused.reason, Reason::Replayed);
+    assert!(
+        refused
+            .detail
+            .contains("created 1 s before this gateway started"),
+        "{}",
+        refused.detail
+    );
+    assert!(replay.is_empty(), "a refused signature takes no room");
+    for (created, nonce) in [(NOW - 10, "at"), (NOW - 9, "after")] {
+        assert!(check_with(&made(created, nonce), &p, &replay, NOW).is_ok());
+    }
+    // Without a start, as before.
+    let replay = ReplayCache::new(64);
+    assert!(check_with(&made(NOW - 11, "before"), &p, &replay, NOW).is_ok());
+}
+
 #[test]
 fn replay_and_nonce() {
     let replay = ReplayCache::new(64);
