@@ -790,25 +790,7 @@ async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
     let answers = h2_gets_at_once(f.addr, f.client.clone(), HOST, &uris)
         .await
         .unwrap();
-    let statuses: Vec<u16> = answers
-        .iter()
-        .map(|a| a.as_ref().map_or(0, |r| r.status))
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        3,
-        "{statuses:?}"
-    );
-    for answer in answers.iter().flatten().filter(|a| a.status != 200) {
-        assert_problem(answer, 503, "overloaded");
-        assert!(
-            answer
-                .text()
-                .contains("at most 3 requests at once on its public routes"),
-            "{}",
-            answer.text()
-        );
-    }
+    assert_public_share_held(&answers, 3);
     assert_eq!(f.app.count(), 3, "refused requests reached the app");
     // Places come back: the next ones are served.
     let answers = h2_gets_at_once(f.addr, f.client.clone(), HOST, &uris[..3])
@@ -820,6 +802,25 @@ async fn requests_in_flight_are_held_to_the_ceiling_over_http2() {
     let refused = "peergate_rejections_total{direction=\"inbound\",reason=\"overloaded\"} 5\n";
     let m = f.metrics_eventually(&[refused]);
     assert!(m.contains(refused), "{m}");
+}
+
+/// `share` of the public requests `answers` answer were served, and the others refused as past
+/// the public routes' share of the request ceiling.
+fn assert_public_share_held(answers: &[std::io::Result<RawResponse>], share: usize) {
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |r| r.status))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        share,
+        "{statuses:?}"
+    );
+    let detail = format!("at most {share} requests at once on its public routes");
+    for answer in answers.iter().flatten().filter(|a| a.status != 200) {
+        assert_problem(answer, 503, "overloaded");
+        assert!(answer.text().contains(&detail), "{}", answer.text());
+    }
 }
 
 /// Requests on public routes hold at most half of the request ceiling, so that however many an
@@ -858,25 +859,7 @@ async fn public_requests_leave_room_for_peers() {
         b.text()
     );
     let answers = flood.await.unwrap();
-    let statuses: Vec<u16> = answers
-        .iter()
-        .map(|a| a.as_ref().map_or(0, |r| r.status))
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        2,
-        "{statuses:?}"
-    );
-    for answer in answers.iter().flatten().filter(|a| a.status != 200) {
-        assert_problem(answer, 503, "overloaded");
-        assert!(
-            answer
-                .text()
-                .contains("at most 2 requests at once on its public routes"),
-            "{}",
-            answer.text()
-        );
-    }
+    assert_public_share_held(&answers, 2);
     assert_eq!(f.app.count(), 4);
 }
 
