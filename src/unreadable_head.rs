@@ -136,7 +136,8 @@ impl Watched {
             crate::record::unreadable_head(report.direction, &report.shared.metrics);
             self.replacement = Some((problem_response(refusal.detail()), 0));
         }
-        // Best effort: a client that does not read its answer gets the close.
+        // A client that does not read it waits as one that sends no head: until
+        // `listen.idle_timeout`, or until its place is needed.
         if let Ok(()) = ready!(self.poll_drain(cx)) {
             let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
         }
