@@ -117,24 +117,32 @@ impl Watched {
         if !is_status_400(buf) || !crate::client_idle::awaiting_head() {
             return;
         }
-        let report = &self.report;
-        crate::record::unreadable_head(report.direction, &report.shared.metrics);
-        self.replacement = Some((problem_response(DETAIL), 0));
+        self.replace(DETAIL);
     }
 
-    /// Answers a head refused while it was read (Pingora, whose read then fails, answers
-    /// nothing and closes): the problem document goes out before the read error is returned.
-    /// Its writes are dropped from then on, as after a replaced answer.
-    fn refuse_head(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> Poll<io::Result<()>> {
+    /// Counts the refused head and makes `detail`'s problem document what this connection
+    /// writes from now on.
+    fn replace(&mut self, detail: &str) {
+        let report = &self.report;
+        crate::record::unreadable_head(report.direction, &report.shared.metrics);
+        self.replacement = Some((problem_response(detail), 0));
+    }
+
+    /// Fails a read that `refusal` stopped. A head over [`crate::request_framing::MAX_HEAD`]
+    /// is answered first (Pingora, whose read then fails, answers nothing and closes): the
+    /// problem document goes out before the read error is returned, and Pingora's writes are
+    /// dropped from then on, as after a replaced answer.
+    fn fail_read(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> Poll<io::Result<()>> {
+        if refusal != Refusal::HeadTooLarge {
+            return Poll::Ready(Err(refusal.into()));
+        }
         if self.replacement.is_none() {
             if !crate::client_idle::awaiting_head() {
                 // A pipelined head, read while the answer before it is written: that answer
                 // is not cut for this one's.
                 return Poll::Ready(Err(refusal.into()));
             }
-            let report = &self.report;
-            crate::record::unreadable_head(report.direction, &report.shared.metrics);
-            self.replacement = Some((problem_response(refusal.detail()), 0));
+            self.replace(refusal.detail());
         }
         // A client that does not read it waits as one that sends no head: until
         // `listen.idle_timeout`, or until its place is needed.
@@ -198,10 +206,7 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(refusal) = this.framing.stopped() {
-            if refusal == Refusal::HeadTooLarge {
-                return this.refuse_head(cx, refusal);
-            }
-            return Poll::Ready(Err(refusal.into()));
+            return this.fail_read(cx, refusal);
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -209,10 +214,7 @@ impl AsyncRead for Watched {
         if let Err((at, refusal)) = this.framing.read(read) {
             if at == 0 {
                 buf.set_filled(before);
-                if refusal == Refusal::HeadTooLarge {
-                    return this.refuse_head(cx, refusal);
-                }
-                return Poll::Ready(Err(refusal.into()));
+                return this.fail_read(cx, refusal);
             }
             // The bytes before the one refused are the client's; the next read fails.
             buf.set_filled(before + at);
