@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use peergate_signature::{body_announced, verify_headers_authorized, Reason, Refusal, RequestView};
+use peergate_signature::{
+    body_announced, verify_headers_authorized, Authority, Reason, Refusal, RequestView,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
@@ -385,18 +387,28 @@ impl Inbound {
     }
 }
 
-/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host` and to any request
-/// with more than one `Host` line, on every route: the app would otherwise get a request whose
-/// host it cannot tell, or two. HTTP/1.0 predates `Host`, and HTTP/2 names the host in
-/// `:authority`.
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, to any request
+/// with more than one `Host` line, and to one whose `Host` is not a host and port, on every
+/// route: the app would otherwise get a request whose host it cannot tell, or two, or a host
+/// such as `evil.example/x` in `Host` and `X-Forwarded-Host` to build its links from. HTTP/1.0
+/// predates `Host`, and HTTP/2 names the host in `:authority`. A `Host` that contradicts the
+/// target's authority (absolute form, HTTP/2) Pingora refuses before this runs.
 fn host_problem(req: &RequestHeader) -> Option<Problem> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
     let detail = match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => "the request has more than one Host field; send one",
+        (Some(_), Some(_)) => "the request has more than one Host field; send one".to_string(),
         (None, _) if req.version == http::Version::HTTP_11 => {
-            "an HTTP/1.1 request must carry a Host field (RFC 9112 section 3.2)"
+            "an HTTP/1.1 request must carry a Host field (RFC 9112 section 3.2)".to_string()
         }
-        _ => return None,
+        (None, _) => match req.uri.authority().map(|a| Authority::parse(a.as_str())) {
+            Some(Err(e)) => format!("the request's target does not name a host: {e}"),
+            _ => return None,
+        },
+        (Some(host), None) => match host.to_str().map(Authority::parse) {
+            Err(_) => "the Host field is not visible ASCII".to_string(),
+            Ok(Err(e)) => format!("the Host field is not a host and port: {e}"),
+            Ok(Ok(_)) => return None,
+        },
     };
     Some(Problem::new(400, "bad_request", "Bad request", detail))
 }

@@ -1412,6 +1412,60 @@ async fn requests_without_exactly_one_host_are_refused_on_every_route() {
     assert_eq!(f.send(signed).await.status, 200);
 }
 
+/// RFC 9112 §3.2: a `Host` that is not a host and port is answered 400 on every route, so an
+/// app never builds a link from `evil.example/x`. Over HTTP/2 a `Host` beside `:authority` must
+/// name the same host (RFC 9113 §8.3.1), or the app would see one host and the signature cover
+/// another: Pingora refuses that one itself, and this guards that it still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_that_are_not_a_host_and_port_are_refused_on_every_route() {
+    let f = Fixture::start();
+    for target in ["/public/x", "/.well-known/peergate", "/api/x"] {
+        for host in ["a b", "evil.example/x", "bob.test:99999", "bob.test:x", ""] {
+            let resp = f
+                .send(RawRequest::new("GET", target).header("Host", host))
+                .await;
+            assert_problem(&resp, 400, "bad_request");
+            assert!(
+                resp.text()
+                    .contains("the Host field is not a host and port"),
+                "{host:?}: {}",
+                resp.text()
+            );
+        }
+        // Pingora refuses user information in `Host` itself, with its own detail.
+        let userinfo = RawRequest::new("GET", target).header("Host", "user@bob.test");
+        assert_problem(&f.send(userinfo).await, 400, "bad_request");
+    }
+    assert!(f.app.requests().is_empty(), "{:?}", f.app.requests());
+
+    let h2 = |headers: Vec<(String, String)>, target: &'static str| {
+        let client = f.client.clone();
+        let addr = f.addr;
+        async move {
+            h2_request(addr, client, HOST, "GET", target, &borrowed(&headers), b"")
+                .await
+                .unwrap()
+        }
+    };
+    let elsewhere = vec![("host".to_string(), "evil.example".to_string())];
+    // Pingora answers this one itself, with a bare 400, before peergate sees the request.
+    assert_eq!(h2(elsewhere, "/public/x").await.status, 400);
+    let mut signed = h2_signed_headers(&f.bob, "GET", "/api/h2", b"");
+    signed.push(("host".to_string(), "evil.example".to_string()));
+    assert_eq!(h2(signed, "/api/h2").await.status, 400);
+    assert!(f.app.requests().is_empty(), "{:?}", f.app.requests());
+
+    // A Host that repeats `:authority` passes; so does one in other letters over HTTP/1.1.
+    let same = vec![("host".to_string(), HOST.to_string())];
+    let resp = h2(same, "/public/x").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = f
+        .send(RawRequest::new("GET", "/public/x").header("Host", "Bob.Test:8443"))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(f.app.requests().len(), 2);
+}
+
 /// An app that breaks off its answer after the head: the peer must be able to tell the body is
 /// incomplete, so a chunked answer ends with the connection, without the last chunk that
 /// finishing the session normally would write.
