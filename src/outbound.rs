@@ -90,20 +90,27 @@ impl fmt::Display for Called {
 }
 
 /// Where the app's request goes.
+// Built once per request, on the stack, and moved once: boxing the large variant would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Directory,
     Peer {
         peer: Called,
         /// Path and query on the peer, its URL's base path included.
         path_and_query: String,
+        /// In path mode, `/peers/<peer>` as the app wrote it: what stands for the peer's URL
+        /// in the `Location` of its answers (see [`crate::peer_location`]).
+        prefix: Option<String>,
     },
 }
 
 /// What the app's path is relative to.
 #[derive(Clone, Copy)]
-enum Under {
-    /// `/peers/<peer>/<rest>`: `<rest>` goes under the peer URL's base path.
-    BasePath,
+enum Under<'a> {
+    /// `/peers/<peer>/<rest>`: `<rest>` goes under the peer URL's base path; `prefix` is
+    /// `/peers/<peer>` as the app wrote it.
+    BasePath { prefix: &'a str },
     /// An absolute-form URL: the app wrote the whole path, base path and all.
     Host,
 }
@@ -235,6 +242,7 @@ impl Outbound {
             Some((handle, tail)) => (handle, Some(tail)),
             None => (rest, None),
         };
+        let prefix = path.get(.."/peers/".len() + handle.len()).unwrap_or(path);
         let handle = percent_encoding::percent_decode_str(handle)
             .decode_utf8()
             .map_err(|_| {
@@ -258,10 +266,10 @@ impl Outbound {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        Self::on_peer(peer, &pq, Under::BasePath)
+        Self::on_peer(peer, &pq, Under::BasePath { prefix })
     }
 
-    fn on_peer(peer: Peer<'_>, pq: &str, under: Under) -> Result<Target, Problem> {
+    fn on_peer(peer: Peer<'_>, pq: &str, under: Under<'_>) -> Result<Target, Problem> {
         let pq = crate::request_path::encode_for_uri(pq);
         let path = pq.split_once('?').map_or(&*pq, |(path, _)| path);
         if crate::request_path::has_dot_segment(path) {
@@ -289,7 +297,7 @@ impl Outbound {
             ));
         };
         let base = match under {
-            Under::BasePath => url.base_path.as_str(),
+            Under::BasePath { .. } => url.base_path.as_str(),
             Under::Host => "",
         };
         // A target is never empty: without a base path, the peer's URL itself is `/`.
@@ -311,6 +319,10 @@ impl Outbound {
         }
         Ok(Target::Peer {
             path_and_query: format!("{slash}{base}{pq}"),
+            prefix: match under {
+                Under::BasePath { prefix } => Some(prefix.to_string()),
+                Under::Host => None,
+            },
             peer: Called {
                 short_id: peer.short_id(),
                 name: peer.name().to_string(),
@@ -433,6 +445,7 @@ impl Outbound {
         snap: &Snapshot,
         peer: Called,
         pq: String,
+        prefix: Option<String>,
     ) -> pingora::Result<()> {
         let what: &(dyn fmt::Display + Sync) = &peer;
         let framing = match body::framing(session.req_header()) {
@@ -475,6 +488,9 @@ impl Outbound {
                     }
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
+                    if let Some(prefix) = &prefix {
+                        relocate(resp, &peer.url, &pq, prefix)?;
+                    }
                     Ok(())
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
@@ -496,6 +512,37 @@ impl Outbound {
             .forwarded(session, &self.shared.metrics, result)
             .await
     }
+}
+
+/// Rewrites the `Location` of a peer's answer to a path-mode call for the app that made it
+/// (see [`crate::peer_location`]). One that is not UTF-8, or two, are removed: a client might
+/// read either as a path on the app's own listener.
+fn relocate(
+    resp: &mut ResponseHeader,
+    url: &PeerUrl,
+    pq: &str,
+    prefix: &str,
+) -> pingora::Result<()> {
+    use crate::peer_location::{rewrite, Rewrite};
+    let mut locations = resp.headers.get_all(http::header::LOCATION).iter();
+    let rewrite = match (locations.next(), locations.next()) {
+        (None, _) => return Ok(()),
+        (Some(location), None) => match std::str::from_utf8(location.as_bytes()) {
+            Ok(location) => rewrite(location, url, pq, prefix),
+            Err(_) => Rewrite::Remove,
+        },
+        (Some(_), Some(_)) => Rewrite::Remove,
+    };
+    match rewrite {
+        Rewrite::Keep => {}
+        Rewrite::Replace(location) => {
+            resp.insert_header(http::header::LOCATION, location)?;
+        }
+        Rewrite::Remove => {
+            resp.remove_header(&http::header::LOCATION);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -545,9 +592,11 @@ impl ProxyHttp for Outbound {
             Ok(Target::Peer {
                 peer,
                 path_and_query,
+                prefix,
             }) => {
                 ctx.peer = Some(peer.short_id);
-                self.call(session, ctx, &snap, peer, path_and_query).await?;
+                self.call(session, ctx, &snap, peer, path_and_query, prefix)
+                    .await?;
             }
         }
         Ok(true)

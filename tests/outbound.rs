@@ -1621,3 +1621,141 @@ async fn a_plain_inbound_listener_still_trusts_a_private_ca_for_its_peers() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(alice.app.count(), 1);
 }
+
+/// A peer that answers every request `302` (or `201` for a POST) with a `Location` for each
+/// `X-Location` the app sent (`latin1` for one that is not UTF-8), and the target it received
+/// in `X-Target`.
+async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+
+    raw_tls_peer(ca, |mut stream| async move {
+        while let Some(head) = read_request_head(&mut stream).await {
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+            let status = if head.starts_with("POST ") {
+                "201 Created"
+            } else {
+                "302 Found"
+            };
+            let mut answer = format!("HTTP/1.1 {status}\r\n").into_bytes();
+            for location in head.lines().filter_map(|l| l.strip_prefix("x-location: ")) {
+                answer.extend_from_slice(b"Location: ");
+                match location {
+                    "latin1" => answer.extend_from_slice(b"/peers/carol/caf\xe9"),
+                    location => answer.extend_from_slice(location.as_bytes()),
+                }
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(
+                format!("X-Target: {target}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            );
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// A peer's `Location` reaches an app that called it in path mode as that app must resolve it:
+/// a path on the peer becomes `/peers/<peer>/…` (so `/peers/carol/x` from bob cannot send the
+/// app to carol, signed as alice), a place on the peer's host outside its URL's base path an
+/// absolute URL, another host's URL stays as it was. An app using the outbound listener as its
+/// HTTP proxy gets the `Location` as the peer sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_redirect_stays_with_that_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer = redirecting_peer(&ca).await;
+    let mut alice = portal("alice", root.path(), &ca);
+    let bob = Identity::generate().public().clone();
+    alice.start(
+        &[("Bob", &bob, format!("https://{peer}/base"))],
+        "ca-for-peers.pem",
+    );
+    let short = bob.short_id().to_string();
+    let ask = |method: &str, handle: &str, path: &str, location: &str| {
+        RawRequest::new(method, format!("/peers/{handle}{path}"))
+            .header("Host", format!("127.0.0.1:{}", alice.outbound))
+            .header("X-Location", location)
+    };
+    for (handle, path, location, expected) in [
+        (
+            "bob",
+            "/a/b",
+            "/base/peers/carol/x",
+            "/peers/bob/peers/carol/x".to_string(),
+        ),
+        (
+            "bob",
+            "/a/b",
+            "next?page=2",
+            "/peers/bob/a/next?page=2".to_string(),
+        ),
+        ("Bob", "/a/b", "../c", "/peers/Bob/c".to_string()),
+        (short.as_str(), "/a/", "", format!("/peers/{short}/a/")),
+        (
+            "bob",
+            "/a",
+            format!("https://{peer}/base/d#top").as_str(),
+            "/peers/bob/d#top".to_string(),
+        ),
+        (
+            "bob",
+            "/a",
+            "/peers/carol/x",
+            format!("https://{peer}/peers/carol/x"),
+        ),
+        (
+            "bob",
+            "/a",
+            "/base/../admin",
+            format!("https://{peer}/admin"),
+        ),
+        (
+            "bob",
+            "/a",
+            "https://carol.example/x",
+            "https://carol.example/x".to_string(),
+        ),
+        (
+            "bob",
+            "/a",
+            "//carol.example/x",
+            "https://carol.example/x".to_string(),
+        ),
+    ] {
+        let resp = alice.call(ask("GET", handle, path, location)).await;
+        assert_eq!(resp.status, 302, "{location}: {}", resp.text());
+        assert_eq!(
+            resp.header("location"),
+            Some(expected.as_str()),
+            "{location}"
+        );
+        assert_eq!(resp.header("x-peer-name"), Some("Bob"));
+    }
+    // Two, or one that is not UTF-8: no reading of them is safe, so the app gets none.
+    let twice = ask("GET", "bob", "/a", "/base/x").header("X-Location", "/peers/carol/x");
+    let latin1 = ask("GET", "bob", "/a", "latin1");
+    for resp in [alice.call(twice).await, alice.call(latin1).await] {
+        assert_eq!(resp.status, 302, "{}", resp.text());
+        assert_eq!(resp.headers_all("location"), Vec::<String>::new());
+    }
+    // A `Location` that names what was created, in a 201.
+    let created = ask("POST", "bob", "/items", "/base/items/7")
+        .body("{}")
+        .content_length();
+    let resp = alice.call(created).await;
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(resp.header("location"), Some("/peers/bob/items/7"));
+
+    // Proxy mode: the app wrote the peer's URL and resolves against it itself.
+    let url = format!("http://{peer}/base/a");
+    let proxy = RawRequest::new("GET", &url)
+        .header("Host", peer.to_string())
+        .header("X-Location", "/peers/carol/x");
+    let resp = alice.call(proxy).await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    assert_eq!(resp.header("x-target"), Some("/base/a"));
+    assert_eq!(resp.header("location"), Some("/peers/carol/x"));
+}
