@@ -306,14 +306,15 @@ impl Outbound {
         } else {
             ""
         };
-        if base.is_empty() && pq.starts_with("//") {
+        if base.is_empty() && crate::request_path::starts_with_two_separators(&pq) {
             return Err(Problem::new(
                 400,
                 "bad_path",
                 "Ambiguous path",
                 format!(
-                    "the path {path:?} starts with //, which some servers read as a host name \
-                     (a network-path reference); send it with one /"
+                    "the path {path:?} starts with two separators (counting %2f, %5c and \\ \
+                     as one), which some servers read as a host name (a network-path \
+                     reference); send it with one /"
                 ),
             ));
         }

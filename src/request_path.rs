@@ -137,6 +137,15 @@ pub fn has_dot_segment(raw: &str) -> bool {
     }
 }
 
+/// Whether `raw` (a path, percent-encoded as sent) starts with two separators as some server
+/// could read them (`//`, `/%2F`, `/%5C`): a server that decodes before it routes, or takes `\`
+/// for `/`, reads it as a network-path reference, whose first segment is a host name.
+pub fn starts_with_two_separators(raw: &str) -> bool {
+    separator_len(raw.as_bytes())
+        .and_then(|len| raw.as_bytes().get(len..))
+        .is_some_and(|rest| separator_len(rest).is_some())
+}
+
 /// The length of the path separator `bytes` start with, as some server could read one: `/`,
 /// `\`, or either percent-encoded.
 fn separator_len(bytes: &[u8]) -> Option<usize> {
@@ -237,6 +246,18 @@ mod tests {
             ("/é%61", "/éa"),
         ] {
             assert_eq!(equivalent_form(raw), form, "{raw}");
+        }
+    }
+
+    #[test]
+    fn two_separators_at_the_start_are_seen_however_spelled() {
+        for raw in [
+            "//x", "/%2F/x", "/%2fx", "/%5C%5cx", "/\\x", "\\\\x", "%2F%2Fx",
+        ] {
+            assert!(starts_with_two_separators(raw), "{raw}");
+        }
+        for raw in ["/", "/x//y", "/x/%2F", "/%2", "/%25%2F", "", "/%2E/"] {
+            assert!(!starts_with_two_separators(raw), "{raw}");
         }
     }
 

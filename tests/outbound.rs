@@ -611,7 +611,8 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
 
     // Dot segments could leave the peer's base path once resolved there: refused, unsent. So
     // could what some servers read as one: `..;` (Tomcat, Jetty), `..` before an encoded slash
-    // or a backslash; and `//` at the start of a target reads as a host name to some.
+    // or a backslash; and `//` at the start of a target reads as a host name to some, and so
+    // does `/%2F`, `/%5C` or `/\` to a server that decodes first or takes `\` for `/`.
     for target in [
         "/peers/Bob/../admin",
         "/peers/Bob/x/%2e%2e/admin",
@@ -621,6 +622,10 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         "/peers/Bob/x/%2e%2e%5Cadmin",
         "/peers/Bob/x\\..\\admin",
         "/peers/Bob//evil.example/x",
+        "/peers/Bob/%2F%2Fevil.example/x",
+        "/peers/Bob/%2f/evil.example/x",
+        "/peers/Bob/%5C%5cevil.example/x",
+        "/peers/Bob/\\evil.example/x",
         "/peers/Bob/x/..%3b/admin",
     ] {
         let resp = alice
