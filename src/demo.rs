@@ -143,8 +143,11 @@ Try it yourself while the demo runs (Ctrl-C stops it):
   curl -s http://127.0.0.1:{ao}/peers
   # an unsigned request straight to bob is refused (401, application/problem+json):
   curl -s --cacert {ca} https://127.0.0.1:{bi}/hello
-  # so is a forged identity header, and bob's app never sees it:
+  # ... however it claims to be alice (bob's app never sees the claim):
   curl -s --cacert {ca} -H 'X-Peer-Id: {alice_id}' https://127.0.0.1:{bi}/hello
+  # an app cannot call as someone else: bob's app answers that its caller is alice,
+  # peergate dropped the forged X-Peer-Id and X-Peer-Name on the way:
+  curl -s -H 'X-Peer-Id: somebody-else' -H 'X-Peer-Name: mallory' http://127.0.0.1:{ao}/peers/bob/hello
   # bob's metrics:
   curl -s http://127.0.0.1:{ba}/metrics | grep '^peergate_'
 "#,

@@ -100,7 +100,7 @@ fn the_demo_shows_a_verified_exchange_and_its_curl_lines_work() {
         .map(str::trim)
         .filter(|l| l.starts_with("curl "))
         .collect();
-    assert_eq!(curls.len(), 7, "{printed}");
+    assert_eq!(curls.len(), 8, "{printed}");
     for line in &curls {
         let out = Command::new("sh").args(["-c", line]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -124,6 +124,10 @@ fn the_demo_shows_a_verified_exchange_and_its_curl_lines_work() {
             assert!(
                 text.contains(&format!("\"short_id\":\"{alice}\"")),
                 "{line}: bob's app saw alice: {text}"
+            );
+            assert!(
+                !text.contains("somebody-else") && !text.contains("mallory"),
+                "{line}: a forged identity reached bob's app: {text}"
             );
         }
     }
