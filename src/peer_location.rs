@@ -13,7 +13,10 @@
 //! `/peers/<peer>/...` path that reaches the same place through peergate, as nginx's
 //! `proxy_redirect default` does. Anywhere else on the peer's host, it becomes that absolute
 //! URL, so the app never reads it as a path on its own listener. A `Location` on another host
-//! is left as it is: following it calls that host directly, unsigned.
+//! keeps its meaning, in the parser's spelling (`scheme://host/...`), which every client reads
+//! as that host: following it calls that host directly, unsigned. Whatever the app gets is
+//! thus an absolute path under `/peers/<peer>` or a URL with a host: no reading of it leads
+//! elsewhere on the app's listener.
 //!
 //! An app that used the outbound listener as its HTTP proxy wrote the peer's own URL, so it
 //! resolves a `Location` against it already; its answers are left alone.
@@ -29,8 +32,8 @@ pub enum Rewrite {
     Keep,
     /// The app must be sent this instead.
     Replace(String),
-    /// It cannot be resolved (a relative reference the URL parser refuses): an app's client
-    /// might still read it as a path on the app's listener, so the app gets no `Location`.
+    /// It does not parse as a URL: no client follows it the same way, and a lax one might
+    /// read it as a path on the app's listener, so the app gets no `Location`.
     Remove,
 }
 
@@ -45,11 +48,7 @@ pub fn rewrite(location: &str, peer: &PeerUrl, target: &str, prefix: &str) -> Re
         return Rewrite::Remove;
     };
     let Ok(resolved) = request.join(location) else {
-        return if is_absolute(location) {
-            Rewrite::Keep
-        } else {
-            Rewrite::Remove
-        };
+        return Rewrite::Remove;
     };
     let same_origin = resolved.scheme() == scheme
         && resolved.host_str().map(|h| h.trim_matches(['[', ']'])) == Some(peer.host.as_str())
@@ -57,19 +56,18 @@ pub fn rewrite(location: &str, peer: &PeerUrl, target: &str, prefix: &str) -> Re
         && resolved.username().is_empty()
         && resolved.password().is_none();
     if !same_origin {
-        // Another host: already absolute, or a network-path reference (`//other/x`) that the
-        // app would resolve against its listener's scheme instead of the peer's.
-        return if is_absolute(location) {
-            Rewrite::Keep
-        } else {
-            Rewrite::Replace(resolved.to_string())
-        };
+        // Another host, in the parser's own spelling: `scheme://host/...`, which every client
+        // reads alike. As sent it might not be: `http:/peers/carol` from an `https` peer names
+        // host `peers` to the parser, but an app's WHATWG client resolves it against its
+        // `http://` listener as the path `/peers/carol` there; `//carol/x` takes the app's
+        // scheme instead of the peer's.
+        return canonical(resolved.to_string(), location);
     }
     let path = resolved.path();
     let rest = match path.strip_prefix(peer.base_path.as_str()) {
         // `/base2` is not under `/base`.
         Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-        _ => return Rewrite::Replace(resolved.to_string()),
+        _ => return canonical(resolved.to_string(), location),
     };
     let mut out = String::with_capacity(prefix.len() + rest.len() + 16);
     out.push_str(prefix);
@@ -82,21 +80,16 @@ pub fn rewrite(location: &str, peer: &PeerUrl, target: &str, prefix: &str) -> Re
         out.push('#');
         out.push_str(fragment);
     }
-    if out == location {
-        Rewrite::Keep
-    } else {
-        Rewrite::Replace(out)
-    }
+    canonical(out, location)
 }
 
-/// Whether `reference` starts with a scheme (RFC 3986 §3.1), so that no base changes it.
-fn is_absolute(reference: &str) -> bool {
-    let Some((scheme, _)) = reference.split_once(':') else {
-        return false;
-    };
-    let mut bytes = scheme.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+/// `Keep` when `sent` is already spelled as `canonical`.
+fn canonical(canonical: String, sent: &str) -> Rewrite {
+    if canonical == sent {
+        Rewrite::Keep
+    } else {
+        Rewrite::Replace(canonical)
+    }
 }
 
 #[cfg(test)]
@@ -183,20 +176,32 @@ mod tests {
             seen(bob, "/", "//carol.example/x"),
             "https://carol.example/x"
         );
+        // Spellings that some client reads as a path on the app's `http://` listener.
+        for (location, expected) in [
+            ("http:/peers/carol/x", "http://peers/carol/x"),
+            ("http:peers/carol/x", "http://peers/carol/x"),
+            ("HTTP://Carol.Example/x", "http://carol.example/x"),
+            ("http:\\\\carol.example\\x", "http://carol.example/x"),
+        ] {
+            assert_eq!(seen(bob, "/", location), expected, "{location}");
+        }
     }
 
     #[test]
-    fn a_location_that_does_not_parse_is_kept_when_absolute_and_removed_when_relative() {
+    fn a_location_that_does_not_parse_is_removed() {
         let bob = peer("https://bob.example");
-        assert_eq!(
-            rewrite("http://[::1", &bob, "/", "/peers/bob"),
-            Rewrite::Keep
-        );
-        // No client can take it for another host, but a lax one could for a path.
-        assert_eq!(
-            rewrite("//[::1/peers/carol", &bob, "/", "/peers/bob"),
-            Rewrite::Remove
-        );
+        for location in [
+            "http://[::1",
+            "//[::1/peers/carol",
+            "http:[/peers/carol",
+            "https://a b/",
+        ] {
+            assert_eq!(
+                rewrite(location, &bob, "/", "/peers/bob"),
+                Rewrite::Remove,
+                "{location}"
+            );
+        }
     }
 
     #[test]

@@ -1729,6 +1729,14 @@ async fn a_peers_redirect_stays_with_that_peer() {
             "//carol.example/x",
             "https://carol.example/x".to_string(),
         ),
+        // Read by the app's own client as the path /peers/carol/x on its http:// listener,
+        // were it passed on as sent.
+        (
+            "bob",
+            "/a",
+            "http:/peers/carol/x",
+            "http://peers/carol/x".to_string(),
+        ),
     ] {
         let resp = alice.call(ask("GET", handle, path, location)).await;
         assert_eq!(resp.status, 302, "{location}: {}", resp.text());
