@@ -32,6 +32,7 @@ use crate::body::{self, BodyError, Held};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::Direction;
+use crate::peer_location::AppSide;
 use crate::problem::Problem;
 use crate::record::Record;
 use crate::request_cap::RequestCap;
@@ -99,9 +100,9 @@ enum Target {
         peer: Called,
         /// Path and query on the peer, its URL's base path included.
         path_and_query: String,
-        /// In path mode, `/peers/<peer>` as the app wrote it: what stands for the peer's URL
-        /// in the `Location` of its answers (see [`crate::peer_location`]).
-        prefix: Option<String>,
+        /// How the app reached the peer, for the `Location` of its answers (see
+        /// [`crate::peer_location`]).
+        app: AppSide,
     },
 }
 
@@ -111,8 +112,9 @@ enum Under<'a> {
     /// `/peers/<peer>/<rest>`: `<rest>` goes under the peer URL's base path; `prefix` is
     /// `/peers/<peer>` as the app wrote it.
     BasePath { prefix: &'a str },
-    /// An absolute-form URL: the app wrote the whole path, base path and all.
-    Host,
+    /// An absolute-form URL (`url`, as the app wrote it): the app wrote the whole path, base
+    /// path and all.
+    Host { url: &'a str },
 }
 
 /// Request fields never passed from the app to a peer: hop-by-hop and proxy fields, and
@@ -216,7 +218,8 @@ impl Outbound {
             // The app wrote the whole URL, the peer's base path included if it has one: sent
             // as written (DESIGN.md: `http://<peer host>/<rest>` → `https://<peer host>/<rest>`).
             let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-            return Self::on_peer(peer, pq, Under::Host);
+            let url = std::str::from_utf8(raw).unwrap_or_default();
+            return Self::on_peer(peer, pq, Under::Host { url });
         }
 
         let path = req.uri.path();
@@ -298,7 +301,7 @@ impl Outbound {
         };
         let base = match under {
             Under::BasePath { .. } => url.base_path.as_str(),
-            Under::Host => "",
+            Under::Host { .. } => "",
         };
         // A target is never empty: without a base path, the peer's URL itself is `/`.
         let slash = if base.is_empty() && !pq.starts_with('/') {
@@ -320,9 +323,13 @@ impl Outbound {
         }
         Ok(Target::Peer {
             path_and_query: format!("{slash}{base}{pq}"),
-            prefix: match under {
-                Under::BasePath { prefix } => Some(prefix.to_string()),
-                Under::Host => None,
+            app: match under {
+                Under::BasePath { prefix } => AppSide::Path {
+                    prefix: prefix.to_string(),
+                },
+                Under::Host { url } => AppSide::Proxy {
+                    url: url.to_string(),
+                },
             },
             peer: Called {
                 short_id: peer.short_id(),
@@ -446,7 +453,7 @@ impl Outbound {
         snap: &Snapshot,
         peer: Called,
         pq: String,
-        prefix: Option<String>,
+        app: AppSide,
     ) -> pingora::Result<()> {
         let what: &(dyn fmt::Display + Sync) = &peer;
         let framing = match body::framing(session.req_header()) {
@@ -489,9 +496,7 @@ impl Outbound {
                     }
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
-                    if let Some(prefix) = &prefix {
-                        relocate(resp, &peer.url, &pq, prefix)?;
-                    }
+                    relocate(resp, snap, &peer.url, &pq, &app)?;
                     Ok(())
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
@@ -515,21 +520,34 @@ impl Outbound {
     }
 }
 
-/// Rewrites the `Location` of a peer's answer to a path-mode call for the app that made it
-/// (see [`crate::peer_location`]). One that is not UTF-8, or two, are removed: a client might
-/// read either as a path on the app's own listener.
+/// Rewrites the `Location` of a peer's answer for the app that called it (see
+/// [`crate::peer_location`]). One that is not UTF-8, or two, are removed: a client might read
+/// either as a path on the app's own listener.
 fn relocate(
     resp: &mut ResponseHeader,
+    snap: &Snapshot,
     url: &PeerUrl,
     pq: &str,
-    prefix: &str,
+    app: &AppSide,
 ) -> pingora::Result<()> {
     use crate::peer_location::{rewrite, Rewrite};
+    // Where the app would go with `to` through this listener as its HTTP proxy: to a peer
+    // other than `url`'s, or to several (which the listener would refuse), is elsewhere. Told
+    // by the peer's URL, as the proxy route tells peers apart.
+    let another_peer = |to: &url::Url| match snap.peer_by_host(
+        to.host_str().unwrap_or_default(),
+        to.port(),
+        to.path(),
+    ) {
+        Ok(Some(found)) => found.url().as_ref() != Some(url),
+        Ok(None) => false,
+        Err(_) => true,
+    };
     let mut locations = resp.headers.get_all(http::header::LOCATION).iter();
     let rewrite = match (locations.next(), locations.next()) {
         (None, _) => return Ok(()),
         (Some(location), None) => match std::str::from_utf8(location.as_bytes()) {
-            Ok(location) => rewrite(location, url, pq, prefix),
+            Ok(location) => rewrite(location, url, pq, app, another_peer),
             Err(_) => Rewrite::Remove,
         },
         (Some(_), Some(_)) => Rewrite::Remove,
@@ -593,10 +611,10 @@ impl ProxyHttp for Outbound {
             Ok(Target::Peer {
                 peer,
                 path_and_query,
-                prefix,
+                app,
             }) => {
                 ctx.peer = Some(peer.short_id);
-                self.call(session, ctx, &snap, peer, path_and_query, prefix)
+                self.call(session, ctx, &snap, peer, path_and_query, app)
                     .await?;
             }
         }

@@ -18,8 +18,11 @@
 //! thus an absolute path under `/peers/<peer>` or a URL with a host: no reading of it leads
 //! elsewhere on the app's listener.
 //!
-//! An app that used the outbound listener as its HTTP proxy wrote the peer's own URL, so it
-//! resolves a `Location` against it already; its answers are left alone.
+//! A URL that leads to another peer on the allowlist is removed: an app that sends its calls
+//! through the outbound listener as its HTTP proxy would follow it there, signed.
+//!
+//! An app that used the outbound listener as its HTTP proxy wrote the peer's own URL and
+//! resolves a `Location` against it; so does peergate, and hands it the result spelled whole.
 
 use url::Url;
 
@@ -37,11 +40,41 @@ pub enum Rewrite {
     Remove,
 }
 
+/// How the app reached the peer, which is what it resolves a `Location` against.
+#[derive(Debug, Clone)]
+pub enum AppSide {
+    /// Path mode: `/peers/<peer>` as the app wrote it stands for the peer's URL.
+    Path { prefix: String },
+    /// Proxy mode: the absolute URL the app wrote (`http://bob.example/x`).
+    Proxy { url: String },
+}
+
 /// What the app should see of `location`, as its peer sent it.
 ///
-/// `prefix` is the path that stands for the peer URL in the app's request (`/peers/bob`, as the
-/// app wrote it); `target` the path and query the request had on the peer, base path included.
-pub fn rewrite(location: &str, peer: &PeerUrl, target: &str, prefix: &str) -> Rewrite {
+/// `target` is the path and query the request had on the peer, base path included;
+/// `another_peer` tells whether a URL leads to a peer other than the one called, were the app
+/// to send it through the outbound listener as its HTTP proxy.
+pub fn rewrite(
+    location: &str,
+    peer: &PeerUrl,
+    target: &str,
+    app: &AppSide,
+    another_peer: impl Fn(&Url) -> bool,
+) -> Rewrite {
+    let prefix = match app {
+        AppSide::Path { prefix } => prefix,
+        AppSide::Proxy { url } => {
+            // The app resolves against the URL it wrote, so peergate does too, and hands it
+            // the result in the parser's spelling, which every client reads alike.
+            let Some(resolved) = Url::parse(url).ok().and_then(|u| u.join(location).ok()) else {
+                return Rewrite::Remove;
+            };
+            if another_peer(&resolved) {
+                return Rewrite::Remove;
+            }
+            return canonical(resolved.to_string(), location);
+        }
+    };
     let scheme = peer.scheme();
     let Ok(request) = Url::parse(&format!("{scheme}://{}{target}", peer.authority())) else {
         // The target was sent on the wire, so it parses; if not, nothing can be resolved.
@@ -55,19 +88,23 @@ pub fn rewrite(location: &str, peer: &PeerUrl, target: &str, prefix: &str) -> Re
         && resolved.port_or_known_default() == Some(peer.port)
         && resolved.username().is_empty()
         && resolved.password().is_none();
-    if !same_origin {
-        // Another host, in the parser's own spelling: `scheme://host/...`, which every client
-        // reads alike. As sent it might not be: `http:/peers/carol` from an `https` peer names
-        // host `peers` to the parser, but an app's WHATWG client resolves it against its
-        // `http://` listener as the path `/peers/carol` there; `//carol/x` takes the app's
-        // scheme instead of the peer's.
-        return canonical(resolved.to_string(), location);
-    }
-    let path = resolved.path();
-    let rest = match path.strip_prefix(peer.base_path.as_str()) {
+    let rest = match resolved.path().strip_prefix(peer.base_path.as_str()) {
         // `/base2` is not under `/base`.
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-        _ => return canonical(resolved.to_string(), location),
+        Some(rest) if same_origin && (rest.is_empty() || rest.starts_with('/')) => rest,
+        _ => {
+            // Another host, or elsewhere on the peer's: an absolute URL, in the parser's own
+            // spelling (`scheme://host/...`), which every client reads alike. As sent it
+            // might not be: `http:/peers/carol` from an `https` peer names host `peers` to the
+            // parser, but an app's WHATWG client resolves it against its own `http://`
+            // listener as the path `/peers/carol` there; `//carol/x` takes the app's scheme
+            // instead of the peer's. An app that sends its calls through the outbound
+            // listener as its HTTP proxy would reach another peer with such a URL, signed:
+            // that one is removed.
+            if another_peer(&resolved) {
+                return Rewrite::Remove;
+            }
+            return canonical(resolved.to_string(), location);
+        }
     };
     let mut out = String::with_capacity(prefix.len() + rest.len() + 16);
     out.push_str(prefix);
@@ -100,10 +137,16 @@ mod tests {
         PeerUrl::parse(url).unwrap()
     }
 
+    fn path_mode() -> AppSide {
+        AppSide::Path {
+            prefix: "/peers/bob".into(),
+        }
+    }
+
     /// What the app sees for `location`, from a peer at `url` asked for `target`, called as
     /// `/peers/bob`.
     fn seen(url: &str, target: &str, location: &str) -> String {
-        match rewrite(location, &peer(url), target, "/peers/bob") {
+        match rewrite(location, &peer(url), target, &path_mode(), |_| false) {
             Rewrite::Keep => location.to_string(),
             Rewrite::Replace(to) => to,
             Rewrite::Remove => panic!("{location} removed"),
@@ -167,7 +210,7 @@ mod tests {
             "mailto:someone@example.org",
         ] {
             assert_eq!(
-                rewrite(location, &peer(bob), "/", "/peers/bob"),
+                rewrite(location, &peer(bob), "/", &path_mode(), |_| false),
                 Rewrite::Keep,
                 "{location}"
             );
@@ -197,8 +240,86 @@ mod tests {
             "https://a b/",
         ] {
             assert_eq!(
-                rewrite(location, &bob, "/", "/peers/bob"),
+                rewrite(location, &bob, "/", &path_mode(), |_| false),
                 Rewrite::Remove,
+                "{location}"
+            );
+        }
+    }
+
+    /// Python's resolver (requests, urllib) reads `http:///peers/carol/y` against the app's
+    /// `http://` listener as a path there; the parser reads host `peers` (an audit's finding).
+    #[test]
+    fn three_slashes_from_a_plain_http_peer_name_a_host() {
+        let bob = "http://bob.example:8080";
+        assert_eq!(
+            seen(bob, "/", "http:///peers/carol/y"),
+            "http://peers/carol/y"
+        );
+        assert_eq!(
+            seen(bob, "/", "HtTp:\t///peers/carol/y"),
+            "http://peers/carol/y"
+        );
+    }
+
+    #[test]
+    fn a_url_that_leads_to_another_peer_is_removed() {
+        let bob = peer("https://bob.example/base");
+        let carol = |u: &Url| u.host_str() == Some("carol.example");
+        for location in [
+            "https://carol.example/x",
+            "http://carol.example/x",
+            "//carol.example/x",
+            "http:///carol.example/x",
+            "HTTP:\\\\carol.example/x",
+        ] {
+            assert_eq!(
+                rewrite(location, &bob, "/base/a", &path_mode(), carol),
+                Rewrite::Remove,
+                "{location}"
+            );
+        }
+        // Paths on bob, under its base path or not, are still bob's.
+        assert_eq!(
+            rewrite("/x", &bob, "/base/a", &path_mode(), carol),
+            Rewrite::Replace("https://bob.example/x".into())
+        );
+        assert_eq!(
+            rewrite("/base/x", &bob, "/base/a", &path_mode(), carol),
+            Rewrite::Replace("/peers/bob/x".into())
+        );
+    }
+
+    #[test]
+    fn in_proxy_mode_a_location_is_resolved_against_the_url_the_app_wrote() {
+        let bob = peer("https://bob.example");
+        let app = AppSide::Proxy {
+            url: "http://bob.example/dir/a?q=1".into(),
+        };
+        let carol = |u: &Url| u.host_str() == Some("carol.example");
+        for (location, expected) in [
+            (
+                "/peers/carol/x",
+                Rewrite::Replace("http://bob.example/peers/carol/x".into()),
+            ),
+            (
+                "next",
+                Rewrite::Replace("http://bob.example/dir/next".into()),
+            ),
+            ("http://bob.example/x", Rewrite::Keep),
+            ("https://other.example/x", Rewrite::Keep),
+            (
+                "http:/peers/carol",
+                Rewrite::Replace("http://bob.example/peers/carol".into()),
+            ),
+            ("http://carol.example/x", Rewrite::Remove),
+            ("http:///carol.example/x", Rewrite::Remove),
+            ("//carol.example/x", Rewrite::Remove),
+            ("http://[::1", Rewrite::Remove),
+        ] {
+            assert_eq!(
+                rewrite(location, &bob, "/dir/a?q=1", &app, carol),
+                expected,
                 "{location}"
             );
         }

@@ -1665,8 +1665,9 @@ async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
 /// A peer's `Location` reaches an app that called it in path mode as that app must resolve it:
 /// a path on the peer becomes `/peers/<peer>/…` (so `/peers/carol/x` from bob cannot send the
 /// app to carol, signed as alice), a place on the peer's host outside its URL's base path an
-/// absolute URL, another host's URL stays as it was. An app using the outbound listener as its
-/// HTTP proxy gets the `Location` as the peer sent it.
+/// absolute URL, another host's URL keeps its meaning, and one that leads to another peer is
+/// removed. An app using the outbound listener as its HTTP proxy gets the `Location` resolved
+/// against the URL it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_redirect_stays_with_that_peer() {
     let root = tempfile::tempdir().unwrap();
@@ -1674,8 +1675,14 @@ async fn a_peers_redirect_stays_with_that_peer() {
     let peer = redirecting_peer(&ca).await;
     let mut alice = portal("alice", root.path(), &ca);
     let bob = Identity::generate().public().clone();
+    // Another peer, never reached here: the redirects must not lead the app to it.
+    let carol = Identity::generate().public().clone();
+    let carol_at = dead_addr();
     alice.start(
-        &[("Bob", &bob, format!("https://{peer}/base"))],
+        &[
+            ("Bob", &bob, format!("https://{peer}/base")),
+            ("Carol", &carol, format!("https://{carol_at}")),
+        ],
         "ca-for-peers.pem",
     );
     let short = bob.short_id().to_string();
@@ -1762,13 +1769,38 @@ async fn a_peers_redirect_stays_with_that_peer() {
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_eq!(resp.header("location"), Some("/peers/bob/items/7"));
 
-    // Proxy mode: the app wrote the peer's URL and resolves against it itself.
-    let url = format!("http://{peer}/base/a");
-    let proxy = RawRequest::new("GET", &url)
-        .header("Host", peer.to_string())
-        .header("X-Location", "/peers/carol/x");
-    let resp = alice.call(proxy).await;
+    // A URL of another peer: an app that uses the outbound listener as its HTTP proxy would
+    // follow it there, signed. Removed.
+    for location in [
+        format!("https://{carol_at}/x"),
+        format!("http://{carol_at}/x"),
+        format!("//{carol_at}/x"),
+    ] {
+        let resp = alice.call(ask("GET", "bob", "/a", &location)).await;
+        assert_eq!(resp.status, 302, "{location}: {}", resp.text());
+        assert_eq!(
+            resp.headers_all("location"),
+            Vec::<String>::new(),
+            "{location}"
+        );
+    }
+
+    // Proxy mode: resolved against the URL the app wrote, as the app will, and spelled whole.
+    let proxy = |location: &str| {
+        RawRequest::new("GET", format!("http://{peer}/base/a"))
+            .header("Host", peer.to_string())
+            .header("X-Location", location)
+    };
+    let resp = alice.call(proxy("/peers/carol/x")).await;
     assert_eq!(resp.status, 302, "{}", resp.text());
     assert_eq!(resp.header("x-target"), Some("/base/a"));
-    assert_eq!(resp.header("location"), Some("/peers/carol/x"));
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("http://{peer}/peers/carol/x").as_str())
+    );
+    let resp = alice.call(proxy(&format!("http://{carol_at}/x"))).await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    assert_eq!(resp.headers_all("location"), Vec::<String>::new());
+    let resp = alice.call(proxy("https://carol.example/x")).await;
+    assert_eq!(resp.header("location"), Some("https://carol.example/x"));
 }
