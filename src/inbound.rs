@@ -404,10 +404,15 @@ fn host_problem(req: &RequestHeader) -> Option<Problem> {
             Some(Err(e)) => format!("the request's target does not name a host: {e}"),
             _ => return None,
         },
-        (Some(host), None) => match host.to_str().map(Authority::parse) {
+        (Some(host), None) => match host.to_str().map(|text| (text, Authority::parse(text))) {
             Err(_) => "the Host field is not visible ASCII".to_string(),
-            Ok(Err(e)) => format!("the Host field is not a host and port: {e}"),
-            Ok(Ok(_)) => return None,
+            Ok((_, Err(e))) => format!("the Host field is not a host and port: {e}"),
+            // RFC 3986 allows `,` in a host name, DNS does not, and the app would read
+            // `X-Forwarded-Host: a,b` as a list of two hosts.
+            Ok((text, Ok(_))) if text.contains(',') => {
+                "the Host field is not a host and port: a host name has no ','".to_string()
+            }
+            Ok(_) => return None,
         },
     };
     Some(Problem::new(400, "bad_request", "Bad request", detail))

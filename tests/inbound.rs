@@ -1420,7 +1420,15 @@ async fn requests_without_exactly_one_host_are_refused_on_every_route() {
 async fn hosts_that_are_not_a_host_and_port_are_refused_on_every_route() {
     let f = Fixture::start();
     for target in ["/public/x", "/.well-known/peergate", "/api/x"] {
-        for host in ["a b", "evil.example/x", "bob.test:99999", "bob.test:x", ""] {
+        for host in [
+            "a b",
+            "evil.example/x",
+            "bob.test:99999",
+            "bob.test:x",
+            "",
+            "evil.example,bob.test",
+            "[.]",
+        ] {
             let resp = f
                 .send(RawRequest::new("GET", target).header("Host", host))
                 .await;

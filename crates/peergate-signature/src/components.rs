@@ -1259,11 +1259,9 @@ impl Authority {
             let (inside, after) = rest
                 .split_once(']')
                 .ok_or_else(|| bad("unterminated IPv6 literal"))?;
-            if inside.is_empty()
-                || !inside
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-            {
+            // An IPv6 address, as RFC 3986's IP-literal has it (IPvFuture and zone ids are
+            // refused): `[.]` or `[1.2.3.4]` name no host a client could have meant.
+            if inside.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(bad("invalid IPv6 literal"));
             }
             let port = match after {
@@ -1389,6 +1387,9 @@ mod tests {
             "ho st",
             "[::1",
             "[zz]",
+            "[.]",
+            "[1.2.3.4]",
+            "[::1%25eth0]",
             "[::1]x",
             "a:b:c",
         ] {
