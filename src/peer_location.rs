@@ -35,8 +35,9 @@ pub enum Rewrite {
     Keep,
     /// The app must be sent this instead.
     Replace(String),
-    /// It does not parse as a URL: no client follows it the same way, and a lax one might
-    /// read it as a path on the app's listener, so the app gets no `Location`.
+    /// The app gets no `Location`: it leads to another peer, or it does not parse as a URL
+    /// (no client follows such a one the same way, and a lax one might read it as a path on
+    /// the app's listener).
     Remove,
 }
 
