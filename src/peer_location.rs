@@ -62,26 +62,18 @@ pub fn rewrite(
     app: &AppSide,
     another_peer: impl Fn(&Url) -> bool,
 ) -> Rewrite {
-    let prefix = match app {
-        AppSide::Path { prefix } => prefix,
-        AppSide::Proxy { url } => {
-            // The app resolves against the URL it wrote, so peergate does too, and hands it
-            // the result in the parser's spelling, which every client reads alike.
-            let Some(resolved) = Url::parse(url).ok().and_then(|u| u.join(location).ok()) else {
-                return Rewrite::Remove;
-            };
-            if another_peer(&resolved) {
-                return Rewrite::Remove;
-            }
-            return canonical(resolved.to_string(), location);
-        }
-    };
     let scheme = peer.scheme();
-    let Ok(request) = Url::parse(&format!("{scheme}://{}{target}", peer.authority())) else {
-        // The target was sent on the wire, so it parses; if not, nothing can be resolved.
-        return Rewrite::Remove;
+    // The URL the app's client resolves against: in proxy mode the one it wrote; in path mode
+    // the request's URL on the peer, since the `/peers/<peer>` path stands for it.
+    let (base, prefix) = match app {
+        AppSide::Proxy { url } => (Url::parse(url), None),
+        AppSide::Path { prefix } => (
+            Url::parse(&format!("{scheme}://{}{target}", peer.authority())),
+            Some(prefix),
+        ),
     };
-    let Ok(resolved) = request.join(location) else {
+    // A base that does not parse (it went on the wire, so it should) resolves nothing.
+    let Some(resolved) = base.ok().and_then(|base| base.join(location).ok()) else {
         return Rewrite::Remove;
     };
     let same_origin = resolved.scheme() == scheme
@@ -89,23 +81,24 @@ pub fn rewrite(
         && resolved.port_or_known_default() == Some(peer.port)
         && resolved.username().is_empty()
         && resolved.password().is_none();
-    let rest = match resolved.path().strip_prefix(peer.base_path.as_str()) {
+    let under_base = resolved
+        .path()
+        .strip_prefix(peer.base_path.as_str())
         // `/base2` is not under `/base`.
-        Some(rest) if same_origin && (rest.is_empty() || rest.starts_with('/')) => rest,
-        _ => {
-            // Another host, or elsewhere on the peer's: an absolute URL, in the parser's own
-            // spelling (`scheme://host/...`), which every client reads alike. As sent it
-            // might not be: `http:/peers/carol` from an `https` peer names host `peers` to the
-            // parser, but an app's WHATWG client resolves it against its own `http://`
-            // listener as the path `/peers/carol` there; `//carol/x` takes the app's scheme
-            // instead of the peer's. An app that sends its calls through the outbound
-            // listener as its HTTP proxy would reach another peer with such a URL, signed:
-            // that one is removed.
-            if another_peer(&resolved) {
-                return Rewrite::Remove;
-            }
-            return canonical(resolved.to_string(), location);
+        .filter(|rest| same_origin && (rest.is_empty() || rest.starts_with('/')));
+    let (Some(prefix), Some(rest)) = (prefix, under_base) else {
+        // Another host, elsewhere on the peer's, or any place in proxy mode: an absolute URL,
+        // in the parser's own spelling (`scheme://host/...`), which every client reads alike.
+        // As sent it might not be: `http:/peers/carol` from an `https` peer names host `peers`
+        // to the parser, but an app's WHATWG client resolves it against its own `http://`
+        // listener as the path `/peers/carol` there; `//carol/x` takes the app's scheme
+        // instead of the peer's. An app that sends its calls through the outbound listener as
+        // its HTTP proxy would reach another peer with such a URL, signed: that one is
+        // removed.
+        if another_peer(&resolved) {
+            return Rewrite::Remove;
         }
+        return canonical(resolved.to_string(), location);
     };
     let mut out = String::with_capacity(prefix.len() + rest.len() + 16);
     out.push_str(prefix);
