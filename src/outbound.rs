@@ -13,6 +13,7 @@
 //! called peer's identity headers added.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct Outbound {
     /// The listener serves this machine only (`outbound.allow_remote_clients: false`): see
     /// [`crate::local_app`].
     loopback_only: bool,
+    /// The listener's own address, where no peer's `Location` may send the app (see
+    /// [`crate::peer_location`]). Fixed at start, as the listener is.
+    listener: SocketAddr,
     requests: Arc<RequestCap>,
 }
 
@@ -149,6 +153,7 @@ impl Outbound {
         ca_file: Option<String>,
         idle_seconds: u64,
         loopback_only: bool,
+        listener: SocketAddr,
         max_requests: usize,
     ) -> Self {
         let options = pingora::connectors::ConnectorOptions {
@@ -167,6 +172,7 @@ impl Outbound {
             timeouts,
             idle_seconds,
             loopback_only,
+            listener,
             requests: RequestCap::new(max_requests),
         }
     }
@@ -496,7 +502,7 @@ impl Outbound {
                     }
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
-                    relocate(resp, snap, &peer.url, &pq, &app)?;
+                    relocate(resp, snap, &peer.url, &pq, &app, self.listener)?;
                     Ok(())
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
@@ -529,6 +535,7 @@ fn relocate(
     url: &PeerUrl,
     pq: &str,
     app: &AppSide,
+    listener: SocketAddr,
 ) -> pingora::Result<()> {
     use crate::peer_location::{rewrite, Rewrite};
     // Where the app would go with `to` through this listener as its HTTP proxy: to a peer
@@ -547,7 +554,7 @@ fn relocate(
     let rewrite = match (locations.next(), locations.next()) {
         (None, _) => return Ok(()),
         (Some(location), None) => match std::str::from_utf8(location.as_bytes()) {
-            Ok(location) => rewrite(location, url, pq, app, another_peer),
+            Ok(location) => rewrite(location, url, pq, app, listener, another_peer),
             Err(_) => Rewrite::Remove,
         },
         (Some(_), Some(_)) => Rewrite::Remove,

@@ -19,10 +19,18 @@
 //! elsewhere on the app's listener.
 //!
 //! A URL that leads to another peer on the allowlist is removed: an app that sends its calls
-//! through the outbound listener as its HTTP proxy would follow it there, signed.
+//! through the outbound listener as its HTTP proxy would follow it there, signed. So is one
+//! that leads back to the app's own machine (`localhost`, a loopback or unspecified address, or
+//! the outbound listener's address): from there `http://127.0.0.1:8480/peers/carol/x` reaches
+//! carol, signed, through the listener's default address, and any other URL there is one of
+//! the app's local services, which a peer elsewhere has no business sending it to. A peer that
+//! itself runs on this machine may still send the app to its other local addresses, but never
+//! to the listener's port.
 //!
 //! An app that used the outbound listener as its HTTP proxy wrote the peer's own URL and
 //! resolves a `Location` against it; so does peergate, and hands it the result spelled whole.
+
+use std::net::{IpAddr, SocketAddr};
 
 use url::Url;
 
@@ -53,13 +61,15 @@ pub enum AppSide {
 /// What the app should see of `location`, as its peer sent it.
 ///
 /// `target` is the path and query the request had on the peer, base path included;
-/// `another_peer` tells whether a URL leads to a peer other than the one called, were the app
-/// to send it through the outbound listener as its HTTP proxy.
+/// `listener` is the outbound listener's address; `another_peer` tells whether a URL leads to
+/// a peer other than the one called, were the app to send it through the outbound listener as
+/// its HTTP proxy.
 pub fn rewrite(
     location: &str,
     peer: &PeerUrl,
     target: &str,
     app: &AppSide,
+    listener: SocketAddr,
     another_peer: impl Fn(&Url) -> bool,
 ) -> Rewrite {
     let scheme = peer.scheme();
@@ -94,8 +104,8 @@ pub fn rewrite(
         // listener as the path `/peers/carol` there; `//carol/x` takes the app's scheme
         // instead of the peer's. An app that sends its calls through the outbound listener as
         // its HTTP proxy would reach another peer with such a URL, signed: that one is
-        // removed.
-        if another_peer(&resolved) {
+        // removed, and so is one back to the app's own machine.
+        if another_peer(&resolved) || (!same_origin && back_home(&resolved, peer, listener)) {
             return Rewrite::Remove;
         }
         return canonical(resolved.to_string(), location);
@@ -112,6 +122,45 @@ pub fn rewrite(
         out.push_str(fragment);
     }
     canonical(out, location)
+}
+
+/// Whether `to` leads to the app's own machine where a peer must not send it: the outbound
+/// listener's port there (a signed call to any peer), or any port when the peer itself lives
+/// elsewhere. `to` is in the parser's spelling, so `http://2130706433/` and `http://127.1/`
+/// have come out as `127.0.0.1` already.
+fn back_home(to: &Url, peer: &PeerUrl, listener: SocketAddr) -> bool {
+    let Some(host) = to.host_str() else {
+        return false;
+    };
+    let local = this_machine(host) || ip(host).is_some_and(|ip| ip == listener.ip());
+    local && (to.port_or_known_default() == Some(listener.port()) || !this_machine(&peer.host))
+}
+
+/// `localhost` and its subdomains (RFC 6761), a loopback address or the unspecified one
+/// (which Linux connects to as the loopback).
+fn this_machine(host: &str) -> bool {
+    match ip(host) {
+        Some(IpAddr::V4(v4)) => v4.is_loopback() || v4.is_unspecified(),
+        Some(IpAddr::V6(v6)) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+        None => {
+            let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
+/// `host` as an address, with or without the brackets of an IPv6 literal.
+fn ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// `Keep` when `sent` is already spelled as `canonical`.
@@ -131,6 +180,9 @@ mod tests {
         PeerUrl::parse(url).unwrap()
     }
 
+    /// The outbound listener's default address.
+    const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8480);
+
     fn path_mode() -> AppSide {
         AppSide::Path {
             prefix: "/peers/bob".into(),
@@ -140,7 +192,9 @@ mod tests {
     /// What the app sees for `location`, from a peer at `url` asked for `target`, called as
     /// `/peers/bob`.
     fn seen(url: &str, target: &str, location: &str) -> String {
-        match rewrite(location, &peer(url), target, &path_mode(), |_| false) {
+        match rewrite(location, &peer(url), target, &path_mode(), LISTENER, |_| {
+            false
+        }) {
             Rewrite::Keep => location.to_string(),
             Rewrite::Replace(to) => to,
             Rewrite::Remove => panic!("{location} removed"),
@@ -204,7 +258,7 @@ mod tests {
             "mailto:someone@example.org",
         ] {
             assert_eq!(
-                rewrite(location, &peer(bob), "/", &path_mode(), |_| false),
+                rewrite(location, &peer(bob), "/", &path_mode(), LISTENER, |_| false),
                 Rewrite::Keep,
                 "{location}"
             );
@@ -234,7 +288,7 @@ mod tests {
             "https://a b/",
         ] {
             assert_eq!(
-                rewrite(location, &bob, "/", &path_mode(), |_| false),
+                rewrite(location, &bob, "/", &path_mode(), LISTENER, |_| false),
                 Rewrite::Remove,
                 "{location}"
             );
@@ -268,20 +322,75 @@ mod tests {
             "HTTP:\\\\carol.example/x",
         ] {
             assert_eq!(
-                rewrite(location, &bob, "/base/a", &path_mode(), carol),
+                rewrite(location, &bob, "/base/a", &path_mode(), LISTENER, carol),
                 Rewrite::Remove,
                 "{location}"
             );
         }
         // Paths on bob, under its base path or not, are still bob's.
         assert_eq!(
-            rewrite("/x", &bob, "/base/a", &path_mode(), carol),
+            rewrite("/x", &bob, "/base/a", &path_mode(), LISTENER, carol),
             Rewrite::Replace("https://bob.example/x".into())
         );
         assert_eq!(
-            rewrite("/base/x", &bob, "/base/a", &path_mode(), carol),
+            rewrite("/base/x", &bob, "/base/a", &path_mode(), LISTENER, carol),
             Rewrite::Replace("/peers/bob/x".into())
         );
+    }
+
+    #[test]
+    fn a_url_back_to_the_apps_own_machine_is_removed() {
+        let bob = peer("https://bob.example");
+        let from_bob = |location: &str, listener: SocketAddr| {
+            rewrite(location, &bob, "/", &path_mode(), listener, |_| false)
+        };
+        for location in [
+            // The outbound listener, however the parser lets it be spelled.
+            "http://127.0.0.1:8480/peers/carol/x",
+            "http://127.1:8480/peers/carol/x",
+            "http://2130706433:8480/peers/carol/x",
+            "http://0x7f.0.0.1:8480/peers/carol/x",
+            "http://LocalHost:8480/peers/carol/x",
+            "http://localhost.:8480/x",
+            "http://[::ffff:127.0.0.1]:8480/x",
+            // The app's other local services.
+            "http://127.0.0.1:6379/",
+            "https://localhost/admin",
+            "http://a.localhost/",
+            "http://[::1]:9464/metrics",
+            "http://0.0.0.0:3000/",
+            "http://[::]/",
+        ] {
+            assert_eq!(from_bob(location, LISTENER), Rewrite::Remove, "{location}");
+        }
+        // A listener on another address: its own address is this machine too.
+        let listener: SocketAddr = "10.0.0.5:9000".parse().unwrap();
+        assert_eq!(
+            from_bob("http://10.0.0.5:9000/peers/carol", listener),
+            Rewrite::Remove
+        );
+        assert_eq!(from_bob("http://10.0.0.6:9000/x", listener), Rewrite::Keep);
+        assert_eq!(
+            from_bob("http://localhost.example/x", LISTENER),
+            Rewrite::Keep
+        );
+    }
+
+    #[test]
+    fn a_peer_on_this_machine_may_send_the_app_to_it_but_not_to_the_listener() {
+        let bob = peer("https://127.0.0.1:8443");
+        let from_bob =
+            |location: &str| rewrite(location, &bob, "/", &path_mode(), LISTENER, |_| false);
+        assert_eq!(
+            from_bob("https://127.0.0.1:8443/x"),
+            Rewrite::Replace("/peers/bob/x".into())
+        );
+        assert_eq!(from_bob("http://localhost:3000/x"), Rewrite::Keep);
+        assert_eq!(
+            from_bob("http://localhost:8480/peers/carol/x"),
+            Rewrite::Remove
+        );
+        assert_eq!(from_bob("http://127.0.0.1:8480/x"), Rewrite::Remove);
     }
 
     #[test]
@@ -312,7 +421,7 @@ mod tests {
             ("http://[::1", Rewrite::Remove),
         ] {
             assert_eq!(
-                rewrite(location, &bob, "/dir/a?q=1", &app, carol),
+                rewrite(location, &bob, "/dir/a?q=1", &app, LISTENER, carol),
                 expected,
                 "{location}"
             );

@@ -99,6 +99,7 @@ fn add_outbound(
         ca_file,
         idle,
         loopback_only,
+        config.listen.outbound.0,
         config.listen.max_connections,
     );
     // Pingora answers CONNECT with a bare 405 unless asked not to; peergate refuses it itself,

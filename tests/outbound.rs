@@ -1770,11 +1770,15 @@ async fn a_peers_redirect_stays_with_that_peer() {
     assert_eq!(resp.header("location"), Some("/peers/bob/items/7"));
 
     // A URL of another peer: an app that uses the outbound listener as its HTTP proxy would
-    // follow it there, signed. Removed.
+    // follow it there, signed. Removed; and so is one to the outbound listener itself, through
+    // which any path under /peers reaches another peer, signed, however the host is spelled.
     for location in [
         format!("https://{carol_at}/x"),
         format!("http://{carol_at}/x"),
         format!("//{carol_at}/x"),
+        format!("http://127.0.0.1:{}/peers/carol/x", alice.outbound),
+        format!("http://localhost:{}/peers/carol/x", alice.outbound),
+        format!("http://2130706433:{}/peers/carol/x", alice.outbound),
     ] {
         let resp = alice.call(ask("GET", "bob", "/a", &location)).await;
         assert_eq!(resp.status, 302, "{location}: {}", resp.text());
