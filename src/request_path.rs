@@ -158,19 +158,26 @@ fn separator_len(bytes: &[u8]) -> Option<usize> {
 
 /// `pq` (a path and query) with every byte that RFC 3986 does not allow there percent-encoded:
 /// non-ASCII bytes, space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, controls, and a `%`
-/// that does not start an escape; and `'`, which WHATWG's parser encodes in a query. An app
-/// may send those raw (as a UTF-8 file name, say) and the outbound side signs what it sends; a
+/// that does not start an escape; and `'` in the query, which WHATWG's parser encodes there
+/// (not in the path, where RFC 3986 allows it and both parsers below leave it). An app may
+/// send those raw (as a UTF-8 file name, say) and the outbound side signs what it sends; a
 /// verifier that takes the target through a URL parser (WHATWG's, Python's `requests`, which
 /// re-encodes a whole target with a stray `%` in it) sees them encoded, so the `@path` or
 /// `@query` it rebuilds would not be the one signed. Encoded, both parsers leave them as they
-/// are. `[` and `]` stay raw, as both parsers leave them.
+/// are. `[` and `]` are encoded too: RFC 3986 allows them only around an IPv6 address, and a
+/// verifier that checks the URL against it (the PyPI `http-message-signatures` package does)
+/// refuses one that has them raw, while WHATWG's parser and `requests` leave `%5B` and `%5D`
+/// as they are.
 pub fn encode_for_uri(pq: &str) -> std::borrow::Cow<'_, str> {
     fn allowed(b: u8) -> bool {
-        b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?[]".contains(&b)
+        b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?".contains(&b)
     }
     let bytes = pq.as_bytes();
-    // A `%` stays only where it starts an escape.
-    let keep = |i: usize, b: u8| allowed(b) || (b == b'%' && escaped(bytes, i).is_some());
+    let query_at = pq.find('?').unwrap_or(pq.len());
+    // A `%` stays only where it starts an escape; a `'` only in the path.
+    let keep = |i: usize, b: u8| {
+        allowed(b) || (b == b'%' && escaped(bytes, i).is_some()) || (b == b'\'' && i < query_at)
+    };
     if bytes.iter().enumerate().all(|(i, &b)| keep(i, b)) {
         return std::borrow::Cow::Borrowed(pq);
     }
@@ -309,6 +316,8 @@ mod tests {
             ("/x{1}|^`\\\"<>", "/x%7B1%7D%7C%5E%60%5C%22%3C%3E"),
             ("/\u{7f}\u{1}", "/%7F%01"),
             ("/100%?q=O'Brien", "/100%25?q=O%27Brien"),
+            ("/O'Brien/x?a='b'", "/O'Brien/x?a=%27b%27"),
+            ("/p[0]?a[]=1", "/p%5B0%5D?a%5B%5D=1"),
             ("/a%2", "/a%252"),
             ("/a%zz%C3%A9", "/a%25zz%C3%A9"),
         ] {
@@ -316,8 +325,8 @@ mod tests {
         }
         // What a URI may hold stays as it is, and is not copied.
         for pq in [
-            "/a/b?x=1&y=%2F;z=[0]",
-            "/~user/!$&()*+,;=:@",
+            "/a/b?x=1&y=%2F;z=%5B0%5D",
+            "/~user/!$&'()*+,;=:@",
             "/caf%c3%a9%2F",
             "",
         ] {
