@@ -44,10 +44,16 @@ impl Shared {
         metrics
             .peers
             .set(i64::try_from(snapshot.peer_count()).unwrap_or(i64::MAX));
+        let now = crate::clock::unix_now();
+        let replay = ReplayCache::new(config.signatures.replay_cache_size).remembering_since(now);
+        replay.note_max_age(
+            snapshot.policy.max_age.as_secs(),
+            snapshot.policy.clock_skew.as_secs(),
+            now,
+        );
         Ok(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            replay: ReplayCache::new(config.signatures.replay_cache_size)
-                .remembering_since(crate::clock::unix_now()),
+            replay,
             metrics,
             identity: config.identity.key_file.identity.clone(),
             lifecycle: Lifecycle::new(config),
@@ -70,6 +76,17 @@ impl Shared {
 
     /// Puts a new configuration in force for every request that starts from now on.
     pub fn install(&self, snapshot: Snapshot) {
+        // Before the new age is in force, so that no request meets it while the cache does
+        // not yet hold the older signatures to the age their nonces were remembered for.
+        let skew = snapshot
+            .policy
+            .clock_skew
+            .max(self.snapshot.load().policy.clock_skew);
+        self.replay.note_max_age(
+            snapshot.policy.max_age.as_secs(),
+            skew.as_secs(),
+            crate::clock::unix_now(),
+        );
         self.metrics
             .peers
             .set(i64::try_from(snapshot.peer_count()).unwrap_or(i64::MAX));

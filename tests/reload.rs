@@ -805,3 +805,47 @@ async fn same_length_rewrites_saves_by_rename_and_touches_are_told_apart_by_cont
     assert_eq!(reloads(&running, "success"), 3.0);
     assert_eq!(reloads(&running, "failure"), 0.0);
 }
+
+/// A nonce is remembered for the `max_age` in force when it was accepted. A reload that
+/// raises `max_age` must not let a signature accepted under the shorter one, whose nonce is
+/// forgotten, be accepted a second time under the longer one (an audit's finding: the same
+/// bytes were accepted again 13 s later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_max_age_by_reload_reopens_no_replay() {
+    let _signals = SIGNALS.read().await;
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(
+        app.addr(),
+        &[&bob],
+        "reload: { poll_interval: 1h }\nsignatures: { max_age: 3s }\n",
+    );
+    let running = setup.start();
+    let captured = signed_get(&setup.authority(), &bob, "/api/transfer").to_bytes();
+    let send = |bytes: Vec<u8>| async move {
+        raw_request(setup.inbound, None, &bytes)
+            .await
+            .expect("the gateway answers")
+    };
+    assert_eq!(send(captured.clone()).await.status, 200);
+    let again = send(captured.clone()).await;
+    assert_problem(&again, 401, "replayed");
+
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("max_age: 3s", "max_age: 300s");
+    write_by_rename(&setup.config, &text);
+    peergate::reload::reload_now(running.shared(), &setup.config).expect("applied");
+    // Past the 3 s its nonce was remembered for, and well within the new 300 s.
+    tokio::time::sleep(Duration::from_millis(4_200)).await;
+    let replayed = send(captured).await;
+    assert_problem(&replayed, 401, "replayed");
+    assert!(
+        replayed.text().contains("max_age was raised"),
+        "{}",
+        replayed.text()
+    );
+    // A signature made now gets the new age.
+    assert_eq!(setup.get(&bob, "/api/transfer").await.status, 200);
+    assert_eq!(app.count(), 2);
+}

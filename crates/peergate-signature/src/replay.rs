@@ -203,6 +203,22 @@ pub struct ReplayCache {
     /// The second from which this cache has seen every nonce (see
     /// [`remembering_since`](ReplayCache::remembering_since)).
     since: Option<u64>,
+    /// Signatures created before this second (0: none) may have had their nonces remembered
+    /// for a shorter age than the one in force now (see [`remembered_for`]).
+    ///
+    /// [`remembered_for`]: ReplayCache::remembered_for
+    shorter_until: AtomicU64,
+    ages: Mutex<Ages>,
+}
+
+/// The `max_age` values the verifier has remembered nonces for.
+#[derive(Debug, Default)]
+struct Ages {
+    /// The one in force, as last told.
+    current: Option<u64>,
+    /// `(until, age)`: a signature created before `until` may have been accepted, and its
+    /// nonce remembered, under a `max_age` as short as `age`.
+    shorter: Option<(u64, u64)>,
 }
 
 impl fmt::Debug for ReplayCache {
@@ -292,6 +308,8 @@ impl ReplayCache {
             secret: rand::random(),
             sweeps: AtomicU64::new(0),
             since: None,
+            shorter_until: AtomicU64::new(0),
+            ages: Mutex::default(),
         }
     }
 
@@ -309,6 +327,45 @@ impl ReplayCache {
     /// See [`remembering_since`](ReplayCache::remembering_since).
     pub fn remembers_since(&self) -> Option<u64> {
         self.since
+    }
+
+    /// Tells the cache the verifier's `max_age` is `max_age` seconds from `now` on, before
+    /// the verifier uses it (at start, and before a reload puts a new one in force).
+    ///
+    /// A nonce is remembered for the `max_age` in force when it was accepted. Were `max_age`
+    /// raised, a signature accepted under the shorter one would be forgotten while the longer
+    /// one still accepts it, and could be played again: so a raise from `a` to `b` seconds
+    /// holds every signature created before `now + clock_skew` (the latest a signature
+    /// accepted until now can claim) to `a`, which
+    /// [`remembered_for`](ReplayCache::remembered_for) then says. After a second raise
+    /// while the first still matters, the earlier and shorter limit covers both (stricter for
+    /// some signatures made between the two, never looser).
+    pub fn note_max_age(&self, max_age: u64, clock_skew: u64, now: u64) {
+        let mut ages = lock(&self.ages);
+        if let Some(before) = ages.current.filter(|&before| before < max_age) {
+            let until = now.saturating_add(clock_skew);
+            ages.shorter = Some(match ages.shorter {
+                Some((old_until, old_age)) => (until.max(old_until), before.min(old_age)),
+                None => (until, before),
+            });
+            if let Some((until, _)) = ages.shorter {
+                self.shorter_until.store(until, Ordering::Release);
+            }
+        }
+        ages.current = Some(max_age);
+    }
+
+    /// The longest a signature created at `created` may have been remembered for, when a
+    /// raise of `max_age` (see [`note_max_age`](ReplayCache::note_max_age)) left it shorter
+    /// than the one in force; `None` otherwise. One atomic load for signatures made since.
+    pub fn remembered_for(&self, created: u64) -> Option<u64> {
+        if created >= self.shorter_until.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.ages)
+            .shorter
+            .filter(|&(until, _)| created < until)
+            .map(|(_, age)| age)
     }
 
     /// Atomically: if `(key_id, nonce)` is remembered and `now` is not past its
@@ -468,16 +525,39 @@ impl ReplayCache {
     }
 }
 
-/// A panic while holding a shard lock cannot leave the table half-updated in a way that
-/// matters (each operation is a single map call), so a poisoned lock is used as is rather
-/// than taking the whole proxy down.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+/// A panic while holding a lock cannot leave what it guards half-updated in a way that
+/// matters (each operation on a shard is a single map call; the ages are two plain fields), so
+/// a poisoned lock is used as is rather than taking the whole proxy down.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raised_max_age_holds_older_signatures_to_the_age_before() {
+        let cache = ReplayCache::new(16);
+        cache.note_max_age(60, 30, 1_000);
+        // Lowered: nonces are remembered for longer than needed, which is safe.
+        cache.note_max_age(10, 30, 1_100);
+        assert_eq!(cache.remembered_for(1_099), None);
+        // Raised at 1 200 from 10 s: everything that could claim a `created` before 1 230
+        // (30 s of skew) is held to 10 s; what is made later is not.
+        cache.note_max_age(300, 30, 1_200);
+        assert_eq!(cache.remembered_for(0), Some(10));
+        assert_eq!(cache.remembered_for(1_229), Some(10));
+        assert_eq!(cache.remembered_for(1_230), None);
+        // Raised again while that still matters: the earlier, shorter age covers both.
+        cache.note_max_age(600, 30, 1_250);
+        assert_eq!(cache.remembered_for(1_200), Some(10));
+        assert_eq!(cache.remembered_for(1_279), Some(10));
+        assert_eq!(cache.remembered_for(1_280), None);
+        // The same age told again (a reload that changed something else) changes nothing.
+        cache.note_max_age(600, 30, 1_400);
+        assert_eq!(cache.remembered_for(1_300), None);
+    }
     use std::sync::{Arc, Barrier};
     use std::thread;
 

@@ -521,7 +521,9 @@ pub fn verify_headers_authorized<K: Borrow<VerifyingKey>>(
 ///     only guarded against this gateway's own clock stepping backwards, which the replay
 ///     cache does not defend against (see [`crate::replay`]), and cost a third more entries.
 ///     A signature made before the cache began (`ReplayCache::remembering_since`: a gateway's
-///     start) is refused `replayed` here, since its nonce may have been taken before.
+///     start) is refused `replayed` here, since its nonce may have been taken before; so is
+///     one made before a raise of `max_age` and older than the age its nonce may have been
+///     remembered for (`ReplayCache::note_max_age`).
 pub fn verify_request<K: Borrow<VerifyingKey>>(
     req: &RequestView<'_>,
     policy: &Policy,
@@ -767,6 +769,22 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
                      then cannot be checked, so such signatures are refused: sign the request \
                      again",
                     since - created
+                ),
+            ));
+        }
+        // Made before a reload raised `max_age`, and older than the age its nonce may have
+        // been remembered for: a replay would no longer be seen.
+        if let Some(age) = replay
+            .remembered_for(created)
+            .filter(|&age| now.saturating_sub(created) > age)
+        {
+            return Err(Refusal::new(
+                Reason::Replayed,
+                format!(
+                    "signature created {} s ago, before signatures.max_age was raised; a nonce \
+                     used before then was remembered for {age} s only, so such signatures are \
+                     refused after that: sign the request again",
+                    now.saturating_sub(created)
                 ),
             ));
         }
