@@ -21,6 +21,9 @@ import httpsig_interop
 def make_handler(public_key_pem, key_id):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Head and body go out in two writes: without this, Nagle holds the body ~40 ms
+        # on a kept-alive connection.
+        disable_nagle_algorithm = True
 
         def _handle(self):
             length = int(self.headers.get("Content-Length") or 0)
