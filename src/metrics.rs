@@ -58,15 +58,20 @@ pub enum UpstreamErrorKind {
     Tls,
     Protocol,
     Resolve,
+    /// Outbound only: the peer answered 401 with `Accept-Signature` (RFC 9421 §5.1), so it did
+    /// not take this installation's signature. The answer still goes to the app; this is
+    /// what shows an operator that every call to a peer is being refused.
+    SignatureRefused,
 }
 
 impl UpstreamErrorKind {
-    pub const ALL: [UpstreamErrorKind; 5] = [
+    pub const ALL: [UpstreamErrorKind; 6] = [
         UpstreamErrorKind::Connect,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Tls,
         UpstreamErrorKind::Protocol,
         UpstreamErrorKind::Resolve,
+        UpstreamErrorKind::SignatureRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +81,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Tls => "tls",
             UpstreamErrorKind::Protocol => "protocol",
             UpstreamErrorKind::Resolve => "resolve",
+            UpstreamErrorKind::SignatureRefused => "signature_refused",
         }
     }
 }
@@ -118,9 +124,12 @@ impl Metrics {
                 "peergate_request_duration_seconds",
                 "Time from request head to the end of the answer.",
             )
+            // Up to the default timeouts of the app and of peers (60 s), and past them for a
+            // slow answer streamed after its head, so that a stall at the timeout shows as
+            // what it is in a quantile rather than as the last bucket's bound.
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
+                10.0, 30.0, 60.0, 120.0,
             ]),
             &["direction"],
         )?;
@@ -198,7 +207,10 @@ impl Metrics {
             client_connections_refused.with_label_values(&[d]);
             duration.with_label_values(&[d]);
             for kind in UpstreamErrorKind::ALL {
-                upstream_errors.with_label_values(&[d, kind.as_str()]);
+                // The app is not asked for signatures.
+                if kind != UpstreamErrorKind::SignatureRefused || direction == Direction::Outbound {
+                    upstream_errors.with_label_values(&[d, kind.as_str()]);
+                }
             }
         }
         for reason in peergate_signature::Reason::ALL {

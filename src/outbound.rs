@@ -32,7 +32,7 @@ use crate::allowlist::{Peer, ShortId, Snapshot};
 use crate::body::{self, BodyError, Held};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, UpstreamErrorKind};
 use crate::peer_location::AppSide;
 use crate::problem::Problem;
 use crate::record::Record;
@@ -503,6 +503,25 @@ impl Outbound {
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     relocate(resp, snap, &peer.url, &pq, &app, self.listener)?;
+                    // RFC 9421 §5.1: a 401 that asks for a signature did not take ours. The app
+                    // gets the answer as it is, which is all a count of outcomes would see.
+                    if resp.status == http::StatusCode::UNAUTHORIZED
+                        && resp.headers.contains_key("accept-signature")
+                    {
+                        self.shared.metrics.upstream_error(
+                            Direction::Outbound,
+                            UpstreamErrorKind::SignatureRefused,
+                        );
+                        crate::record::warn_failure(
+                            Direction::Outbound,
+                            &format!(
+                                "{what} refused this installation's signature (401 with \
+                                 Accept-Signature; its reason is in the answer the app got): is \
+                                 this installation's key on its allowlist, are the two clocks in \
+                                 step, and is the host of its URL one of its identity.hosts?"
+                            ),
+                        );
+                    }
                     Ok(())
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns

@@ -471,7 +471,7 @@ impl fmt::Display for Millis {
 static APP_FAILURES: Throttle = Throttle::new();
 static PEER_FAILURES: Throttle = Throttle::new();
 
-fn warn_failure(direction: Direction, detail: &str) {
+pub fn warn_failure(direction: Direction, detail: &str) {
     let (throttle, whose) = match direction {
         Direction::Inbound => (&APP_FAILURES, "app"),
         Direction::Outbound => (&PEER_FAILURES, "peer"),

@@ -249,6 +249,35 @@ async fn apps_call_each_other_in_path_mode_both_ways() {
     );
 }
 
+/// A peer that does not take this installation's signature (here: it does not list alice)
+/// answers 401 with `Accept-Signature`; the app gets that answer, and the operator sees it
+/// counted, where a count of outcomes sees a relayed answer like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_refusing_our_signature_is_counted() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let mut alice = portal("alice", root.path(), &ca);
+    let mut bob = portal("bob", root.path(), &ca);
+    let stranger = Identity::generate().public().clone();
+    let (bob_key, bob_url) = (bob.public.clone(), bob.url());
+    alice.start(&[("Bob", &bob_key, bob_url)], "ca-for-peers.pem");
+    bob.start(&[("Stranger", &stranger, alice.url())], "ca-for-peers.pem");
+    let refused =
+        "peergate_upstream_errors_total{direction=\"outbound\",kind=\"signature_refused\"}";
+    assert_eq!(ops::series(&alice.metrics(), refused), Some(0.0));
+    assert!(!alice
+        .metrics()
+        .contains("{direction=\"inbound\",kind=\"signature_refused\"}"));
+    let resp = alice
+        .call(RawRequest::new("GET", "/peers/bob/api/x").header("Host", "127.0.0.1"))
+        .await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert_eq!(resp.json()["reason"], "unknown_key");
+    assert!(resp.header("accept-signature").is_some());
+    assert_eq!(ops::series(&alice.metrics(), refused), Some(1.0));
+    assert!(bob.app.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_directory_lists_the_allowlist() {
     let (_root, alice, bob) = pair();
