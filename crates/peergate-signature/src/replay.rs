@@ -536,6 +536,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+
     #[test]
     fn a_raised_max_age_holds_older_signatures_to_the_age_before() {
         let cache = ReplayCache::new(16);
@@ -558,8 +561,6 @@ mod tests {
         cache.note_max_age(600, 30, 1_400);
         assert_eq!(cache.remembered_for(1_300), None);
     }
-    use std::sync::{Arc, Barrier};
-    use std::thread;
 
     const K: &str = "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";
 
