@@ -471,7 +471,7 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     if url.https {
         if let Some(ca) = &args.ca_file {
             let trusted = loaded.config.peer_ca_file();
-            if trusted.and_then(|t| fs::canonicalize(t).ok()) != fs::canonicalize(ca).ok() {
+            if !trusted.is_some_and(|t| holds_pem(t, ca)) {
                 let roots = trusted.map_or("the system's roots".to_string(), |t| {
                     format!("tls.peer_ca_file ({})", t.display())
                 });
@@ -483,6 +483,22 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Whether the trust roots in `trusted` include what `ca` holds: the same file, or one whose
+/// text contains `ca`'s (a copy, or a bundle it was added to), so that calls to the peer will
+/// trust what the fetch trusted.
+fn holds_pem(trusted: &Path, ca: &Path) -> bool {
+    if fs::canonicalize(trusted)
+        .ok()
+        .is_some_and(|t| fs::canonicalize(ca).ok() == Some(t))
+    {
+        return true;
+    }
+    match (fs::read_to_string(trusted), fs::read_to_string(ca)) {
+        (Ok(trusted), Ok(ca)) => !ca.trim().is_empty() && trusted.contains(ca.trim()),
+        _ => false,
+    }
 }
 
 /// The hosts a peer states, written out, when none of them is `url`'s: requests signed for

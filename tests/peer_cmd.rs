@@ -778,3 +778,41 @@ fn a_first_peer_starts_the_peers_file_and_add_says_what_calls_will_meet() {
     assert!(!stderr.contains("warning"), "{stderr}");
     assert!(!stderr.contains("note:"), "{stderr}");
 }
+
+/// `--ca-file` is trusted for the fetch only: the note says so unless the configuration's
+/// `tls.peer_ca_file` already holds that CA (the same file, a copy, or a bundle with it in),
+/// for then calls to the peer will trust it too.
+#[test]
+fn the_ca_file_note_is_given_only_when_calls_would_not_trust_that_ca() {
+    let bob = Instance::start(Options {
+        host: "bob.test".into(),
+        ..Options::default()
+    });
+    let note = "was trusted for this fetch only";
+    let alice = Alice::new();
+    let out = add_with_yes(&alice, &bob);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains(note), "{stderr}");
+    assert!(stderr.contains("the system's roots"), "{stderr}");
+
+    // A bundle elsewhere that holds the CA among others.
+    let alice = Alice::new();
+    let bundle = alice.dir.path().join("bundle.pem");
+    let other = TestCa::new().ca_pem().to_string();
+    fs::write(
+        &bundle,
+        format!("{other}{}", fs::read_to_string(ca(&bob)).unwrap()),
+    )
+    .unwrap();
+    let text_before = fs::read_to_string(&alice.config).unwrap();
+    fs::write(
+        &alice.config,
+        format!("{text_before}tls:\n  peer_ca_file: {}\n", bundle.display()),
+    )
+    .unwrap();
+    let out = add_with_yes(&alice, &bob);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains(note), "{stderr}");
+}
