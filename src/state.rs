@@ -78,13 +78,9 @@ impl Shared {
     pub fn install(&self, snapshot: Snapshot) {
         // Before the new age is in force, so that no request meets it while the cache does
         // not yet hold the older signatures to the age their nonces were remembered for.
-        let skew = snapshot
-            .policy
-            .clock_skew
-            .max(self.snapshot.load().policy.clock_skew);
         self.replay.note_max_age(
             snapshot.policy.max_age.as_secs(),
-            skew.as_secs(),
+            snapshot.policy.clock_skew.as_secs(),
             crate::clock::unix_now(),
         );
         self.metrics

@@ -216,6 +216,9 @@ pub struct ReplayCache {
 struct Ages {
     /// The one in force, as last told.
     current: Option<u64>,
+    /// The largest `clock_skew` told so far: how far ahead of this gateway's clock a
+    /// signature accepted until now could have claimed its `created` to be.
+    skew: u64,
     /// `(until, age)`: a signature created before `until` may have been accepted, and its
     /// nonce remembered, under a `max_age` as short as `age`.
     shorter: Option<(u64, u64)>,
@@ -335,15 +338,17 @@ impl ReplayCache {
     /// A nonce is remembered for the `max_age` in force when it was accepted. Were `max_age`
     /// raised, a signature accepted under the shorter one would be forgotten while the longer
     /// one still accepts it, and could be played again: so a raise from `a` to `b` seconds
-    /// holds every signature created before `now + clock_skew` (the latest a signature
-    /// accepted until now can claim) to `a`, which
+    /// holds every signature created before `now` plus the largest `clock_skew` told so far
+    /// (the latest `created` a signature accepted until now can claim, whatever skew was in
+    /// force when it was accepted) to `a`, which
     /// [`remembered_for`](ReplayCache::remembered_for) then says. After a second raise
     /// while the first still matters, the earlier and shorter limit covers both (stricter for
     /// some signatures made between the two, never looser).
     pub fn note_max_age(&self, max_age: u64, clock_skew: u64, now: u64) {
         let mut ages = lock(&self.ages);
+        ages.skew = ages.skew.max(clock_skew);
         if let Some(before) = ages.current.filter(|&before| before < max_age) {
-            let until = now.saturating_add(clock_skew);
+            let until = now.saturating_add(ages.skew);
             ages.shorter = Some(match ages.shorter {
                 Some((old_until, old_age)) => (until.max(old_until), before.min(old_age)),
                 None => (until, before),
@@ -552,8 +557,11 @@ mod tests {
         assert_eq!(cache.remembered_for(0), Some(10));
         assert_eq!(cache.remembered_for(1_229), Some(10));
         assert_eq!(cache.remembered_for(1_230), None);
-        // Raised again while that still matters: the earlier, shorter age covers both.
-        cache.note_max_age(600, 30, 1_250);
+        // A reload lowers the skew to 1 s, and the next raises the age again while the first
+        // raise still matters: the earlier, shorter age covers both, and the margin is still
+        // the 30 s a signature accepted under the larger skew may claim (an audit's finding).
+        cache.note_max_age(300, 1, 1_240);
+        cache.note_max_age(600, 1, 1_250);
         assert_eq!(cache.remembered_for(1_200), Some(10));
         assert_eq!(cache.remembered_for(1_279), Some(10));
         assert_eq!(cache.remembered_for(1_280), None);

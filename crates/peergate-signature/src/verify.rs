@@ -781,7 +781,8 @@ fn verify_checked<K: Borrow<VerifyingKey>>(
             return Err(Refusal::new(
                 Reason::Replayed,
                 format!(
-                    "signature created {} s ago, before signatures.max_age was raised; a nonce \
+                    "signature created {} s ago, before signatures.max_age was raised (or within \
+                     clock_skew after, which a signer whose clock is ahead could claim); a nonce \
                      used before then was remembered for {age} s only, so such signatures are \
                      refused after that: sign the request again",
                     now.saturating_sub(created)
