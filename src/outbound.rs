@@ -32,7 +32,7 @@ use crate::allowlist::{Peer, ShortId, Snapshot};
 use crate::body::{self, BodyError, Held};
 use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
-use crate::metrics::{Direction, UpstreamErrorKind};
+use crate::metrics::{Direction, Metrics, UpstreamErrorKind};
 use crate::peer_location::AppSide;
 use crate::problem::Problem;
 use crate::record::Record;
@@ -503,25 +503,7 @@ impl Outbound {
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     relocate(resp, snap, &peer.url, &pq, &app, self.listener)?;
-                    // RFC 9421 §5.1: a 401 that asks for a signature did not take ours. The app
-                    // gets the answer as it is, which is all a count of outcomes would see.
-                    if resp.status == http::StatusCode::UNAUTHORIZED
-                        && resp.headers.contains_key("accept-signature")
-                    {
-                        self.shared.metrics.upstream_error(
-                            Direction::Outbound,
-                            UpstreamErrorKind::SignatureRefused,
-                        );
-                        crate::record::warn_failure(
-                            Direction::Outbound,
-                            &format!(
-                                "{what} refused this installation's signature (401 with \
-                                 Accept-Signature; its reason is in the answer the app got): is \
-                                 this installation's key on its allowlist, are the two clocks in \
-                                 step, and is the host of its URL one of its identity.hosts?"
-                            ),
-                        );
-                    }
+                    note_signature_refused(resp, &self.shared.metrics, what);
                     Ok(())
                 };
                 // Signed afresh for every attempt: a retry carries a new nonce. The closure owns
@@ -543,6 +525,27 @@ impl Outbound {
             .forwarded(session, &self.shared.metrics, result)
             .await
     }
+}
+
+/// Counts and logs a peer's answer that did not take this installation's signature: a 401 that
+/// asks for one (RFC 9421 §5.1). The app gets the answer as it is, which is all a count of
+/// outcomes would see.
+fn note_signature_refused(resp: &ResponseHeader, metrics: &Metrics, what: &dyn fmt::Display) {
+    if resp.status != http::StatusCode::UNAUTHORIZED
+        || !resp.headers.contains_key("accept-signature")
+    {
+        return;
+    }
+    metrics.upstream_error(Direction::Outbound, UpstreamErrorKind::SignatureRefused);
+    crate::record::warn_failure(
+        Direction::Outbound,
+        &format!(
+            "{what} refused this installation's signature (401 with Accept-Signature; its \
+             reason is in the answer the app got): is this installation's key on its \
+             allowlist, are the two clocks in step, and is the host of its URL one of its \
+             identity.hosts?"
+        ),
+    );
 }
 
 /// Rewrites the `Location` of a peer's answer for the app that called it (see
