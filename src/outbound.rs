@@ -177,7 +177,15 @@ impl Outbound {
         }
     }
 
-    fn route(snap: &Snapshot, req: &RequestHeader, loopback_only: bool) -> Result<Target, Problem> {
+    /// `called` is set as soon as the peer is known, so that a refusal after that point (the
+    /// peer has no URL, the path is ambiguous) is counted and logged under that peer, as the
+    /// inbound side names a caller it refuses as forbidden.
+    fn route(
+        snap: &Snapshot,
+        req: &RequestHeader,
+        loopback_only: bool,
+        called: &mut Option<ShortId>,
+    ) -> Result<Target, Problem> {
         if req.method == http::Method::CONNECT {
             return Err(Problem::new(
                 405,
@@ -225,6 +233,7 @@ impl Outbound {
             // as written (DESIGN.md: `http://<peer host>/<rest>` → `https://<peer host>/<rest>`).
             let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
             let url = std::str::from_utf8(raw).unwrap_or_default();
+            *called = Some(peer.short_id());
             return Self::on_peer(peer, pq, Under::Host { url });
         }
 
@@ -275,6 +284,7 @@ impl Outbound {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
+        *called = Some(peer.short_id());
         Self::on_peer(peer, &pq, Under::BasePath { prefix })
     }
 
@@ -622,7 +632,12 @@ impl ProxyHttp for Outbound {
             return Ok(true);
         }
         let snap = self.shared.snapshot();
-        match Self::route(&snap, session.req_header(), self.loopback_only) {
+        match Self::route(
+            &snap,
+            session.req_header(),
+            self.loopback_only,
+            &mut ctx.peer,
+        ) {
             Err(problem) => ctx.record.refuse(session, &problem, None).await,
             Ok(Target::Directory) => {
                 let body = Self::directory(&snap);
@@ -642,7 +657,6 @@ impl ProxyHttp for Outbound {
                 path_and_query,
                 app,
             }) => {
-                ctx.peer = Some(peer.short_id);
                 self.call(session, ctx, &snap, peer, path_and_query, app)
                     .await?;
             }

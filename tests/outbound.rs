@@ -36,6 +36,15 @@ struct Portal {
 }
 
 impl Portal {
+    /// Waits for `series` to reach `n`: a request is counted once its answer is written, so a
+    /// moment after the client has it.
+    async fn counted(&self, series: &str, n: f64) {
+        ops::eventually(Duration::from_secs(5), series, || async {
+            (ops::series(&self.metrics(), series) == Some(n)).then_some(())
+        })
+        .await;
+    }
+
     fn url(&self) -> String {
         let scheme = if self.plain_inbound { "http" } else { "https" };
         format!("{scheme}://127.0.0.1:{}", self.inbound)
@@ -46,9 +55,13 @@ impl Portal {
         let mut list = String::new();
         for (name, key, url) in peers {
             list.push_str(&format!(
-                "  - name: {name}\n    public_key: \"{}\"\n    url: {url}\n",
+                "  - name: {name}\n    public_key: \"{}\"\n",
                 key.spki_base64()
             ));
+            // A peer may be on the allowlist to call us only, with no URL to call it at.
+            if !url.is_empty() {
+                list.push_str(&format!("    url: {url}\n"));
+            }
         }
         let tls = if self.plain_inbound {
             format!("tls: {{ peer_ca_file: {peer_ca} }}")
@@ -598,10 +611,13 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         bob.public.clone(),
         mallory.public.clone(),
     );
+    // Carol may call alice, but has no URL for alice to call her at.
+    let carol = Identity::generate().public().clone();
     alice.start(
         &[
             ("Bob", &bob_key, bob.url()),
             ("Mallory", &mallory_key, mallory.url()),
+            ("Carol", &carol, String::new()),
         ],
         "ca-for-peers.pem",
     );
@@ -610,9 +626,31 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
 
     // A peer that is not on the allowlist.
     let resp = alice
-        .call(RawRequest::new("GET", "/peers/carol/x").header("Host", "127.0.0.1"))
+        .call(RawRequest::new("GET", "/peers/dave/x").header("Host", "127.0.0.1"))
         .await;
     assert_problem(&resp, 404, "unknown_peer");
+    let unknown =
+        r#"peergate_requests_total{direction="outbound",outcome="refused",peer="unknown"}"#;
+    alice.counted(unknown, 1.0).await;
+
+    // A peer with no URL cannot be called; the refusal is counted under that peer, which is
+    // known, by name and by short ID.
+    for handle in ["Carol", carol.short_id()] {
+        let resp = alice
+            .call(RawRequest::new("GET", format!("/peers/{handle}/x")).header("Host", "127.0.0.1"))
+            .await;
+        assert_problem(&resp, 404, "peer_has_no_url");
+        let detail = resp.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(carol.short_id()), "{detail}");
+    }
+    let named = format!(
+        r#"peergate_requests_total{{direction="outbound",outcome="refused",peer="{}"}}"#,
+        carol.short_id()
+    );
+    alice.counted(&named, 2.0).await;
+    let reason = r#"peergate_rejections_total{direction="outbound",reason="peer_has_no_url"}"#;
+    alice.counted(reason, 2.0).await;
+    assert_eq!(ops::series(&alice.metrics(), unknown), Some(1.0));
 
     // An unknown host in proxy mode: refused, and no connection is made (the echo app at that
     // address sees nothing).
