@@ -339,7 +339,18 @@ async fn readiness(shared: &Shared) -> (bool, String) {
     let snap = shared.snapshot();
     let (listeners, app) = tokio::join!(check_listeners(shared), check_app(&snap.upstream));
     let public = shared.identity.public();
-    let checks: [(&str, Result<String, String>); 4] = [
+    // Never a failure: the configuration in force serves; the line says what waits.
+    let pending = shared
+        .restart_pending
+        .lock()
+        .map(|p| p.join(", "))
+        .unwrap_or_default();
+    let config = if pending.is_empty() {
+        "no changed setting waits for a restart".to_string()
+    } else {
+        format!("changed settings wait for a restart: {pending}")
+    };
+    let checks: [(&str, Result<String, String>); 5] = [
         ("listeners", listeners),
         (
             "identity",
@@ -351,6 +362,7 @@ async fn readiness(shared: &Shared) -> (bool, String) {
         ),
         ("allowlist", Ok(format!("{} peers", snap.peer_count()))),
         ("app", app),
+        ("config", Ok(config)),
     ];
     let failed: Vec<&str> = checks
         .iter()

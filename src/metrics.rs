@@ -100,6 +100,7 @@ pub struct Metrics {
     pub replay_cache_entries: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: Gauge,
+    pub config_restart_pending: IntGauge,
 }
 
 impl Metrics {
@@ -170,6 +171,13 @@ impl Metrics {
             "peergate_config_last_reload_success_timestamp_seconds",
             "Unix time of the last configuration load that took effect.",
         )?;
+        // Beside the reload counters: a reload that changed a restart-bound setting succeeds
+        // (everything else was applied), so without this only a log line tells an operator
+        // that the file on disk is not wholly in force.
+        let config_restart_pending = IntGauge::new(
+            "peergate_config_restart_pending",
+            "Settings changed in the configuration since start that take effect only after a restart (0: none waits).",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "peergate_build_info",
@@ -191,6 +199,7 @@ impl Metrics {
             Box::new(replay_cache_entries.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
+            Box::new(config_restart_pending.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -228,6 +237,7 @@ impl Metrics {
             replay_cache_entries,
             config_reloads,
             config_last_reload_success,
+            config_restart_pending,
         })
     }
 

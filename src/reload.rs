@@ -238,6 +238,13 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                     applied.changes
                 );
             }
+            shared
+                .metrics
+                .config_restart_pending
+                .set(i64::try_from(applied.restart_needed.len()).unwrap_or(i64::MAX));
+            if let Ok(mut pending) = shared.restart_pending.lock() {
+                pending.clone_from(&applied.restart_needed);
+            }
             if !applied.restart_needed.is_empty() {
                 log::warn!(
                     "configuration reloaded, but these changed settings only take effect after a restart: {}",

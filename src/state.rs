@@ -35,6 +35,9 @@ pub struct Shared {
     /// The configuration file's text as last loaded whole, with which a reload reads the other
     /// files while an edit of the configuration file does not validate (`reload`).
     pub config_text: std::sync::Mutex<Option<String>>,
+    /// The settings the last reload found changed since start that only a restart applies,
+    /// for `/readyz` (the metric counts them).
+    pub restart_pending: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             resolver: Resolver::default(),
             bodies: Arc::default(),
             config_text: std::sync::Mutex::default(),
+            restart_pending: std::sync::Mutex::default(),
             server_cert: config
                 .tls
                 .as_ref()

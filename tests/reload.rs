@@ -432,6 +432,11 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
     );
     assert!(loaded_at > 0.0);
     running.shared().metrics.config_last_reload_success.set(1.0);
+    let pending = "peergate_config_restart_pending";
+    assert_eq!(
+        series(&running.shared().metrics.render(), pending),
+        Some(0.0)
+    );
     let applied = {
         // Written where the watcher does not look, so this reload is the only one.
         let elsewhere = tempfile::tempdir().unwrap();
@@ -478,6 +483,33 @@ async fn settings_that_need_a_restart_are_named_and_the_rest_is_applied() {
             "peergate_config_last_reload_success_timestamp_seconds"
         ),
         1.0
+    );
+    // What waits is seen without the log: counted in a metric, named by /readyz, which stays
+    // ready (the configuration in force serves).
+    assert_eq!(metric(&running, pending), 4.0);
+    let ready = setup.admin("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert!(
+        ready.text().contains("config: ok: changed settings wait for a restart: listen.inbound, listen.threads, listen.idle_timeout, signatures.replay_cache_size\n"),
+        "{}",
+        ready.text()
+    );
+
+    // The file at start, read again: nothing waits any more.
+    let applied = peergate::reload::reload_now(running.shared(), &setup.config).expect("applied");
+    assert!(
+        applied.restart_needed.is_empty(),
+        "{:?}",
+        applied.restart_needed
+    );
+    assert_eq!(metric(&running, pending), 0.0);
+    let ready = setup.admin("/readyz").await;
+    assert!(
+        ready
+            .text()
+            .contains("config: ok: no changed setting waits for a restart\n"),
+        "{}",
+        ready.text()
     );
 }
 
