@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::clock::unix_now;
 use crate::config::HostPort;
 use crate::local_app::{self, Listener};
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::state::Shared;
 use crate::throttle::{more_since, Throttle};
 
@@ -324,7 +324,7 @@ async fn respond(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
         }
         _ => problem_reply(&Problem::new(
             404,
-            "no_route",
+            Code::NoRoute,
             "No such page",
             "the admin listener serves /metrics, /healthz and /readyz",
         )),

@@ -10,7 +10,7 @@ use peergate_signature::Reason;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::request_cap::RequestCap;
 
 /// Why a body was not read: a problem to answer with, or the client connection failing.
@@ -109,7 +109,7 @@ impl Drop for Held {
 fn overloaded(limit: u64) -> Problem {
     Problem::new(
         503,
-        "overloaded",
+        Code::Overloaded,
         "Too many request bodies at once",
         format!(
             "peergate holds at most {} of request bodies at once (signatures.max_buffered) \
@@ -173,7 +173,7 @@ pub fn framing(req: &RequestHeader) -> Result<Framing, Problem> {
     if let Some(listed) = codings_besides_chunked(&req.headers) {
         return Err(Problem::new(
             400,
-            "bad_request",
+            Code::BadRequest,
             "Bad request",
             format!(
                 "Transfer-Encoding {listed:?}: peergate forwards only chunked alone; send the body \
@@ -195,7 +195,7 @@ pub fn framing(req: &RequestHeader) -> Result<Framing, Problem> {
             .ok_or_else(|| {
                 Problem::new(
                     400,
-                    "bad_request",
+                    Code::BadRequest,
                     "Bad request",
                     "Content-Length must be a single number (RFC 9110 §8.6)",
                 )
@@ -203,7 +203,7 @@ pub fn framing(req: &RequestHeader) -> Result<Framing, Problem> {
         if found.is_some_and(|f| f != n) {
             return Err(Problem::new(
                 400,
-                "bad_request",
+                Code::BadRequest,
                 "Bad request",
                 "conflicting Content-Length fields",
             ));
@@ -279,7 +279,7 @@ pub async fn read_whole(
         let Ok(read) = read else {
             return Err(BodyError::Refused(Problem::new(
                 400,
-                "bad_request",
+                Code::BadRequest,
                 "Bad request",
                 format!(
                     "the request body stalled: no data for {} s",
@@ -387,7 +387,7 @@ pub fn malformed_framing(e: &pingora::Error) -> Option<Problem> {
     };
     Some(Problem::new(
         400,
-        "bad_request",
+        Code::BadRequest,
         "Bad request",
         format!("the request body's chunked framing is malformed: {what}"),
     ))

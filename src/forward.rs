@@ -25,7 +25,7 @@ use pingora::{Error, ErrorType, RetryType};
 use crate::body::HeldBody;
 use crate::metrics::UpstreamErrorKind;
 use crate::pool::Pool;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::resolve::RESOLVE_ERROR;
 
 /// How a forward ended when it did not end well.
@@ -96,9 +96,9 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
         _ => format!("{what} broke off the exchange: {}", error_text(e)),
     };
     let problem = if status == 504 {
-        Problem::new(504, "upstream_timeout", "Upstream timed out", detail)
+        Problem::new(504, Code::UpstreamTimeout, "Upstream timed out", detail)
     } else {
-        Problem::new(502, "upstream_unreachable", "Upstream failed", detail)
+        Problem::new(502, Code::UpstreamUnreachable, "Upstream failed", detail)
     };
     (kind, problem)
 }

@@ -39,7 +39,7 @@ use crate::forward::{
 };
 use crate::method_override;
 use crate::metrics::{Direction, UpstreamErrorKind};
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::record::Record;
 use crate::request_cap::RequestCap;
 use crate::request_path;
@@ -154,7 +154,7 @@ impl Inbound {
         if req.raw_path() != parsed.as_bytes() {
             return Ok(Err(Problem::new(
                 400,
-                "bad_path",
+                Code::BadPath,
                 "Ambiguous path",
                 "the request target must be in origin form (/path?query) and valid UTF-8",
             )));
@@ -164,7 +164,7 @@ impl Inbound {
             Err(e) => {
                 return Ok(Err(Problem::new(
                     400,
-                    "bad_path",
+                    Code::BadPath,
                     "Ambiguous path",
                     e.to_string(),
                 )))
@@ -173,7 +173,7 @@ impl Inbound {
         if let Some(name) = app_request::protected_nomination(req) {
             return Ok(Err(Problem::new(
                 400,
-                "bad_request",
+                Code::BadRequest,
                 "Bad request",
                 format!("the Connection header names {name:?}, a field the app must receive"),
             )));
@@ -358,7 +358,7 @@ impl Inbound {
                         kind: UpstreamErrorKind::Protocol,
                         problem: Problem::new(
                             500,
-                            "internal_error",
+                            Code::InternalError,
                             "Internal error",
                             e.to_string(),
                         ),
@@ -415,7 +415,7 @@ fn host_problem(req: &RequestHeader) -> Option<Problem> {
             Ok(_) => return None,
         },
     };
-    Some(Problem::new(400, "bad_request", "Bad request", detail))
+    Some(Problem::new(400, Code::BadRequest, "Bad request", detail))
 }
 
 /// What was wrong with a client's request, for a problem's detail: the error type with the
@@ -482,7 +482,7 @@ impl ProxyHttp for Inbound {
             // 405. Nothing is tunnelled: the connection closes after the answer.
             let problem = Problem::new(
                 405,
-                "connect_not_supported",
+                Code::ConnectNotSupported,
                 "CONNECT is not supported",
                 "the inbound listener relays HTTP requests to the app; it opens no tunnels",
             );
@@ -673,7 +673,7 @@ impl ProxyHttp for Inbound {
                 let problem = malformed.unwrap_or_else(|| {
                     Problem::new(
                         400,
-                        "bad_request",
+                        Code::BadRequest,
                         "Bad request",
                         format!("the request could not be read: {}", client_error_text(e)),
                     )

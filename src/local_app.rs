@@ -21,7 +21,7 @@
 
 use http::HeaderMap;
 
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 /// The listener a request came to, for the refusal's words.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +87,7 @@ pub fn check(
             if !is_local_host(host) {
                 return Err(Problem::new(
                     403,
-                    "foreign_host",
+                    Code::ForeignHost,
                     "Not a local address",
                     format!(
                         "Host {host:?} is a name other than localhost; {answers}, \
@@ -101,7 +101,7 @@ which reach it as 127.0.0.1, [::1] or localhost (a browser page whose name point
 }
 
 fn cross_origin(detail: String) -> Problem {
-    Problem::new(403, "cross_origin", "Request from a web page", detail)
+    Problem::new(403, Code::CrossOrigin, "Request from a web page", detail)
 }
 
 /// `host[:port]` of a serialized origin (`scheme://host[:port]`), with the scheme's default port

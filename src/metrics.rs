@@ -222,8 +222,20 @@ impl Metrics {
                 }
             }
         }
+        // Every refusal code either listener gives, not only DESIGN.md's table: an alert on
+        // the first `overloaded` after a restart needs its series there before it.
         for reason in peergate_signature::Reason::ALL {
             rejections.with_label_values(&[Direction::Inbound.as_str(), reason.code()]);
+        }
+        for reason in crate::problem::OUTBOUND_REASONS {
+            rejections.with_label_values(&[Direction::Outbound.as_str(), reason.code()]);
+        }
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for code in crate::problem::Code::ALL {
+                if code.refused_by(direction) {
+                    rejections.with_label_values(&[direction.as_str(), code.as_str()]);
+                }
+            }
         }
         Ok(Metrics {
             registry,

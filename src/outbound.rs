@@ -34,7 +34,7 @@ use crate::config::{HostPort, PeerUrl};
 use crate::forward::{classify, ForwardError, Forwarder, IDLE_TIMEOUT};
 use crate::metrics::{Direction, Metrics, UpstreamErrorKind};
 use crate::peer_location::AppSide;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::record::Record;
 use crate::request_cap::RequestCap;
 use crate::state::Shared;
@@ -189,7 +189,7 @@ impl Outbound {
         if req.method == http::Method::CONNECT {
             return Err(Problem::new(
                 405,
-                "connect_not_supported",
+                Code::ConnectNotSupported,
                 "CONNECT is not supported",
                 "send plain http:// URLs through peergate (HTTP_PROXY, not HTTPS_PROXY): it adds TLS and the signature itself",
             ));
@@ -212,7 +212,7 @@ impl Outbound {
             let uri = http::Uri::try_from(raw).map_err(|_| {
                 Problem::new(
                     400,
-                    "bad_request",
+                    Code::BadRequest,
                     "Bad request",
                     "the request target is not a valid URL",
                 )
@@ -220,11 +220,11 @@ impl Outbound {
             let host = uri.host().unwrap_or_default();
             let peer = snap
                 .peer_by_host(host, uri.port_u16(), uri.path())
-                .map_err(|why| Problem::new(404, "unknown_peer", "Unknown peer", why))?
+                .map_err(|why| Problem::new(404, Code::UnknownPeer, "Unknown peer", why))?
                 .ok_or_else(|| {
                     Problem::new(
                         403,
-                        "not_a_peer",
+                        Code::NotAPeer,
                         "Not a peer",
                         format!("{host} is not the host of a peer on the allowlist; peergate only reaches its peers, it is not an open proxy"),
                     )
@@ -250,7 +250,7 @@ impl Outbound {
         let Some(rest) = path.strip_prefix("/peers/") else {
             return Err(Problem::new(
                 404,
-                "no_route",
+                Code::NoRoute,
                 "Not found",
                 "the outbound listener serves GET /peers, ANY /peers/<short ID or name>/<path>, and absolute-form requests from apps that use it as their HTTP proxy",
             ));
@@ -266,7 +266,7 @@ impl Outbound {
             .map_err(|_| {
                 Problem::new(
                     404,
-                    "unknown_peer",
+                    Code::UnknownPeer,
                     "Unknown peer",
                     "the peer name is not UTF-8",
                 )
@@ -274,7 +274,7 @@ impl Outbound {
         let peer = snap.peer_by_handle(&handle).ok_or_else(|| {
             Problem::new(
                 404,
-                "unknown_peer",
+                Code::UnknownPeer,
                 "Unknown peer",
                 format!("no peer on the allowlist has the short ID or name {handle:?}; GET /peers lists them"),
             )
@@ -294,7 +294,7 @@ impl Outbound {
         if crate::request_path::has_dot_segment(path) {
             return Err(Problem::new(
                 400,
-                "bad_path",
+                Code::BadPath,
                 "Ambiguous path",
                 format!(
                     "the path {path:?} has a . or .. segment (counting %2e for a dot, %2f, %5c \
@@ -306,7 +306,7 @@ impl Outbound {
         let Some(url) = peer.url() else {
             return Err(Problem::new(
                 404,
-                "peer_has_no_url",
+                Code::PeerHasNoUrl,
                 "Peer has no URL",
                 format!(
                     "peer {} ({}) has no url on the allowlist, so it cannot be called",
@@ -328,7 +328,7 @@ impl Outbound {
         if base.is_empty() && crate::request_path::starts_with_two_separators(&pq) {
             return Err(Problem::new(
                 400,
-                "bad_path",
+                Code::BadPath,
                 "Ambiguous path",
                 format!(
                     "the path {path:?} starts with two separators (counting %2f, %5c and \\ \

@@ -7,6 +7,62 @@ use peergate_signature::{Reason, Refusal};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::metrics::Direction;
+
+/// Defines [`Code`] and [`Code::ALL`] from one list, so that no code can be missing from the
+/// list the rejection series are made from at start.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, refused by [$($side:ident),*];)*) => {
+        /// The problem codes of peergate's own, beside the signature engine's [`Reason`]s:
+        /// a closed set, since each is a `reason` label value.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            /// Whether the listener of `direction` refuses requests with this code (counted
+            /// in `peergate_rejections_total`); a code given by neither is a failure, counted
+            /// in `peergate_upstream_errors_total`.
+            pub fn refused_by(self, direction: Direction) -> bool {
+                match self {
+                    $(Code::$variant => [$(Direction::$side),*].contains(&direction),)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    BadRequest = "bad_request", refused by [Inbound, Outbound];
+    BadPath = "bad_path", refused by [Inbound, Outbound];
+    ConnectNotSupported = "connect_not_supported", refused by [Inbound, Outbound];
+    MethodNotAllowed = "method_not_allowed", refused by [Inbound, Outbound];
+    Overloaded = "overloaded", refused by [Inbound, Outbound];
+    /// The outbound listener (and the admin one, which counts no requests) to web pages.
+    CrossOrigin = "cross_origin", refused by [Outbound];
+    ForeignHost = "foreign_host", refused by [Outbound];
+    UnknownPeer = "unknown_peer", refused by [Outbound];
+    NotAPeer = "not_a_peer", refused by [Outbound];
+    PeerHasNoUrl = "peer_has_no_url", refused by [Outbound];
+    NoRoute = "no_route", refused by [Outbound];
+    UpstreamUnreachable = "upstream_unreachable", refused by [];
+    UpstreamTimeout = "upstream_timeout", refused by [];
+    InternalError = "internal_error", refused by [];
+}
+
+/// The signature engine's reasons the outbound listener gives too: a body past
+/// `signatures.max_body` (the inbound listener gives them all).
+pub const OUTBOUND_REASONS: [Reason; 1] = [Reason::BodyTooLarge];
+
 /// Why a request was not served, whether refused by policy or failed on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -21,15 +77,10 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(
-        status: u16,
-        reason: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: u16, code: Code, title: &'static str, detail: impl Into<String>) -> Self {
         Problem {
             status,
-            reason,
+            reason: code.as_str(),
             title,
             detail: detail.into(),
             allow: None,
@@ -39,7 +90,8 @@ impl Problem {
     /// A 405 for a resource that answers GET and HEAD only (peergate's own: the admin
     /// listener, the peer directory, the public documents), with `Allow` saying so.
     pub fn get_or_head_only(detail: impl Into<String>) -> Self {
-        Problem::new(405, "method_not_allowed", "Method not allowed", detail).allowing("GET, HEAD")
+        Problem::new(405, Code::MethodNotAllowed, "Method not allowed", detail)
+            .allowing("GET, HEAD")
     }
 
     /// The same, saying which methods the resource answers (`"GET, HEAD"`).
@@ -53,7 +105,13 @@ impl Problem {
     }
 
     pub fn from_reason(reason: Reason, detail: impl Into<String>) -> Self {
-        Problem::new(reason.status(), reason.code(), reason.title(), detail)
+        Problem {
+            status: reason.status(),
+            reason: reason.code(),
+            title: reason.title(),
+            detail: detail.into(),
+            allow: None,
+        }
     }
 
     pub fn body(&self) -> Bytes {

@@ -498,12 +498,10 @@ fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option
         _ => return None,
     };
     warn_failure(Direction::Inbound, &problem.detail);
-    Some(Problem::new(
-        problem.status,
-        problem.reason,
-        problem.title,
-        detail,
-    ))
+    Some(Problem {
+        detail: detail.to_string(),
+        ..problem.clone()
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 
 /// A count of requests at work, held under a ceiling. Each proxy listener has one; another
 /// bounds the refused HTTP/2 bodies read and dropped at once (`body::discard_after_refusal`).
@@ -71,7 +71,7 @@ impl RequestCap {
             Ok(_) => Ok(Slot(self.clone())),
             Err(_) => Err(Problem::new(
                 503,
-                "overloaded",
+                Code::Overloaded,
                 "Too many requests at once",
                 format!(
                     "this listener serves at most {} requests at once {}; send it again shortly",

@@ -39,7 +39,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::Direction;
-use crate::problem::Problem;
+use crate::problem::{Code, Problem};
 use crate::request_framing::{Refusal, RequestFraming};
 use crate::state::Shared;
 
@@ -178,7 +178,7 @@ fn is_status_400(buf: &[u8]) -> bool {
 
 /// The whole answer, head and problem document, as it goes on the wire.
 fn problem_response(detail: &str) -> Bytes {
-    let problem = Problem::new(400, "bad_request", "Bad request", detail);
+    let problem = Problem::new(400, Code::BadRequest, "Bad request", detail);
     let body = problem.body();
     let mut out = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\n\

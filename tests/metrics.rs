@@ -1,7 +1,7 @@
 //! The admin listener over real HTTP: every DESIGN.md metric with the counts of the traffic
 //! sent, label sets that do not grow with what clients send, and the health endpoints.
 //!
-//! The inbound direction only: the outbound side has its own tests once it is done.
+//! Mostly the inbound direction: the outbound side's counts are checked in its own tests.
 
 mod ops;
 mod support;
@@ -166,6 +166,76 @@ async fn every_metric_of_the_design_is_served_with_the_counts_of_the_traffic() {
         &format!("peergate_requests_total{{direction=\"inbound\",outcome=\"error\",peer=\"{b}\"}}"),
         1.0,
     );
+}
+
+/// The refusal codes of README's two tables (the inbound listener's, then the outbound
+/// listener's): each `| status | `code` [/ `code`] | when |` row of a 4xx or a 503, which
+/// are refusals; a 500, 502 or 504 is a failure, counted elsewhere.
+fn readme_refusal_codes() -> [std::collections::BTreeSet<String>; 2] {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut tables: Vec<std::collections::BTreeSet<String>> = Vec::new();
+    let mut in_table = false;
+    for line in readme.lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let status = cells.first().and_then(|c| c.strip_prefix("| "));
+        let Some(status) = status.filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            in_table = false;
+            continue;
+        };
+        if !in_table {
+            tables.push(Default::default());
+            in_table = true;
+        }
+        if status.starts_with('4') || status == "503" {
+            for code in cells[1].split(" / ") {
+                let code = code.trim_matches('`');
+                tables.last_mut().unwrap().insert(code.to_string());
+            }
+        }
+    }
+    assert_eq!(
+        tables.len(),
+        2,
+        "README has the inbound and the outbound tables"
+    );
+    let outbound = tables.pop().unwrap();
+    [tables.pop().unwrap(), outbound]
+}
+
+/// An alert on a refusal's first event after a restart (`increase()` ignores the value a
+/// series appears with) needs its series there from the start: every code either listener
+/// gives, as README's tables list them, and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_code_of_the_readme_has_its_series_from_the_start() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let setup = Setup::new(app.addr(), &[&bob], "");
+    let _running = setup.start();
+    let m = setup.admin("/metrics").await.text();
+    let [inbound, outbound] = readme_refusal_codes();
+    assert!(
+        inbound.contains("digest_mismatch") && inbound.contains("bad_path"),
+        "{inbound:?}"
+    );
+    assert!(outbound.contains("peer_has_no_url"), "{outbound:?}");
+    for (direction, codes) in [("inbound", &inbound), ("outbound", &outbound)] {
+        let prefix = format!("peergate_rejections_total{{direction=\"{direction}\",reason=\"");
+        let served: std::collections::BTreeSet<String> = m
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                let (code, value) = rest.split_once("\"} ").unwrap();
+                assert_eq!(value, "0", "{direction} {code}");
+                code.to_string()
+            })
+            .collect();
+        assert_eq!(
+            &served, codes,
+            "{direction}: the series served, then README's codes"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
