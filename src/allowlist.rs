@@ -744,15 +744,12 @@ impl Snapshot {
         path: &str,
     ) -> Result<Option<Peer<'_>>, String> {
         let table = &*self.table;
-        // Peer URL hosts are stored in lower case.
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        // Peer URL hosts are stored in this form.
+        let host = crate::config::url_host_key(host);
         let matching = || {
             table
                 .by_host
-                .iter_hash(table.hasher.hash_one(host.as_str()))
+                .iter_hash(table.hasher.hash_one(&*host))
                 .filter_map(|&i| table.peer(i))
                 .filter(|p| {
                     p.url_host()
@@ -1056,6 +1053,38 @@ mod tests {
             "p1"
         );
         assert!(b.peer_by_host("shared.example.org", None, "/").is_err());
+    }
+
+    /// In proxy mode the app writes the peer's host itself; an IPv6 address is the same
+    /// address however it is spelled, in the peers file or in the app's URL.
+    #[test]
+    fn an_ipv6_peer_is_found_by_any_spelling_of_its_address() {
+        let six = Identity::generate();
+        let extra = format!(
+            "  - name: six\n    public_key: \"{}\"\n    url: http://[0:0:0:0:0:0:0:1]:18794/v6\n",
+            six.public().spki_base64()
+        );
+        let (snap, _) = snapshot(2, &extra);
+        for host in ["[::1]", "::1", "[0:0:0:0:0:0:0:1]", "[0000::0001]"] {
+            let found = snap.peer_by_host(host, Some(18794), "/v6/x").unwrap();
+            assert_eq!(
+                found.map(|p| p.name().to_string()).as_deref(),
+                Some("six"),
+                "{host}"
+            );
+        }
+        assert!(snap
+            .peer_by_host("[::2]", Some(18794), "/v6/x")
+            .unwrap()
+            .is_none());
+        // Sent as the canonical text.
+        let url = snap.peer_by_handle("six").unwrap().url().unwrap();
+        assert_eq!(url.authority(), "[::1]:18794");
+        assert_eq!(config::url_host_key("Bob.Example"), "bob.example");
+        assert_eq!(
+            config::url_host_key("[::FFFF:127.0.0.1]"),
+            "::ffff:127.0.0.1"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::allowlist::{PeerTable, PeerTableBuilder, PeersSource};
 pub use context::KnownKeys;
-pub use peers::{Allow, Peer, PeerList, PeerSink, PeerUrl};
+pub use peers::{url_host_key, Allow, Peer, PeerList, PeerSink, PeerUrl};
 pub use routes::{Access, PathPattern, Route};
 pub use units::{ByteSize, HumanDuration};
 pub use values::{

@@ -123,6 +123,23 @@ pub struct PeerUrl {
     pub base_path: String,
 }
 
+/// A URL's host as peer URLs are stored and looked up by: without the brackets of an IPv6
+/// literal, in lower case, and an IPv6 address in its one canonical text (RFC 5952), so that an
+/// app writing `[0:0:0:0:0:0:0:1]` in proxy mode finds the peer at `[::1]`.
+pub fn url_host_key(host: &str) -> std::borrow::Cow<'_, str> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.contains(':') {
+        if let Ok(v6) = bare.parse::<std::net::Ipv6Addr>() {
+            return v6.to_string().into();
+        }
+    }
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        bare.to_ascii_lowercase().into()
+    } else {
+        bare.into()
+    }
+}
+
 impl PeerUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let uri: http::Uri = s.trim().parse().map_err(|_| {
@@ -140,10 +157,8 @@ impl PeerUrl {
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{s:?} has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+            .ok_or_else(|| format!("{s:?} has no host"))?;
+        let host = url_host_key(host).into_owned();
         if uri.query().is_some() {
             return Err(format!("{s:?}: a peer URL may not have a query"));
         }
