@@ -394,23 +394,32 @@ impl Inbound {
 /// predates `Host`, and HTTP/2 names the host in `:authority`. A `Host` that contradicts the
 /// target's authority (absolute form, HTTP/2) Pingora refuses before this runs.
 fn host_problem(req: &RequestHeader) -> Option<Problem> {
+    // RFC 3986 allows `,` in a host name, DNS does not, and the app would read
+    // `X-Forwarded-Host: a,b` as a list of two hosts: refused in `Host` and in HTTP/2's
+    // `:authority` alike.
+    const NO_COMMA: &str = "a host name has no ','";
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
     let detail = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => "the request has more than one Host field; send one".to_string(),
         (None, _) if req.version == http::Version::HTTP_11 => {
             "an HTTP/1.1 request must carry a Host field (RFC 9112 section 3.2)".to_string()
         }
-        (None, _) => match req.uri.authority().map(|a| Authority::parse(a.as_str())) {
-            Some(Err(e)) => format!("the request's target does not name a host: {e}"),
+        (None, _) => match req
+            .uri
+            .authority()
+            .map(|a| (a.as_str(), Authority::parse(a.as_str())))
+        {
+            Some((_, Err(e))) => format!("the request's target does not name a host: {e}"),
+            Some((text, Ok(_))) if text.contains(',') => {
+                format!("the request's target does not name a host: {NO_COMMA}")
+            }
             _ => return None,
         },
         (Some(host), None) => match host.to_str().map(|text| (text, Authority::parse(text))) {
             Err(_) => "the Host field is not visible ASCII".to_string(),
             Ok((_, Err(e))) => format!("the Host field is not a host and port: {e}"),
-            // RFC 3986 allows `,` in a host name, DNS does not, and the app would read
-            // `X-Forwarded-Host: a,b` as a list of two hosts.
             Ok((text, Ok(_))) if text.contains(',') => {
-                "the Host field is not a host and port: a host name has no ','".to_string()
+                format!("the Host field is not a host and port: {NO_COMMA}")
             }
             Ok(_) => return None,
         },

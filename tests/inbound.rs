@@ -1473,6 +1473,18 @@ async fn hosts_that_are_not_a_host_and_port_are_refused_on_every_route() {
     assert_eq!(h2(signed, "/api/h2").await.status, 400);
     assert!(f.app.requests().is_empty(), "{:?}", f.app.requests());
 
+    // HTTP/2's `:authority` is the host the app gets (`Host`, `X-Forwarded-Host`): a `,` is
+    // refused there as in `Host`.
+    for target in [
+        "https://evil.example,bob.test/public/x",
+        "https://a,b/api/h2",
+    ] {
+        let resp = h2(Vec::new(), target).await;
+        assert_problem(&resp, 400, "bad_request");
+        assert!(resp.text().contains("has no ','"), "{}", resp.text());
+    }
+    assert!(f.app.requests().is_empty(), "{:?}", f.app.requests());
+
     // A Host that repeats `:authority` passes; so does one in other letters over HTTP/1.1.
     let same = vec![("host".to_string(), HOST.to_string())];
     let resp = h2(same, "/public/x").await;
