@@ -301,16 +301,53 @@ impl ShutdownSignalWatch for ProcessSignals {
         let mut interrupt = watch(SignalKind::interrupt(), "SIGINT");
         if crate::early_signals::terminate_came() {
             log::info!("a SIGTERM or SIGQUIT came while starting: stopping gracefully");
+            interrupt_ends_the_drain(interrupt);
             return ShutdownSignal::GracefulTerminate;
         }
         tokio::select! {
-            () = next(&mut term) => ShutdownSignal::GracefulTerminate,
+            () = next(&mut term) => {}
             () = next(&mut quit) => {
                 log::info!("SIGQUIT: stopping gracefully, as for SIGTERM");
-                ShutdownSignal::GracefulTerminate
             }
-            () = next(&mut interrupt) => ShutdownSignal::FastShutdown,
+            () = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
         }
+        interrupt_ends_the_drain(interrupt);
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Ctrl-C stops at once during a graceful drain too. Pingora asks for a signal only once, and
+/// a signal tokio has watched keeps tokio's handler, so without this watch a SIGINT in the drain
+/// would go unseen and the drain would run its whole course. The watch moves to a thread of its
+/// own, where it is read as long as the process lives.
+fn interrupt_ends_the_drain(interrupt: Option<tokio::signal::unix::Signal>) {
+    let Some(mut interrupt) = interrupt else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("peergate-interrupt".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    log::warn!("cannot watch SIGINT during the shutdown ({e}); it will wait for the drain");
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                if interrupt.recv().await.is_some() {
+                    log::warn!(
+                        "SIGINT during the graceful shutdown: stopping at once, cutting the requests still in flight"
+                    );
+                    std::process::exit(0);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch SIGINT during the shutdown ({e}); it will wait for the drain");
     }
 }
 

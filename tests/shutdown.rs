@@ -309,6 +309,56 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
     );
 }
 
+/// Ctrl-C after a SIGTERM (a `kill` in one terminal, Ctrl-C on `peergate run` in another) stops
+/// at once, as Ctrl-C alone does, rather than waiting out the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_drain_stops_at_once() {
+    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(20)));
+    let bob = Key::new("Bob");
+    let setup = Arc::new(Setup::new(
+        app.addr(),
+        &[&bob],
+        "shutdown: { grace_period: 20s, timeout: 2s }",
+    ));
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, text.replace("timeout: 5s", "timeout: 30s")).unwrap();
+
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+    let stuck = {
+        let (setup, bob) = (setup.clone(), bob.clone());
+        tokio::spawn(async move { setup.get_result(&bob, "/api/stuck").await })
+    };
+    app.wait_for(1, Duration::from_secs(5)).await;
+    binary.signal("TERM");
+    eventually(Duration::from_secs(5), "/readyz 503", || async {
+        (setup.admin("/readyz").await.status == 503).then_some(())
+    })
+    .await;
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "{}",
+        binary.log()
+    );
+    let interrupt = Instant::now();
+    binary.signal("INT");
+    let status = binary
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("still draining 5 s after SIGINT\n{}", binary.log()));
+    assert_eq!(status.code(), Some(0), "{}", binary.log());
+    assert!(interrupt.elapsed() < Duration::from_secs(5));
+    assert!(
+        binary.log().contains("SIGINT during the graceful shutdown"),
+        "{}",
+        binary.log()
+    );
+    match stuck.await.unwrap() {
+        Ok(resp) if resp.status != 502 => panic!("answered: {}", resp.status),
+        _ => {}
+    }
+}
+
 /// HTTP/2 connections that finished TLS but never sent their preface do not hold a graceful
 /// shutdown for its whole grace period (Pingora's HTTP/2 handshake watches no shutdown): the
 /// process exits at once, as with idle HTTP/1.1 connections.
