@@ -216,12 +216,18 @@ fn throttle_for(record: &Record) -> Option<&'static Throttle> {
 }
 
 /// Whether a Pingora line is about a client: Pingora names the side an error came from, and
-/// `Downstream` is the client's.
+/// `Downstream` is the client's (`downstream` in some lines). Its HTTP/2 handshake error, one
+/// per TLS connection that offered `h2` and then sent no HTTP/2 (any scanner), names no side.
 fn about_clients(record: &Record) -> bool {
+    let about = |text: &str| {
+        ["Downstream", "downstream", "H2 handshake error"]
+            .iter()
+            .any(|mark| text.contains(mark))
+    };
     match record.args().as_str() {
-        Some(text) => text.contains("Downstream"),
+        Some(text) => about(text),
         // Formatted only for Pingora's warnings and errors, which are rare but for floods.
-        None => record.args().to_string().contains("Downstream"),
+        None => about(&record.args().to_string()),
     }
 }
 
@@ -485,6 +491,20 @@ mod tests {
                 .build()
         )
         .is_some());
+        let h2 = Record::builder()
+            .args(format_args!("H2 handshake error  HandshakeError context: while h2 handshaking with client cause: connection error detected: unspecific protocol error detected"))
+            .level(log::Level::Error)
+            .target("pingora_core::apps")
+            .build();
+        assert!(throttle_for(&h2).is_some());
+        let malformed = Record::builder()
+            .args(format_args!(
+                "tearing down downstream h2 connection after 10 malformed requests"
+            ))
+            .level(log::Level::Warn)
+            .target("pingora_core::protocols::http::v2::server")
+            .build();
+        assert!(throttle_for(&malformed).is_some());
         // Pingora's other lines (`Accept() failed`, a runtime that did not stop), its info
         // lines, and everyone else's warnings are not throttled.
         let accept = Record::builder()
