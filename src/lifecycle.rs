@@ -216,11 +216,18 @@ pub fn exit_when_drained(
                         );
                         std::process::exit(0);
                     }
-                    log::warn!(
-                        "graceful shutdown: {} connection(s) still open after the grace period ({:?}); they are cut now",
-                        lifecycle.connections(),
-                        lifecycle.grace_period
-                    );
+                    // When Pingora ended the grace period first, it has already cut them,
+                    // and the count is 0.
+                    match lifecycle.connections() {
+                        0 => log::warn!(
+                            "graceful shutdown: connections still open after the grace period ({:?}) were cut",
+                            lifecycle.grace_period
+                        ),
+                        open => log::warn!(
+                            "graceful shutdown: {open} connection(s) still open after the grace period ({:?}); they are cut now",
+                            lifecycle.grace_period
+                        ),
+                    }
                     return;
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
