@@ -329,10 +329,20 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     // close (requests in flight are answered): raised when the process shuts down, or when
     // the connection is chosen to make room.
     let (goaway, watch) = tokio::sync::watch::channel(*shutdown.borrow());
+    // Pingora's graceful close then waits for the client to answer a PING before the last
+    // GOAWAY, for as long as the grace period lasts: a client that has stopped reading would
+    // hold the shutdown that long. Once the GOAWAY has had its time to reach the client and no
+    // request is in flight, the connection is closed here, as one closed to make room is.
     let relay = async {
         shutdown_started(shutdown).await;
         goaway.send_replace(true);
-        std::future::pending::<()>().await
+        loop {
+            tokio::time::sleep(GOAWAY_GRACE).await;
+            if conn.state().in_flight == 0 {
+                break;
+            }
+            conn.requests_ended().await;
+        }
     };
     // Pingora's HTTP/2 handshake watches neither the clock nor a shutdown: a connection that
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
@@ -372,7 +382,10 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
             }
             None
         }
-        () = relay => None,
+        () = relay => {
+            log::debug!("closed an HTTP/2 client connection: peergate is shutting down");
+            None
+        }
     };
     // The connection is done once its streams' last frames are sent, which is before their
     // tasks have finished (the log line, the metrics): until they have, it still counts as

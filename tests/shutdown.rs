@@ -445,6 +445,40 @@ async fn own_answers_during_a_drain_close_their_connection() {
     assert!(sigterm.elapsed() < Duration::from_secs(8));
 }
 
+/// An HTTP/2 connection with no request in flight does not hold a graceful shutdown, even when
+/// its client has stopped reading. Pingora's graceful close sends a GOAWAY and a PING and waits
+/// for the PING's answer for as long as the grace period lasts: anyone who got one answer
+/// could make every shutdown take the whole grace period (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_client_that_stopped_reading_does_not_hold_a_shutdown() {
+    let app = EchoApp::start();
+    let bob = Key::new("Bob");
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let extra = format!(
+        "{}{GRACE}\nroutes: [{{ path: \"/public/*\", access: public }}]\n",
+        tls_section(&ca, certs.path())
+    );
+    let setup = Setup::new(app.addr(), &[&bob], &extra);
+    let mut binary = Binary::run(&setup);
+    ready(&setup, &mut binary).await;
+    let (status, _deaf) = h2_get_then_deaf(
+        setup.inbound,
+        ca.client_config(&[b"h2"]),
+        "localhost",
+        "/public/once",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    // GRACE is 10 s; the connection gets the two seconds any GOAWAY is given.
+    let took = terminate(&mut binary, Duration::from_secs(9)).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
 /// Requests in flight on HTTP/2 connections at SIGTERM are answered, and each has its log
 /// line before the process exits. Pingora runs each stream as a task of its own, and a
 /// connection ends once its streams' last frames are sent, before those tasks have written

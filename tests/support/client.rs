@@ -678,6 +678,59 @@ async fn h2_raw_built(
     Ok((client, tokio::spawn(connection)))
 }
 
+/// An HTTP/2 connection whose client has stopped reading: never polled again, it answers no
+/// PING and takes no frame, but stays open until dropped.
+pub type DeafH2 = (
+    h2::client::SendRequest<Bytes>,
+    std::pin::Pin<
+        Box<h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
+    >,
+);
+
+/// One GET on a new HTTP/2 connection (the `h2` crate), its whole answer read, after which the
+/// client stops reading, as a suspended process or a path gone dark would: the answer's status
+/// and the connection, left open.
+pub async fn h2_get_then_deaf(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    uri: &str,
+) -> io::Result<(u16, DeafH2)> {
+    let tls = h2_tls(addr, config, server_name).await?;
+    let (mut client, connection) = bounded(NET_TIMEOUT, "HTTP/2 handshake", async {
+        h2::client::handshake(tls).await.map_err(io::Error::other)
+    })
+    .await?;
+    let mut connection = Box::pin(connection);
+    let request = hyper::Request::get(format!("https://{server_name}{uri}"))
+        .body(())
+        .map_err(invalid_input)?;
+    let (response, _) = client
+        .send_request(request, true)
+        .map_err(io::Error::other)?;
+    let exchange = async {
+        let response = response.await.map_err(io::Error::other)?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(io::Error::other)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        Ok::<u16, io::Error>(status)
+    };
+    // The connection is driven only until the answer is in.
+    let status = bounded(NET_TIMEOUT, "HTTP/2 exchange", async {
+        tokio::select! {
+            status = exchange => status,
+            ended = &mut connection => Err(io::Error::other(format!(
+                "the connection ended before the answer: {ended:?}"
+            ))),
+        }
+    })
+    .await?;
+    Ok((status, (client, connection)))
+}
+
 /// A TLS connection to `addr` that settled on ALPN h2.
 async fn h2_tls(
     addr: SocketAddr,

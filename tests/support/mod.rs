@@ -16,9 +16,9 @@ pub mod python;
 pub mod tls;
 
 pub use client::{
-    closed_within, h2_get_given_up, h2_get_read_late, h2_gets_at_once, h2_post_streamed, h2_raw,
-    h2_raw_zero_window, h2_request, h2_request_then_idle, raw_request, rustls_error, RawConn,
-    RawRequest, RawResponse, NET_TIMEOUT,
+    closed_within, h2_get_given_up, h2_get_read_late, h2_get_then_deaf, h2_gets_at_once,
+    h2_post_streamed, h2_raw, h2_raw_zero_window, h2_request, h2_request_then_idle, raw_request,
+    rustls_error, RawConn, RawRequest, RawResponse, NET_TIMEOUT,
 };
 pub use echo::{
     dead_addr, free_port, wait_bound, wait_listening, EchoApp, Handler, Recorded, Reply,
