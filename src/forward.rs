@@ -67,7 +67,9 @@ pub fn classify(e: &Error, what: &(dyn fmt::Display + Sync)) -> (UpstreamErrorKi
             format!("{what} did not answer in time ({})", error_text(e))
         }
         UpstreamErrorKind::Tls => {
-            format!("the TLS handshake with {what} failed: {}", error_text(e))
+            let text = error_text(e);
+            let hint = tls_hint(&text);
+            format!("the TLS handshake with {what} failed: {text}{hint}")
         }
         UpstreamErrorKind::Connect if no_socket => {
             let cause = e.root_cause();
@@ -122,6 +124,28 @@ const MAX_ERROR_TEXT: usize = 400;
 /// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
 /// (Pingora's own rendering repeats the type at every level of the chain.) At most
 /// [`MAX_ERROR_TEXT`] bytes, then `...`.
+/// What to do about a failed TLS handshake with a peer, from rustls's words for it: the fixes
+/// are in this installation's configuration or the peer's URL, which the connector's error
+/// does not name.
+fn tls_hint(text: &str) -> &'static str {
+    if text.contains("UnknownIssuer") {
+        "; the peer's certificate is not signed by a CA this installation trusts: set \
+         tls.peer_ca_file to the CA that issued it (or add it to that file; a restart applies \
+         it), or give the peer a certificate the system roots trust"
+    } else if text.contains("NotValidForName") {
+        "; the peer's certificate does not name the host of its URL: check the peer's url on \
+         the allowlist against the names its certificate holds"
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        "; the peer's certificate is outside its validity period: check its renewal, and this \
+         machine's clock"
+    } else if text.contains("InvalidContentType") || text.contains("CorruptMessage") {
+        "; what answered does not speak TLS: if the peer listens in plain HTTP there, its url \
+         on the allowlist starts with http://"
+    } else {
+        ""
+    }
+}
+
 pub fn error_text(e: &Error) -> String {
     let text = full_error_text(e);
     let cut = within(&text, MAX_ERROR_TEXT);

@@ -220,7 +220,12 @@ impl Record {
         self.close_if_stopping(session);
         let shown = match self.direction {
             Direction::Inbound => app_failure_for_callers(kind, problem),
-            Direction::Outbound => None,
+            Direction::Outbound => {
+                // The app gets the detail; the operator, who does not see the app's 502s,
+                // gets it too, throttled: a peer down fails every call to it.
+                warn_failure(Direction::Outbound, &problem.detail);
+                None
+            }
         };
         if let Err(e) = shown.as_ref().unwrap_or(problem).send(session, None).await {
             log::debug!(

@@ -155,6 +155,78 @@ async fn a_peer_breaking_off_its_answers_is_told_once_a_second() {
     assert!((1..=3).contains(&warnings), "{warnings} warnings:\n{log}");
 }
 
+/// A peer that cannot be reached fails every call the app makes to it, and the app gets a 502
+/// saying so; the operator, who does not see those, is told in the log, once a second with a
+/// count. A peer that does not speak TLS where its URL says `https://` is told apart, with
+/// what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_be_reached_is_told_once_a_second() {
+    let (setup, binary, _app) = alice_calling_a_plain_peer(|_| async {}).await;
+    let dead = support::dead_addr();
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut conn, _)) = plain.accept().await {
+            let _ = conn
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let (carol, dave) = (Key::new("Carol"), Key::new("Dave"));
+    let text = std::fs::read_to_string(&setup.peers).unwrap();
+    ops::write_by_rename(
+        &setup.peers,
+        &format!(
+            "{text}{}    url: http://{dead}\n{}    url: https://{plain_addr}\n",
+            carol.entry(),
+            dave.entry()
+        ),
+    );
+    let call = |peer: &'static str, i: usize| {
+        let req = support::RawRequest::new("GET", format!("/peers/{peer}/{i}"))
+            .header("Host", setup.outbound.to_string());
+        let addr = setup.outbound;
+        async move {
+            support::raw_request(addr, None, &req.to_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "Carol on the allowlist",
+        || async { (call("carol", 0).await.status == 502).then_some(()) },
+    )
+    .await;
+    for i in 1..30 {
+        support::assert_problem(&call("carol", i).await, 502, "upstream_unreachable");
+    }
+    let resp = call("dave", 0).await;
+    support::assert_problem(&resp, 502, "upstream_unreachable");
+    assert!(
+        resp.text().contains("does not speak TLS"),
+        "{}",
+        resp.text()
+    );
+    let (log, _) = eventually(Duration::from_secs(10), "the request lines", || async {
+        let log = binary.log();
+        (log.lines()
+            .filter(|l| l.contains("outbound GET \"/peers/") && l.contains("outcome=error"))
+            .count()
+            >= 31)
+            .then_some(log)
+    })
+    .await;
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warnings.iter().any(|l| l.contains("cannot be reached")),
+        "{log}"
+    );
+    assert!(warnings.len() <= 4, "{} warnings:\n{log}", warnings.len());
+    assert!(!log.lines().any(|l| l.contains(" ERROR ")), "{log}");
+}
+
 /// A client that leaves after an interim answer (the app's 103, on a signed route) got no
 /// answer: its line says `status=0`, as for any request that got none. It said `status=103`
 /// (found by an audit): Pingora counts an interim head as the response written.

@@ -713,6 +713,12 @@ async fn strangers_unknown_hosts_and_bad_certificates_are_refused() {
         .call(RawRequest::new("GET", "/peers/Mallory/x").header("Host", "127.0.0.1"))
         .await;
     assert_problem(&resp, 502, "upstream_unreachable");
+    // It says what to do about it.
+    let detail = resp.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("set tls.peer_ca_file to the CA"),
+        "{detail}"
+    );
     assert!(
         resp.json()["detail"].as_str().unwrap().contains("TLS"),
         "{}",
