@@ -47,6 +47,8 @@ pub enum IdentityError {
     Exists { path: PathBuf },
     #[error("{path}: the directory {dir} does not exist; create it first (mkdir -p {dir})")]
     NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("{path} is {what}, not a key file: --force replaces only a regular file; give the path of the file itself")]
+    NotAFile { path: PathBuf, what: &'static str },
     #[error("{path}: {reason}")]
     BadPrivateKey { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -401,6 +403,26 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Identity, IdentityError
         return Err(IdentityError::Exists {
             path: path.to_path_buf(),
         });
+    }
+    // The new key is renamed over the path: a symbolic link there would stop being one (the
+    // key it points to staying as it was), and a device or a FIFO would be replaced by a file.
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        let kind = meta.file_type();
+        let what = if kind.is_symlink() {
+            Some("a symbolic link")
+        } else if kind.is_dir() {
+            Some("a directory")
+        } else if !kind.is_file() {
+            Some("a device, FIFO or socket")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(IdentityError::NotAFile {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
     }
     // Write beside the target and rename, so a crash never leaves a half-written key and an
     // existing key is replaced only by a complete one.

@@ -86,6 +86,39 @@ fn keygen_never_overwrites_without_force() {
     // No temporary files are left behind.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 
+    // --force replaces a key file, nothing else: a symbolic link would stop being one (the key
+    // it points to left as it was), a FIFO or a device would become a file.
+    let link = dir.path().join("link.pem");
+    std::os::unix::fs::symlink(&key, &link).unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let kept = fs::read(&key).unwrap();
+    for (target, what) in [
+        (&link, "a symbolic link"),
+        (&fifo, "a device, FIFO or socket"),
+        (&dir.path().to_path_buf(), "a directory"),
+    ] {
+        let out = peergate(&["keygen", "-o", target.to_str().unwrap(), "--force"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(what) && stderr.contains("not a key file"),
+            "{stderr}"
+        );
+    }
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!fs::symlink_metadata(&fifo).unwrap().file_type().is_file());
+    assert_eq!(fs::read(&key).unwrap(), kept);
+    fs::remove_file(&link).unwrap();
+    fs::remove_file(&fifo).unwrap();
+
     // A directory that does not exist yet is named as what is missing (it was "k.pem: No such
     // file or directory", the file being made).
     let missing = dir.path().join("etc/peergate");
