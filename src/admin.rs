@@ -360,7 +360,10 @@ async fn readiness(shared: &Shared) -> (bool, String) {
                 public.key_id()
             )),
         ),
-        ("allowlist", Ok(format!("{} peers", snap.peer_count()))),
+        (
+            "allowlist",
+            Ok(crate::allowlist::peers_counted(snap.peer_count())),
+        ),
         ("app", app),
         ("config", Ok(config)),
     ];

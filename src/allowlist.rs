@@ -899,6 +899,15 @@ pub fn encode_name(name: &str) -> String {
     encoded
 }
 
+/// "1 peer", "2 peers": how logs and `/readyz` count the allowlist.
+pub fn peers_counted(n: usize) -> String {
+    if n == 1 {
+        "1 peer".to_string()
+    } else {
+        format!("{n} peers")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

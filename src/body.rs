@@ -123,7 +123,7 @@ pub fn too_large(max: u64) -> Problem {
     Problem::from_reason(
         Reason::BodyTooLarge,
         format!(
-            "the body is larger than this gateway accepts ({}); send less",
+            "the body is larger than this peergate accepts ({}, its signatures.max_body); send less",
             crate::config::ByteSize(max)
         ),
     )

@@ -241,7 +241,7 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
     let gateway = crate::server::Gateway::build(&loaded).map_err(CliError::Failed)?;
     let c = &loaded.config;
     log::info!(
-        "peergate {} as {} ({}): inbound {}, outbound {}, admin {}, app {}, {} peers, {} threads per proxy listener",
+        "peergate {} as {} ({}): inbound {}, outbound {}, admin {}, app {}, {}, {} threads per proxy listener",
         env!("CARGO_PKG_VERSION"),
         c.identity.key_file.identity.public().short_id(),
         c.identity.display_name(),
@@ -249,7 +249,7 @@ fn run_gateway(config_path: &Path) -> Result<(), CliError> {
         c.listen.outbound,
         c.listen.admin,
         c.app.upstream,
-        c.peer_count(),
+        crate::allowlist::peers_counted(c.peer_count()),
         c.listen.threads.count()
     );
     // The gateway runs on its snapshot of the configuration (which shares the peer table

@@ -495,11 +495,11 @@ pub fn warn_failure(direction: Direction, detail: &str) {
 /// keeps `problem` (a failure that is not the app's, such as an internal error).
 fn app_failure_for_callers(kind: UpstreamErrorKind, problem: &Problem) -> Option<Problem> {
     let detail = match (problem.reason, kind) {
-        ("upstream_timeout", _) => "the app did not answer in time",
+        ("upstream_timeout", _) => "the app behind this peergate did not answer in time",
         ("upstream_unreachable", UpstreamErrorKind::Protocol) => {
-            "the app broke off the exchange or did not answer in HTTP"
+            "the app behind this peergate broke off the exchange or did not answer in HTTP"
         }
-        ("upstream_unreachable", _) => "the app cannot be reached",
+        ("upstream_unreachable", _) => "the app behind this peergate cannot be reached",
         _ => return None,
     };
     warn_failure(Direction::Inbound, &problem.detail);

@@ -204,9 +204,9 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                 // Not the last successful reload: the file in force is not the one on disk.
                 reloads.with_label_values(&["failure"]).inc();
                 log::warn!(
-                    "configuration reload failed; the running {} stays in force: {e}; the files it names were read again with it and applied: {} peers on the allowlist ({})",
+                    "configuration reload failed; the running {} stays in force: {e}; the files it names were read again with it and applied: {} on the allowlist ({})",
                     config_path.display(),
-                    applied.peers,
+                    crate::allowlist::peers_counted(applied.peers),
                     applied.changes
                 );
                 if let Some(e) = &applied.tls_error {
@@ -219,9 +219,9 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                 // broken renewal is seen before the certificate in force expires.
                 reloads.with_label_values(&["failure"]).inc();
                 log::error!(
-                    "configuration reloaded from {} ({} peers on the allowlist; {}), but the TLS certificate and key do not load, so the ones in force stay: {e}",
+                    "configuration reloaded from {} ({} on the allowlist; {}), but the TLS certificate and key do not load, so the ones in force stay: {e}",
                     config_path.display(),
-                    applied.peers,
+                    crate::allowlist::peers_counted(applied.peers),
                     applied.changes
                 );
             } else {
@@ -232,9 +232,9 @@ pub fn reload_now(shared: &Shared, config_path: &Path) -> Result<Applied, Reload
                     mark_loaded(shared);
                 }
                 log::info!(
-                    "configuration reloaded from {}: {} peers on the allowlist; {}",
+                    "configuration reloaded from {}: {} on the allowlist; {}",
                     config_path.display(),
-                    applied.peers,
+                    crate::allowlist::peers_counted(applied.peers),
                     applied.changes
                 );
             }

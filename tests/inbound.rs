@@ -3398,7 +3398,10 @@ async fn app_down_gives_502_and_a_slow_app_504() {
             .await
             .expect("502 comes quickly, no hang");
         assert_problem(&resp, 502, "upstream_unreachable");
-        assert_eq!(resp.json()["detail"], "the app cannot be reached");
+        assert_eq!(
+            resp.json()["detail"],
+            "the app behind this peergate cannot be reached"
+        );
         let text = resp.text();
         for internal in [dead.to_string(), "ConnectRefused".to_owned()] {
             assert!(!text.contains(&internal), "{text}");
@@ -3420,7 +3423,10 @@ async fn app_down_gives_502_and_a_slow_app_504() {
             .send(slow.signed(&slow.bob, method, "/api/slow", &[], &body))
             .await;
         assert_problem(&resp, 504, "upstream_timeout");
-        assert_eq!(resp.json()["detail"], "the app did not answer in time");
+        assert_eq!(
+            resp.json()["detail"],
+            "the app behind this peergate did not answer in time"
+        );
     }
     assert!(
         slow.metrics().contains("kind=\"timeout\"} 2"),

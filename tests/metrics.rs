@@ -351,7 +351,7 @@ async fn healthz_is_liveness_and_readyz_checks_listeners_identity_allowlist_and_
     for check in [
         "listeners: ok",
         "identity: ok",
-        "allowlist: ok: 1 peers",
+        "allowlist: ok: 1 peer\n",
         "app: ok",
     ] {
         assert!(body.contains(check), "{check}: {body}");
