@@ -261,26 +261,40 @@ async fn sigterm_when_idle_exits_at_once_and_closes_idle_keep_alive_connections(
     assert!(idle.read_response(false).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_0() {
-    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(8)));
+/// `peergate run` with `shutdown` settings in front of an app that takes `delay` to answer
+/// (peergate waits up to 30 s for it, longer than the grace periods here), and a signed request
+/// the app has received and not yet answered.
+async fn with_a_request_at_the_app(
+    delay: Duration,
+    shutdown: &str,
+) -> (
+    EchoApp,
+    Arc<Setup>,
+    Binary,
+    tokio::task::JoinHandle<std::io::Result<RawResponse>>,
+) {
+    let app = EchoApp::start_with(Handler::Delay(delay));
     let bob = Key::new("Bob");
-    let setup = Arc::new(Setup::new(
-        app.addr(),
-        &[&bob],
-        "shutdown: { grace_period: 1s, timeout: 1s }",
-    ));
-    // The app may take longer than the grace period.
+    let setup = Arc::new(Setup::new(app.addr(), &[&bob], shutdown));
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&setup.config, text.replace("timeout: 5s", "timeout: 30s")).unwrap();
-
     let mut binary = Binary::run(&setup);
     ready(&setup, &mut binary).await;
     let stuck = {
-        let (setup, bob) = (setup.clone(), bob.clone());
+        let setup = setup.clone();
         tokio::spawn(async move { setup.get_result(&bob, "/api/stuck").await })
     };
     app.wait_for(1, Duration::from_secs(5)).await;
+    (app, setup, binary, stuck)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_0() {
+    let (_app, _setup, mut binary, stuck) = with_a_request_at_the_app(
+        Duration::from_secs(8),
+        "shutdown: { grace_period: 1s, timeout: 1s }",
+    )
+    .await;
     let took = terminate(&mut binary, Duration::from_secs(6)).await;
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(4),
@@ -313,23 +327,11 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
 /// at once, as Ctrl-C alone does, rather than waiting out the drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_a_drain_stops_at_once() {
-    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(20)));
-    let bob = Key::new("Bob");
-    let setup = Arc::new(Setup::new(
-        app.addr(),
-        &[&bob],
+    let (_app, setup, mut binary, stuck) = with_a_request_at_the_app(
+        Duration::from_secs(20),
         "shutdown: { grace_period: 20s, timeout: 2s }",
-    ));
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&setup.config, text.replace("timeout: 5s", "timeout: 30s")).unwrap();
-
-    let mut binary = Binary::run(&setup);
-    ready(&setup, &mut binary).await;
-    let stuck = {
-        let (setup, bob) = (setup.clone(), bob.clone());
-        tokio::spawn(async move { setup.get_result(&bob, "/api/stuck").await })
-    };
-    app.wait_for(1, Duration::from_secs(5)).await;
+    )
+    .await;
     binary.signal("TERM");
     eventually(Duration::from_secs(5), "/readyz 503", || async {
         (setup.admin("/readyz").await.status == 503).then_some(())
