@@ -447,13 +447,9 @@ async fn own_answers_during_a_drain_close_their_connection() {
     assert!(sigterm.elapsed() < Duration::from_secs(8));
 }
 
-/// An HTTP/2 connection with no request in flight does not hold a graceful shutdown, even when
-/// its client has stopped reading. Pingora's graceful close sends a GOAWAY and a PING and waits
-/// for the PING's answer for as long as the grace period lasts: anyone who got one answer
-/// could make every shutdown take the whole grace period (found by an audit).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_http2_client_that_stopped_reading_does_not_hold_a_shutdown() {
-    let app = EchoApp::start();
+/// `peergate run` in front of `app` with a TLS inbound listener (HTTP/2 offered), a public
+/// route `/public/*` and [`GRACE`]; the directory of its certificates lives as long as it.
+async fn over_tls(app: EchoApp) -> (EchoApp, Setup, TestCa, tempfile::TempDir, Binary) {
     let bob = Key::new("Bob");
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
@@ -464,6 +460,16 @@ async fn an_idle_http2_client_that_stopped_reading_does_not_hold_a_shutdown() {
     let setup = Setup::new(app.addr(), &[&bob], &extra);
     let mut binary = Binary::run(&setup);
     ready(&setup, &mut binary).await;
+    (app, setup, ca, certs, binary)
+}
+
+/// An HTTP/2 connection with no request in flight does not hold a graceful shutdown, even when
+/// its client has stopped reading. Pingora's graceful close sends a GOAWAY and a PING and waits
+/// for the PING's answer for as long as the grace period lasts: anyone who got one answer
+/// could make every shutdown take the whole grace period (found by an audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_client_that_stopped_reading_does_not_hold_a_shutdown() {
+    let (_app, setup, ca, _certs, mut binary) = over_tls(EchoApp::start()).await;
     let (status, _deaf) = h2_get_then_deaf(
         setup.inbound,
         ca.client_config(&[b"h2"]),
@@ -492,17 +498,8 @@ async fn an_idle_http2_client_that_stopped_reading_does_not_hold_a_shutdown() {
 async fn http2_requests_in_flight_at_sigterm_are_answered_and_logged() {
     const CONNECTIONS: usize = 4;
     const STREAMS: usize = 10;
-    let app = EchoApp::start_with(Handler::Delay(Duration::from_secs(1)));
-    let bob = Key::new("Bob");
-    let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let extra = format!(
-        "{}{GRACE}\nroutes: [{{ path: \"/public/*\", access: public }}]\n",
-        tls_section(&ca, certs.path())
-    );
-    let setup = Setup::new(app.addr(), &[&bob], &extra);
-    let mut binary = Binary::run(&setup);
-    ready(&setup, &mut binary).await;
+    let (app, setup, ca, _certs, mut binary) =
+        over_tls(EchoApp::start_with(Handler::Delay(Duration::from_secs(1)))).await;
 
     let connections: Vec<_> = (0..CONNECTIONS)
         .map(|c| {
