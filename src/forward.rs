@@ -120,10 +120,6 @@ fn no_socket(e: &Error) -> bool {
 /// head it cannot parse quotes the upstream's bytes, up to 4 KiB of them.
 const MAX_ERROR_TEXT: usize = 400;
 
-/// The error type, then every explanation down the chain, each once:
-/// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
-/// (Pingora's own rendering repeats the type at every level of the chain.) At most
-/// [`MAX_ERROR_TEXT`] bytes, then `...`.
 /// What to do about a failed TLS handshake with a peer, from rustls's words for it: the fixes
 /// are in this installation's configuration or the peer's URL, which the connector's error
 /// does not name.
@@ -146,6 +142,10 @@ fn tls_hint(text: &str) -> &'static str {
     }
 }
 
+/// The error type, then every explanation down the chain, each once:
+/// `ConnectRefused: Fail to connect to 127.0.0.1:3000: Connection refused (os error 111)`.
+/// (Pingora's own rendering repeats the type at every level of the chain.) At most
+/// [`MAX_ERROR_TEXT`] bytes, then `...`.
 pub fn error_text(e: &Error) -> String {
     let text = full_error_text(e);
     let cut = within(&text, MAX_ERROR_TEXT);
