@@ -137,7 +137,7 @@ impl AdminListener {
     pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<AdminListener, String> {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| format!("admin listener {addr}: {e}"))?;
+            .map_err(|e| crate::server::cannot_listen("listen.admin", addr, &e))?;
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
         let loopback = addr.ip().is_loopback();

@@ -169,7 +169,26 @@ fn start_reloader(
 fn free_to_listen(setting: &str, addr: std::net::SocketAddr) -> Result<(), String> {
     std::net::TcpListener::bind(addr)
         .map(drop)
-        .map_err(|e| format!("{setting}: cannot listen on {addr}: {e}"))
+        .map_err(|e| cannot_listen(setting, addr, &e))
+}
+
+/// Why `setting`'s address cannot be listened on, and what to do about the two common causes.
+pub fn cannot_listen(setting: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another process listens there (another peergate, or `peergate demo`?): stop it, \
+             or set {setting} to a free address"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; ports below 1024 need privileges: pick a higher port for {setting}, or give the \
+             process CAP_NET_BIND_SERVICE"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("; no interface of this machine has that address: check {setting}")
+        }
+        _ => String::new(),
+    };
+    format!("{setting}: cannot listen on {addr}: {e}{hint}")
 }
 
 /// A server assembled from a configuration, not yet running.

@@ -428,7 +428,8 @@ fn run_refuses_to_start_without_every_listener() {
     assert!(
         stderr.contains(&format!(
             "listen.inbound: cannot listen on 127.0.0.1:{taken_port}"
-        )),
+        )) && stderr.contains("another process listens there")
+            && stderr.contains("or set listen.inbound to a free address"),
         "{stderr}"
     );
 
