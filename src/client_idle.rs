@@ -196,11 +196,19 @@ impl H2Conn {
                 None => self.changed.notified().await,
             }
         };
+        self.go_away(goaway).await;
+        why
+    }
+
+    /// Tells the connection to go away (`goaway`, which starts Pingora's graceful close), and
+    /// resolves once the GOAWAY has had [`GOAWAY_GRACE`] to reach the client and no request is
+    /// in flight: the connection may then be closed, whether or not the client answered.
+    async fn go_away(&self, goaway: &tokio::sync::watch::Sender<bool>) {
         goaway.send_replace(true);
         loop {
             tokio::time::sleep(GOAWAY_GRACE).await;
             if self.state().in_flight == 0 {
-                return why;
+                return;
             }
             self.requests_ended().await;
         }
@@ -335,14 +343,7 @@ async fn serve_h2<A: ServerApp + Send + Sync + 'static>(
     // request is in flight, the connection is closed here, as one closed to make room is.
     let relay = async {
         shutdown_started(shutdown).await;
-        goaway.send_replace(true);
-        loop {
-            tokio::time::sleep(GOAWAY_GRACE).await;
-            if conn.state().in_flight == 0 {
-                break;
-            }
-            conn.requests_ended().await;
-        }
+        conn.go_away(&goaway).await;
     };
     // Pingora's HTTP/2 handshake watches neither the clock nor a shutdown: a connection that
     // never sends its preface would also hold a graceful shutdown for its whole grace period.
