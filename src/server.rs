@@ -351,10 +351,7 @@ fn interrupt_ends_the_drain(interrupt: Option<tokio::signal::unix::Signal>) {
                 .build()
             {
                 Ok(runtime) => runtime,
-                Err(e) => {
-                    log::warn!("cannot watch SIGINT during the shutdown ({e}); it will wait for the drain");
-                    return;
-                }
+                Err(e) => return unwatched(&e),
             };
             runtime.block_on(async {
                 if interrupt.recv().await.is_some() {
@@ -366,8 +363,12 @@ fn interrupt_ends_the_drain(interrupt: Option<tokio::signal::unix::Signal>) {
             });
         });
     if let Err(e) = spawned {
-        log::warn!("cannot watch SIGINT during the shutdown ({e}); it will wait for the drain");
+        unwatched(&e);
     }
+}
+
+fn unwatched(e: &std::io::Error) {
+    log::warn!("cannot watch SIGINT during the shutdown ({e}); it will wait for the drain");
 }
 
 struct Stop {
