@@ -37,7 +37,8 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
-            .open(path)?
+            .open(path)
+            .map_err(who_cannot_read)?
     };
     #[cfg(not(unix))]
     let file = File::open(path)?;
@@ -48,6 +49,47 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// A file the service user may not read is the usual slip of a first systemd install (the key
+/// made as root, then the service started as its own user): the error says who peergate runs
+/// as, which the system's "Permission denied" does not.
+fn who_cannot_read(e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return e;
+    }
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{e}; peergate runs as {}, which needs read access to the file and search (x) \
+             access to every directory above it (chown or chmod them)",
+            running_as()
+        ),
+    )
+}
+
+/// "user NAME (uid N)", or "uid N" when the user has no name.
+#[cfg(unix)]
+pub fn running_as() -> String {
+    // SAFETY: geteuid cannot fail; getpwuid_r writes only into the buffers given, and `pwd.pw_name`
+    // is read only when it reported an entry, while `buf` (which it points into) is alive.
+    let uid = unsafe { libc::geteuid() };
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    let name = (rc == 0 && !found.is_null() && !pwd.pw_name.is_null())
+        .then(|| unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) })
+        .map(|n| n.to_string_lossy().into_owned());
+    match name {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+#[cfg(not(unix))]
+pub fn running_as() -> String {
+    "this user".to_string()
 }
 
 /// Reads the regular file at `path` whole, as UTF-8, refusing one larger than `limit` bytes.
@@ -302,6 +344,32 @@ pub fn too_large(limit: u64) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run as root, the tests cannot meet a real "Permission denied": the error is made here.
+    #[test]
+    fn a_file_peergate_may_not_read_says_who_peergate_runs_as() {
+        let denied = who_cannot_read(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(denied.kind(), io::ErrorKind::PermissionDenied);
+        let text = denied.to_string();
+        let uid = unsafe { libc::geteuid() };
+        assert!(
+            text.starts_with("Permission denied (os error 13); "),
+            "{text}"
+        );
+        assert!(text.contains("peergate runs as "), "{text}");
+        assert!(text.contains(&format!("uid {uid}")), "{text}");
+        if uid == 0 {
+            assert!(text.contains("user root (uid 0)"), "{text}");
+        }
+        assert!(text.contains("chown or chmod"), "{text}");
+        // Any other failure is left as the system said it.
+        let missing = who_cannot_read(io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            missing.to_string(),
+            "No such file or directory (os error 2)"
+        );
+    }
 
     #[test]
     fn regular_files_are_read_up_to_the_limit() {

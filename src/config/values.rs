@@ -333,7 +333,11 @@ impl<'de> Deserialize<'de> for PeersFilePath {
 fn existing_file(written: &str, if_missing: Option<&str>) -> Result<PathBuf, String> {
     let path = context::resolve_path(written);
     let refused = match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => return Ok(path),
+        // Opened too: a file the service user may not read is said at this setting's line.
+        Ok(meta) if meta.is_file() => match crate::files::open_regular(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) => format!("cannot read {}: {e}", path.display()),
+        },
         Ok(_) => format!("{} is not a regular file", path.display()),
         Err(e) => match if_missing {
             // Neither `peers: []` nor `peer add` can start a file there.
