@@ -167,11 +167,19 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
+/// The TLS client of a fetch, and where its trust roots came from: a certificate it refuses
+/// is reported against those roots, so that the fix named is the one that applies.
+pub struct Trust {
+    config: Arc<ClientConfig>,
+    /// The CA file and the option or setting that named it; `None`: the system's roots.
+    ca_file: Option<(&'static str, PathBuf)>,
+}
+
 /// The trust roots for fetching: `--ca-file`, else the configuration's `tls.peer_ca_file`,
-/// else the system's.
-fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let roots = match ca_file {
-        Some(path) => crate::tls_cert::read_ca_roots(path)?,
+/// else the system's; `ca_file` is the file with the name of what gave it.
+fn client_config(ca_file: Option<(&'static str, PathBuf)>) -> Result<Trust, String> {
+    let roots = match &ca_file {
+        Some((_, path)) => crate::tls_cert::read_ca_roots(path)?,
         None => {
             let mut roots = RootCertStore::empty();
             let certs = rustls_native_certs::load_native_certs()
@@ -193,7 +201,10 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Trust {
+        config: Arc::new(config),
+        ca_file,
+    })
 }
 
 /// A fetched response.
@@ -206,7 +217,7 @@ pub struct Fetched {
 
 /// `GET <url><path>` over HTTP/1.1, over TLS verified against `tls` for `https` URLs. Names
 /// are resolved without blocking; each connection attempt and the whole exchange are bounded.
-pub async fn fetch(url: &PeerUrl, path: &str, tls: Arc<ClientConfig>) -> Result<Fetched, String> {
+pub async fn fetch(url: &PeerUrl, path: &str, tls: &Trust) -> Result<Fetched, String> {
     let authority = url.authority();
     let addrs: Vec<SocketAddr> = match url.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, url.port)],
@@ -243,19 +254,40 @@ pub async fn fetch(url: &PeerUrl, path: &str, tls: Arc<ClientConfig>) -> Result<
     }
     let server_name = ServerName::try_from(url.host.clone())
         .map_err(|_| format!("{} cannot be used as a TLS server name", url.host))?;
-    let connector = tokio_rustls::TlsConnector::from(tls);
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
         .await
         .map_err(|_| format!("the TLS handshake with {authority} timed out"))?
-        .map_err(|e| tls_error(&url.host, &e))?;
+        .map_err(|e| tls_error(url, &e, tls.ca_file.as_ref()))?;
     exchange(stream, &authority, &target).await
 }
 
-/// A TLS failure in words that say what to do.
-fn tls_error(host: &str, e: &std::io::Error) -> String {
+/// A TLS failure in words that say what to do, naming the trust roots that were used.
+fn tls_error(
+    url: &PeerUrl,
+    e: &std::io::Error,
+    ca_file: Option<&(&'static str, PathBuf)>,
+) -> String {
+    let host = &url.host;
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(why)) => format!(
-            "the TLS certificate of {host} could not be verified ({why:?}). If {host} uses a private CA, pass its certificate with --ca-file CA.pem (or set tls.peer_ca_file in the configuration); otherwise check the URL: someone may be answering in {host}'s place"
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            let (roots, fix) = match ca_file {
+                None => (
+                    "the system's trust roots".to_string(),
+                    format!("If {host} uses a private CA, pass its certificate with --ca-file CA.pem (or set tls.peer_ca_file in the configuration)"),
+                ),
+                Some((given, path)) => (
+                    format!("{given} {}", path.display()),
+                    format!("If {host}'s certificate comes from another CA, pass that CA's certificate with --ca-file CA.pem"),
+                ),
+            };
+            format!(
+                "the TLS certificate of {host} could not be verified ({why:?}) against {roots}. {fix}; otherwise check the URL: someone may be answering in {host}'s place"
+            )
+        }
+        Some(rustls::Error::InvalidMessage(_)) => format!(
+            "TLS with {host} failed: {}; what answered at {} does not speak TLS: if it listens in plain HTTP, the URL is http://{}",
+            e, url.authority(), url.authority()
         ),
         Some(other) => format!("TLS with {host} failed: {other}"),
         None => format!("TLS with {host} failed: {e}"),
@@ -311,7 +343,7 @@ where
 }
 
 /// Fetches and checks a peer's identity document.
-pub fn fetch_identity(url: &PeerUrl, tls: Arc<ClientConfig>) -> Result<RemotePeer, String> {
+pub fn fetch_identity(url: &PeerUrl, tls: &Trust) -> Result<RemotePeer, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -376,17 +408,21 @@ pub fn add(args: &AddArgs) -> Result<(), CliError> {
     if let Some(name) = &args.name {
         check_name(name).map_err(|e| usage(format!("--name: {e}")))?;
     }
-    let ca_file = args
-        .ca_file
-        .clone()
-        .or_else(|| loaded.config.peer_ca_file().map(Path::to_path_buf));
+    let ca_file = match &args.ca_file {
+        Some(path) => Some(("--ca-file", path.clone())),
+        None => loaded
+            .config
+            .peer_ca_file()
+            .map(|path| ("tls.peer_ca_file", path.to_path_buf())),
+    };
     // A CA file that cannot be used is bad input (--ca-file or tls.peer_ca_file); the system's
     // roots failing to load is a failure.
-    let tls = client_config(ca_file.as_deref()).map_err(|e| match ca_file {
-        Some(_) => usage(e),
-        None => failed(e),
+    let given = ca_file.is_some();
+    let tls = client_config(ca_file).map_err(|e| match given {
+        true => usage(e),
+        false => failed(e),
     })?;
-    let remote = fetch_identity(&url, tls).map_err(failed)?;
+    let remote = fetch_identity(&url, &tls).map_err(failed)?;
     let public = &remote.public;
 
     let peers = &loaded.config.peers.0;

@@ -433,10 +433,61 @@ fn tls_verification_failure_says_what_to_do() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("certificate of 127.0.0.1 could not be verified"),
+        stderr.contains(&format!(
+            "certificate of 127.0.0.1 could not be verified (UnknownIssuer) against --ca-file {}. \
+             If 127.0.0.1's certificate comes from another CA, pass that CA's certificate with \
+             --ca-file CA.pem",
+            other_ca.display()
+        )),
         "{stderr}"
     );
-    assert!(stderr.contains("--ca-file"), "{stderr}");
+    assert_eq!(alice.peers_text(), before);
+
+    // The wrong CA in the configuration: the message names it, and does not suggest setting
+    // what is set.
+    let config = fs::read_to_string(&alice.config).unwrap();
+    fs::write(
+        &alice.config,
+        format!("{config}tls:\n  peer_ca_file: other-ca.pem\n"),
+    )
+    .unwrap();
+    let out = peergate(&["peer", "add", &bob.url(), "--yes", "-c", alice.c()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "could not be verified (UnknownIssuer) against tls.peer_ca_file {}.",
+            other_ca.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("or set tls.peer_ca_file"), "{stderr}");
+    fs::write(&alice.config, config).unwrap();
+    assert_eq!(alice.peers_text(), before);
+
+    // https:// to a listener that speaks plain HTTP: the URL to use instead.
+    let plain = Instance::start(Options {
+        host: "carol.test".into(),
+        tls: false,
+        ..Options::default()
+    });
+    let authority = plain.url().replace("http://", "");
+    let out = peergate(&[
+        "peer",
+        "add",
+        &format!("https://{authority}"),
+        "--yes",
+        "-c",
+        alice.c(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "does not speak TLS: if it listens in plain HTTP, the URL is http://{authority}"
+        )),
+        "{stderr}"
+    );
     assert_eq!(alice.peers_text(), before);
 
     // Nothing listening: a clear connection error.
