@@ -1057,9 +1057,10 @@ mod tests {
             assert!(Arc::ptr_eq(&first, &table()), "{count}");
             let kept = config::load_reloading(&config_path, None, Some(first.clone())).unwrap();
             assert!(
-                kept.warnings
-                    .iter()
-                    .any(|w| w.contains("\"p0\" is reached over plain http")),
+                kept.warnings.iter().any(|w| w.contains(&format!(
+                    "\"p0\" (in {}) is reached over plain http",
+                    peers_path.display()
+                ))),
                 "{:?}",
                 kept.warnings
             );

@@ -695,6 +695,50 @@ fn our_own_key_listed_as_a_peer_is_warned_about() {
     );
 }
 
+/// A peer reached over plain http is warned about with the file it is written in: the
+/// warnings are logged under the configuration file's name, and `peer add` writes peers to the
+/// peers file, where the operator must look. Both ways of reading the peers are held to it.
+#[test]
+fn a_plain_http_peer_is_warned_about_in_the_file_that_lists_it() {
+    let dir = Dir::new();
+    let peers = dir.write(
+        "peers.yaml",
+        &format!(
+            "peers:\n  - {{ name: bob, public_key: \"{BOB}\", url: \"http://bob.test:8443\" }}\n"
+        ),
+    );
+    let path = dir.write(
+        "peergate.yaml",
+        &minimal(&format!(
+            "peers_file: peers.yaml\npeers:\n  - {{ name: carol, public_key: \"{CAROL}\", url: \"http://carol.test\" }}\n"
+        )),
+    );
+    let listed = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let served = config::load_serving(&path, None).unwrap_or_else(|e| panic!("{e}"));
+    for warnings in [&listed.warnings, &served.warnings] {
+        let plain: Vec<_> = warnings
+            .iter()
+            .filter(|w| w.contains("plain http"))
+            .collect();
+        assert_eq!(
+            plain,
+            [
+                "peer \"carol\" is reached over plain http (http://carol.test): requests to it \
+                 are signed but not encrypted"
+                    .to_string(),
+                format!(
+                    "peer \"bob\" (in {}) is reached over plain http (http://bob.test:8443): \
+                     requests to it are signed but not encrypted",
+                    peers.display()
+                ),
+            ]
+            .iter()
+            .collect::<Vec<_>>(),
+            "{warnings:?}"
+        );
+    }
+}
+
 /// Two listeners that cannot both be bound are refused when the file is read (equal addresses
 /// made Pingora abort the process at start).
 #[test]

@@ -679,21 +679,24 @@ enum Collect {
 
 /// The table a gateway's load fills, and the warnings about its peers: they are not kept as
 /// a list to look at afterwards.
-struct TableSink {
+struct TableSink<'a> {
     table: PeerTableBuilder,
     warnings: Vec<String>,
+    /// The peers file the pushed peers come from.
+    file: Option<&'a Path>,
 }
 
-impl TableSink {
+impl TableSink<'_> {
+    /// A peer written in the configuration file itself.
     fn add_ref(&mut self, peer: &Peer) {
-        self.warnings.extend(peer_warning(peer));
+        self.warnings.extend(peer_warning(peer, None));
         self.table.add_ref(peer);
     }
 }
 
-impl PeerSink for TableSink {
+impl PeerSink for TableSink<'_> {
     fn push(&mut self, peer: Peer) {
-        self.warnings.extend(peer_warning(&peer));
+        self.warnings.extend(peer_warning(&peer, self.file));
         self.table.push(peer);
     }
 
@@ -720,14 +723,17 @@ fn at_least(
     Ok(())
 }
 
-fn peer_warning(peer: &Peer) -> Option<String> {
-    plain_http_warning(&peer.name, peer.url.as_ref()?)
+/// The warnings are logged under the configuration file's name; a peer of the peers file
+/// (`from`) says where it is, so that the fix is looked for in the right file.
+fn peer_warning(peer: &Peer, from: Option<&Path>) -> Option<String> {
+    plain_http_warning(&peer.name, peer.url.as_ref()?, from)
 }
 
-fn plain_http_warning(name: &str, url: &PeerUrl) -> Option<String> {
+fn plain_http_warning(name: &str, url: &PeerUrl, from: Option<&Path>) -> Option<String> {
     (!url.https).then(|| {
+        let of = from.map_or(String::new(), |f| format!(" (in {})", f.display()));
         format!(
-            "peer {name:?} is reached over plain http ({url}): requests to it are signed but not encrypted"
+            "peer {name:?}{of} is reached over plain http ({url}): requests to it are signed but not encrypted"
         )
     })
 }
@@ -772,6 +778,7 @@ fn load_inner(
     let mut config: Config = parse_text(path, &text, &scope)?;
     let peer_warnings = match collect {
         Collect::List => {
+            let inline = config.peers.0.len();
             if let Some(file) = &config.peers_file {
                 let from_file = read_peers(file, peers_candidate, &scope, Vec::new)?;
                 if config.peers.0.is_empty() {
@@ -781,7 +788,11 @@ fn load_inner(
                     config.peers.0.extend(from_file);
                 }
             }
-            config.peers.0.iter().filter_map(peer_warning).collect()
+            let file = config.peers_file.as_ref().map(|f| f.0.as_path());
+            let (written_here, from_file) = config.peers.0.split_at(inline);
+            let here = written_here.iter().filter_map(|p| peer_warning(p, None));
+            here.chain(from_file.iter().filter_map(|p| peer_warning(p, file)))
+                .collect()
         }
         Collect::Table { in_force } => {
             // Inline peers come first, in every table the peers file is read into.
@@ -790,10 +801,12 @@ fn load_inner(
                 (Some(file), Some(table)) if inline.is_empty() => unchanged_table(&file.0, table),
                 _ => None,
             };
+            let file = config.peers_file.as_ref().map(|f| f.0.as_path());
             let fresh = || {
                 let mut sink = TableSink {
                     table: PeerTableBuilder::default(),
                     warnings: Vec::new(),
+                    file,
                 };
                 for peer in &inline {
                     sink.add_ref(peer);
@@ -803,7 +816,7 @@ fn load_inner(
             if let Some(table) = unchanged {
                 let warnings = table
                     .urls()
-                    .filter_map(|(name, url)| plain_http_warning(name, &url))
+                    .filter_map(|(name, url)| plain_http_warning(name, &url, file))
                     .collect();
                 config.peer_table = Some(Ok(table));
                 warnings
