@@ -425,23 +425,29 @@ fn tls_verification_failure_says_what_to_do() {
         ..Options::default()
     });
     let before = alice.peers_text();
+    // `peer add URL --yes -c alice [more]` fails (exit 1), saying `says`; nothing changes.
+    let refused = |url: &str, more: &[&str], says: &str| -> String {
+        let out = peergate(&[&["peer", "add", url, "--yes", "-c", alice.c()], more].concat());
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{says:?} in {stderr}");
+        assert_eq!(alice.peers_text(), before);
+        stderr
+    };
     // Another CA than the one that issued Bob's certificate.
     let other = TestCa::new();
     let other_ca = alice.dir.path().join("other-ca.pem");
     fs::write(&other_ca, other.ca_pem()).unwrap();
-    let out = add_trusting(&alice, &bob, other_ca.to_str().unwrap());
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    refused(
+        &bob.url(),
+        &["--ca-file", other_ca.to_str().unwrap()],
+        &format!(
             "certificate of 127.0.0.1 could not be verified (UnknownIssuer) against --ca-file {}. \
              If 127.0.0.1's certificate comes from another CA, pass that CA's certificate with \
              --ca-file CA.pem",
             other_ca.display()
-        )),
-        "{stderr}"
+        ),
     );
-    assert_eq!(alice.peers_text(), before);
 
     // The wrong CA in the configuration: the message names it, and does not suggest setting
     // what is set.
@@ -451,19 +457,16 @@ fn tls_verification_failure_says_what_to_do() {
         format!("{config}tls:\n  peer_ca_file: other-ca.pem\n"),
     )
     .unwrap();
-    let out = peergate(&["peer", "add", &bob.url(), "--yes", "-c", alice.c()]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    let stderr = refused(
+        &bob.url(),
+        &[],
+        &format!(
             "could not be verified (UnknownIssuer) against tls.peer_ca_file {}.",
             other_ca.display()
-        )),
-        "{stderr}"
+        ),
     );
     assert!(!stderr.contains("or set tls.peer_ca_file"), "{stderr}");
     fs::write(&alice.config, config).unwrap();
-    assert_eq!(alice.peers_text(), before);
 
     // https:// to a listener that speaks plain HTTP: the URL to use instead.
     let plain = Instance::start(Options {
@@ -472,41 +475,19 @@ fn tls_verification_failure_says_what_to_do() {
         ..Options::default()
     });
     let authority = plain.url().replace("http://", "");
-    let out = peergate(&[
-        "peer",
-        "add",
+    refused(
         &format!("https://{authority}"),
-        "--yes",
-        "-c",
-        alice.c(),
-    ]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "does not speak TLS: if it listens in plain HTTP, the URL is http://{authority}"
-        )),
-        "{stderr}"
+        &[],
+        &format!("does not speak TLS: if it listens in plain HTTP, the URL is http://{authority}"),
     );
-    assert_eq!(alice.peers_text(), before);
 
     // Nothing listening: a clear connection error.
     let dead = support::dead_addr();
-    let out = peergate(&[
-        "peer",
-        "add",
+    refused(
         &format!("https://{dead}"),
-        "--yes",
-        "-c",
-        alice.c(),
-    ]);
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot connect to {dead}")),
-        "{stderr}"
+        &[],
+        &format!("cannot connect to {dead}"),
     );
-    assert_eq!(alice.peers_text(), before);
 }
 
 /// A TLS server that answers every request with `body` as JSON: a peer that lies.
