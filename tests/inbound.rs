@@ -54,6 +54,8 @@ struct Options {
     listen: String,
     /// More names in `identity.hosts`, after `alice.test`.
     hosts: &'static [&'static str],
+    /// The `routes:` entries.
+    routes: &'static str,
 }
 
 impl Default for Options {
@@ -64,6 +66,8 @@ impl Default for Options {
             extra: String::new(),
             listen: String::new(),
             hosts: &[],
+            routes:
+                "  - { path: \"/public/*\", access: public }\n  - { path: \"/*\", access: peers }\n",
         }
     }
 }
@@ -112,9 +116,7 @@ listen: {{ inbound: "127.0.0.1:{port}", outbound: "127.0.0.1:{out}", admin: "127
 tls: {{ cert_file: {cert}, key_file: {key} }}
 app: {{ upstream: "{app_addr}", timeout: 2s, connect_timeout: 2s }}
 routes:
-  - {{ path: "/public/*", access: public }}
-  - {{ path: "/*", access: peers }}
-peers:
+{routes}peers:
   - name: Bob
     public_key: "{bob}"
   - name: "Carol Zoë"
@@ -129,6 +131,7 @@ peers:
             carol = carol.public.spki_base64(),
             extra = options.extra,
             listen = options.listen,
+            routes = options.routes,
             hosts = options
                 .hosts
                 .iter()
@@ -3473,6 +3476,48 @@ async fn metrics_count_requests_by_peer_without_unbounded_labels() {
     );
     assert!(!m.contains("/api/item"), "no path in labels");
     assert!(m.contains("peergate_peers 2"), "{m}");
+}
+
+/// A peers-only prefix under a public catch-all holds for every spelling that some app
+/// framework routes to it: letters outside ASCII that case-map to ASCII ones (Java's
+/// `equalsIgnoreCase` takes `ſ` for `s` and `ı` for `i`), and a format suffix (Rails serves
+/// `/admin.json` with the `/admin` action). Each was public, and reached the app unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_prefix_holds_for_every_spelling_an_app_routes_to_it() {
+    let f = Fixture::with(Options {
+        routes: "  - { path: \"/admin/*\", access: peers }\n  - { path: \"/skip/*\", access: peers }\n  - { path: \"/kit\", access: peers }\n  - { path: \"/*\", access: public }\n",
+        ..Options::default()
+    });
+    for path in [
+        "/admin/x",
+        "/Admin/x",
+        "/adm%C4%B1n/x", // ı
+        "/ADM%C4%B0N/x", // İ
+        "/%C5%BFkip/x",  // ſ
+        "/%E2%84%AAit",  // the Kelvin sign
+        "/admin.json",
+        "/Admin.html/",
+        "/admin.",
+        "/kit.tar.gz",
+        "/%C5%BFkip.xml",
+    ] {
+        let req = RawRequest::new("GET", path).header("Host", f.authority());
+        assert_problem(&f.send(req).await, 401, "missing_signature");
+        assert_eq!(f.app.count(), 0, "{path} reached the app");
+    }
+    // What no such reading makes a protected path stays public.
+    for path in [
+        "/about",
+        "/administrator.json",
+        "/.env",
+        "/kits",
+        "/kit/x",
+        "/x/admin.json",
+    ] {
+        let req = RawRequest::new("GET", path).header("Host", f.authority());
+        assert_eq!(f.send(req).await.status, 200, "{path}");
+    }
+    assert_eq!(f.app.count(), 6);
 }
 
 /// An unsigned POST over HTTP/2 is refused as soon as its head is read. Its stream was then

@@ -62,20 +62,26 @@ impl PathPattern {
     }
 
     /// Whether `path` matches when read as `reading` says: letters compared without regard to
-    /// case (ASCII ones directly, others by their lowercase forms, as ASP.NET Core folds `É` to
-    /// `é` too), and trailing slashes ignored on both sides (`/admin/` as `/admin`, as Express,
-    /// ASP.NET Core and Rails route them).
+    /// case (ASCII ones directly, others as [`fold`] folds them, as ASP.NET Core folds `É` to
+    /// `é` too), trailing slashes ignored on both sides (`/admin/` as `/admin`, as Express,
+    /// ASP.NET Core and Rails route them), and a format suffix of the path's last segment
+    /// ignored (`/admin.json` as `/admin`, as Rails routes `/admin(.:format)`).
     fn matches_as(&self, path: &str, reading: Reading) -> bool {
         let (path, exact) = if reading.ignore_trailing_slash {
             (slashless(path), slashless(&self.text))
         } else {
             (path, self.text.as_str())
         };
+        let path = if reading.ignore_format {
+            formatless(path)
+        } else {
+            path
+        };
         if reading.ignore_case && !(path.is_ascii() && self.text.is_ascii()) {
-            let path = path.to_lowercase();
+            let path = fold(path);
             return match &self.prefix {
-                None => path == exact.to_lowercase(),
-                Some(prefix) => under(&path, &prefix.to_lowercase(), |a, b| a == b),
+                None => path == fold(exact),
+                Some(prefix) => under(&path, &fold(prefix), |a, b| a == b),
             };
         }
         let same = |a: &str, b: &str| {
@@ -151,6 +157,37 @@ fn under(path: &str, prefix: &str, same: impl Fn(&str, &str) -> bool) -> bool {
                 .is_some_and(|head| same(head, prefix)))
 }
 
+/// `text` with its letters folded for a comparison without regard to case, so that every two
+/// spellings some framework takes for one are folded alike: lower-cased, and the four letters
+/// outside ASCII that a framework's case mapping turns into ASCII ones turned into those
+/// (`ſ` and `ı` are lowercase already, but Java's `equalsIgnoreCase` and Python's `re.I` take
+/// them for `s` and `i`; `İ` lower-cases to `i` plus a dot in Rust, to `i` in Java; the Kelvin
+/// sign to `k`).
+fn fold(text: &str) -> String {
+    let mut folded = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{17f}' => folded.push('s'),
+            '\u{130}' | '\u{131}' => folded.push('i'),
+            '\u{212a}' => folded.push('k'),
+            c => folded.extend(c.to_lowercase()),
+        }
+    }
+    folded
+}
+
+/// `path` without the format suffix of its last segment (`/admin.json` → `/admin`: from the
+/// first dot after the segment's leading ones; `/.env` has none).
+fn formatless(path: &str) -> &str {
+    let segment = path.rfind('/').map_or(0, |slash| slash + 1);
+    let last = path.get(segment..).unwrap_or_default();
+    let dots = last.len() - last.trim_start_matches('.').len();
+    match last.get(dots..).and_then(|name| name.find('.')) {
+        Some(dot) => path.get(..segment + dots + dot).unwrap_or(path),
+        None => path,
+    }
+}
+
 /// `path` without its trailing slashes; `/` stays `/`.
 fn slashless(path: &str) -> &str {
     match path.trim_end_matches('/') {
@@ -164,28 +201,24 @@ fn slashless(path: &str) -> &str {
 struct Reading {
     ignore_case: bool,
     ignore_trailing_slash: bool,
+    ignore_format: bool,
 }
 
 impl Reading {
     const AS_WRITTEN: Reading = Reading {
         ignore_case: false,
         ignore_trailing_slash: false,
+        ignore_format: false,
     };
-    const ALL: [Reading; 4] = [
-        Reading::AS_WRITTEN,
-        Reading {
-            ignore_case: true,
-            ignore_trailing_slash: false,
-        },
-        Reading {
-            ignore_case: false,
-            ignore_trailing_slash: true,
-        },
-        Reading {
-            ignore_case: true,
-            ignore_trailing_slash: true,
-        },
-    ];
+
+    /// Every reading: each combination of the three.
+    fn all() -> impl Iterator<Item = Reading> {
+        (0..8u8).map(|bits| Reading {
+            ignore_case: bits & 1 != 0,
+            ignore_trailing_slash: bits & 2 != 0,
+            ignore_format: bits & 4 != 0,
+        })
+    }
 }
 
 /// First match wins; no match means `peers` (fail closed).
@@ -193,17 +226,24 @@ impl Reading {
 /// Paths are case-sensitive, but many app frameworks route without regard to case (Express's
 /// default, ASP.NET Core): with `/admin/*` for peers and `/*` public, `/Admin/users` would be
 /// public here and the admin page there; and most route `/admin/` as `/admin` (Express, ASP.NET
-/// Core, Rails, Spring before 6). So a path is public only when it is public in every reading:
+/// Core, Rails, Spring before 6); and Rails serves `/admin.json` with the `/admin` action
+/// (Spring MVC did before 5.3). So a path is public only when it is public in every reading:
 /// as written, with case ignored (Unicode letters folded too), with trailing slashes ignored,
-/// and with both ignored.
+/// with a format suffix ignored, and with any of them together.
 pub fn access_for(routes: &[Route], normalized_path: &str) -> Access {
+    // Without a suffix, the readings that ignore one are the others again.
+    let suffixed = formatless(normalized_path) != normalized_path
+        || formatless(slashless(normalized_path)) != slashless(normalized_path);
     let public_in = |reading: Reading| {
         routes
             .iter()
             .find(|r| r.path.matches_as(normalized_path, reading))
             .is_some_and(|r| r.access == Access::Public)
     };
-    if Reading::ALL.into_iter().all(public_in) {
+    if Reading::all()
+        .filter(|r| suffixed || !r.ignore_format)
+        .all(public_in)
+    {
         Access::Public
     } else {
         Access::Peers
@@ -230,11 +270,19 @@ mod tests {
 
     impl PathPattern {
         fn matches_as_folded(&self, path: &str) -> bool {
-            self.matches_as(path, Reading::ALL[1])
+            self.matches_as(path, reading(true, false, false))
         }
 
         fn matches_slashless(&self, path: &str) -> bool {
-            self.matches_as(path, Reading::ALL[2])
+            self.matches_as(path, reading(false, true, false))
+        }
+    }
+
+    fn reading(ignore_case: bool, ignore_trailing_slash: bool, ignore_format: bool) -> Reading {
+        Reading {
+            ignore_case,
+            ignore_trailing_slash,
+            ignore_format,
         }
     }
 
@@ -306,8 +354,8 @@ mod tests {
         assert!(p("/*").matches_slashless("/"));
         assert!(!p("/").matches_slashless("/x/"));
         // Folded and slashless at once.
-        assert!(p("/Admin").matches_as("/ADMIN/", Reading::ALL[3]));
-        assert!(p("/café").matches_as("/CAFÉ/", Reading::ALL[3]));
+        assert!(p("/Admin").matches_as("/ADMIN/", reading(true, true, false)));
+        assert!(p("/café").matches_as("/CAFÉ/", reading(true, true, false)));
     }
 
     /// Most app frameworks serve `/admin/` with the `/admin` handler: a path is not public
@@ -331,6 +379,53 @@ mod tests {
         ];
         assert_eq!(access_for(&routes, "/healthz"), Access::Public);
         assert_eq!(access_for(&routes, "/healthz/"), Access::Peers);
+    }
+
+    #[test]
+    fn letters_that_case_map_to_ascii_fold_to_it() {
+        assert_eq!(
+            fold("/\u{17f}ecret/ADM\u{130}N/adm\u{131}n/\u{212a}"),
+            "/secret/admin/admin/k"
+        );
+        assert_eq!(fold("/CAFÉ"), "/café");
+        assert!(p("/secret/*").matches_as_folded("/\u{17f}ecret/x"));
+        assert!(p("/admin").matches_as_folded("/adm\u{130}n"));
+        assert!(!p("/admin").matches("/adm\u{131}n"));
+    }
+
+    #[test]
+    fn a_format_suffix_is_cut_from_the_last_segment_only() {
+        for (path, cut) in [
+            ("/admin.json", "/admin"),
+            ("/admin.tar.gz", "/admin"),
+            ("/a.b/admin.json", "/a.b/admin"),
+            ("/admin.", "/admin"),
+            ("/.env", "/.env"),
+            ("/..x.json", "/..x"),
+            ("/.well-known.json", "/.well-known"),
+            ("/admin", "/admin"),
+            ("/admin/", "/admin/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(formatless(path), cut, "{path}");
+        }
+        let routes = [
+            route("/admin/*", Access::Peers),
+            route("/api", Access::Peers),
+            route("/*", Access::Public),
+        ];
+        for path in [
+            "/admin.json",
+            "/api.xml",
+            "/api.xml/",
+            "/API.json",
+            "/admin/x.json",
+        ] {
+            assert_eq!(access_for(&routes, path), Access::Peers, "{path}");
+        }
+        for path in ["/administrator.json", "/apis.xml", "/x/api.xml", "/api.d/x"] {
+            assert_eq!(access_for(&routes, path), Access::Public, "{path}");
+        }
     }
 
     #[test]
