@@ -40,11 +40,36 @@ pub fn fields(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, Vec<u8>)
 /// bytes dropped (UTF-16 text is ASCII with NULs between) and letters lower-cased; a match is
 /// `method` after `_`, `.` or `[`, with no letter or digit on either side. So `payment_method`
 /// or `methods` are not one, and `[_method]`, `.method`, `%5Fmethod`, `"\u005fmethod"` and
-/// `name*=utf-8''_method` are. Streams: nothing is allocated, whatever the size.
+/// `name*=utf-8''_method` are. RFC 2047 encoded words (`=?UTF-8?B?X21ldGhvZA==?=`, which
+/// commons-fileupload and Tomcat decode in a multipart field's name) are read decoded as well
+/// as as sent. Streams: nothing is allocated, whatever the size, but an encoded word's text.
 pub fn names_method(bytes: &[u8]) -> bool {
-    let mut scan = Scan::default();
+    scan_from(bytes, Scan::default(), 0)
+}
+
+/// How deep encoded words may hold encoded words before the scan says yes.
+const MAX_ENCODED_DEPTH: u8 = 3;
+
+/// [`names_method`] on `bytes`, after what `scan` has seen, inside `depth` encoded words.
+fn scan_from(bytes: &[u8], mut scan: Scan, depth: u8) -> bool {
     let mut rest = bytes;
+    // The end of the last run of encoded words read decoded: one inside it is read with it.
+    let mut decoded_until = 0;
     while let Some((&b, tail)) = rest.split_first() {
+        let at = bytes.len() - rest.len();
+        if b == b'=' && tail.first() == Some(&b'?') && at >= decoded_until {
+            if let Some((mut text, len)) = bytes.get(at..).and_then(encoded_words) {
+                if depth >= MAX_ENCODED_DEPTH {
+                    return true;
+                }
+                // Read on with the byte after the words, which says whether a name ends there.
+                text.extend(bytes.get(at + len));
+                if scan_from(&text, scan.clone(), depth + 1) {
+                    return true;
+                }
+                decoded_until = at + len;
+            }
+        }
         rest = tail;
         let decoded = match b {
             b'%' => match rest {
@@ -86,6 +111,7 @@ pub fn names_method(bytes: &[u8]) -> bool {
 
 /// The last nine bytes seen, for [`names_method`]: a delimiter, a marker, `method`, and the byte
 /// after it. Starts as if after a delimiter.
+#[derive(Clone)]
 struct Scan {
     window: [u8; 9],
 }
@@ -108,6 +134,84 @@ impl Scan {
             && matches!(marker, b'_' | b'.' | b'[')
             && [m, e, t, h, o, d] == *b"method"
             && !after.is_ascii_alphanumeric()
+    }
+}
+
+/// The RFC 2047 encoded word `bytes` starts with, and those after it with only white space
+/// between (decoders join them: `=?UTF-8?B?X21l?= =?UTF-8?B?dGhvZA==?=` is `_method`): their
+/// decoded text, and how many bytes they take.
+fn encoded_words(bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut text = Vec::new();
+    let mut taken = encoded_word(bytes, &mut text)?;
+    loop {
+        let rest = bytes.get(taken..).unwrap_or_default();
+        let space = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        match rest
+            .get(space..)
+            .and_then(|next| encoded_word(next, &mut text))
+        {
+            Some(len) if space > 0 => taken += space + len,
+            _ => return Some((text, taken)),
+        }
+    }
+}
+
+/// One encoded word at the start of `bytes`, `=?charset?B?base64?=` or `=?charset?Q?text?=`
+/// (`=XX` for a byte, `_` for a space), decoded onto `text`, as leniently as decoders are;
+/// how many bytes it takes.
+fn encoded_word(bytes: &[u8], text: &mut Vec<u8>) -> Option<usize> {
+    let after_open = bytes.strip_prefix(b"=?")?;
+    let charset = after_open.iter().position(|&b| b == b'?')?;
+    if charset == 0 || after_open.iter().take(charset).any(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let (&coding, after) = after_open.get(charset + 1..)?.split_first()?;
+    let encoded_and_rest = after.strip_prefix(b"?")?;
+    let end = encoded_and_rest.iter().position(|&b| b == b'?')?;
+    if encoded_and_rest.get(end + 1) != Some(&b'=') {
+        return None;
+    }
+    let encoded = encoded_and_rest.get(..end)?;
+    match coding.to_ascii_uppercase() {
+        b'B' => {
+            let (mut bits, mut count) = (0u32, 0u8);
+            for sextet in encoded.iter().filter_map(|&c| base64_value(c)) {
+                bits = (bits << 6 | u32::from(sextet)) & 0xff_ffff;
+                count += 6;
+                if count >= 8 {
+                    count -= 8;
+                    text.push((bits >> count) as u8);
+                }
+            }
+        }
+        b'Q' => {
+            let mut rest = encoded;
+            while let Some((&c, tail)) = rest.split_first() {
+                rest = tail;
+                match (c, rest) {
+                    (b'_', _) => text.push(b' '),
+                    (b'=', [h, l, tail @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                        text.push(hex(*h).unwrap_or(0) << 4 | hex(*l).unwrap_or(0));
+                        rest = tail;
+                    }
+                    (c, _) => text.push(c),
+                }
+            }
+        }
+        _ => return None,
+    }
+    // `=?`, the charset, `?`, the coding, `?`, the text, `?=`.
+    Some(2 + charset + 3 + end + 2)
+}
+
+fn base64_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
     }
 }
 
@@ -179,6 +283,16 @@ mod tests {
             b"{\0\"\0_\0m\0e\0t\0h\0o\0d\0\"\0:\0",
             b"\0{\0\"\0_\0m\0e\0t\0h\0o\0d\0\"",
             b"_method",
+            // RFC 2047 encoded words, as multipart parsers decode a field's name.
+            b"Content-Disposition: form-data; name=\"=?UTF-8?B?X21ldGhvZA==?=\"\r\n\r\nDELETE",
+            b"name=\"=?utf-8?b?X21ldGhvZA?=\"",
+            b"name=\"=?UTF-8?Q?=5Fmethod?=\"",
+            b"name=\"=?ISO-8859-1?q?_method?=\"",
+            b"name=\"=?UTF-8?B?X21l?= =?UTF-8?B?dGhvZA==?=\"",
+            b"name=\"=?UTF-8?Q?=5Fme?=\r\n =?UTF-8?Q?thod?=\"",
+            b"name=\"=?UTF-8?B?W19tZXRob2Rd?=\"",
+            b"name==?UTF-8?Q?=5Fmethod?=",
+            b"name=\"=?UTF-8?B?PT9VVEYtOD9RPz01Rm1ldGhvZD89?=\"",
         ] {
             assert!(names_method(named), "{:?}", String::from_utf8_lossy(named));
         }
@@ -193,6 +307,13 @@ mod tests {
             b"%",
             b"%5",
             b"\\u00",
+            b"name=\"=?UTF-8?B?cGF5bWVudF9tZXRob2Q=?=\"",
+            b"name=\"=?UTF-8?Q?=5Fmethodx?=\"",
+            b"name=\"=?UTF-8?Q?=5Fmeth?=od\"",
+            b"=?",
+            b"=?UTF-8?B?",
+            b"=?UTF-8?X?X21ldGhvZA==?=",
+            b"=? ?B?X21ldGhvZA==?=",
         ] {
             assert!(!names_method(other), "{:?}", String::from_utf8_lossy(other));
         }

@@ -2775,6 +2775,15 @@ async fn a_method_parameter_in_the_body_is_refused_to_a_narrowed_peer() {
             b"_method=DELETE".to_vec(),
         ),
         (&multipart_type, multipart("\"_method\"").into_bytes()),
+        // RFC 2047 encoded words, which commons-fileupload and Tomcat decode in a field name.
+        (
+            &multipart_type,
+            multipart("\"=?UTF-8?B?X21ldGhvZA==?=\"").into_bytes(),
+        ),
+        (
+            &multipart_type,
+            multipart("\"=?UTF-8?Q?=5Fmethod?=\"").into_bytes(),
+        ),
         (&json, br#"{"a":1,"\u005fmethod":"delete"}"#.to_vec()),
         (&json, br#"{"x":{"_method":"DELETE"}}"#.to_vec()),
     ];
