@@ -14,7 +14,10 @@
 //! a timed-out keep-alive connection is; at the listener's `listen.max_connections`,
 //! `connection_cap` brings the deadline of the connection waiting longest forward to now, to
 //! make room. While a request is in flight nothing is timed here:
-//! the app's and the peers' timeouts apply. HTTP/2 connections are timed otherwise, as their
+//! the app's and the peers' timeouts apply. Pingora gives each read of a connection's first
+//! head 60 s of its own, which would cut a connection with no first request yet at 60 s
+//! whatever the deadline; so the first bytes are read by `unreadable_head::Watch`, which runs
+//! inside [`Guarded`] and so under the deadline. HTTP/2 connections are timed otherwise, as their
 //! requests run on tasks of their own. Pingora has an HTTP/2 idle timeout (set in `server.rs`
 //! as a backstop), but it starts only once the HTTP/2 handshake is done, drops the connection
 //! without a GOAWAY, and Pingora gives the handshake no time limit, so a client that finished

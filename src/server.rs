@@ -47,8 +47,9 @@ fn add_inbound(
     // refuses it itself with a problem document (`connect_not_supported`). Nothing is tunnelled.
     options.allow_connect_method_proxying = true;
     proxy.server_options = Some(options);
-    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
+    // Watched inside the head clock: the first head's first bytes are awaited under it.
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Inbound, shared.clone());
+    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let addr = config.listen.inbound.to_string();
     match config.inbound_tls() {
         Some(_) => {
@@ -108,8 +109,9 @@ fn add_outbound(
     options.allow_connect_method_proxying = true;
     let mut proxy = pingora::proxy::http_proxy(conf, outbound);
     proxy.server_options = Some(options);
-    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
+    // Watched inside the head clock: the first head's first bytes are awaited under it.
     let proxy = crate::unreadable_head::Watch::new(proxy, Direction::Outbound, shared.clone());
+    let proxy = crate::client_idle::Guarded::new(proxy, config.listen.idle_timeout.0);
     let addr = config.listen.outbound.to_string();
     add_proxy_service(server, Direction::Outbound, proxy, &addr, config, shared);
 }

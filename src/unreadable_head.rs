@@ -16,6 +16,13 @@
 //! [`Watched`] also reads what comes in through [`RequestFraming`], which stops a connection's
 //! reads at a chunked body Pingora would read leniently (see `request_framing`).
 //!
+//! And it reads a connection's first bytes before Pingora's session does: Pingora gives each
+//! read of a connection's first head 60 s, whatever `listen.idle_timeout` says, so a client
+//! that opened a connection ahead of its first request (a load balancer's or a browser's spare
+//! one) was cut at 60 s under the default 75 s. Awaited here, they are under the connection's
+//! own deadline (`client_idle`, whose [`crate::client_idle::Guarded`] runs this inside it),
+//! and Pingora's session is handed them when they have come.
+//!
 //! HTTP/2 connections are left alone: there a refused head is a stream error, not bytes that
 //! could be replaced, and bodies come in frames, not chunks.
 
@@ -50,6 +57,10 @@ const DETAIL: &str = "the request head could not be read as HTTP/1.1 (RFC 9112):
      an absolute-form target or userinfo that contradicts the Host field; the connection is \
      closed";
 
+/// The most of a connection's first bytes read before Pingora's session is handed them: what
+/// one read of a request head usually brings.
+const FIRST_READ: usize = 4096;
+
 /// The longest a closing connection waits for the problem document to go out.
 const DRAIN_AT_CLOSE: Duration = Duration::from_secs(5);
 
@@ -79,12 +90,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Watch<A> {
         if session.selected_alpn_proto() == Some(ALPN::H2) {
             return self.inner.process_new(session, shutdown).await;
         }
-        let watched = Box::new(Watched {
+        let mut watched = Box::new(Watched {
             inner: session,
             replacement: None,
             report: self.report.clone(),
             framing: RequestFraming::new(),
+            first: Bytes::new(),
         });
+        let mut first = bytes::BytesMut::with_capacity(FIRST_READ);
+        match tokio::io::AsyncReadExt::read_buf(&mut watched, &mut first).await {
+            // Closed before a byte came: nothing to serve, as Pingora would have found.
+            Ok(0) => return None,
+            Ok(_) => watched.first = first.freeze(),
+            // Pingora's own read meets the refusal again (`RequestFraming` keeps it), and
+            // answers or closes as it does for one found later.
+            Err(_) => {}
+        }
         self.inner.process_new(watched, shutdown).await
     }
 
@@ -109,6 +130,9 @@ pub struct Watched {
     report: Arc<Report>,
     /// Where the requests read so far end; reads stop where it refuses.
     framing: RequestFraming,
+    /// The connection's first bytes, read by [`Watch`] (already through `framing`), that
+    /// Pingora's session has not yet read.
+    first: Bytes,
 }
 
 impl Watched {
@@ -205,6 +229,11 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.first.is_empty() {
+            let n = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         if let Some(refusal) = this.framing.stopped() {
             return this.fail_read(cx, refusal);
         }

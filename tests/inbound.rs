@@ -531,6 +531,27 @@ async fn keep_alive_carries_several_signed_requests() {
     );
 }
 
+/// A connection opened ahead of its first request (a load balancer's or a browser's spare one)
+/// gets `listen.idle_timeout` to bring it, above 60 s too: Pingora gave each read of a first
+/// head 60 s, so the connection was closed at 60 s under the default 75 s. Over TLS on the
+/// inbound listener and plain on the outbound one. (A minute long, in parallel with the rest.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_request_may_come_up_to_the_idle_timeout_after_opening() {
+    let f = Fixture::with(Options {
+        listen: "idle_timeout: 75s".into(),
+        ..Options::default()
+    });
+    let mut inbound = f.connect().await;
+    let mut outbound = RawConn::connect(f.outbound, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let get = f.signed(&f.bob, "GET", "/api/late", &[], b"");
+    let resp = inbound.request(&get.to_bytes()).await;
+    assert_eq!(resp.map(|r| r.status).ok(), Some(200), "inbound");
+    let directory = RawRequest::new("GET", "/peers/").header("Host", "localhost");
+    let resp = outbound.request(&directory.to_bytes()).await;
+    assert_eq!(resp.map(|r| r.status).ok(), Some(200), "outbound");
+}
+
 /// A client connection with no request in flight is closed after `listen.idle_timeout`, over
 /// HTTP/1.1 and HTTP/2 (left to itself, Pingora keeps both open for ever once a request has
 /// been read), while one that keeps sending requests stays open past it.
