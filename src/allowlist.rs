@@ -81,13 +81,16 @@ pub struct IdentityHeaderNames {
     pub id: http::HeaderName,
     pub name: http::HeaderName,
     pub key_id: http::HeaderName,
-    folded: [String; 3],
+    /// The three names, folded; and the default three, when they were renamed.
+    folded: Vec<String>,
 }
 
 impl IdentityHeaderNames {
     /// Whether `name` is one of the identity headers, case-insensitively, with every byte that
     /// is not a letter or digit taken for `-`: frameworks and CGI bridges read `X_Peer_Id`, and
-    /// some (lighttpd's, older Apache's) `X.Peer.Id` or `X~Peer~Id`, as `HTTP_X_PEER_ID`.
+    /// some (lighttpd's, older Apache's) `X.Peer.Id` or `X~Peer~Id`, as `HTTP_X_PEER_ID`. The
+    /// default names count too when `identity_headers` renames them: an app moved to other names
+    /// (or one beside it, or a middleware) may still read `X-Peer-Id`, and no client may set it.
     pub fn matches(&self, name: &str) -> bool {
         let len = name.len();
         self.folded.iter().any(|f| {
@@ -618,7 +621,20 @@ impl Snapshot {
             id: h.id.0.clone(),
             name: h.name.0.clone(),
             key_id: h.key_id.0.clone(),
-            folded: h.all().map(config::IdentityHeaderName::folded),
+            folded: {
+                let mut folded: Vec<String> = h
+                    .all()
+                    .into_iter()
+                    .map(config::IdentityHeaderName::folded)
+                    .collect();
+                for default in config::IdentityHeaders::default().all() {
+                    let default = default.folded();
+                    if !folded.contains(&default) {
+                        folded.push(default);
+                    }
+                }
+                folded
+            },
         };
         Ok(Snapshot {
             table,
@@ -1338,7 +1354,7 @@ mod tests {
             id: http::HeaderName::from_static("x-peer-id"),
             name: http::HeaderName::from_static("x-peer-name"),
             key_id: http::HeaderName::from_static("x-peer-key-id"),
-            folded: [
+            folded: vec![
                 "x-peer-id".into(),
                 "x-peer-name".into(),
                 "x-peer-key-id".into(),

@@ -2961,6 +2961,56 @@ async fn forbidden_requests_take_no_room_in_the_replay_cache() {
     assert!(m.contains(&forbidden) && m.contains(replayed), "{m}");
 }
 
+/// With `identity_headers` renamed (Portal's names), the default names are stripped too: an
+/// app moved to the new names, or something beside it, may still read `X-Peer-Id`, and they
+/// reached it as the client sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_identity_headers_strip_the_default_names_too() {
+    let f = Fixture::with(Options {
+        extra: "identity_headers: { id: X-Ptl-Client-Id, name: X-Ptl-Client-Name, key_id: X-Ptl-Client-Key }\n".into(),
+        ..Options::default()
+    });
+    let spoofs: &[(&str, &str)] = &[
+        ("X-Peer-Id", "evil1"),
+        ("x_peer_name", "Mallory"),
+        ("X-Peer-Key-Id", "evil-key"),
+        ("X-Ptl-Client-Id", "evil2"),
+        ("x_ptl_client_name", "Mallory"),
+    ];
+    let identity = |seen: &support::echo::Recorded| -> Vec<(String, String)> {
+        seen.headers
+            .iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase().replace('_', "-");
+                n.starts_with("x-peer-") || n.starts_with("x-ptl-")
+            })
+            .cloned()
+            .collect()
+    };
+    let mut req = RawRequest::new("GET", "/public/page").header("Host", f.authority());
+    for (k, v) in spoofs {
+        req = req.header(k, v);
+    }
+    assert_eq!(f.send(req).await.status, 200);
+    assert_eq!(identity(&f.app.last().unwrap()), vec![]);
+
+    let resp = f
+        .send(f.signed(&f.bob, "GET", "/api/me", spoofs, b""))
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        identity(&f.app.last().unwrap()),
+        vec![
+            (
+                "x-ptl-client-id".to_string(),
+                f.bob.public.short_id().to_string()
+            ),
+            ("x-ptl-client-name".to_string(), "Bob".to_string()),
+            ("x-ptl-client-key".to_string(), f.bob.key_id().to_string()),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_app() {
     let f = Fixture::start();
