@@ -312,44 +312,69 @@ pub async fn read_whole(
     Ok(HeldBody::new(body.freeze(), held))
 }
 
-/// How much of a refused request's body [`discard_after_refusal`] reads, for how long in all,
-/// how long it waits for each piece, and for how many requests at once in the process.
+/// How much of a refused request's body [`discard_after_refusal`] reads (over HTTP/2, and over
+/// HTTP/1.1), for how long in all, how long it waits for each piece, and for how many requests
+/// at once in the process.
 const DISCARD_LIMIT: u64 = 1 << 20;
+const DISCARD_LIMIT_H1: u64 = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 const DISCARD_IDLE: Duration = Duration::from_millis(200);
 const DISCARDING_AT_ONCE: usize = 256;
 static DISCARDING: LazyLock<Arc<RequestCap>> =
     LazyLock::new(|| RequestCap::new(DISCARDING_AT_ONCE));
 
-/// Whether a refusal over HTTP/2 is followed by [`discard_after_refusal`]. A stream whose body
-/// is left unread is reset once the answer is written (`RST_STREAM` with `NO_ERROR`, RFC 9113
-/// §8.1), which is correct, but clients still sending (curl 7.88, Debian 12's) then report a
-/// framing error and drop the answer: an unsigned POST of a few hundred kilobytes showed no
-/// problem document at all. Read to its end, the stream closes as any other. Not read, so
-/// left to the reset that stops them: a body announced as larger than [`DISCARD_LIMIT`], one
-/// the client sends only after a `100 Continue` it was not given, a CONNECT (a tunnel has no
-/// end), a refusal for size or load (413, 503). Over HTTP/1.1 the connection is closed after
-/// the refusal instead (`Record::refuse`).
+/// Whether a refusal is followed by [`discard_after_refusal`].
+///
+/// Over HTTP/1.1 the connection is closed after a refusal with the body unread
+/// (`Record::refuse`), and closed so, with bytes still coming in, the kernel resets it: the
+/// client, still sending, gets a broken pipe and loses the answer that was already on its
+/// way. peergate's own outbound side was such a client, and a peer's 401 or 413 for a body
+/// of some hundred kilobytes reached the calling app as a 502 "broke off the exchange". So the
+/// body is read to its end first (as nginx's lingering close does), within bounds; a refusal
+/// for size or load (413, 503) too, as nothing of it is held.
+///
+/// Over HTTP/2 a stream whose body is left unread is reset once the answer is written
+/// (`RST_STREAM` with `NO_ERROR`, RFC 9113 §8.1), which is correct, but clients still sending
+/// (curl 7.88, Debian 12's) then report a framing error and drop the answer: an unsigned POST
+/// of a few hundred kilobytes showed no problem document at all. Read to its end, the stream
+/// closes as any other. Left to the reset that stops them there: a body announced as larger
+/// than [`DISCARD_LIMIT`], and a refusal for size or load (413, 503).
+///
+/// Never read: a body the client sends only after a `100 Continue` it was not given, and a
+/// CONNECT's (a tunnel has no end).
 pub fn discards(session: &mut Session, status: u16) -> bool {
-    if !session.is_http2() || session.is_body_done() || matches!(status, 413 | 503) {
+    if session.is_body_done() {
         return false;
     }
+    let h2 = session.is_http2();
     let req = session.req_header();
-    let declared = framing(req).ok().and_then(Framing::declared);
     // `read_whole` sends `100 Continue` before it reads: once anything was read, the client
     // was told to send.
     let unasked = expects_continue(req) && session.body_bytes_read() == 0;
-    !(unasked || req.method == http::Method::CONNECT || declared.is_some_and(|n| n > DISCARD_LIMIT))
+    if unasked || req.method == http::Method::CONNECT {
+        return false;
+    }
+    if !h2 {
+        return true;
+    }
+    let declared = framing(req).ok().and_then(Framing::declared);
+    !(matches!(status, 413 | 503) || declared.is_some_and(|n| n > DISCARD_LIMIT))
 }
 
 /// Reads what is left of a refused request's body and drops it (see [`discards`]): up to
-/// [`DISCARD_LIMIT`] bytes, for [`DISCARD_TIME`] in all and [`DISCARD_IDLE`] between pieces,
-/// for at most [`DISCARDING_AT_ONCE`] requests at once. The request has given back its place
-/// under the listener's request ceiling by then, so these bounds are what keep clients that
-/// send bodies slowly, or not at all, from holding anything long.
+/// [`DISCARD_LIMIT`] bytes ([`DISCARD_LIMIT_H1`] over HTTP/1.1), for [`DISCARD_TIME`] in all and
+/// [`DISCARD_IDLE`] between pieces, for at most [`DISCARDING_AT_ONCE`] requests at once. The
+/// request has given back its place under the listener's request ceiling by then, so these
+/// bounds are what keep clients that send bodies slowly, or not at all, from holding anything
+/// long. Past them the connection or stream is cut as before.
 pub async fn discard_after_refusal(session: &mut Session) {
     let Ok(_place) = DISCARDING.admit() else {
         return;
+    };
+    let limit = if session.is_http2() {
+        DISCARD_LIMIT
+    } else {
+        DISCARD_LIMIT_H1
     };
     let mut read: u64 = 0;
     let discard = async {
@@ -358,7 +383,7 @@ pub async fn discard_after_refusal(session: &mut Session) {
             tokio::time::timeout(DISCARD_IDLE, session.read_request_body()).await
         {
             read = read.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
-            if read > DISCARD_LIMIT {
+            if read > limit {
                 return;
             }
         }

@@ -149,9 +149,9 @@ impl Record {
         self.status = Some(problem.status);
         self.close_if_stopping(session);
         if !session.is_body_done() || session.req_header().method == http::Method::CONNECT {
-            // Over HTTP/1.1 the rest of the body is not read, so the connection cannot carry
-            // another request; over HTTP/2 (where this does nothing) it may be read and dropped
-            // after the answer (`discard_after_refusal`).
+            // Over HTTP/1.1 the rest of the body may not be read whole (it is read and dropped
+            // after the answer, within bounds: `discard_after_refusal`), so the connection
+            // cannot carry another request; over HTTP/2 this does nothing.
             session.set_keepalive(None);
         }
         let (place, limit) = self.answering(REFUSAL_WRITE);

@@ -288,6 +288,20 @@ async fn a_peer_refusing_our_signature_is_counted() {
     assert_eq!(resp.json()["reason"], "unknown_key");
     assert!(resp.header("accept-signature").is_some());
     assert_eq!(ops::series(&alice.metrics(), refused), Some(1.0));
+    // With a body bob refuses from the head too, and reads the body to its end after the
+    // answer: closed with it unread, the connection was reset while alice still sent, and her
+    // app got a 502 "broke off the exchange" in place of the 401 (every time at 4 MiB).
+    let body = vec![b'x'; 4 << 20];
+    for _ in 0..5 {
+        let post = RawRequest::new("POST", "/peers/bob/api/upload")
+            .header("Host", "127.0.0.1")
+            .body(&body)
+            .content_length();
+        let resp = alice.call(post).await;
+        assert_eq!(resp.status, 401, "{}", resp.text());
+        assert_eq!(resp.json()["reason"], "unknown_key");
+    }
+    assert_eq!(ops::series(&alice.metrics(), refused), Some(6.0));
     assert!(bob.app.requests().is_empty());
 }
 
