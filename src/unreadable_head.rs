@@ -57,9 +57,9 @@ const DETAIL: &str = "the request head could not be read as HTTP/1.1 (RFC 9112):
      an absolute-form target or userinfo that contradicts the Host field; the connection is \
      closed";
 
-/// The most of a connection's first bytes read before Pingora's session is handed them: what
-/// one read of a request head usually brings.
-const FIRST_READ: usize = 4096;
+/// The most of a connection's first bytes read before Pingora's session is handed them (it
+/// reads the rest): held by every connection that has sent nothing yet, so kept small.
+const FIRST_READ: usize = 1024;
 
 /// The longest a closing connection waits for the problem document to go out.
 const DRAIN_AT_CLOSE: Duration = Duration::from_secs(5);
