@@ -11,7 +11,9 @@
 //!   with peergate's engine (`peergate_signature::Signer`, the code peergate's outbound side
 //!   uses), a fresh nonce each. Signatures are made before the run (`--presign N`, default
 //!   250 000, or rate x duration; in parallel, not measured) and, if the run outlasts them,
-//!   inline (counted in `inline_signed`).
+//!   inline (counted in `inline_signed`). They expire 60 s after they were made (plus
+//!   `--created-ahead`), so from 5 s before that on every request is signed inline: a run over
+//!   a minute long sent expired signatures and counted the gateway's 401s.
 //!   `--created-ahead S` dates the signatures S seconds ahead (within the verifier's
 //!   `clock_skew`, 30 s by default): a verifier remembers each nonce until `created` + 60 s,
 //!   so the nonces of a presigned run are then still held at the end of the next one, as a
@@ -77,6 +79,9 @@ fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// The bytes of one request, signed or not.
+/// How long the signatures the load generator makes are valid (`expires` - `created`).
+const SIGNATURE_LIFETIME: Duration = Duration::from_secs(60);
+
 struct RequestMaker {
     method: http::Method,
     target: String,
@@ -145,6 +150,8 @@ struct Source {
     maker: RequestMaker,
     fixed: Option<Bytes>,
     pool: Vec<Bytes>,
+    /// Until when the presigned `pool` is still valid (see the module documentation).
+    pool_valid_until: Instant,
     next: AtomicUsize,
     inline: AtomicU64,
 }
@@ -154,9 +161,11 @@ impl Source {
         if let Some(b) = &self.fixed {
             return Ok(b.clone());
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = self.pool.get(i) {
-            return Ok(b.clone());
+        if Instant::now() < self.pool_valid_until {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if let Some(b) = self.pool.get(i) {
+                return Ok(b.clone());
+            }
         }
         self.inline.fetch_add(1, Ordering::Relaxed);
         self.maker.make()
@@ -245,7 +254,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         Some(path) => {
             let key = signing_key(Path::new(path))?;
             let key_id = crate::gen::key_id(&key.verifying_key());
-            Some(Signer::new(key, key_id, Duration::from_secs(60)))
+            Some(Signer::new(key, key_id, SIGNATURE_LIFETIME))
         }
         None => None,
     };
@@ -273,10 +282,15 @@ pub fn main(args: &Args) -> Result<(), String> {
         (None, presign(&maker, n)?)
     };
     let presign_secs = presign_started.elapsed().as_secs_f64();
+    // The first presigned request was made at `presign_started`, dated `created_ahead` later.
+    let pool_valid_until =
+        presign_started + SIGNATURE_LIFETIME + Duration::from_secs(maker.created_ahead)
+            - Duration::from_secs(5);
     let source = Source {
         maker,
         fixed,
         pool,
+        pool_valid_until,
         next: AtomicUsize::new(0),
         inline: AtomicU64::new(0),
     };
