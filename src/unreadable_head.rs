@@ -97,20 +97,37 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Watch<A> {
             framing: RequestFraming::new(),
             first: Bytes::new(),
         });
-        let mut first = bytes::BytesMut::with_capacity(FIRST_READ);
-        match tokio::io::AsyncReadExt::read_buf(&mut watched, &mut first).await {
-            // Closed before a byte came: nothing to serve, as Pingora would have found.
-            Ok(0) => return None,
-            Ok(_) => watched.first = first.freeze(),
-            // Pingora's own read meets the refusal again (`RequestFraming` keeps it), and
-            // answers or closes as it does for one found later.
-            Err(_) => {}
+        if !*shutdown.borrow() {
+            let mut first = bytes::BytesMut::with_capacity(FIRST_READ);
+            let read = tokio::select! {
+                biased;
+                read = tokio::io::AsyncReadExt::read_buf(&mut watched, &mut first) => read,
+                // As Pingora drops a connection still waiting for its request at a shutdown.
+                () = shutting_down(shutdown.clone()) => return None,
+            };
+            match read {
+                // Closed before a byte came: nothing to serve, as Pingora would have found.
+                Ok(0) => return None,
+                Ok(_) => watched.first = first.freeze(),
+                // Pingora's own read meets the refusal again (`RequestFraming` keeps it), and
+                // answers or closes as it does for one found later.
+                Err(_) => {}
+            }
         }
         self.inner.process_new(watched, shutdown).await
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// Returns once the server is shutting down; never, should its watch be gone.
+async fn shutting_down(mut shutdown: ShutdownWatch) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -323,6 +323,35 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
     );
 }
 
+/// A connection opened that has sent nothing yet is dropped as soon as a shutdown begins, as
+/// Pingora drops one waiting for its next request, not kept through the drain: its first bytes
+/// are awaited by peergate itself (`unreadable_head`), which watches for the shutdown too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_with_no_request_yet_are_dropped_when_a_drain_begins() {
+    let (_app, setup, mut binary, stuck) = with_a_request_at_the_app(
+        Duration::from_secs(6),
+        "shutdown: { grace_period: 20s, timeout: 2s }",
+    )
+    .await;
+    let mut silent = [
+        RawConn::connect(setup.inbound, None).await.unwrap(),
+        RawConn::connect(setup.outbound, None).await.unwrap(),
+    ];
+    binary.signal("TERM");
+    for conn in &mut silent {
+        conn.closed_within(Duration::from_secs(2)).await.unwrap();
+    }
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "{}",
+        binary.log()
+    );
+    // The drain goes on for the request in flight, which is answered, and then it exits.
+    assert_eq!(stuck.await.unwrap().unwrap().status, 200);
+    let status = binary.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", binary.log());
+}
+
 /// Ctrl-C after a SIGTERM (a `kill` in one terminal, Ctrl-C on `peergate run` in another) stops
 /// at once, as Ctrl-C alone does, rather than waiting out the drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
