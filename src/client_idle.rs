@@ -412,7 +412,7 @@ pub async fn shutdown_begun(shutdown: &ShutdownWatch, after: Duration) {
 }
 
 /// Resolves as soon as the graceful shutdown begins (at once if it has); never, if it does not.
-async fn shutdown_started(shutdown: &ShutdownWatch) {
+pub async fn shutdown_started(shutdown: &ShutdownWatch) {
     let mut stopping = shutdown.clone();
     while !*stopping.borrow_and_update() {
         if stopping.changed().await.is_err() {

@@ -190,10 +190,13 @@ fn encoded_word(bytes: &[u8], text: &mut Vec<u8>) -> Option<usize> {
                 rest = tail;
                 match (c, rest) {
                     (b'_', _) => text.push(b' '),
-                    (b'=', [h, l, tail @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
-                        text.push(hex(*h).unwrap_or(0) << 4 | hex(*l).unwrap_or(0));
-                        rest = tail;
-                    }
+                    (b'=', [h, l, tail @ ..]) => match (hex(*h), hex(*l)) {
+                        (Some(h), Some(l)) => {
+                            text.push(h << 4 | l);
+                            rest = tail;
+                        }
+                        _ => text.push(b'='),
+                    },
                     (c, _) => text.push(c),
                 }
             }

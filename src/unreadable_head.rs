@@ -103,7 +103,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Watch<A> {
                 biased;
                 read = tokio::io::AsyncReadExt::read_buf(&mut watched, &mut first) => read,
                 // As Pingora drops a connection still waiting for its request at a shutdown.
-                () = shutting_down(shutdown.clone()) => return None,
+                () = crate::client_idle::shutdown_started(shutdown) => return None,
             };
             match read {
                 // Closed before a byte came: nothing to serve, as Pingora would have found.
@@ -119,15 +119,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Watch<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
-    }
-}
-
-/// Returns once the server is shutting down; never, should its watch be gone.
-async fn shutting_down(mut shutdown: ShutdownWatch) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 
