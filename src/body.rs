@@ -235,6 +235,51 @@ pub fn admit_declared(framing: Framing, limit: u64, held: &mut Held) -> Result<(
     }
 }
 
+/// Waits for the end of an HTTP/2 request that declares `content-length: 0` but has not ended
+/// its stream. Pingora takes such a body for empty and never reads it, so DATA the client sent
+/// after the head was dropped, and the request answered as if it were well formed; RFC 9113
+/// §8.1.1 makes a length that differs from the DATA a malformed request, a stream error. Read
+/// here, that DATA makes `h2` reset the stream (`PROTOCOL_ERROR`), as it does for any length the
+/// DATA passes, and nothing is forwarded. A stream ended with its head, the usual case, reads
+/// as ended at once. Nothing to do over HTTP/1.1: there the length alone says where the
+/// request ends.
+pub async fn end_declared_empty(session: &mut Session, framing: Framing) -> Result<(), BodyError> {
+    if framing.declared != Some(0) || !session.is_http2() || session.body_bytes_read() > 0 {
+        return Ok(());
+    }
+    loop {
+        match tokio::time::timeout(BODY_STALL, session.read_request_body()).await {
+            Err(_) => return Err(BodyError::Refused(stalled())),
+            Ok(Ok(None)) => return Ok(()),
+            // An empty DATA frame (some clients end a stream with one).
+            Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
+            // `h2` resets the stream before handing over DATA past the declared length; kept
+            // for a stream that got here anyway.
+            Ok(Ok(Some(_))) => {
+                return Err(BodyError::Refused(Problem::new(
+                    400,
+                    Code::BadRequest,
+                    "Bad request",
+                    "the request declares content-length: 0 and sends DATA",
+                )))
+            }
+            Ok(Err(e)) => return Err(client(e)),
+        }
+    }
+}
+
+fn stalled() -> Problem {
+    Problem::new(
+        400,
+        Code::BadRequest,
+        "Bad request",
+        format!(
+            "the request body stalled: no data for {} s",
+            BODY_STALL.as_secs()
+        ),
+    )
+}
+
 /// Reads the whole body of a request whose `framing` was checked (refusing past `limit` bytes,
 /// by the declared length before reading when there is one), handing every chunk to `inspect` as it arrives, and counting it in
 /// `held`: a declared length whole before anything is read (so a refusal comes before the
@@ -250,6 +295,7 @@ pub async fn read_whole(
 ) -> Result<HeldBody, BodyError> {
     let declared = framing.declared;
     admit_declared(framing, limit, &mut held)?;
+    end_declared_empty(session, framing).await?;
     if session.is_body_empty() {
         return Ok(HeldBody::new(Bytes::new(), held));
     }
@@ -277,15 +323,7 @@ pub async fn read_whole(
     loop {
         let read = tokio::time::timeout(BODY_STALL, session.read_request_body()).await;
         let Ok(read) = read else {
-            return Err(BodyError::Refused(Problem::new(
-                400,
-                Code::BadRequest,
-                "Bad request",
-                format!(
-                    "the request body stalled: no data for {} s",
-                    BODY_STALL.as_secs()
-                ),
-            )));
+            return Err(BodyError::Refused(stalled()));
         };
         let chunk = match read {
             Ok(Some(chunk)) => chunk,

@@ -187,7 +187,12 @@ impl Inbound {
             Err(problem) => return Ok(Err(problem)),
         };
         if access_for(&snap.routes, &path) == Access::Public {
-            return Ok(Ok(Admission::Proxy));
+            // Pingora proxies the body; one declared empty over HTTP/2 it would not read.
+            return match body::end_declared_empty(session, framing).await {
+                Ok(()) => Ok(Ok(Admission::Proxy)),
+                Err(BodyError::Refused(problem)) => Ok(Err(problem)),
+                Err(BodyError::Client(e)) => Err(e),
+            };
         }
 
         let view = RequestView::new(&req.method, &req.uri, &req.headers, snap.scheme);

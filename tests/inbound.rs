@@ -2282,6 +2282,58 @@ fn borrowed(fields: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// An HTTP/2 request that declares `content-length: 0` and then sends DATA is malformed (RFC
+/// 9113 §8.1.1): its stream is reset and the app gets nothing, on a signed route and a public
+/// one. Pingora took such a body for empty without reading it, and the request reached the app
+/// as if it were well formed, the DATA dropped (audit 8c, F4). A stream the client ends with an
+/// empty DATA frame instead is a request like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_data_after_a_declared_empty_body_resets_the_stream() {
+    let f = Fixture::start();
+    let (client, driver) = h2_raw(f.addr, f.client.clone(), HOST).await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    for (method, route) in [("GET", "/api/h2"), ("POST", "/public/h2")] {
+        for (data, last) in [(&b"sneaky"[..], "sneaky"), (b"", "ended")] {
+            let path = format!("{route}/{last}");
+            let mut req = http::Request::builder()
+                .method(method)
+                .uri(format!("https://{HOST}{path}"))
+                .header("content-length", "0");
+            if route.starts_with("/api/") {
+                for (name, value) in h2_signed_headers(&f.bob, method, &path, b"") {
+                    req = req.header(name, value);
+                }
+            }
+            let (answer, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+            send.send_data(bytes::Bytes::from_static(data), true)
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .expect("an answer or a reset");
+            if data.is_empty() {
+                assert_eq!(answer.unwrap().status(), 200, "{method} {path}");
+            } else {
+                let reset = answer.expect_err("a malformed request was answered");
+                assert_eq!(
+                    reset.reason(),
+                    Some(h2::Reason::PROTOCOL_ERROR),
+                    "{method} {path}: {reset:?}"
+                );
+            }
+        }
+    }
+    // A request forwarded in spite of its reset would be on its way by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached: Vec<String> = f
+        .app
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect();
+    assert_eq!(reached, ["GET /api/h2/ended", "POST /public/h2/ended"]);
+    driver.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_from_peers() {
     let f = Fixture::start();
