@@ -28,6 +28,7 @@ pub mod method_override;
 pub mod metrics;
 pub mod outbound;
 pub mod peer_cmd;
+pub mod peer_cookie;
 pub mod peer_location;
 pub mod peers_text;
 pub mod pool;

@@ -513,6 +513,7 @@ impl Outbound {
                     resp.insert_header(names.id.clone(), peer.id_header.clone())?;
                     resp.insert_header(names.name.clone(), peer.name_header.clone())?;
                     relocate(resp, snap, &peer.url, &pq, &app, self.listener)?;
+                    rescope_cookies(resp, &peer.url, &pq, &app)?;
                     note_signature_refused(resp, &self.shared.metrics, what);
                     Ok(())
                 };
@@ -599,6 +600,41 @@ fn relocate(
         Rewrite::Remove => {
             resp.remove_header(&http::header::LOCATION);
         }
+    }
+    Ok(())
+}
+
+/// Scopes each `Set-Cookie` of a peer's answer to that peer, in path mode, where every peer
+/// shares the listener's origin (see [`crate::peer_cookie`]).
+fn rescope_cookies(
+    resp: &mut ResponseHeader,
+    url: &PeerUrl,
+    pq: &str,
+    app: &AppSide,
+) -> pingora::Result<()> {
+    let AppSide::Path { prefix } = app else {
+        return Ok(());
+    };
+    if !resp.headers.contains_key(http::header::SET_COOKIE) {
+        return Ok(());
+    }
+    let scoped: Vec<Vec<u8>> = resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|value| crate::peer_cookie::rescope(value.as_bytes(), url, pq, prefix))
+        .collect();
+    resp.remove_header(&http::header::SET_COOKIE);
+    for value in scoped {
+        // Built from a valid value plus a path of the request's: valid too, but never trusted.
+        let value = http::HeaderValue::from_bytes(&value).map_err(|e| {
+            pingora::Error::because(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "a peer's Set-Cookie scoped to it is not a valid field value",
+                e,
+            )
+        })?;
+        resp.append_header(http::header::SET_COOKIE, value)?;
     }
     Ok(())
 }

@@ -1720,8 +1720,8 @@ async fn a_plain_inbound_listener_still_trusts_a_private_ca_for_its_peers() {
 }
 
 /// A peer that answers every request `302` (or `201` for a POST) with a `Location` for each
-/// `X-Location` the app sent (`latin1` for one that is not UTF-8), and the target it received
-/// in `X-Target`.
+/// `X-Location` the app sent (`latin1` for one that is not UTF-8), a `Set-Cookie` for each
+/// `X-Set-Cookie`, and the target it received in `X-Target`.
 async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
     use tokio::io::AsyncWriteExt;
 
@@ -1742,6 +1742,12 @@ async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
                     location => answer.extend_from_slice(location.as_bytes()),
                 }
                 answer.extend_from_slice(b"\r\n");
+            }
+            for cookie in head
+                .lines()
+                .filter_map(|l| l.strip_prefix("x-set-cookie: "))
+            {
+                answer.extend_from_slice(format!("Set-Cookie: {cookie}\r\n").as_bytes());
             }
             answer.extend_from_slice(
                 format!("X-Target: {target}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
@@ -1899,4 +1905,63 @@ async fn a_peers_redirect_stays_with_that_peer() {
     assert_eq!(resp.headers_all("location"), Vec::<String>::new());
     let resp = alice.call(proxy("https://carol.example/x")).await;
     assert_eq!(resp.header("location"), Some("https://carol.example/x"));
+}
+
+/// A peer's cookies are scoped to that peer for an app that calls it in path mode: every peer
+/// is reached at the outbound listener's one origin, so bob's `Set-Cookie: sid=...; Path=/`
+/// relayed as sent was stored for the whole listener, and an app that keeps cookies sent bob's
+/// session to the next peer it called there (audit 9a, F1). Each cookie's path becomes the
+/// `/peers/<peer>/...` path of the place the peer meant, and its `Domain` goes. In proxy mode
+/// the app keeps cookies by the peer's own host, and they are left as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_cookies_are_scoped_to_that_peer() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let peer = redirecting_peer(&ca).await;
+    let mut alice = portal("alice", root.path(), &ca);
+    let bob = Identity::generate().public().clone();
+    alice.start(
+        &[("Bob", &bob, format!("https://{peer}/base"))],
+        "ca-for-peers.pem",
+    );
+    let listener = format!("127.0.0.1:{}", alice.outbound);
+    let ask = |target: String, host: &str, cookies: &[&str]| {
+        let mut req = RawRequest::new("GET", target).header("Host", host);
+        for cookie in cookies {
+            req = req.header("X-Set-Cookie", *cookie);
+        }
+        req
+    };
+    let resp = alice
+        .call(ask(
+            "/peers/bob/a/login".into(),
+            &listener,
+            &[
+                "sid=s3cret; Path=/; Domain=example.org; HttpOnly",
+                "pref=1; Path=/base/app; Max-Age=60",
+                "last=2",
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    assert_eq!(resp.header("x-target"), Some("/base/a/login"));
+    assert_eq!(
+        resp.headers_all("set-cookie"),
+        [
+            "sid=s3cret; HttpOnly; Path=/peers/bob",
+            "pref=1; Max-Age=60; Path=/peers/bob/app",
+            "last=2; Path=/peers/bob/a",
+        ]
+    );
+    // Proxy mode: as sent.
+    let sent = "sid=s3cret; Path=/; Domain=example.org";
+    let resp = alice
+        .call(ask(
+            format!("http://{peer}/base/a"),
+            &peer.to_string(),
+            &[sent],
+        ))
+        .await;
+    assert_eq!(resp.status, 302, "{}", resp.text());
+    assert_eq!(resp.headers_all("set-cookie"), [sent]);
 }

@@ -1,0 +1,182 @@
+//! A peer's `Set-Cookie` as the app that called it in path mode must store it.
+//!
+//! In path mode every peer is reached at one origin, the outbound listener's
+//! (`http://127.0.0.1:8480/peers/bob/...`, `.../peers/carol/...`), and cookies are kept by
+//! origin host and path (RFC 6265 §5.3), not by port. Relayed unchanged, bob's
+//! `Set-Cookie: session=...; Path=/` would be stored for the whole listener, and an app that
+//! keeps cookies (a browser, a `requests.Session`, a Java `CookieManager`) would send bob's
+//! session to carol on its next call there; and carol could set cookies the app then sends to
+//! bob. So each cookie is scoped to the peer that set it, as a `Location` is rewritten
+//! ([`crate::peer_location`]): its path, as the peer meant it on its own host, becomes the
+//! `/peers/<peer>/...` path that reaches the same place through peergate, and a path outside the
+//! peer URL's base path becomes the whole peer's, `/peers/<peer>`. Its `Domain` is removed: on
+//! the listener's host the cookie is the listener's alone (host-only), whatever domain the peer
+//! named. Every cookie gets an explicit `Path`, since a client's default (the directory of the
+//! request's path, RFC 6265 §5.1.4) is `/peers` for a call to the bare `/peers/bob`.
+//!
+//! A `__Host-` cookie must have `Path=/`, so a client that holds cookies to those rules drops
+//! it rather than storing it for every peer. In proxy mode the app wrote the peer's own URL and
+//! keeps its cookies by the peer's host; they are left as sent.
+
+use crate::config::PeerUrl;
+
+/// `set_cookie` (one `Set-Cookie` field's value) scoped to the peer it came from.
+///
+/// `target` is the path and query the request had on the peer, base path included, for the
+/// default path of a cookie without a usable `Path`; `prefix` is the `/peers/<peer>` path the
+/// app called, without a trailing slash.
+pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) -> Vec<u8> {
+    let mut parts = set_cookie.split(|&b| b == b';');
+    let pair = parts.next().unwrap_or_default();
+    let mut out = Vec::with_capacity(set_cookie.len() + prefix.len() + 8);
+    out.extend_from_slice(pair.trim_ascii_end());
+    // RFC 6265 §5.3 step 7: the last `Path` attribute counts.
+    let mut path: Option<&[u8]> = None;
+    for attribute in parts {
+        let trimmed = attribute.trim_ascii();
+        let (name, value) = match trimmed.iter().position(|&b| b == b'=') {
+            Some(at) => (
+                trimmed.get(..at).unwrap_or_default().trim_ascii(),
+                trimmed.get(at + 1..).unwrap_or_default().trim_ascii(),
+            ),
+            None => (trimmed, &b""[..]),
+        };
+        if name.eq_ignore_ascii_case(b"path") {
+            path = Some(value);
+        } else if !name.eq_ignore_ascii_case(b"domain") && !trimmed.is_empty() {
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(trimmed);
+        }
+    }
+    // §5.2.4: a path that does not begin with `/` is the default one.
+    let on_peer = match path.and_then(|p| std::str::from_utf8(p).ok()) {
+        Some(p) if p.starts_with('/') => p,
+        _ => default_path(target),
+    };
+    out.extend_from_slice(b"; Path=");
+    out.extend_from_slice(prefix.as_bytes());
+    let rest = on_peer
+        .strip_prefix(peer.base_path.as_str())
+        // `/base2` is not under `/base`; a path outside the base is the whole peer's.
+        .filter(|rest| rest.starts_with('/'))
+        .unwrap_or_default();
+    // `/` under the base is the peer's whole space, `/peers/bob`, which matches `/peers/bob`
+    // itself and everything under it (§5.1.4 path-match), and not `/peers/bobby`.
+    if rest != "/" {
+        out.extend_from_slice(rest.as_bytes());
+    }
+    out
+}
+
+/// RFC 6265 §5.1.4's default path of a cookie set in answer to `target`: its path up to, not
+/// including, the last `/`, or `/`.
+fn default_path(target: &str) -> &str {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(at) => path.get(..at).unwrap_or("/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(base_path: &str) -> PeerUrl {
+        PeerUrl {
+            https: true,
+            host: "bob.example".into(),
+            port: 443,
+            base_path: base_path.into(),
+        }
+    }
+
+    fn seen(base_path: &str, target: &str, set_cookie: &str) -> String {
+        let out = rescope(
+            set_cookie.as_bytes(),
+            &peer(base_path),
+            target,
+            "/peers/bob",
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_path_on_the_peer_becomes_its_path_through_peergate() {
+        assert_eq!(
+            seen("", "/login", "sid=1; Path=/"),
+            "sid=1; Path=/peers/bob"
+        );
+        assert_eq!(
+            seen("", "/login", "sid=1; Path=/app; HttpOnly"),
+            "sid=1; HttpOnly; Path=/peers/bob/app"
+        );
+        // The last Path counts; attribute names in any case.
+        assert_eq!(
+            seen("", "/", "sid=1; path=/a; PATH=/b"),
+            "sid=1; Path=/peers/bob/b"
+        );
+    }
+
+    #[test]
+    fn the_domain_is_removed_and_other_attributes_kept() {
+        assert_eq!(
+            seen(
+                "",
+                "/x",
+                "sid=abc; Domain=.example; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
+            ),
+            "sid=abc; Secure; HttpOnly; SameSite=Lax; Max-Age=60; Path=/peers/bob"
+        );
+        assert_eq!(
+            seen("", "/x", "sid=abc;domain = evil.example;Path=/"),
+            "sid=abc; Path=/peers/bob"
+        );
+    }
+
+    #[test]
+    fn without_a_usable_path_the_default_one_is_scoped() {
+        assert_eq!(seen("", "/login", "sid=1"), "sid=1; Path=/peers/bob");
+        assert_eq!(
+            seen("", "/a/b/login?next=/x/y", "sid=1"),
+            "sid=1; Path=/peers/bob/a/b"
+        );
+        assert_eq!(
+            seen("", "/a/b", "sid=1; Path=relative"),
+            "sid=1; Path=/peers/bob/a"
+        );
+        assert_eq!(seen("", "/a/b", "sid=1; Path="), "sid=1; Path=/peers/bob/a");
+    }
+
+    #[test]
+    fn the_base_path_is_taken_off_and_a_path_outside_it_is_the_whole_peer() {
+        assert_eq!(
+            seen("/base", "/base/x", "sid=1; Path=/base/app"),
+            "sid=1; Path=/peers/bob/app"
+        );
+        assert_eq!(
+            seen("/base", "/base/x", "sid=1; Path=/base"),
+            "sid=1; Path=/peers/bob"
+        );
+        for outside in ["/", "/other", "/base2"] {
+            assert_eq!(
+                seen("/base", "/base/x", &format!("sid=1; Path={outside}")),
+                "sid=1; Path=/peers/bob",
+                "{outside}"
+            );
+        }
+        assert_eq!(
+            seen("/base", "/base/d/x", "sid=1"),
+            "sid=1; Path=/peers/bob/d"
+        );
+    }
+
+    #[test]
+    fn odd_values_stay_within_the_peer() {
+        // No name=value pair, empty attributes, bytes that are not UTF-8.
+        assert_eq!(seen("", "/", ""), "; Path=/peers/bob");
+        assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob");
+        let out = rescope(b"a=\xff; Path=/\xfe", &peer(""), "/x/y", "/peers/bob");
+        assert_eq!(out, b"a=\xff; Path=/peers/bob/x");
+    }
+}
