@@ -1102,6 +1102,20 @@ async fn what_alice_signs_verifies_in_an_independent_implementation() {
             assert_eq!(result["digest_verified"], true, "{result}");
         }
     }
+    // A Content-Type with bytes outside ASCII, which no signature base may hold (RFC 9421
+    // §2.5; the package refuses such a base): covered as a Byte Sequence. It was signed as
+    // text, and refused (audit 9a, F3).
+    let req = RawRequest::new("POST", "/peers/PyBob/api/check")
+        .header("Host", "127.0.0.1")
+        .header("Content-Type", b"text/plain; name=caf\xe9".as_slice())
+        .body("{}")
+        .content_length();
+    let resp = alice.call(req).await;
+    assert_eq!(resp.status, 200, "refused: {}", resp.text());
+    let result = resp.json();
+    assert_eq!(result["digest_verified"], true, "{result}");
+    let covered = result["covered"].to_string();
+    assert!(covered.contains(r#"\"content-type\";bs"#), "{covered}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 //!
 //! One line per covered component, `"<identifier>": <value>`, joined by LF, then the
 //! `"@signature-params"` line whose value is the serialized inner list of the
-//! `Signature-Input` member, with no trailing newline. The base is built as bytes, not text,
-//! because field values may carry obs-text (bytes above 0x7F) that a signer signed as they are.
+//! `Signature-Input` member, with no trailing newline. The base is built as bytes, as field
+//! values come, but holds only ASCII: a value with any other byte (obs-text, UTF-8) is refused,
+//! as §2.5 requires, and such a field is covered as a Byte Sequence (`;bs`, §2.1.3) instead.
 
 #![deny(
     clippy::unwrap_used,

@@ -657,13 +657,33 @@ impl ComponentId {
         out.len()
     }
 
-    /// Refuses values that would break the line structure of the base, then ends the line.
+    /// Refuses values a base cannot hold, then ends the line: a line break, which would end the
+    /// line early, and bytes outside ASCII, which RFC 9421 §2.5 keeps out of every base (its
+    /// last step: "produce an error if the output string contains any non-ASCII characters").
+    /// A field whose value has such bytes is signed as a Byte Sequence (`;bs`, §2.1.3), which
+    /// writes them in base64.
     fn end_line(&self, out: &mut Vec<u8>, value_start: usize) -> Result<(), ComponentError> {
         let value = out.get(value_start..).unwrap_or_default();
-        if value.iter().any(|&b| b == b'\n' || b == b'\r') {
+        if let Some(&b) = value
+            .iter()
+            .find(|&&b| b == b'\n' || b == b'\r' || !b.is_ascii())
+        {
+            let why = if b.is_ascii() {
+                "the value contains a line break".into()
+            } else if self.kind == ComponentKind::Field {
+                format!(
+                    "the value holds bytes outside ASCII, which RFC 9421 §2.5 keeps out of a \
+                     signature base: cover {} with ;bs",
+                    echo(self.name())
+                )
+            } else {
+                "the value holds bytes outside ASCII, which RFC 9421 §2.5 keeps out of a \
+                 signature base"
+                    .into()
+            };
             return Err(ComponentError::InvalidValue {
                 id: echo(&self.serialized),
-                why: "the value contains a line break".into(),
+                why,
             });
         }
         out.push(b'\n');

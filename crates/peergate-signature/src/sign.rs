@@ -164,9 +164,9 @@ pub struct Signer {
     key_id: String,
     lifetime: Duration,
     digest: DigestAlgorithm,
-    /// What [`Signer::components_for`] returns, made once for each of its five outcomes (see
+    /// What [`Signer::components_for`] returns, made once for each of its seven outcomes (see
     /// [`Shape`]): building identifiers allocates and validates, on every signed request.
-    shapes: [Vec<ComponentId>; 5],
+    shapes: [Vec<ComponentId>; 7],
     /// The parameters after `nonce`, serialized once: `;keyid="…";alg="ed25519";tag="peergate"`
     /// (or why the key id cannot be written).
     fixed_params: Result<String, InputError>,
@@ -177,20 +177,32 @@ pub struct Signer {
 #[derive(Clone, Copy)]
 struct Shape {
     body: bool,
-    content_type: bool,
+    content_type: TypeCover,
     content_length: bool,
 }
 
+/// How a body's `Content-Type` is covered: not at all (the request has none), as its text, or,
+/// when its value holds bytes outside ASCII, which no signature base may hold (RFC 9421 §2.5),
+/// as a Byte Sequence (`"content-type";bs`, §2.1.3), which the base writes in base64.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TypeCover {
+    Absent,
+    Text,
+    Bytes,
+}
+
 impl Shape {
-    const ALL: [Shape; 5] = [
-        Shape::new(false, false, false),
-        Shape::new(true, false, false),
-        Shape::new(true, true, false),
-        Shape::new(true, false, true),
-        Shape::new(true, true, true),
+    const ALL: [Shape; 7] = [
+        Shape::new(false, TypeCover::Absent, false),
+        Shape::new(true, TypeCover::Absent, false),
+        Shape::new(true, TypeCover::Text, false),
+        Shape::new(true, TypeCover::Absent, true),
+        Shape::new(true, TypeCover::Text, true),
+        Shape::new(true, TypeCover::Bytes, false),
+        Shape::new(true, TypeCover::Bytes, true),
     ];
 
-    const fn new(body: bool, content_type: bool, content_length: bool) -> Shape {
+    const fn new(body: bool, content_type: TypeCover, content_length: bool) -> Shape {
         Shape {
             body,
             content_type,
@@ -199,10 +211,33 @@ impl Shape {
     }
 
     fn of(req: &RequestView<'_>, has_body: bool) -> Shape {
+        let types = req.headers.get_all(CONTENT_TYPE);
+        let content_type = if !has_body || !req.headers.contains_key(CONTENT_TYPE) {
+            TypeCover::Absent
+        } else if types.iter().any(|v| !v.as_bytes().is_ascii()) {
+            TypeCover::Bytes
+        } else {
+            TypeCover::Text
+        };
         Shape {
             body: has_body,
-            content_type: has_body && req.headers.contains_key(CONTENT_TYPE),
+            content_type,
             content_length: has_body && req.headers.contains_key(CONTENT_LENGTH),
+        }
+    }
+
+    /// This shape's list among `shapes`, made from [`Shape::ALL`] in its order.
+    fn pick(self, shapes: &[Vec<ComponentId>; 7]) -> &[ComponentId] {
+        let [bodiless, digest_only, with_type, with_length, with_both, with_bytes, with_both_bytes] =
+            shapes;
+        match (self.body, self.content_type, self.content_length) {
+            (false, _, _) => bodiless,
+            (true, TypeCover::Absent, false) => digest_only,
+            (true, TypeCover::Text, false) => with_type,
+            (true, TypeCover::Absent, true) => with_length,
+            (true, TypeCover::Text, true) => with_both,
+            (true, TypeCover::Bytes, false) => with_bytes,
+            (true, TypeCover::Bytes, true) => with_both_bytes,
         }
     }
 
@@ -218,8 +253,10 @@ impl Shape {
         .collect();
         if self.body {
             out.extend(ComponentId::new(CONTENT_DIGEST).ok());
-            if self.content_type {
-                out.extend(ComponentId::new(CONTENT_TYPE.as_str()).ok());
+            match self.content_type {
+                TypeCover::Absent => {}
+                TypeCover::Text => out.extend(ComponentId::new(CONTENT_TYPE.as_str()).ok()),
+                TypeCover::Bytes => out.extend(ComponentId::parse(r#""content-type";bs"#).ok()),
             }
             if self.content_length {
                 out.extend(ComponentId::new(CONTENT_LENGTH.as_str()).ok());
@@ -284,7 +321,7 @@ impl Signer {
 
     /// The components peergate covers for this request: `@method @authority @path @query`, and
     /// with a non-empty body `content-digest`, plus `content-type` and `content-length` when
-    /// the request has them.
+    /// the request has them (`"content-type";bs` for a value with bytes outside ASCII).
     pub fn components_for(req: &RequestView<'_>, has_body: bool) -> Vec<ComponentId> {
         Shape::of(req, has_body).components()
     }
@@ -316,15 +353,8 @@ impl Signer {
     ) -> Result<SignatureHeaders, SignError> {
         let body = body.filter(|b| !b.is_empty());
         let digest = body.map(|b| content_digest(self.digest, b));
-        let [bodiless, digest_only, with_type, with_length, with_both] = &self.shapes;
         let shape = Shape::of(req, digest.is_some());
-        let components = match (shape.body, shape.content_type, shape.content_length) {
-            (false, _, _) => bodiless,
-            (true, false, false) => digest_only,
-            (true, true, false) => with_type,
-            (true, false, true) => with_length,
-            (true, true, true) => with_both,
-        };
+        let components = shape.pick(&self.shapes);
         // What `params_for` gives, serialized straight into the value: this runs per request.
         let expires = now.saturating_add(self.lifetime.as_secs());
         let dynamic = [
@@ -391,11 +421,14 @@ mod tests {
             Duration::from_secs(60),
         );
         let uri: Uri = "/a/b?x=1".parse().unwrap();
-        let fields: [&[(&str, &str)]; 4] = [
+        let latin1: &[u8] = b"text/plain; name=caf\xe9";
+        let fields: [&[(&str, &[u8])]; 6] = [
             &[],
-            &[("content-type", "text/plain")],
-            &[("content-length", "5")],
-            &[("content-type", "text/plain"), ("content-length", "5")],
+            &[("content-type", b"text/plain")],
+            &[("content-length", b"5")],
+            &[("content-type", b"text/plain"), ("content-length", b"5")],
+            &[("content-type", latin1)],
+            &[("content-type", latin1), ("content-length", b"5")],
         ];
         for extra in fields {
             for body in [None, Some(&b"hello"[..])] {
@@ -403,7 +436,7 @@ mod tests {
                     let mut headers = HeaderMap::new();
                     headers.insert("host", HeaderValue::from_static("example.org"));
                     for (k, v) in extra {
-                        headers.insert(*k, HeaderValue::from_static(v));
+                        headers.insert(*k, HeaderValue::from_bytes(v).unwrap());
                     }
                     let req = RequestView::new(&Method::POST, &uri, &headers, "https");
                     let fast = signer.sign(&req, body, 1_700_000_000, nonce).unwrap();
@@ -421,8 +454,20 @@ mod tests {
                     .unwrap();
                     assert_eq!(fast.signature_input, general.signature_input.as_str());
                     assert_eq!(fast.signature, general.signature_field.as_str());
+                    let input = fast.signature_input.to_str().unwrap();
+                    let bytes = extra.iter().any(|(_, v)| !v.is_ascii());
+                    assert_eq!(
+                        input.contains(r#""content-type";bs"#),
+                        bytes && body.is_some(),
+                        "{input}"
+                    );
                 }
             }
+        }
+        // Each shape's list is the one `pick` finds for it.
+        let shapes = Shape::ALL.map(Shape::components);
+        for shape in Shape::ALL {
+            assert_eq!(shape.pick(&shapes), shape.components().as_slice());
         }
         // A key id that cannot be written fails as the general path fails.
         let bad = Signer::new(

@@ -1037,13 +1037,19 @@ fn received_params_order_and_unknown_params_are_kept() {
 }
 
 #[test]
-fn non_utf8_values_never_panic_and_can_be_signed() {
-    // A covered header with obs-text is signed and verified as raw bytes.
+fn non_utf8_values_never_panic_and_can_be_signed_as_bytes() {
+    // A covered header with obs-text is signed and verified as a Byte Sequence (`;bs`).
     let mut req = get();
     req.add("x-latin1", b"caf\xe9");
     let req = signed_custom(
         req,
-        &["@method", "@authority", "@path", "@query", "x-latin1"],
+        &[
+            "@method",
+            "@authority",
+            "@path",
+            "@query",
+            r#""x-latin1";bs"#,
+        ],
         &full_params(NOW),
         &key(),
     );
@@ -1051,6 +1057,42 @@ fn non_utf8_values_never_panic_and_can_be_signed() {
     let mut changed = req.clone();
     changed.set("x-latin1", "cafe");
     assert_eq!(refused(&changed).reason, Reason::BadSignature);
+    // Covered as text, its base would hold bytes outside ASCII, which RFC 9421 §2.5 forbids:
+    // refused whatever the signature, as other implementations refuse it. Signed here over
+    // exactly those bytes, as a signer that does not hold to §2.5 would.
+    let mut latin1 = get();
+    latin1.add("x-latin1", b"caf\xe9");
+    let ids: Vec<ComponentId> = ["@method", "@authority", "@path", "@query", "x-latin1"]
+        .map(|c| ComponentId::new(c).unwrap())
+        .to_vec();
+    let mut params = SignatureParams::new();
+    for (k, v) in full_params(NOW) {
+        match v {
+            Param::Int(i) => params.push_integer(k, i).unwrap(),
+            Param::Str(s) => params.push_string(k, s).unwrap(),
+        }
+    }
+    let params_value = signature_params_value(&ids, &params);
+    let mut base = format!(
+        "\"@method\": GET\n\"@authority\": {HOST}\n\"@path\": /api/items\n\"@query\": \
+         ?limit=10\n\"x-latin1\": caf"
+    )
+    .into_bytes();
+    base.push(0xe9);
+    base.extend_from_slice(format!("\n\"@signature-params\": {params_value}").as_bytes());
+    use base64::Engine as _;
+    let signature = ed25519_dalek::Signer::sign(&key(), &base).to_bytes();
+    latin1.set("signature-input", &format!("peer={params_value}"));
+    latin1.set(
+        "signature",
+        &format!(
+            "peer=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(signature)
+        ),
+    );
+    let r = refused(&latin1);
+    assert_eq!(r.reason, Reason::MalformedSignature, "{r:?}");
+    assert!(r.detail.contains("outside ASCII"), "{}", r.detail);
 
     // obs-text in Host, Content-Digest, Content-Length, Signature.
     for (name, value) in [
