@@ -391,7 +391,14 @@ impl Forwarder {
                 .map_err(client_gone)?;
         } else {
             loop {
-                match up.read_response_body().await {
+                // Watched, as for the head: an answer whose next piece is slow to come (a
+                // peer's with a `Content-Length`, which Pingora sends on only in full packets
+                // or at its end) would otherwise write nothing, and see nothing of a client
+                // that left, until it ends or times out.
+                let read = unless_client_leaves(session, up.read_response_body())
+                    .await
+                    .map_err(client_gone)?;
+                match read {
                     Ok(Some(chunk)) => {
                         let done = up.response_done();
                         session

@@ -1413,6 +1413,60 @@ async fn an_app_leaving_mid_answer_is_counted_aborted() {
     assert!(counted[0].contains("outcome=\"aborted\""), "{counted:?}");
 }
 
+/// An app that leaves while a peer is slow to send the rest of its answer is seen leaving, and
+/// the peer's connection is let go: the relay wrote nothing while it waited (Pingora sends an
+/// answer with a `Content-Length` on in full packets or at its end), so it saw nothing of the
+/// app until the peer finished or `outbound.timeout` ran out; an app that gave up held the
+/// peer's connection 38-51 s (audit 9a, F2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_leaving_while_a_peer_dawdles_over_its_answer_lets_the_peer_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let root = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (let_go, peer_saw) = tokio::sync::mpsc::unbounded_channel();
+    let peer_addr = raw_tls_peer(&ca, move |mut stream| {
+        let let_go = let_go.clone();
+        async move {
+            if read_request_head(&mut stream).await.is_none() {
+                return;
+            }
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nhello";
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            // The rest never comes; the connection ends when alice lets it go.
+            let started = std::time::Instant::now();
+            let mut byte = [0u8; 1];
+            let _ = stream.read(&mut byte).await;
+            let _ = let_go.send(started.elapsed());
+        }
+    })
+    .await;
+    let alice = alice_calling(root.path(), &ca, peer_addr);
+    let mut conn = tokio::net::TcpStream::connect(alice.outbound_addr())
+        .await
+        .unwrap();
+    conn.write_all(&get_bob(&alice, "/slow").to_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(conn);
+    let held = tokio::time::timeout(Duration::from_secs(5), { peer_saw }.recv())
+        .await
+        .expect("the peer's connection was let go once the app left")
+        .unwrap();
+    assert!(held < Duration::from_secs(5), "{held:?}");
+    let aborted = "outcome=\"aborted\"";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !alice.metrics().lines().any(|l| {
+        l.starts_with("peergate_requests_total{") && l.contains(aborted) && !l.ends_with(" 0")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "{}", alice.metrics());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A peer's interim answers (`103`, `102`, `100`) do not reach the app: its final answer does.
 /// Common clients (Python's `http.client`, under `requests` and urllib3) take a `103` for the
 /// final answer and read the real one as the answer to their next request, which may be to
