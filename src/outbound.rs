@@ -615,6 +615,9 @@ fn rescope_cookies(
     let AppSide::Path { prefix } = app else {
         return Ok(());
     };
+    // RFC 2965's cookies, which RFC 6265 retired but Java's `CookieManager` still keeps: not
+    // scoped, so not passed on.
+    resp.remove_header("set-cookie2");
     if !resp.headers.contains_key(http::header::SET_COOKIE) {
         return Ok(());
     }
@@ -622,7 +625,7 @@ fn rescope_cookies(
         .headers
         .get_all(http::header::SET_COOKIE)
         .iter()
-        .map(|value| crate::peer_cookie::rescope(value.as_bytes(), url, pq, prefix))
+        .filter_map(|value| crate::peer_cookie::rescope(value.as_bytes(), url, pq, prefix))
         .collect();
     resp.remove_header(&http::header::SET_COOKIE);
     for value in scoped {

@@ -20,16 +20,40 @@
 
 use crate::config::PeerUrl;
 
-/// `set_cookie` (one `Set-Cookie` field's value) scoped to the peer it came from.
+/// The attributes a cookie keeps (RFC 6265 §5.2; `SameSite`, `Partitioned` and `Priority` from
+/// the drafts browsers follow), compared without regard to ASCII case. `Path` is rewritten and
+/// `Domain` removed; any other attribute goes too, however a client would read it: Python's
+/// `http.cookiejar` strips a byte 0xA0 or 0x85 around a name as whitespace, so `\xa0Path=/`,
+/// passed on as an unknown attribute, was a second `Path`, and the one it kept.
+const KEPT: [&[u8]; 7] = [
+    b"expires",
+    b"max-age",
+    b"secure",
+    b"httponly",
+    b"samesite",
+    b"partitioned",
+    b"priority",
+];
+
+/// `set_cookie` (one `Set-Cookie` field's value) scoped to the peer it came from, or `None`
+/// when it is no single cookie and is dropped.
 ///
 /// `target` is the path and query the request had on the peer, base path included, for the
 /// default path of a cookie without a usable `Path`; `prefix` is the `/peers/<peer>` path the
 /// app called, without a trailing slash.
-pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) -> Vec<u8> {
+///
+/// A comma anywhere but in an `Expires` date drops the cookie: no cookie value or attribute
+/// holds one (RFC 6265 §4.1.1), and Java's `HttpCookie` reads a field with `Max-Age` and no
+/// `Expires` as a list of cookies split at its commas, where only the last would have the
+/// `Path` written here.
+pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) -> Option<Vec<u8>> {
     let mut parts = set_cookie.split(|&b| b == b';');
-    let pair = parts.next().unwrap_or_default();
+    let pair = parts.next().unwrap_or_default().trim_ascii();
+    if pair.contains(&b',') {
+        return None;
+    }
     let mut out = Vec::with_capacity(set_cookie.len() + prefix.len() + 8);
-    out.extend_from_slice(pair.trim_ascii_end());
+    out.extend_from_slice(pair);
     // RFC 6265 §5.3 step 7: the last `Path` attribute counts.
     let mut path: Option<&[u8]> = None;
     for attribute in parts {
@@ -43,10 +67,16 @@ pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) ->
         };
         if name.eq_ignore_ascii_case(b"path") {
             path = Some(value);
-        } else if !name.eq_ignore_ascii_case(b"domain") && !trimmed.is_empty() {
-            out.extend_from_slice(b"; ");
-            out.extend_from_slice(trimmed);
+            continue;
         }
+        if !KEPT.iter().any(|kept| name.eq_ignore_ascii_case(kept)) {
+            continue;
+        }
+        if value.contains(&b',') && !name.eq_ignore_ascii_case(b"expires") {
+            return None;
+        }
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(trimmed);
     }
     // §5.2.4: a path that does not begin with `/` is the default one.
     let on_peer = match path.and_then(|p| std::str::from_utf8(p).ok()) {
@@ -65,7 +95,7 @@ pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) ->
     if rest != "/" {
         out.extend_from_slice(rest.as_bytes());
     }
-    out
+    Some(out)
 }
 
 /// RFC 6265 §5.1.4's default path of a cookie set in answer to `target`: its path up to, not
@@ -98,7 +128,7 @@ mod tests {
             target,
             "/peers/bob",
         );
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out.expect("kept")).unwrap()
     }
 
     #[test]
@@ -177,6 +207,52 @@ mod tests {
         assert_eq!(seen("", "/", ""), "; Path=/peers/bob");
         assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob");
         let out = rescope(b"a=\xff; Path=/\xfe", &peer(""), "/x/y", "/peers/bob");
-        assert_eq!(out, b"a=\xff; Path=/peers/bob/x");
+        assert_eq!(out.unwrap(), b"a=\xff; Path=/peers/bob/x");
+    }
+
+    #[test]
+    fn attributes_other_than_the_known_ones_are_dropped() {
+        // A client that takes 0xA0 or 0x85 for whitespace reads these as `Path`.
+        for smuggled in [
+            &b"sid=1; \xa0Path=/"[..],
+            b"sid=1; Path\xa0=/",
+            b"sid=1; \x85Path=/",
+            b"sid=1; Path\x85=/peers/dave",
+        ] {
+            let out = rescope(smuggled, &peer(""), "/x", "/peers/bob").unwrap();
+            assert_eq!(out, b"sid=1; Path=/peers/bob", "{smuggled:?}");
+        }
+        assert_eq!(
+            seen(
+                "",
+                "/x",
+                "sid=1; Version=1; Comment=x; Priority=High; Partitioned"
+            ),
+            "sid=1; Priority=High; Partitioned; Path=/peers/bob"
+        );
+    }
+
+    #[test]
+    fn a_field_that_reads_as_several_cookies_is_dropped() {
+        for listed in [
+            "a=1; Max-Age=60, b=2; Path=/",
+            "a=1, b=2",
+            "a=1; SameSite=Lax, b=2",
+        ] {
+            assert_eq!(
+                rescope(listed.as_bytes(), &peer(""), "/", "/peers/bob"),
+                None,
+                "{listed}"
+            );
+        }
+        // The comma of a date is no list.
+        assert_eq!(
+            seen(
+                "",
+                "/x",
+                "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60"
+            ),
+            "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Path=/peers/bob"
+        );
     }
 }

@@ -1789,7 +1789,8 @@ async fn a_plain_inbound_listener_still_trusts_a_private_ca_for_its_peers() {
 
 /// A peer that answers every request `302` (or `201` for a POST) with a `Location` for each
 /// `X-Location` the app sent (`latin1` for one that is not UTF-8), a `Set-Cookie` for each
-/// `X-Set-Cookie`, and the target it received in `X-Target`.
+/// `X-Set-Cookie` (`Set-Cookie2` for `X-Set-Cookie2`), and the target it received in
+/// `X-Target`.
 async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
     use tokio::io::AsyncWriteExt;
 
@@ -1816,6 +1817,12 @@ async fn redirecting_peer(ca: &TestCa) -> SocketAddr {
                 .filter_map(|l| l.strip_prefix("x-set-cookie: "))
             {
                 answer.extend_from_slice(format!("Set-Cookie: {cookie}\r\n").as_bytes());
+            }
+            for cookie in head
+                .lines()
+                .filter_map(|l| l.strip_prefix("x-set-cookie2: "))
+            {
+                answer.extend_from_slice(format!("Set-Cookie2: {cookie}\r\n").as_bytes());
             }
             answer.extend_from_slice(
                 format!("X-Target: {target}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
@@ -2001,15 +2008,21 @@ async fn a_peers_cookies_are_scoped_to_that_peer() {
         req
     };
     let resp = alice
-        .call(ask(
-            "/peers/bob/a/login".into(),
-            &listener,
-            &[
-                "sid=s3cret; Path=/; Domain=example.org; HttpOnly",
-                "pref=1; Path=/base/app; Max-Age=60",
-                "last=2",
-            ],
-        ))
+        .call(
+            ask(
+                "/peers/bob/a/login".into(),
+                &listener,
+                &[
+                    "sid=s3cret; Path=/; Domain=example.org; HttpOnly",
+                    "pref=1; Path=/base/app; Max-Age=60",
+                    "last=2",
+                    // Unknown attributes go; a field that some clients read as two cookies too.
+                    "odd=3; Version=1; Path=/",
+                    "two=4; Max-Age=60, three=5; Path=/",
+                ],
+            )
+            .header("X-Set-Cookie2", "old=6; Version=1; Path=/"),
+        )
         .await;
     assert_eq!(resp.status, 302, "{}", resp.text());
     assert_eq!(resp.header("x-target"), Some("/base/a/login"));
@@ -2019,8 +2032,10 @@ async fn a_peers_cookies_are_scoped_to_that_peer() {
             "sid=s3cret; HttpOnly; Path=/peers/bob",
             "pref=1; Max-Age=60; Path=/peers/bob/app",
             "last=2; Path=/peers/bob/a",
+            "odd=3; Path=/peers/bob",
         ]
     );
+    assert_eq!(resp.headers_all("set-cookie2"), Vec::<String>::new());
     // Proxy mode: as sent.
     let sent = "sid=s3cret; Path=/; Domain=example.org";
     let resp = alice

@@ -121,7 +121,7 @@ pub enum ComponentError {
         why: String,
     },
     /// The component is there but its value cannot go into a signature base.
-    #[error("the value of {id} cannot be signed: {why}")]
+    #[error("the value of {id} cannot be covered: {why}")]
     InvalidValue {
         /// The identifier as serialized.
         id: String,
