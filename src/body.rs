@@ -260,12 +260,29 @@ pub async fn end_declared_empty(session: &mut Session, framing: Framing) -> Resu
                     400,
                     Code::BadRequest,
                     "Bad request",
-                    "the request declares content-length: 0 and sends DATA",
+                    "the request declares content-length: 0 and sends DATA (RFC 9113 §8.1.1)",
                 )))
+            }
+            Ok(Err(e)) if reset_for_its_length(&e) => {
+                // The stream is reset already; the refusal is for the log and the metrics.
+                return Err(BodyError::Refused(Problem::new(
+                    400,
+                    Code::BadRequest,
+                    "Bad request",
+                    "the request declares content-length: 0 and sends DATA (RFC 9113 §8.1.1)",
+                )));
             }
             Ok(Err(e)) => return Err(client(e)),
         }
     }
+}
+
+/// Whether `e` is `h2`'s own reset of the stream (`PROTOCOL_ERROR`), which it makes when DATA
+/// passes the declared length: the client did not leave, its request was malformed.
+fn reset_for_its_length(e: &pingora::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<h2::Error>()
+        .is_some_and(|h2| h2.is_library() && h2.reason() == Some(h2::Reason::PROTOCOL_ERROR))
 }
 
 fn stalled() -> Problem {

@@ -2331,6 +2331,10 @@ async fn http2_data_after_a_declared_empty_body_resets_the_stream() {
         .map(|r| format!("{} {}", r.method, r.target))
         .collect();
     assert_eq!(reached, ["GET /api/h2/ended", "POST /public/h2/ended"]);
+    // Counted as refused, not as clients that left.
+    let refused = "peergate_rejections_total{direction=\"inbound\",reason=\"bad_request\"} 2\n";
+    let m = f.metrics_eventually(&[refused]);
+    assert!(m.contains(refused), "{m}");
     driver.abort();
 }
 
