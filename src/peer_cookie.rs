@@ -21,18 +21,19 @@
 use crate::config::PeerUrl;
 
 /// The attributes a cookie keeps (RFC 6265 §5.2; `SameSite`, `Partitioned` and `Priority` from
-/// the drafts browsers follow), compared without regard to ASCII case. `Path` is rewritten and
-/// `Domain` removed; any other attribute goes too, however a client would read it: Python's
-/// `http.cookiejar` strips a byte 0xA0 or 0x85 around a name as whitespace, so `\xa0Path=/`,
-/// passed on as an unknown attribute, was a second `Path`, and the one it kept.
-const KEPT: [&[u8]; 7] = [
-    b"expires",
-    b"max-age",
-    b"secure",
-    b"httponly",
-    b"samesite",
-    b"partitioned",
-    b"priority",
+/// the drafts browsers follow), compared without regard to ASCII case and written in these
+/// spellings. `Path` is rewritten and `Domain` removed; any other attribute goes too, however a
+/// client would read it: Python's `http.cookiejar` strips a byte 0xA0 or 0x85 around a name as
+/// whitespace, so `\xa0Path=/`, passed on as an unknown attribute, was a second `Path`, and
+/// the one it kept.
+const KEPT: [&str; 7] = [
+    "Expires",
+    "Max-Age",
+    "Secure",
+    "HttpOnly",
+    "SameSite",
+    "Partitioned",
+    "Priority",
 ];
 
 /// `set_cookie` (one `Set-Cookie` field's value) scoped to the peer it came from, or `None`
@@ -69,14 +70,24 @@ pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) ->
             path = Some(value);
             continue;
         }
-        if !KEPT.iter().any(|kept| name.eq_ignore_ascii_case(kept)) {
+        let Some(kept) = KEPT
+            .iter()
+            .find(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
+        else {
             continue;
-        }
-        if value.contains(&b',') && !name.eq_ignore_ascii_case(b"expires") {
+        };
+        let expires = *kept == "Expires";
+        if value.contains(&b',') && !(expires && one_date_comma(value)) {
             return None;
         }
+        // Written as `Name=value`, whatever spacing came: Java's `HttpCookie` looks for the
+        // text `expires=` to know that a comma in the field is a date's and not a list's.
         out.extend_from_slice(b"; ");
-        out.extend_from_slice(trimmed);
+        out.extend_from_slice(kept.as_bytes());
+        if trimmed.contains(&b'=') {
+            out.push(b'=');
+            out.extend_from_slice(value);
+        }
     }
     // §5.2.4: a path that does not begin with `/` is the default one.
     let on_peer = match path.and_then(|p| std::str::from_utf8(p).ok()) {
@@ -90,12 +101,29 @@ pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) ->
         // `/base2` is not under `/base`; a path outside the base is the whole peer's.
         .filter(|rest| rest.starts_with('/'))
         .unwrap_or_default();
-    // `/` under the base is the peer's whole space, `/peers/bob`, which matches `/peers/bob`
-    // itself and everything under it (§5.1.4 path-match), and not `/peers/bobby`.
-    if rest != "/" {
+    // The peer's whole space is `/peers/bob/`, with its slash: RFC 6265's path-match would
+    // take `/peers/bob` for it too without matching `/peers/bobby`, but Java's `CookieManager`
+    // matches a path as a plain prefix, and sent bob's cookies to bobby.
+    if rest.is_empty() {
+        out.push(b'/');
+    } else {
         out.extend_from_slice(rest.as_bytes());
     }
     Some(out)
+}
+
+/// Whether `date` has its one comma where an HTTP date has it (RFC 9110 §5.6.7, and RFC 850's
+/// form): right after the day's name, its first word; and nothing after it that a date does
+/// not hold (a `=` would begin another cookie for a client that splits at the comma).
+fn one_date_comma(date: &[u8]) -> bool {
+    let day = date.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let (Some(b','), Some(rest)) = (date.get(day), date.get(day + 1..)) else {
+        return false;
+    };
+    day > 0
+        && rest
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'-' | b':'))
 }
 
 /// RFC 6265 §5.1.4's default path of a cookie set in answer to `target`: its path up to, not
@@ -135,7 +163,7 @@ mod tests {
     fn a_path_on_the_peer_becomes_its_path_through_peergate() {
         assert_eq!(
             seen("", "/login", "sid=1; Path=/"),
-            "sid=1; Path=/peers/bob"
+            "sid=1; Path=/peers/bob/"
         );
         assert_eq!(
             seen("", "/login", "sid=1; Path=/app; HttpOnly"),
@@ -149,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_whole_space_ends_with_a_slash() {
+        // Java's CookieManager matches paths as plain prefixes: `/peers/bob` would take in
+        // `/peers/bobby`.
+        assert_eq!(seen("", "/", "sid=1; Path=/"), "sid=1; Path=/peers/bob/");
+        assert_eq!(
+            seen("/base", "/base", "sid=1; Path=/base"),
+            "sid=1; Path=/peers/bob/"
+        );
+        assert_eq!(
+            seen("", "/x", "sid=1; secure; HTTPONLY; samesite=None"),
+            "sid=1; Secure; HttpOnly; SameSite=None; Path=/peers/bob/"
+        );
+    }
+
+    #[test]
     fn the_domain_is_removed_and_other_attributes_kept() {
         assert_eq!(
             seen(
@@ -156,17 +199,17 @@ mod tests {
                 "/x",
                 "sid=abc; Domain=.example; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
             ),
-            "sid=abc; Secure; HttpOnly; SameSite=Lax; Max-Age=60; Path=/peers/bob"
+            "sid=abc; Secure; HttpOnly; SameSite=Lax; Max-Age=60; Path=/peers/bob/"
         );
         assert_eq!(
             seen("", "/x", "sid=abc;domain = evil.example;Path=/"),
-            "sid=abc; Path=/peers/bob"
+            "sid=abc; Path=/peers/bob/"
         );
     }
 
     #[test]
     fn without_a_usable_path_the_default_one_is_scoped() {
-        assert_eq!(seen("", "/login", "sid=1"), "sid=1; Path=/peers/bob");
+        assert_eq!(seen("", "/login", "sid=1"), "sid=1; Path=/peers/bob/");
         assert_eq!(
             seen("", "/a/b/login?next=/x/y", "sid=1"),
             "sid=1; Path=/peers/bob/a/b"
@@ -186,12 +229,12 @@ mod tests {
         );
         assert_eq!(
             seen("/base", "/base/x", "sid=1; Path=/base"),
-            "sid=1; Path=/peers/bob"
+            "sid=1; Path=/peers/bob/"
         );
         for outside in ["/", "/other", "/base2"] {
             assert_eq!(
                 seen("/base", "/base/x", &format!("sid=1; Path={outside}")),
-                "sid=1; Path=/peers/bob",
+                "sid=1; Path=/peers/bob/",
                 "{outside}"
             );
         }
@@ -204,8 +247,8 @@ mod tests {
     #[test]
     fn odd_values_stay_within_the_peer() {
         // No name=value pair, empty attributes, bytes that are not UTF-8.
-        assert_eq!(seen("", "/", ""), "; Path=/peers/bob");
-        assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob");
+        assert_eq!(seen("", "/", ""), "; Path=/peers/bob/");
+        assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob/");
         let out = rescope(b"a=\xff; Path=/\xfe", &peer(""), "/x/y", "/peers/bob");
         assert_eq!(out.unwrap(), b"a=\xff; Path=/peers/bob/x");
     }
@@ -220,7 +263,7 @@ mod tests {
             b"sid=1; Path\x85=/peers/dave",
         ] {
             let out = rescope(smuggled, &peer(""), "/x", "/peers/bob").unwrap();
-            assert_eq!(out, b"sid=1; Path=/peers/bob", "{smuggled:?}");
+            assert_eq!(out, b"sid=1; Path=/peers/bob/", "{smuggled:?}");
         }
         assert_eq!(
             seen(
@@ -228,7 +271,7 @@ mod tests {
                 "/x",
                 "sid=1; Version=1; Comment=x; Priority=High; Partitioned"
             ),
-            "sid=1; Priority=High; Partitioned; Path=/peers/bob"
+            "sid=1; Priority=High; Partitioned; Path=/peers/bob/"
         );
     }
 
@@ -245,14 +288,35 @@ mod tests {
                 "{listed}"
             );
         }
-        // The comma of a date is no list.
+        // Nor one with a comma elsewhere in an `Expires`, or spaced so that Java does not
+        // see `expires=` and splits it.
+        for listed in [
+            "sid=X; Max-Age=999; Expires =Wed, x=1",
+            "sid=X; Expires=Wed, 21 Oct 2037, x=1",
+            "sid=X; Expires=, x=1",
+        ] {
+            assert_eq!(
+                rescope(listed.as_bytes(), &peer(""), "/", "/peers/bob"),
+                None,
+                "{listed}"
+            );
+        }
+        // The comma of a date is no list, and the attribute is written plainly.
+        assert_eq!(
+            seen("", "/x", "a=1; expires =Wed, 21 Oct 2037 07:28:00 GMT"),
+            "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Path=/peers/bob/"
+        );
+        assert_eq!(
+            seen("", "/x", "a=1; Expires=Wednesday, 21-Oct-37 07:28:00 GMT"),
+            "a=1; Expires=Wednesday, 21-Oct-37 07:28:00 GMT; Path=/peers/bob/"
+        );
         assert_eq!(
             seen(
                 "",
                 "/x",
                 "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60"
             ),
-            "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Path=/peers/bob"
+            "a=1; Expires=Wed, 21 Oct 2037 07:28:00 GMT; Max-Age=60; Path=/peers/bob/"
         );
     }
 }

@@ -2029,10 +2029,10 @@ async fn a_peers_cookies_are_scoped_to_that_peer() {
     assert_eq!(
         resp.headers_all("set-cookie"),
         [
-            "sid=s3cret; HttpOnly; Path=/peers/bob",
+            "sid=s3cret; HttpOnly; Path=/peers/bob/",
             "pref=1; Max-Age=60; Path=/peers/bob/app",
             "last=2; Path=/peers/bob/a",
-            "odd=3; Path=/peers/bob",
+            "odd=3; Path=/peers/bob/",
         ]
     );
     assert_eq!(resp.headers_all("set-cookie2"), Vec::<String>::new());
