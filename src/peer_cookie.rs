@@ -50,7 +50,9 @@ const KEPT: [&str; 7] = [
 pub fn rescope(set_cookie: &[u8], peer: &PeerUrl, target: &str, prefix: &str) -> Option<Vec<u8>> {
     let mut parts = set_cookie.split(|&b| b == b';');
     let pair = parts.next().unwrap_or_default().trim_ascii();
-    if pair.contains(&b',') {
+    // RFC 6265 §5.2 step 2: a pair without `=` is no cookie; curl and Java took
+    // `;a=1; Max-Age=9` for a cookie named `Max-Age`.
+    if pair.contains(&b',') || !pair.contains(&b'=') {
         return None;
     }
     let mut out = Vec::with_capacity(set_cookie.len() + prefix.len() + 8);
@@ -247,7 +249,13 @@ mod tests {
     #[test]
     fn odd_values_stay_within_the_peer() {
         // No name=value pair, empty attributes, bytes that are not UTF-8.
-        assert_eq!(seen("", "/", ""), "; Path=/peers/bob/");
+        for pairless in ["", ";a=1; Max-Age=9", "name; Path=/"] {
+            assert_eq!(
+                rescope(pairless.as_bytes(), &peer(""), "/", "/peers/bob"),
+                None,
+                "{pairless}"
+            );
+        }
         assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob/");
         let out = rescope(b"a=\xff; Path=/\xfe", &peer(""), "/x/y", "/peers/bob");
         assert_eq!(out.unwrap(), b"a=\xff; Path=/peers/bob/x");
