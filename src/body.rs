@@ -255,22 +255,10 @@ pub async fn end_declared_empty(session: &mut Session, framing: Framing) -> Resu
             Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
             // `h2` resets the stream before handing over DATA past the declared length; kept
             // for a stream that got here anyway.
-            Ok(Ok(Some(_))) => {
-                return Err(BodyError::Refused(Problem::new(
-                    400,
-                    Code::BadRequest,
-                    "Bad request",
-                    "the request declares content-length: 0 and sends DATA (RFC 9113 §8.1.1)",
-                )))
-            }
+            Ok(Ok(Some(_))) => return Err(BodyError::Refused(data_past_zero())),
+            // The stream is reset already; the refusal is for the log and the metrics.
             Ok(Err(e)) if reset_for_its_length(&e) => {
-                // The stream is reset already; the refusal is for the log and the metrics.
-                return Err(BodyError::Refused(Problem::new(
-                    400,
-                    Code::BadRequest,
-                    "Bad request",
-                    "the request declares content-length: 0 and sends DATA (RFC 9113 §8.1.1)",
-                )));
+                return Err(BodyError::Refused(data_past_zero()))
             }
             Ok(Err(e)) => return Err(client(e)),
         }
@@ -283,6 +271,15 @@ fn reset_for_its_length(e: &pingora::Error) -> bool {
     e.root_cause()
         .downcast_ref::<h2::Error>()
         .is_some_and(|h2| h2.is_library() && h2.reason() == Some(h2::Reason::PROTOCOL_ERROR))
+}
+
+fn data_past_zero() -> Problem {
+    Problem::new(
+        400,
+        Code::BadRequest,
+        "Bad request",
+        "the request declares content-length: 0 and sends DATA (RFC 9113 §8.1.1)",
+    )
 }
 
 fn stalled() -> Problem {
