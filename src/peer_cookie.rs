@@ -9,7 +9,7 @@
 //! bob. So each cookie is scoped to the peer that set it, as a `Location` is rewritten
 //! ([`crate::peer_location`]): its path, as the peer meant it on its own host, becomes the
 //! `/peers/<peer>/...` path that reaches the same place through peergate, and a path outside the
-//! peer URL's base path becomes the whole peer's, `/peers/<peer>`. Its `Domain` is removed: on
+//! peer URL's base path becomes the whole peer's, `/peers/<peer>/`. Its `Domain` is removed: on
 //! the listener's host the cookie is the listener's alone (host-only), whatever domain the peer
 //! named. Every cookie gets an explicit `Path`, since a client's default (the directory of the
 //! request's path, RFC 6265 §5.1.4) is `/peers` for a call to the bare `/peers/bob`.
