@@ -151,6 +151,11 @@ mod tests {
         }
     }
 
+    /// Whether `set_cookie`, answering `/` on a peer without a base path, is dropped.
+    fn dropped(set_cookie: &str) -> bool {
+        rescope(set_cookie.as_bytes(), &peer(""), "/", "/peers/bob").is_none()
+    }
+
     fn seen(base_path: &str, target: &str, set_cookie: &str) -> String {
         let out = rescope(
             set_cookie.as_bytes(),
@@ -250,11 +255,7 @@ mod tests {
     fn odd_values_stay_within_the_peer() {
         // No name=value pair, empty attributes, bytes that are not UTF-8.
         for pairless in ["", ";a=1; Max-Age=9", "name; Path=/"] {
-            assert_eq!(
-                rescope(pairless.as_bytes(), &peer(""), "/", "/peers/bob"),
-                None,
-                "{pairless}"
-            );
+            assert!(dropped(pairless), "{pairless}");
         }
         assert_eq!(seen("", "/", "a=b;;; ;"), "a=b; Path=/peers/bob/");
         let out = rescope(b"a=\xff; Path=/\xfe", &peer(""), "/x/y", "/peers/bob");
@@ -290,11 +291,7 @@ mod tests {
             "a=1, b=2",
             "a=1; SameSite=Lax, b=2",
         ] {
-            assert_eq!(
-                rescope(listed.as_bytes(), &peer(""), "/", "/peers/bob"),
-                None,
-                "{listed}"
-            );
+            assert!(dropped(listed), "{listed}");
         }
         // Nor one with a comma elsewhere in an `Expires`, or spaced so that Java does not
         // see `expires=` and splits it.
@@ -303,11 +300,7 @@ mod tests {
             "sid=X; Expires=Wed, 21 Oct 2037, x=1",
             "sid=X; Expires=, x=1",
         ] {
-            assert_eq!(
-                rescope(listed.as_bytes(), &peer(""), "/", "/peers/bob"),
-                None,
-                "{listed}"
-            );
+            assert!(dropped(listed), "{listed}");
         }
         // The comma of a date is no list, and the attribute is written plainly.
         assert_eq!(
